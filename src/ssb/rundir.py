@@ -1,0 +1,235 @@
+"""The run directory: resolved config, manifest, atomic writes and append-only JSONL.
+
+A run is a directory that every stage reads from and writes to::
+
+    runs/NAME/config.yaml     exactly what ran
+    runs/NAME/manifest.json   per stage: status, counts, timings, versions, fingerprint
+
+JSONL outputs are append-only and flushed line by line, so a stage killed at any
+point resumes with the records it has not written yet; a torn last line (kill -9
+in the middle of a write) is dropped on read and truncated before appending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import yaml
+
+from .config import RunConfig, dump_config, load_config
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file + rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------- JSONL
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSONL file written by :func:`append_jsonl`; a torn last line is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    with path.open("r", encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 and not line.endswith("\n"):
+                break  # torn final write from a killed process
+            raise ValueError(f"{path}:{i + 1}: invalid JSON line") from None
+    return out
+
+
+def repair_jsonl(path: str | Path) -> None:
+    """Drop a torn (unterminated) final line so appends start on a clean line."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        f.truncate(cut)
+
+
+class JsonlWriter:
+    """Append-only JSONL writer: one flushed + fsynced line per record."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_jsonl(self.path)
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def done_ids(path: str | Path, key: str = "id") -> set[str]:
+    """Ids already present in a JSONL output (for resuming)."""
+    return {str(r[key]) for r in read_jsonl(path) if key in r}
+
+
+# ----------------------------------------------------------------------------- versions
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("ssb", "torch", "transformers", "peft", "accelerate", "trl", "datasets",
+                 "safetensors", "math-verify", "reasoning-gym", "vllm", "llama-cpp-python"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class Run:
+    """A run directory with its resolved config and manifest."""
+
+    def __init__(self, path: str | Path, cfg: RunConfig):
+        self.path = Path(path)
+        self.cfg = cfg
+
+    # -- creation / opening
+    @classmethod
+    def create(cls, cfg: RunConfig, path: str | Path | None = None) -> "Run":
+        """Create (or reopen) the run directory for ``cfg`` and write its resolved config.
+
+        Reopening with a config that changed a stage's settings is allowed; the manifest
+        keeps what each completed stage ran with, so ``ssb run`` can tell.
+        """
+        path = Path(path) if path is not None else cfg.run_dir
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path, cfg)
+        atomic_write_text(path / "config.yaml", dump_config(cfg))
+        m = run.manifest()
+        m.setdefault("created", now_iso())
+        m.setdefault("stages", {})
+        m["versions"] = library_versions()
+        run.save_manifest(m)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path, overrides: list[str] | None = None) -> "Run":
+        path = Path(path)
+        cfg_path = path / "config.yaml"
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"{path} is not a run directory (no config.yaml); start one with `ssb run CONFIG`")
+        cfg = load_config(cfg_path, overrides)
+        run = cls(path, cfg)
+        if overrides:
+            atomic_write_text(cfg_path, dump_config(cfg))
+        return run
+
+    # -- files
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- manifest
+    def manifest(self) -> dict:
+        p = self.path / "manifest.json"
+        if not p.exists():
+            return {}
+        return json.loads(p.read_text(encoding="utf-8"))
+
+    def save_manifest(self, m: dict) -> None:
+        atomic_write_json(self.path / "manifest.json", m)
+
+    def update_manifest(self, **fields: Any) -> None:
+        m = self.manifest()
+        m.update(fields)
+        self.save_manifest(m)
+
+    def stage(self, name: str) -> dict:
+        return self.manifest().get("stages", {}).get(name, {})
+
+    def stage_done(self, name: str) -> bool:
+        return self.stage(name).get("status") == "done"
+
+    def set_stage(self, name: str, **fields: Any) -> None:
+        m = self.manifest()
+        st = m.setdefault("stages", {}).setdefault(name, {})
+        st.update(fields)
+        self.save_manifest(m)
+
+    @contextmanager
+    def stage_run(self, name: str) -> Iterator[dict]:
+        """Mark a stage running; on success record status, timing and whatever the body put
+        in the yielded dict (counts, stats). On error or Ctrl-C the stage stays resumable."""
+        info: dict[str, Any] = {}
+        t0 = time.time()
+        self.set_stage(name, status="running", started=now_iso())
+        try:
+            yield info
+        except KeyboardInterrupt:
+            self.set_stage(name, status="interrupted", seconds=round(time.time() - t0, 2))
+            raise
+        except BaseException as exc:
+            self.set_stage(name, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
+                           seconds=round(time.time() - t0, 2))
+            raise
+        self.set_stage(name, status="done", finished=now_iso(), seconds=round(time.time() - t0, 2),
+                       error=None, **info)
+
+
+def write_yaml(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+
+def iter_batches(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
