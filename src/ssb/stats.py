@@ -1,0 +1,210 @@
+"""Small, dependency-free statistics for honest benchmark numbers.
+
+* :func:`wilson` — Wilson score interval for one proportion (95% by default).
+* :func:`pass_at_k` — the unbiased pass@k estimator of Chen et al. (2021):
+  ``1 - C(n-c, k) / C(n, k)`` for ``n`` samples of which ``c`` are correct.
+* :func:`mcnemar_exact` — exact McNemar test: two-sided binomial test on the
+  discordant pairs (``b`` won by A only, ``c`` won by B only) with p = 1/2.
+* :func:`paired_diff` — difference of two paired proportions with Newcombe's (1998)
+  "method 10" interval (Wilson score limits of both margins combined with the
+  phi correlation of the 2x2 table); deterministic, good coverage at small n.
+* :func:`paired_bootstrap` — seeded paired bootstrap of a mean difference, for
+  per-problem scores that are not 0/1 (mean accuracy over n sampled completions),
+  with a sign-flip permutation p-value.
+* :func:`length_stats` — mean, median, p90, max of completion lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+# ----------------------------------------------------------------------------- one proportion
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes out of ``n`` (``(0, 1)`` when n = 0)."""
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"wilson: need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    # clamp tiny float excursions; at k=0 / k=n the limit is exactly 0 / 1
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return (low, high)
+
+
+# ----------------------------------------------------------------------------- pass@k
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples with ``c`` correct: ``1 - C(n-c,k)/C(n,k)``.
+
+    Computed as the product ``prod_{i=n-c+1}^{n} (1 - k/i)`` (numerically stable)."""
+    if not (0 <= c <= n):
+        raise ValueError(f"pass_at_k: need 0 <= c <= n, got n={n}, c={c}")
+    if not (1 <= k <= n):
+        raise ValueError(f"pass_at_k: need 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float:
+    """Mean pass@k over problems given ``(n, c)`` per problem."""
+    if not counts:
+        return float("nan")
+    return sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
+
+
+# ----------------------------------------------------------------------------- paired tests
+
+
+def binom_cdf(x: int, n: int, p: float = 0.5) -> float:
+    """P(X <= x) for X ~ Binomial(n, p), exact with integer binomials."""
+    if x < 0:
+        return 0.0
+    if x >= n:
+        return 1.0
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(x + 1))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs.
+
+    ``min(1, 2 * P(X <= min(b, c)))`` with X ~ Binomial(b + c, 1/2); 1.0 when b = c = 0."""
+    if b < 0 or c < 0:
+        raise ValueError(f"mcnemar_exact: counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    return min(1.0, 2.0 * binom_cdf(min(b, c), n, 0.5))
+
+
+def paired_table(x: Sequence[bool], y: Sequence[bool]) -> tuple[int, int, int, int]:
+    """2x2 counts ``(both, x_only, y_only, neither)`` of two paired 0/1 vectors."""
+    if len(x) != len(y):
+        raise ValueError(f"paired vectors differ in length: {len(x)} vs {len(y)}")
+    a = b = c = d = 0
+    for xi, yi in zip(x, y):
+        if xi and yi:
+            a += 1
+        elif xi:
+            b += 1
+        elif yi:
+            c += 1
+        else:
+            d += 1
+    return a, b, c, d
+
+
+def newcombe_paired(a: int, b: int, c: int, d: int, z: float = Z95) -> tuple[float, float, float]:
+    """Difference ``p1 - p2`` of paired proportions and Newcombe's method-10 interval.
+
+    ``a`` both correct, ``b`` only the first, ``c`` only the second, ``d`` neither;
+    p1 = (a+b)/n, p2 = (a+c)/n. Returns ``(diff, low, high)``."""
+    n = a + b + c + d
+    if n == 0:
+        return (0.0, -1.0, 1.0)
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson(a + b, n, z)
+    l2, u2 = wilson(a + c, n, z)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / math.sqrt(margins) if margins > 0 else 0.0
+    return square_and_add(p1, (l1, u1), p2, (l2, u2), phi)
+
+
+def square_and_add(p1: float, ci1: tuple[float, float], p2: float, ci2: tuple[float, float],
+                   phi: float = 0.0) -> tuple[float, float, float]:
+    """Newcombe's square-and-add combination of two Wilson intervals into an interval for
+    ``p1 - p2``; ``phi`` is their correlation (0 for independent samples)."""
+    (l1, u1), (l2, u2) = ci1, ci2
+    diff = p1 - p2
+    dl = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    du = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return (diff, max(-1.0, diff - dl), min(1.0, diff + du))
+
+
+def paired_diff(x: Sequence[bool], y: Sequence[bool]) -> dict:
+    """Paired comparison of two 0/1 vectors over the same problems (x minus y).
+
+    Returns ``diff``, ``ci`` (Newcombe method 10), ``p_mcnemar`` (exact), the
+    discordant counts ``x_only`` / ``y_only`` and ``n``."""
+    a, b, c, d = paired_table(x, y)
+    diff, lo, hi = newcombe_paired(a, b, c, d)
+    return {
+        "n": a + b + c + d,
+        "diff": diff,
+        "ci": [lo, hi],
+        "ci_method": "newcombe-paired",
+        "p_value": mcnemar_exact(b, c),
+        "test": "mcnemar-exact",
+        "x_only": b,
+        "y_only": c,
+    }
+
+
+def paired_bootstrap(
+    x: Sequence[float], y: Sequence[float], iters: int = 10000, seed: int = 0, alpha: float = 0.05
+) -> dict:
+    """Paired bootstrap interval of ``mean(x) - mean(y)`` (percentile method, resampling
+    problems) and a two-sided sign-flip permutation p-value; both seeded."""
+    if len(x) != len(y):
+        raise ValueError(f"paired vectors differ in length: {len(x)} vs {len(y)}")
+    n = len(x)
+    if n == 0:
+        return {"n": 0, "diff": 0.0, "ci": [-1.0, 1.0], "ci_method": "paired-bootstrap",
+                "p_value": 1.0, "test": "sign-flip-permutation"}
+    import numpy as np
+
+    deltas = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    diff = float(deltas.mean())
+    rng = np.random.default_rng(seed)
+    block = max(1, min(iters, 2_000_000 // n))  # bound memory: ~16 MB of indices per block
+    means, extreme = [], 0
+    for start in range(0, iters, block):
+        m = min(block, iters - start)
+        means.append(deltas[rng.integers(0, n, size=(m, n))].mean(axis=1))
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(m, n))
+        extreme += int((np.abs((signs * deltas).mean(axis=1)) >= abs(diff) - 1e-12).sum())
+    lo, hi = (float(v) for v in np.quantile(np.concatenate(means), [alpha / 2, 1 - alpha / 2]))
+    return {"n": n, "diff": diff, "ci": [lo, hi], "ci_method": "paired-bootstrap",
+            "p_value": (extreme + 1) / (iters + 1), "test": "sign-flip-permutation"}
+
+
+# ----------------------------------------------------------------------------- lengths
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default), ``q`` in [0, 100]."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def length_stats(lengths: Sequence[float]) -> dict:
+    """``n, mean, median, p90, max`` of completion lengths (in tokens)."""
+    if not lengths:
+        return {"n": 0, "mean": None, "median": None, "p90": None, "max": None}
+    return {
+        "n": len(lengths),
+        "mean": sum(lengths) / len(lengths),
+        "median": percentile(lengths, 50),
+        "p90": percentile(lengths, 90),
+        "max": max(lengths),
+    }

@@ -1,0 +1,94 @@
+"""Known values for the intervals, the pass@k estimator and the paired tests."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ssb import stats
+
+
+def test_wilson_known_values():
+    lo, hi = stats.wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert stats.wilson(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert stats.wilson(10, 10) == (pytest.approx(0.7225, abs=1e-4), 1.0)
+    lo, hi = stats.wilson(40, 100)  # the issue's "40% [31, 50] (n=100)"
+    assert lo == pytest.approx(0.3094, abs=1e-4) and hi == pytest.approx(0.4980, abs=1e-4)
+    assert stats.wilson(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        stats.wilson(3, 2)
+
+
+def test_pass_at_k_hand_computed():
+    assert stats.pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
+    assert stats.pass_at_k(10, 1, 5) == pytest.approx(0.5)  # 1 - C(9,5)/C(10,5) = 1 - 126/252
+    assert stats.pass_at_k(10, 3, 1) == pytest.approx(0.3)  # pass@1 = c/n
+    assert stats.pass_at_k(4, 0, 4) == 0.0
+    assert stats.pass_at_k(4, 1, 4) == 1.0
+    assert stats.pass_at_k(4, 3, 2) == 1.0  # n - c < k
+    for n, c, k in [(7, 3, 2), (20, 5, 4), (16, 0, 3), (9, 9, 9)]:
+        exact = 1 - math.comb(n - c, k) / math.comb(n, k)
+        assert stats.pass_at_k(n, c, k) == pytest.approx(exact)
+    assert stats.mean_pass_at_k([(5, 2, ), (5, 0)], 2) == pytest.approx(0.35)
+    with pytest.raises(ValueError):
+        stats.pass_at_k(4, 1, 5)
+
+
+def test_mcnemar_exact_known_values():
+    assert stats.mcnemar_exact(1, 9) == pytest.approx(0.02148, abs=1e-5)  # 2 * 11/1024
+    assert stats.mcnemar_exact(9, 1) == stats.mcnemar_exact(1, 9)
+    assert stats.mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    assert stats.mcnemar_exact(5, 5) == 1.0
+    assert stats.mcnemar_exact(0, 0) == 1.0
+    assert stats.mcnemar_exact(3, 12) == pytest.approx(2 * sum(math.comb(15, i) for i in range(4)) / 2**15)
+
+
+def test_square_and_add_matches_newcombe_1998_unpaired_example():
+    # Newcombe (1998) independent-samples example: 56/70 vs 48/80 -> 0.2000 [0.0524, 0.3339]
+    d, lo, hi = stats.square_and_add(56 / 70, stats.wilson(56, 70), 48 / 80, stats.wilson(48, 80))
+    assert d == pytest.approx(0.2)
+    assert lo == pytest.approx(0.0524, abs=1e-4) and hi == pytest.approx(0.3339, abs=1e-4)
+
+
+def test_paired_diff_table_and_interval():
+    x = [1] * 30 + [1] * 9 + [0] * 1 + [0] * 60  # 30 both, 9 x-only, 1 y-only, 60 neither
+    y = [1] * 30 + [0] * 9 + [1] * 1 + [0] * 60
+    r = stats.paired_diff(x, y)
+    assert (r["n"], r["x_only"], r["y_only"]) == (100, 9, 1)
+    assert r["diff"] == pytest.approx(0.08)
+    assert r["p_value"] == pytest.approx(0.02148, abs=1e-5)
+    lo, hi = r["ci"]
+    assert lo < 0.08 < hi and lo > 0  # significant: the interval excludes 0 like McNemar
+    # positive correlation between the two models narrows the interval vs. independence
+    _, ilo, ihi = stats.square_and_add(0.39, stats.wilson(39, 100), 0.31, stats.wilson(31, 100))
+    assert hi - lo < ihi - ilo
+    # swapping the models mirrors the interval
+    s = stats.paired_diff(y, x)
+    assert s["diff"] == pytest.approx(-0.08)
+    assert s["ci"][0] == pytest.approx(-hi) and s["ci"][1] == pytest.approx(-lo)
+    # identical vectors: difference 0, p = 1
+    same = stats.paired_diff(x, x)
+    assert same["diff"] == 0 and same["p_value"] == 1.0 and same["ci"][0] <= 0 <= same["ci"][1]
+    with pytest.raises(ValueError):
+        stats.paired_diff([1, 0], [1])
+
+
+def test_paired_bootstrap_seeded_and_sensible():
+    x = [1.0, 0.75, 0.5, 1.0, 0.25, 1.0, 0.5, 0.75] * 5
+    y = [0.5, 0.75, 0.25, 0.5, 0.0, 1.0, 0.5, 0.25] * 5
+    a = stats.paired_bootstrap(x, y, iters=2000, seed=1)
+    b = stats.paired_bootstrap(x, y, iters=2000, seed=1)
+    assert a == b
+    assert a["diff"] == pytest.approx(0.25)
+    assert a["ci"][0] < 0.25 < a["ci"][1] and a["ci"][0] > 0
+    assert a["p_value"] < 0.01
+    null = stats.paired_bootstrap(x, x, iters=500)
+    assert null["diff"] == 0 and null["p_value"] == 1.0
+
+
+def test_length_stats():
+    s = stats.length_stats([10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
+    assert s["mean"] == 55 and s["median"] == 55 and s["p90"] == pytest.approx(91) and s["max"] == 100
+    assert stats.length_stats([])["mean"] is None
