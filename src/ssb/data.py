@@ -1,0 +1,496 @@
+"""Problems: the built-in benchmarks, user files (.jsonl/.parquet/.csv), Hugging Face
+datasets and reasoning-gym generators, all turned into one record, :class:`Problem`.
+
+Bad input rows fail loudly with ``file:line: field: reason`` (or are skipped and counted
+with ``skip_bad``), so a broken dataset never silently shrinks a run.
+
+Heavy libraries (datasets, pyarrow, reasoning_gym) are imported inside the functions
+that need them: ``ssb.grading`` imports this module in its worker processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import random
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from .config import DataConfig, ReasoningGymTask
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass
+class Problem:
+    """One problem: a question and its gold final answer (a string)."""
+
+    id: str
+    question: str
+    answer: str
+    solution: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Problem":
+        missing = [k for k in ("id", "question", "answer") if k not in d]
+        if missing:
+            raise ValueError(f"problem record lacks {', '.join(missing)}: {str(d)[:200]}")
+        return cls(
+            id=str(d["id"]),
+            question=d["question"],
+            answer=str(d["answer"]),
+            solution=d.get("solution"),
+            metadata=dict(d.get("metadata") or {}),
+        )
+
+
+@dataclass
+class BadRow:
+    """A row that could not be turned into a Problem (``line`` is 1-based)."""
+
+    file: str
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.reason}"
+
+
+@dataclass
+class LoadResult:
+    problems: list[Problem]
+    skipped: list[BadRow] = field(default_factory=list)
+
+
+class DataError(ValueError):
+    """A bad input row (or a bad data source); ``bad`` says where when it is a row."""
+
+    def __init__(self, message: str, bad: BadRow | None = None):
+        super().__init__(message)
+        self.bad = bad
+
+
+def normalize_question(q: str) -> str:
+    """Canonical form used for de-duplication and train/eval overlap checks:
+    Unicode NFKC, lower case, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", q).lower().split())
+
+
+# ----------------------------------------------------------------------------- built-in benchmarks
+
+BENCHMARKS: dict[str, tuple[str, ...]] = {
+    "gsm8k": ("train", "test"),
+    "math500": ("test",),
+    "aime2024": ("test",),
+}
+
+
+def load_benchmark(name: str, split: str = "test") -> list[Problem]:
+    """Load a benchmark shipped inside the package (see ``benchmarks/SOURCES.md``)."""
+    if name not in BENCHMARKS:
+        raise DataError(f"unknown benchmark {name!r}; built-in: {', '.join(BENCHMARKS)}")
+    if split not in BENCHMARKS[name]:
+        raise DataError(f"benchmark {name!r} has no split {split!r}; it has: {', '.join(BENCHMARKS[name])}")
+    res = resources.files("ssb") / "benchmarks" / name / f"{split}.jsonl"
+    out = []
+    for i, line in enumerate(res.read_text(encoding="utf-8").split("\n")):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        extras = {k: v for k, v in row.items() if k not in ("id", "question", "answer", "solution")}
+        out.append(
+            Problem(
+                id=row["id"],
+                question=row["question"],
+                answer=row["answer"],
+                solution=row.get("solution"),
+                metadata={"source": name, **extras},
+            )
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- row validation
+
+
+class _RowMaker:
+    """Turns raw rows (dicts) into Problems, checking fields and id uniqueness."""
+
+    def __init__(self, file: str, question_field: str, answer_field: str, id_field: str | None, skip_bad: bool):
+        self.file, self.q, self.a, self.idf = file, question_field, answer_field, id_field
+        self.skip_bad = skip_bad
+        self.prefix = Path(file).stem if not file.startswith("hf:") else file[3:].replace("/", "_")
+        self.seen: set[str] = set()
+        self.problems: list[Problem] = []
+        self.skipped: list[BadRow] = []
+
+    def bad(self, line: int, fld: str, reason: str) -> None:
+        b = BadRow(self.file, line, fld, reason)
+        if not self.skip_bad:
+            raise DataError(str(b), b)
+        self.skipped.append(b)
+
+    def add(self, row: Any, line: int, index: int) -> None:
+        """Validate one row; ``line`` is what the user sees, ``index`` the 0-based row number."""
+        if not isinstance(row, dict):
+            return self.bad(line, "(row)", f"expected an object, got {type(row).__name__}")
+        try:
+            question = self._text(row, self.q, allow_numbers=False)
+            answer = self._text(row, self.a, allow_numbers=True)
+            pid = self._id(row, index)
+        except _FieldError as e:
+            return self.bad(line, e.field, e.reason)
+        if pid in self.seen:
+            return self.bad(line, self.idf or "id", f"duplicate id {pid!r}")
+        self.seen.add(pid)
+        solution = row.get("solution")
+        extras = {k: _jsonable(v) for k, v in row.items() if k not in (self.q, self.a, self.idf, "solution")}
+        self.problems.append(
+            Problem(pid, question, answer, solution if isinstance(solution, str) else None, extras)
+        )
+
+    def _text(self, row: dict, name: str, allow_numbers: bool) -> str:
+        if name not in row or row[name] is None or _is_nan(row[name]):
+            raise _FieldError(name, "missing")
+        v = row[name]
+        if isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _FieldError(name, "not valid UTF-8") from None
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)) or (
+            not allow_numbers and not isinstance(v, str)
+        ):
+            want = "a string or a number" if allow_numbers else "a string"
+            raise _FieldError(name, f"wrong type: expected {want}, got {type(v).__name__}")
+        if isinstance(v, float):
+            v = str(int(v)) if v.is_integer() else repr(v)
+        v = str(v)
+        if _has_surrogates(v):
+            raise _FieldError(name, "not valid UTF-8")
+        if not v.strip():
+            raise _FieldError(name, "empty")
+        return v
+
+    def _id(self, row: dict, index: int) -> str:
+        if self.idf is None:
+            return f"{self.prefix}-{index}"
+        v = row.get(self.idf)
+        if v is None or isinstance(v, bool) or not isinstance(v, (str, int)) or str(v).strip() == "":
+            raise _FieldError(self.idf, "missing or not a string/integer id")
+        return str(v)
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, reason: str):
+        self.field, self.reason = field, reason
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and v != v
+
+
+def _has_surrogates(s: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in s)
+
+
+def _jsonable(v: Any) -> Any:
+    """Make a value JSON-serialisable: tuples/sets -> lists, bytes/others -> str."""
+    return json.loads(json.dumps(v, default=lambda o: sorted(o, key=str) if isinstance(o, (set, frozenset)) else str(o)))
+
+
+# ----------------------------------------------------------------------------- local files
+
+
+def _jsonl_rows(path: Path, maker: _RowMaker) -> None:
+    index = 0
+    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            maker.bad(lineno, "(line)", f"not valid UTF-8 (byte {e.start})")
+            index += 1
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            maker.bad(lineno, "(line)", f"invalid JSON: {e.msg} at column {e.colno}")
+            index += 1
+            continue
+        maker.add(row, lineno, index)
+        index += 1
+
+
+def _csv_rows(path: Path, maker: _RowMaker) -> None:
+    # surrogateescape keeps undecodable bytes as lone surrogates, found per field later.
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    start = 2  # the header is line 1
+    for index, row in enumerate(reader):
+        if None in row:  # more cells than header columns
+            maker.bad(start, "(row)", f"{len(row[None])} cell(s) beyond the header's {len(reader.fieldnames)}")
+        else:
+            maker.add(row, start, index)
+        start = reader.line_num + 1
+
+
+def _parquet_rows(path: Path, maker: _RowMaker) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types
+        raise DataError(f"{path}: cannot read parquet file: {e}") from e
+    for index, row in enumerate(table.to_pylist()):
+        maker.add(row, index + 1, index)
+
+
+_READERS = {".jsonl": _jsonl_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
+
+
+def load_file(
+    path: str | Path,
+    question_field: str = "question",
+    answer_field: str = "answer",
+    id_field: str | None = None,
+    skip_bad: bool = False,
+) -> LoadResult:
+    """Load problems from a .jsonl, .csv or .parquet file.
+
+    Columns other than question/answer/id/``solution`` go to ``metadata``. Without
+    ``id_field`` the id is ``<file stem>-<0-based row>``. A bad row raises
+    :class:`DataError` naming ``file:line`` (the row number for parquet) and the field;
+    with ``skip_bad`` it is skipped and listed in ``LoadResult.skipped``.
+    """
+    path = Path(path)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .csv or .parquet)")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    maker = _RowMaker(str(path), question_field, answer_field, id_field, skip_bad)
+    reader(path, maker)
+    return LoadResult(maker.problems, maker.skipped)
+
+
+def validate_file(
+    path: str | Path,
+    question_field: str = "question",
+    answer_field: str = "answer",
+    id_field: str | None = None,
+) -> dict:
+    """Check every row of a file; returns ``{file, rows, ok, bad: [BadRow as dict]}``."""
+    res = load_file(path, question_field, answer_field, id_field, skip_bad=True)
+    return {
+        "file": str(path),
+        "rows": len(res.problems) + len(res.skipped),
+        "ok": len(res.problems),
+        "bad": [asdict(b) for b in res.skipped],
+    }
+
+
+# ----------------------------------------------------------------------------- Hugging Face datasets
+
+
+def load_hf_dataset(
+    name: str,
+    split: str = "train",
+    question_field: str = "question",
+    answer_field: str = "answer",
+    id_field: str | None = None,
+    skip_bad: bool = False,
+) -> LoadResult:
+    """Load a split with ``datasets.load_dataset(name, split=split)``; a directory written
+    by ``Dataset.save_to_disk`` is read with ``datasets.load_from_disk`` instead."""
+    import datasets
+
+    p = Path(name)
+    try:
+        if p.is_dir() and ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()):
+            ds = datasets.load_from_disk(str(p))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise DataError(f"hf:{name}: no split {split!r}; it has: {', '.join(ds)}")
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(name, split=split)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets raises many types
+        raise DataError(f"hf:{name}: cannot load split {split!r}: {type(e).__name__}: {e}") from e
+    maker = _RowMaker(f"hf:{name}", question_field, answer_field, id_field, skip_bad)
+    for index, row in enumerate(ds):
+        maker.add(row, index + 1, index)
+    return LoadResult(maker.problems, maker.skipped)
+
+
+# ----------------------------------------------------------------------------- reasoning-gym
+
+# basic_arithmetic computes answers with floor division ("/" -> "//"), so a few
+# problems with "/" have answers that differ from the written expression (checked in
+# reasoning-gym 0.1.25: 19 of 644 division problems among 2000 drawn). Such entries
+# are dropped: we re-evaluate the expression exactly and keep only those that agree.
+_MAX_TRIES = 6
+
+
+def _exact_value(expr: str):
+    import ast
+    from fractions import Fraction
+
+    ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+           ast.Div: lambda a, b: a / b}
+
+    def ev(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return Fraction(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](ev(node.left), ev(node.right))
+        raise ValueError("unsupported expression")
+
+    return ev(ast.parse(expr, mode="eval").body)
+
+
+def _entry_is_consistent(task: str, entry: dict) -> bool:
+    """False for generator entries whose gold answer contradicts their question."""
+    if task != "basic_arithmetic":
+        return True
+    expr = (entry.get("metadata") or {}).get("expression")
+    if not expr or "/" not in expr:
+        return True
+    from fractions import Fraction
+
+    try:
+        return _exact_value(expr) == Fraction(str(entry["answer"]))
+    except (ValueError, ZeroDivisionError, SyntaxError):
+        return False
+
+
+def _split_by_weight(size: int, tasks: list["ReasoningGymTask"]) -> list[int]:
+    """Largest-remainder split of ``size`` over the task weights."""
+    total = sum(t.weight for t in tasks)
+    if total <= 0:
+        raise DataError("reasoning_gym: task weights must sum to a positive number")
+    shares = [size * t.weight / total for t in tasks]
+    counts = [int(s) for s in shares]
+    order = sorted(range(len(tasks)), key=lambda i: shares[i] - counts[i], reverse=True)
+    for i in order[: size - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _draw_task(task: "ReasoningGymTask", want: int, seed: int, seen: set[str]) -> list[Problem]:
+    import reasoning_gym
+
+    out: list[Problem] = []
+    next_index, gen_size, dropped = 0, max(want, 1), 0
+    for _ in range(_MAX_TRIES):
+        try:
+            ds = reasoning_gym.create_dataset(task.name, size=gen_size, seed=seed, **task.options)
+        except Exception as e:  # noqa: BLE001 - bad names/options raise various types
+            raise DataError(f"reasoning_gym: cannot create task {task.name!r} with {task.options}: {e}") from e
+        # Entries depend only on (seed, index), so a larger size extends the same sequence.
+        for index in range(next_index, gen_size):
+            entry = ds[index]
+            key = normalize_question(entry["question"])
+            if key in seen or not _entry_is_consistent(task.name, entry):
+                dropped += 1
+                continue
+            seen.add(key)
+            entry = _jsonable(entry)
+            out.append(
+                Problem(
+                    id=f"rg-{task.name}-s{seed}-{index}",
+                    question=entry["question"],
+                    answer=str(entry["answer"]),
+                    metadata={"source": "reasoning_gym", "task": task.name, "entry": entry},
+                )
+            )
+            if len(out) == want:
+                return out
+        next_index, gen_size = gen_size, gen_size * 2
+    log.warning("reasoning_gym %s: only %d of %d unique problems after %d draws (%d duplicates/excluded/inconsistent)",
+                task.name, len(out), want, next_index, dropped)
+    return out
+
+
+def reasoning_gym_problems(
+    tasks: list["ReasoningGymTask"], size: int, seed: int, exclude: set[str] | None = None
+) -> list[Problem]:
+    """Draw ``size`` problems from reasoning-gym tasks, split by weight.
+
+    Questions are unique (by :func:`normalize_question`) across all tasks and never in
+    ``exclude`` (normalised training questions, so held-out sets do not overlap them).
+    When duplicates leave a task short, more are generated (bounded); if still short,
+    a warning is logged and fewer problems are returned.
+    """
+    if not tasks:
+        raise DataError("reasoning_gym: data.tasks is empty; name at least one task (e.g. chain_sum)")
+    seen = set(exclude or ())
+    out: list[Problem] = []
+    for task, want in zip(tasks, _split_by_weight(size, tasks)):
+        if want > 0:
+            out.extend(_draw_task(task, want, seed, seen))
+    return out
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def load_problems(cfg: "DataConfig", exclude: set[str] | None = None) -> list[Problem]:
+    """Problems described by a :class:`~ssb.config.DataConfig`: shuffled with ``cfg.seed``
+    when ``cfg.shuffle``, then cut to ``cfg.limit``. Questions in ``exclude`` (normalised)
+    are dropped."""
+    src = cfg.source
+    if src == "reasoning_gym":
+        if cfg.limit is None:
+            raise DataError("source=reasoning_gym needs data.limit (how many problems to generate)")
+        problems = reasoning_gym_problems(cfg.tasks, cfg.limit, cfg.seed, exclude)
+    else:
+        if src in BENCHMARKS:
+            problems = load_benchmark(src, cfg.split)
+        elif src.startswith("hf:"):
+            res = load_hf_dataset(src[3:], cfg.split, cfg.question_field, cfg.answer_field, cfg.id_field, cfg.skip_bad)
+            problems = _report_skipped(res)
+        elif Path(src).suffix.lower() in _READERS:
+            res = load_file(src, cfg.question_field, cfg.answer_field, cfg.id_field, cfg.skip_bad)
+            problems = _report_skipped(res)
+        else:
+            raise DataError(
+                f"unknown data source {src!r}: use a benchmark ({', '.join(BENCHMARKS)}), 'reasoning_gym', "
+                "a .jsonl/.csv/.parquet file, or 'hf:NAME'"
+            )
+        if exclude:
+            problems = [p for p in problems if normalize_question(p.question) not in exclude]
+    if cfg.shuffle:
+        problems = list(problems)
+        random.Random(cfg.seed).shuffle(problems)
+    return problems[: cfg.limit] if cfg.limit is not None else problems
+
+
+def _report_skipped(res: LoadResult) -> list[Problem]:
+    if res.skipped:
+        log.warning("skipped %d bad row(s); first: %s", len(res.skipped), res.skipped[0])
+    return res.problems
+
+
+def question_keys(problems: Iterable[Problem]) -> set[str]:
+    """Normalised questions, for ``exclude=`` (e.g. the training set when building a holdout)."""
+    return {normalize_question(p.question) for p in problems}

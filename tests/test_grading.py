@@ -1,0 +1,193 @@
+"""grading.py on real data: MATH500 and GSM8K golds, reasoning-gym scorers, threads, timeouts."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ssb.config import ReasoningGymTask
+from ssb.data import Problem, load_benchmark, reasoning_gym_problems
+from ssb.grading import Outcome, _as_number, _math_equal, extract_answer, grade, same_answer
+
+
+@pytest.fixture(scope="module")
+def math500():
+    return load_benchmark("math500")
+
+
+def _p(answer: str) -> Problem:
+    return Problem("t", "q", answer)
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so \\boxed{\\frac{1}{2}}.", ("\\frac{1}{2}", "boxed")),
+        ("first \\boxed{3}, then \\boxed{\\sqrt{\\frac{a}{b}}}", ("\\sqrt{\\frac{a}{b}}", "boxed")),
+        ("$\\boxed 7$", ("7", "boxed")),
+        ("\\fbox{12}", ("12", "boxed")),
+        ("truncated \\boxed{5} and \\boxed{6", ("5", "boxed")),
+        ("She makes 18.\n#### 18", ("18", "hash")),
+        ("The answer is: 18", ("18", "answer_is")),
+        ("Therefore, the final answer is $\\frac{3}{4}$.", ("\\frac{3}{4}", "answer_is")),
+        ("Final Answer: 42", ("42", "answer_is")),
+        ("I do not know.", (None, "none")),
+        ("", (None, "none")),
+        ("\\boxed{}", (None, "none")),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_boxed_wins_over_hash_and_answer_is():
+    assert extract_answer("The answer is 3.\n#### 4\n\\boxed{5}") == ("5", "boxed")
+    assert extract_answer("The answer is 3.\n#### 4") == ("4", "hash")
+
+
+# ----------------------------------------------------------------------------- GSM8K-style numbers
+
+
+@pytest.mark.parametrize("pred", ["18", "$18", "\\$18", "18.00", "18 dollars", "\\text{18 dollars}", "+18"])
+def test_gsm8k_number_formats_correct(pred):
+    g = grade(_p("18"), f"\\boxed{{{pred}}}")
+    assert g.outcome is Outcome.CORRECT and g.correct, (pred, g)
+
+
+def test_thousands_separators():
+    for pred in ["1,800", "1800", "1{,}800", "\\$1,800.00"]:
+        assert grade(_p("1800"), f"\\boxed{{{pred}}}").correct, pred
+    assert not grade(_p("1800"), "\\boxed{1,801}").correct
+    assert _as_number("1,8") is None  # not a thousands grouping
+
+
+def test_hash_and_answer_is_graded():
+    gsm = load_benchmark("gsm8k", "test")[0]
+    assert gsm.answer == "18"
+    assert grade(gsm, gsm.solution).outcome is Outcome.CORRECT  # the source's own "#### 18"
+    assert grade(gsm, "The answer is: 18").fmt == "answer_is"
+    assert grade(gsm, "The answer is: 18").correct
+    assert grade(gsm, "#### 19").outcome is Outcome.WRONG
+
+
+def test_no_answer():
+    g = grade(_p("18"), "Let me think about the eggs... 16 - 3 - 4 = 9")
+    assert g.outcome is Outcome.NO_ANSWER and g.extracted is None and not g.correct
+
+
+def test_nested_braces_and_equivalent_forms():
+    for pred in ["\\frac{1}{2}", "\\dfrac12", "0.5", "1/2", "\\frac{2}{4}"]:
+        assert grade(_p("\\frac{1}{2}"), f"\\boxed{{{pred}}}").correct, pred
+    assert grade(_p("\\frac{1}{2}"), "\\boxed{\\frac{1}{3}}").outcome is Outcome.WRONG
+
+
+# ----------------------------------------------------------------------------- MATH500 golds
+
+
+def test_math500_self_grading(math500):
+    """Every gold, boxed, is correct through grade() and through math-verify alone."""
+    outcomes = Counter(grade(p, f"The answer is \\boxed{{{p.answer}}}").outcome for p in math500)
+    assert outcomes == {Outcome.CORRECT: 500}
+    fails = [p.answer for p in math500 if _math_equal(p.answer, p.answer, 10.0, shortcuts=False) is not True]
+    assert fails == []
+
+
+# The only pair of different MATH500 golds (in the order used below) that math-verify
+# treats as equal, rightly: an equation solved for x is accepted as its value.
+KNOWN_EQUAL_OTHER = {("5", "x=5")}
+
+
+def test_math500_perturbed_are_wrong(math500):
+    numeric = [p for p in math500 if _as_number(p.answer) is not None]
+    assert len(numeric) > 300
+    for p in numeric:
+        n = _as_number(p.answer) + 1
+        plus1 = str(n.numerator) if n.denominator == 1 else str(float(n))
+        assert grade(p, f"\\boxed{{{plus1}}}").outcome is Outcome.WRONG, (p.answer, plus1)
+        assert _math_equal(p.answer, plus1, 10.0, shortcuts=False) is False, (p.answer, plus1)
+
+    norm = [" ".join(p.answer.split()) for p in math500]
+    judged_equal = set()
+    for i, p in enumerate(math500):
+        j = (i + 1) % len(math500)
+        while norm[j] == norm[i]:
+            j = (j + 1) % len(math500)
+        other = math500[j].answer
+        outcome = grade(p, f"\\boxed{{{other}}}").outcome
+        assert outcome in (Outcome.WRONG, Outcome.CORRECT), (p.answer, other, outcome)
+        if outcome is Outcome.CORRECT:
+            judged_equal.add((p.answer, other))
+    assert judged_equal == KNOWN_EQUAL_OTHER
+
+
+# ----------------------------------------------------------------------------- same_answer
+
+
+def test_same_answer():
+    assert same_answer("\\frac{1}{2}", "0.5")
+    assert same_answer("1,800", "1800")
+    assert same_answer("(1,2)", "(1, 2)")
+    assert same_answer("x^2+2x+1", "(x+1)^2")
+    assert not same_answer("\\frac{1}{2}", "\\frac{1}{3}")
+    assert not same_answer("(1,2)", "(2,1)")
+
+
+# ----------------------------------------------------------------------------- threads and timeouts
+
+
+def test_grading_from_worker_threads(math500):
+    probs = math500[:40]
+    completions = [f"\\boxed{{{p.answer}}}" for p in probs] + ["\\boxed{\\frac{1}{2}+7}"] * len(probs)
+    jobs = list(zip(probs + probs, completions))
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        grades = list(ex.map(lambda pc: grade(*pc), jobs))
+    assert [g.outcome for g in grades[:40]] == [Outcome.CORRECT] * 40
+    assert [g.outcome for g in grades[40:]] == [Outcome.WRONG] * 40
+
+
+def test_hanging_check_times_out_and_grading_goes_on():
+    # sympy expands this for far longer than a second (measured: >13 s in-process)
+    t0 = time.monotonic()
+    g = grade(_p("(x+1)^{10000}"), "\\boxed{x^{10000}+1}", timeout=1.0)
+    assert g.outcome is Outcome.TIMEOUT and g.extracted == "x^{10000}+1"
+    assert time.monotonic() - t0 < 30  # 1 s check (+ a worker start on a busy machine)
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        assert ex.submit(grade, _p("\\frac{1}{2}"), "\\boxed{0.5}").result(timeout=120).correct
+
+
+# ----------------------------------------------------------------------------- reasoning-gym
+
+
+@pytest.mark.parametrize("task", ["chain_sum", "basic_arithmetic", "leg_counting"])
+def test_reasoning_gym_scorers(task):
+    problems = reasoning_gym_problems([ReasoningGymTask(name=task)], size=5, seed=3)
+    assert len(problems) == 5
+    for p in problems:
+        p = Problem.from_dict(p.to_dict())  # as read back from rollouts.jsonl
+        assert grade(p, f"so the total is \\boxed{{{p.answer}}}").outcome is Outcome.CORRECT
+        wrong = str(int(p.answer) + 1)
+        assert grade(p, f"\\boxed{{{wrong}}}").outcome is Outcome.WRONG
+        assert grade(p, "no idea").outcome is Outcome.NO_ANSWER
+
+
+def test_reasoning_gym_uses_task_scorer_not_math_verify():
+    p = reasoning_gym_problems([ReasoningGymTask(name="chain_sum")], size=1, seed=0)[0]
+    # math-verify would call "x=<answer>" equal to the answer; chain_sum's scorer does not
+    assert grade(_p(p.answer), f"\\boxed{{x={p.answer}}}").correct
+    assert not grade(p, f"\\boxed{{x={p.answer}}}").correct
+
+
+def test_thread_fallback_grades_the_same(monkeypatch):
+    """Where no worker process can be started, checks run in threads with the same verdicts."""
+    import ssb.grading as grading
+
+    monkeypatch.setattr(grading, "_use_threads", True)
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        got = list(ex.map(lambda a: grade(_p("\\frac{1}{2}"), f"\\boxed{{{a}}}").outcome, ["0.5", "\\dfrac12", "1/3"]))
+    assert got == [Outcome.CORRECT, Outcome.CORRECT, Outcome.WRONG]
