@@ -1,0 +1,572 @@
+"""Stage 6: accuracy with confidence intervals, pass@k, and paired model comparisons.
+
+    ssb eval --model runs/NAME/student --bench gsm8k,math500,aime2024 [--n 8 --temperature 0.7]
+    ssb eval --model runs/NAME                 # base + every adapter of the run, then a paired table
+
+The model sees exactly what it saw at training: ``prompts.student_messages`` through
+the chat template, base and adapter alike (adapters load with
+``peft.PeftModel.from_pretrained`` and are merged for generation).
+
+Per benchmark the stage writes ``<out>/<bench>.jsonl``, one line per problem (id, gold,
+completions, extracted answers, grades, tokens, finish reasons), appended as problems
+finish so a killed eval resumes where it stopped; then ``<out>/summary.json`` with
+accuracy, its 95% interval (Wilson for 0/1 scores, paired-bootstrap over problems for
+n > 1 sampled completions), pass@k for k <= n, completion-length statistics and the
+truncated count. :func:`paired_table` compares labels on the same problem ids (exact
+McNemar + Newcombe interval for greedy runs; paired bootstrap for sampled runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import stats
+from .config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, PromptConfig
+from .rundir import JsonlWriter, Run, atomic_write_json, iter_batches, read_jsonl
+
+log = logging.getLogger(__name__)
+
+HOLDOUT = "holdout"
+HOLDOUT_ALIASES = ("holdout", "train_like")
+LABEL_ORDER = ("base", "grpo", "ssb")  # reference first: differences read "later minus earlier"
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- problems
+
+
+def training_questions(run: Run) -> set[str]:
+    """Normalised questions the run trains on: its data config's problems plus whatever
+    ``rollouts.jsonl`` holds (the holdout set must avoid both)."""
+    from .data import load_problems, normalize_question, question_keys
+
+    out = question_keys(load_problems(run.cfg.data))
+    for rec in read_jsonl(run.file("rollouts.jsonl")):
+        q = (rec.get("problem") or {}).get("question")
+        if q:
+            out.add(normalize_question(q))
+    return out
+
+
+def holdout_problems(holdout: DataConfig | None, exclude: set[str], cache: Path | None = None) -> tuple[list, dict]:
+    """Problems generated like the training data (another seed), distinct and never in
+    ``exclude`` (normalised training questions). The chosen set is saved to ``cache`` the
+    first time so every model of a run is scored on the same problems."""
+    from .data import Problem, load_problems, normalize_question
+
+    if cache is not None and cache.exists():
+        probs = [Problem.from_dict(r) for r in read_jsonl(cache)]
+        return probs, {"source": str(cache), "kept": len(probs)}
+    if holdout is None:
+        raise EvalError("bench 'holdout' needs eval.holdout (a data config, e.g. reasoning_gym with another seed)")
+    drawn = load_problems(holdout, exclude=exclude)  # reasoning-gym draws more when it hits duplicates
+    seen: set[str] = set()
+    kept, dup = [], 0
+    for p in drawn:
+        key = normalize_question(p.question)
+        if key in seen or key in exclude:
+            dup += 1
+            continue
+        seen.add(key)
+        kept.append(p)
+    info = {"source": holdout.source, "seed": holdout.seed, "excluded_training_questions": len(exclude),
+            "dropped_duplicates": dup, "kept": len(kept)}
+    if not kept:
+        raise EvalError(f"holdout: no problems left after deduplication against training ({info})")
+    if holdout.limit and len(kept) < holdout.limit:
+        log.warning("holdout: only %d distinct unseen problems (wanted %d)", len(kept), holdout.limit)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with JsonlWriter(cache) as w:
+            for p in kept:
+                w.write(p.to_dict())
+    return kept, info
+
+
+def bench_problems(bench: str, eval_cfg: EvalConfig, exclude: set[str] | None = None,
+                   cache_dir: Path | None = None) -> tuple[list, dict]:
+    """Problems of one benchmark: a built-in name, a data file, or ``holdout``; the first
+    ``eval_cfg.limit`` of them (holdout: its own limit)."""
+    from .data import load_benchmark, load_problems
+
+    if bench in HOLDOUT_ALIASES:
+        cache = cache_dir / f"{HOLDOUT}.problems.jsonl" if cache_dir is not None else None
+        probs, info = holdout_problems(eval_cfg.holdout, exclude or set(), cache)
+    elif Path(bench).suffix in (".jsonl", ".json", ".parquet", ".csv") or Path(bench).exists():
+        probs = load_data_file(bench)
+        info = {"source": str(bench)}
+    else:
+        probs = load_benchmark(bench, "test")
+        info = {"source": bench}
+    if eval_cfg.limit is not None and bench not in HOLDOUT_ALIASES:
+        probs = probs[: eval_cfg.limit]
+    ids = [p.id for p in probs]
+    if len(set(ids)) != len(ids):
+        raise EvalError(f"{bench}: problem ids are not unique; give the file an id column")
+    return probs, info
+
+
+def load_data_file(path: str | Path) -> list:
+    """Problems of a user file; its ``id`` column names them when every row has one,
+    else the row index does."""
+    from .data import DataError, load_problems
+
+    cfg = DataConfig(source=str(path), split="test", shuffle=False, limit=None, id_field="id")
+    try:
+        return load_problems(cfg)
+    except DataError as exc:
+        if "id" not in str(exc):
+            raise
+        return load_problems(cfg.model_copy(update={"id_field": None}))
+
+
+def bench_name(bench: str) -> str:
+    """File-safe name of a benchmark (a data file is named after its stem)."""
+    if bench in HOLDOUT_ALIASES:
+        return HOLDOUT
+    name = Path(bench).stem if Path(bench).suffix else bench
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, merge: bool = True):
+    """Load the base model and, when ``adapter`` is given, apply it with
+    ``peft.PeftModel.from_pretrained``; ``merge`` folds it into the weights (plain
+    weights generate faster with transformers; same function)."""
+    from .models import load_model
+
+    loaded = load_model(model_cfg)
+    if adapter is None:
+        return loaded
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").exists():
+        raise EvalError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(loaded.model, str(adapter))
+    if merge:
+        model = model.merge_and_unload()
+    model.eval()
+    return dataclasses.replace(loaded, model=model, name=f"{loaded.name} + {adapter}")
+
+
+def sampling_for(eval_cfg: EvalConfig, gen_cfg: GenerationConfig):
+    from .generate import Sampling
+
+    return Sampling(
+        n=eval_cfg.n,
+        temperature=eval_cfg.temperature,
+        top_k=0,
+        top_p=eval_cfg.top_p,
+        max_new_tokens=eval_cfg.max_new_tokens or gen_cfg.max_new_tokens,
+        seed=eval_cfg.seed,
+    )
+
+
+# ----------------------------------------------------------------------------- per-sample records
+
+
+def _outcome_str(outcome: Any) -> str:
+    return str(getattr(outcome, "value", outcome))
+
+
+def score_record(problem, completions: list) -> dict:
+    """One JSONL line: the problem's completions graded with ``grading.grade``."""
+    from .grading import grade
+
+    grades = [grade(problem, c.text) for c in completions]
+    return {
+        "id": problem.id,
+        "question": problem.question,
+        "answer": problem.answer,
+        "completions": [c.text for c in completions],
+        "extracted": [g.extracted for g in grades],
+        "grades": [_outcome_str(g.outcome) for g in grades],
+        "correct": [bool(g.correct) for g in grades],
+        "formats": [g.fmt for g in grades],
+        "completion_tokens": [int(c.completion_tokens) for c in completions],
+        "finish_reasons": [c.finish_reason for c in completions],
+        "prompt_tokens": int(completions[0].prompt_tokens) if completions else 0,
+    }
+
+
+def _check_settings(existing: list[dict], n: int, path: Path) -> None:
+    bad = [r["id"] for r in existing if len(r.get("completions", [])) != n]
+    if bad:
+        raise EvalError(
+            f"{path} holds records with another number of completions than n={n} (e.g. {bad[0]!r}); "
+            "delete it or write to another --out"
+        )
+
+
+def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling, path: Path,
+               batch_size: int, desc: str = "") -> list[dict]:
+    """Generate + grade the problems not yet in ``path``; return the records of ``problems``."""
+    from tqdm.auto import tqdm
+
+    from .prompts import student_messages
+
+    from .generate import derive_seed
+
+    existing = {str(r["id"]): r for r in read_jsonl(path)}
+    _check_settings(list(existing.values()), sampling.n, path)
+    todo = [p for p in problems if str(p.id) not in existing]
+    # a few generator batches per call: length-sorted batching inside, a JSONL flush after
+    chunk = max(1, (4 * batch_size) // sampling.n)
+    if todo:
+        with JsonlWriter(path) as w, tqdm(total=len(problems), initial=len(problems) - len(todo),
+                                          desc=desc or path.stem, unit="problem") as bar:
+            for batch in iter_batches(todo, chunk):
+                convs = [student_messages(prompt_cfg, p.question) for p in batch]
+                # per-problem seeds: a resumed or re-batched eval samples the same completions
+                seeds = [derive_seed(sampling.seed, p.id) for p in batch]
+                outs = generator.generate(convs, sampling, progress=False, seeds=seeds)
+                for p, comps in zip(batch, outs):
+                    rec = score_record(p, comps)
+                    w.write(rec)
+                    existing[str(p.id)] = rec
+                bar.update(len(batch))
+    return [existing[str(p.id)] for p in problems]
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def pass_ks(n: int) -> list[int]:
+    """k values reported for n samples: 1, 2, 4, ... and n itself."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n]
+
+
+def summarize(records: list[dict], seed: int = 0) -> dict:
+    """Accuracy, 95% interval, pass@k, lengths and failure counts of one benchmark."""
+    if not records:
+        return {"n_problems": 0, "accuracy": None, "ci": None}
+    n = len(records[0]["correct"])
+    per_problem = [sum(r["correct"]) / len(r["correct"]) for r in records]
+    n_problems = len(records)
+    total_correct = sum(sum(r["correct"]) for r in records)
+    out: dict[str, Any] = {"n_problems": n_problems, "samples_per_problem": n}
+    if n == 1:
+        k = int(total_correct)
+        lo, hi = stats.wilson(k, n_problems)
+        out.update(accuracy=k / n_problems, correct=k, ci=[lo, hi], ci_method="wilson")
+    else:
+        acc = sum(per_problem) / n_problems
+        # problems are the sampling unit: bootstrap over them; never narrower than the
+        # Wilson interval of all samples (which the bootstrap undercuts at 0% or 100%)
+        boot = stats.paired_bootstrap(per_problem, [0.0] * n_problems, iters=4000, seed=seed)["ci"]
+        wil = stats.wilson(int(total_correct), n_problems * n)
+        out.update(accuracy=acc, correct=int(total_correct), ci=[min(boot[0], wil[0]), max(boot[1], wil[1])],
+                   ci_method="max(bootstrap over problems, wilson over samples)")
+        out["pass_at_k"] = {str(k): stats.mean_pass_at_k([(n, sum(r["correct"])) for r in records], k)
+                            for k in pass_ks(n)}
+        solved = sum(1 for r in records if any(r["correct"]))
+        out["solved_any"] = solved
+    out["points_per_problem"] = 100.0 / n_problems
+    lengths = [t for r in records for t in r["completion_tokens"]]
+    out["completion_tokens"] = stats.length_stats(lengths)
+    out["completion_tokens_correct"] = stats.length_stats(
+        [t for r in records for t, c in zip(r["completion_tokens"], r["correct"]) if c])
+    grades = [g for r in records for g in r["grades"]]
+    out["outcomes"] = {g: grades.count(g) for g in sorted(set(grades))}
+    out["truncated"] = sum(f == "length" for r in records for f in r["finish_reasons"])
+    formats = [f for r in records for f in r.get("formats", [])]
+    out["formats"] = {f: formats.count(f) for f in sorted(set(formats))}
+    return out
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterable[str],
+             prompt_cfg: PromptConfig, gen_cfg: GenerationConfig, eval_cfg: EvalConfig,
+             out_dir: str | Path, data_file: str | Path | None = None,
+             exclude: set[str] | None = None, label: str | None = None, loaded=None) -> dict:
+    """Evaluate one model (base or base + adapter) on ``benches`` (plus ``data_file``) and
+    write ``out_dir/<bench>.jsonl`` and ``out_dir/summary.json``; return the summary.
+
+    ``exclude``: normalised training questions the ``holdout`` bench must avoid.
+    ``loaded``: an already loaded model (skips loading; ``adapter`` is then ignored)."""
+    from .generate import make_generator
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    benches = [b for b in benches if b] + ([str(data_file)] if data_file else [])
+    if not benches:
+        raise EvalError("nothing to evaluate: give benchmarks (--bench) or a data file (--data)")
+    if eval_cfg.n < 1:
+        raise EvalError(f"eval.n must be >= 1, got {eval_cfg.n}")
+    if eval_cfg.n > 1 and eval_cfg.temperature <= 0:
+        raise EvalError(f"eval.n={eval_cfg.n} sampled completions need eval.temperature > 0")
+    problem_sets = {bench_name(b): bench_problems(b, eval_cfg, exclude, out_dir.parent) for b in benches}
+    t0 = time.time()
+    if adapter is not None and gen_cfg.backend == "llamacpp":
+        raise EvalError("generation.backend=llamacpp cannot apply a PEFT adapter (the GGUF has base weights); "
+                        "use --backend hf or vllm")
+    if loaded is None:
+        loaded = load_for_eval(model_cfg, adapter, merge=gen_cfg.backend == "hf")
+    generator = make_generator(gen_cfg, loaded, model_cfg, str(adapter) if adapter else None)
+    sampling = sampling_for(eval_cfg, gen_cfg)
+    summary_path = out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary.update(label=label or out_dir.name, model=loaded.name,
+                   adapter=str(adapter) if adapter else None, n=eval_cfg.n,
+                   temperature=eval_cfg.temperature, top_p=eval_cfg.top_p,
+                   max_new_tokens=sampling.max_new_tokens, seed=eval_cfg.seed)
+    summary.setdefault("benches", {})
+    for name, (problems, info) in problem_sets.items():
+        records = eval_bench(generator, problems, prompt_cfg, sampling, out_dir / f"{name}.jsonl",
+                             gen_cfg.batch_size, desc=f"{summary['label']}/{name}")
+        summary["benches"][name] = {**summarize(records, eval_cfg.seed), "problems": info}
+        atomic_write_json(summary_path, summary)
+    summary["seconds"] = round(time.time() - t0, 2)
+    atomic_write_json(summary_path, summary)
+    return summary
+
+
+def run_eval(run: Run, label: str, adapter: str | Path | None = None) -> dict:
+    """Evaluate the run's model (``adapter``: a PEFT directory of the run) on
+    ``run.cfg.eval.benches`` into ``eval/<label>/``; returns manifest stats."""
+    cfg = run.cfg
+    needs_holdout = any(b in HOLDOUT_ALIASES for b in cfg.eval.benches)
+    with run.stage_run(f"eval_{label}") as info:
+        exclude = training_questions(run) if needs_holdout else set()
+        summary = evaluate(cfg.model, adapter, cfg.eval.benches, cfg.prompt, cfg.generation, cfg.eval,
+                           run.file(f"eval/{label}"), exclude=exclude, label=label)
+        for name, b in summary["benches"].items():
+            info[name] = {"accuracy": b["accuracy"], "ci": b["ci"], "n_problems": b["n_problems"],
+                          "correct": b.get("correct"), "truncated": b["truncated"],
+                          "mean_tokens": b["completion_tokens"]["mean"]}
+    return info
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def _label_key(label: str) -> tuple[int, str]:
+    return (LABEL_ORDER.index(label) if label in LABEL_ORDER else len(LABEL_ORDER), label)
+
+
+def load_results(eval_dir: str | Path) -> dict[str, dict[str, list[dict]]]:
+    """``{label: {bench: records}}`` from ``eval_dir/<label>/<bench>.jsonl``."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    eval_dir = Path(eval_dir)
+    if not eval_dir.is_dir():
+        return out
+    for d in sorted(p for p in eval_dir.iterdir() if p.is_dir()):
+        benches = {f.stem: read_jsonl(f) for f in sorted(d.glob("*.jsonl"))}
+        if benches:
+            out[d.name] = benches
+    return out
+
+
+def paired_table(results: dict[str, dict[str, list[dict]]], seed: int = 0) -> list[dict]:
+    """Paired differences for each pair of labels on each shared benchmark, over the
+    problem ids both evaluated. Row: ``bench, a, b, n, diff`` (a minus b), ``ci``,
+    ``p_value``, ``test``, ``a_only``/``b_only`` (problems only one of them solved)."""
+    rows = []
+    labels = sorted(results, key=_label_key)
+    for ref, other in combinations(labels, 2):
+        for bench in sorted(set(results[ref]) & set(results[other])):
+            a = {str(r["id"]): r for r in results[other][bench]}
+            b = {str(r["id"]): r for r in results[ref][bench]}
+            ids = sorted(set(a) & set(b))
+            if not ids:
+                continue
+            binary = all(len(a[i]["correct"]) == 1 and len(b[i]["correct"]) == 1 for i in ids)
+            if binary:
+                res = stats.paired_diff([a[i]["correct"][0] for i in ids], [b[i]["correct"][0] for i in ids])
+                res["a_only"], res["b_only"] = res.pop("x_only"), res.pop("y_only")
+            else:
+                res = stats.paired_bootstrap([sum(a[i]["correct"]) / len(a[i]["correct"]) for i in ids],
+                                             [sum(b[i]["correct"]) / len(b[i]["correct"]) for i in ids],
+                                             iters=4000, seed=seed)
+            rows.append({"bench": bench, "a": other, "b": ref, **res})
+    return rows
+
+
+def compare(run: Run) -> list[dict]:
+    """Paired comparison of every evaluated label of a run; also saved to ``eval/compare.json``."""
+    rows = paired_table(load_results(run.file("eval")), seed=run.cfg.eval.seed)
+    if rows:
+        atomic_write_json(run.file("eval/compare.json"), rows)
+    return rows
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f}"
+
+
+def summary_rows(summaries: dict[str, dict]) -> list[dict]:
+    """Flatten ``{label: summary}`` into one row per (bench, label) for printing."""
+    rows = []
+    for label in sorted(summaries, key=_label_key):
+        for bench, b in sorted(summaries[label].get("benches", {}).items()):
+            if not b.get("n_problems"):
+                continue
+            n_samples = b["n_problems"] * b.get("samples_per_problem", 1)
+            count = f"{b['correct']}/{n_samples}" if b.get("correct") is not None else ""
+            pk = b.get("pass_at_k") or {}
+            top = max(pk, key=int) if pk else None
+            rows.append({
+                "bench": bench, "label": label, "accuracy": f"{pct(b['accuracy'])}%", "count": count,
+                "ci": f"[{pct(b['ci'][0])}, {pct(b['ci'][1])}]",
+                "one_problem": f"{b['points_per_problem']:.2f} pt",
+                "pass_at_k": f"pass@{top} {pct(pk[top])}%" if top else "",
+                "mean_tokens": "—" if b["completion_tokens"]["mean"] is None else f"{b['completion_tokens']['mean']:.0f}",
+                "truncated": str(b["truncated"]),
+            })
+    return rows
+
+
+SUMMARY_COLUMNS = [("bench", "bench"), ("label", "model"), ("accuracy", "acc"), ("count", "correct"),
+                   ("ci", "95% CI"), ("one_problem", "1 problem"), ("pass_at_k", "pass@k"),
+                   ("mean_tokens", "tokens"), ("truncated", "trunc")]
+PAIRED_COLUMNS = ["bench", "A − B", "n", "diff (pt)", "95% CI (pt)", "only A/B", "p", "test"]
+
+
+def paired_rows(rows: list[dict]) -> list[list[str]]:
+    return [[r["bench"], f"{r['a']} − {r['b']}", str(r["n"]), f"{100 * r['diff']:+.1f}",
+             f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]",
+             f"{r['a_only']}/{r['b_only']}" if "a_only" in r else "",
+             f"{r['p_value']:.3g}", r["test"].replace("sign-flip-permutation", "permutation")] for r in rows]
+
+
+def markdown_tables(summaries: dict[str, dict], pairs: list[dict]) -> str:
+    """The benchmark and paired-difference tables as Markdown."""
+    rows = summary_rows(summaries)
+    lines = ["| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |",
+             "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines += ["| " + " | ".join(r[k] for k, _ in SUMMARY_COLUMNS) + " |" for r in rows]
+    if pairs:
+        lines += ["", "| " + " | ".join(PAIRED_COLUMNS) + " |", "|" + "---|" * len(PAIRED_COLUMNS)]
+        lines += ["| " + " | ".join(r) + " |" for r in paired_rows(pairs)]
+    return "\n".join(lines)
+
+
+def print_tables(summaries: dict[str, dict], pairs: list[dict] | None = None) -> None:
+    """Rich tables on the terminal: accuracy with counts and interval, then paired differences."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="accuracy, 95% interval; '1 problem' = what one problem moves the score")
+    for _, head in SUMMARY_COLUMNS:
+        table.add_column(head, justify="left" if head in ("bench", "model") else "right")
+    for r in summary_rows(summaries):
+        table.add_row(*(r[k] for k, _ in SUMMARY_COLUMNS))
+    console.print(table)
+    if pairs:
+        pt = Table(title="paired differences on the same problems (A − B, percentage points)")
+        for head in PAIRED_COLUMNS:
+            pt.add_column(head, justify="left" if head in ("bench", "A − B", "test") else "right")
+        for r in paired_rows(pairs):
+            pt.add_row(*r)
+        console.print(pt)
+
+
+def load_summaries(eval_dir: str | Path) -> dict[str, dict]:
+    """``{label: summary.json}`` of every label under ``eval_dir``."""
+    out = {}
+    eval_dir = Path(eval_dir)
+    if eval_dir.is_dir():
+        for f in sorted(eval_dir.glob("*/summary.json")):
+            out[f.parent.name] = json.loads(f.read_text(encoding="utf-8"))
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _eval_cfg_from_args(base: EvalConfig, args) -> EvalConfig:
+    upd: dict[str, Any] = {}
+    if getattr(args, "data", None):
+        upd["benches"] = []  # --data replaces --bench
+    elif getattr(args, "bench", None):  # None: the config's eval.benches
+        upd["benches"] = [b.strip() for b in args.bench.split(",") if b.strip()]
+    for field in ("limit", "n", "temperature", "max_new_tokens"):
+        if getattr(args, field, None) is not None:
+            upd[field] = getattr(args, field)
+    if upd.get("n", base.n) > 1 and "temperature" not in upd and base.temperature <= 0:
+        upd["temperature"] = 0.7  # sampled pass@k needs a temperature; say so in the summary
+        log.warning("--n > 1 without --temperature: sampling at T=0.7")
+    return base.model_copy(update=upd)
+
+
+def _model_source(model: str, base: str | None) -> tuple[ModelConfig | None, Path | None, Run | None]:
+    """``(model config, adapter dir, run)`` for ``--model``: a run dir, an adapter dir
+    (inside a run or standalone), or a model id/path."""
+    path = Path(model)
+    if (path / "config.yaml").exists() and (path / "manifest.json").exists():
+        return None, None, Run.open(path)
+    if (path / "adapter_config.json").exists():
+        run = Run.open(path.parent) if (path.parent / "config.yaml").exists() else None
+        if base:
+            return ModelConfig(name_or_path=base), path, None
+        if run is not None:
+            return run.cfg.model, path, run
+        meta = json.loads((path / "adapter_config.json").read_text())
+        if not meta.get("base_model_name_or_path"):
+            raise EvalError(f"{path}: adapter does not name its base model; pass --base")
+        return ModelConfig(name_or_path=meta["base_model_name_or_path"]), path, None
+    return ModelConfig(name_or_path=model), None, None
+
+
+def evaluate_cli(args) -> dict:
+    """``ssb eval``: evaluate a model, an adapter, or every model of a run; print the tables."""
+    from .config import RunConfig, load_config
+
+    model_cfg, adapter, run = _model_source(args.model, getattr(args, "base", None))
+    cfg = run.cfg if run is not None else (load_config(args.config) if getattr(args, "config", None) else RunConfig())
+    eval_cfg = _eval_cfg_from_args(cfg.eval, args)
+    gen_cfg = cfg.generation
+    if getattr(args, "backend", None):
+        gen_cfg = gen_cfg.model_copy(update={"backend": args.backend})
+    exclude = training_questions(run) if run is not None and any(
+        b in HOLDOUT_ALIASES for b in eval_cfg.benches) else set()
+
+    jobs: list[tuple[str, ModelConfig, Path | None, Path]] = []
+    if model_cfg is None:  # a whole run: base + each adapter it has
+        for label, sub in (("base", None), ("ssb", "student"), ("grpo", "grpo")):
+            if sub is None or (run.file(sub) / "adapter_config.json").exists():
+                jobs.append((label, run.cfg.model, run.file(sub) if sub else None, run.file(f"eval/{label}")))
+    else:
+        label = adapter.name if adapter is not None else Path(model_cfg.name_or_path).name
+        if run is not None and adapter is not None:
+            label = {"student": "ssb", "grpo": "grpo"}.get(adapter.name, adapter.name)
+        out = Path(args.out) if getattr(args, "out", None) else (
+            run.file(f"eval/{label}") if run is not None else Path("eval") / bench_name(label))
+        label = out.name  # labels are directory names: the paired table pairs directories
+        jobs.append((label, model_cfg, adapter, out))
+
+    summaries = {}
+    for label, mcfg, adp, out in jobs:
+        summaries[label] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
+                                    data_file=getattr(args, "data", None), exclude=exclude, label=label)
+    out_dirs = {Path(o).parent for *_, o in jobs}
+    pairs = []
+    if len(out_dirs) == 1:  # every label lives side by side: compare them on shared problems
+        eval_dir = out_dirs.pop()
+        summaries = {**load_summaries(eval_dir), **summaries}
+        pairs = paired_table(load_results(eval_dir), seed=eval_cfg.seed)
+    print_tables(summaries, pairs)
+    return {"summaries": summaries, "paired": pairs}

@@ -1,0 +1,168 @@
+"""Evaluation: summaries and paired tables on known records; a real (tiny-model) eval on
+a user JSONL that resumes; adapters through PEFT; the holdout set avoids training problems."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ssb import evaluate as ev
+from ssb.config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig, RunConfig
+from ssb.rundir import Run, read_jsonl
+
+
+def _rec(pid, correct, tokens=None, finish=None):
+    n = len(correct)
+    return {"id": pid, "correct": list(correct), "grades": ["correct" if c else "wrong" for c in correct],
+            "completion_tokens": tokens or [10] * n, "finish_reasons": finish or ["stop"] * n,
+            "formats": ["boxed"] * n}
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def test_summarize_greedy_counts_and_wilson():
+    recs = [_rec(f"p{i}", [i < 5], tokens=[i + 1], finish=["length" if i == 9 else "stop"]) for i in range(10)]
+    s = ev.summarize(recs)
+    assert s["accuracy"] == 0.5 and s["correct"] == 5 and s["n_problems"] == 10
+    assert s["ci"] == [pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4)]
+    assert s["points_per_problem"] == 10.0
+    assert s["truncated"] == 1
+    assert s["completion_tokens"]["mean"] == 5.5 and s["completion_tokens"]["max"] == 10
+    assert s["outcomes"] == {"correct": 5, "wrong": 5}
+
+
+def test_summarize_sampled_pass_at_k():
+    recs = [_rec("a", [1, 1, 0, 0]), _rec("b", [0, 0, 0, 0]), _rec("c", [1, 0, 0, 0])]
+    s = ev.summarize(recs)
+    assert s["samples_per_problem"] == 4
+    assert s["accuracy"] == pytest.approx((0.5 + 0 + 0.25) / 3)
+    assert set(s["pass_at_k"]) == {"1", "2", "4"}
+    assert s["pass_at_k"]["1"] == pytest.approx(s["accuracy"])
+    # pass@2: a = 1 - C(2,2)/C(4,2) = 5/6, b = 0, c = 1 - C(3,2)/C(4,2) = 1/2
+    assert s["pass_at_k"]["2"] == pytest.approx((5 / 6 + 0 + 0.5) / 3)
+    assert s["pass_at_k"]["4"] == pytest.approx(2 / 3)
+    assert s["solved_any"] == 2
+    assert ev.pass_ks(8) == [1, 2, 4, 8] and ev.pass_ks(6) == [1, 2, 4, 6] and ev.pass_ks(1) == [1]
+
+
+def test_paired_table_mcnemar_on_shared_ids():
+    base = [_rec(f"p{i}", [i < 30]) for i in range(100)]
+    # ssb solves base's 30 minus 1 (p0) plus 9 more (p30..p38); p99 missing on purpose
+    ssb = [_rec(f"p{i}", [(i < 30 and i != 0) or 30 <= i < 39]) for i in range(99)]
+    rows = ev.paired_table({"ssb": {"holdout": ssb}, "base": {"holdout": base}})
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r["a"], r["b"], r["n"]) == ("ssb", "base", 99)
+    assert (r["a_only"], r["b_only"]) == (9, 1)
+    assert r["p_value"] == pytest.approx(0.02148, abs=1e-5)
+    assert r["diff"] == pytest.approx(8 / 99)
+    assert r["ci"][0] > 0
+    md = ev.markdown_tables({}, rows)
+    assert "ssb − base" in md and "9/1" in md
+
+
+def test_paired_table_sampled_uses_bootstrap():
+    a = [_rec(f"p{i}", [1, 1, 0, 1]) for i in range(20)]
+    b = [_rec(f"p{i}", [0, 1, 0, 0]) for i in range(20)]
+    rows = ev.paired_table({"base": {"x": b}, "ssb": {"x": a}})
+    assert rows[0]["test"] == "sign-flip-permutation"
+    assert rows[0]["diff"] == pytest.approx(0.5)
+
+
+def test_summary_rows_show_counts_and_points():
+    s = {"base": {"benches": {"aime2024": {**ev.summarize([_rec(f"p{i}", [i < 1]) for i in range(30)])}}}}
+    (row,) = ev.summary_rows(s)
+    assert row["count"] == "1/30" and row["accuracy"] == "3.3%" and row["one_problem"] == "3.33 pt"
+
+
+# ----------------------------------------------------------------------------- real evals (tiny model)
+
+
+def _write_problems(path: Path, n: int = 3) -> Path:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n")
+    return path
+
+
+def test_evaluate_user_jsonl_writes_records_and_resumes(tmp_path, tiny_model, tiny_model_dir):
+    data = _write_problems(tmp_path / "mine.jsonl")
+    out = tmp_path / "eval" / "tiny"
+    args = (ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"), None, [], PromptConfig(),
+            GenerationConfig(batch_size=4, max_new_tokens=6), EvalConfig(benches=[]), out)
+    s = ev.evaluate(*args, data_file=data, loaded=tiny_model)
+    b = s["benches"]["mine"]
+    assert b["n_problems"] == 3 and b["correct"] == 0 and b["ci"][0] == 0.0
+    recs = read_jsonl(out / "mine.jsonl")
+    assert [r["id"] for r in recs] == ["q0", "q1", "q2"]
+    for r in recs:
+        assert len(r["completions"]) == 1 and r["grades"][0] in ("wrong", "no_answer")
+        assert r["completion_tokens"][0] <= 6 and r["finish_reasons"][0] in ("stop", "length")
+    assert json.loads((out / "summary.json").read_text())["benches"]["mine"]["n_problems"] == 3
+
+    # resume: drop the last record, evaluate again -> only q2 is regenerated (greedy: same text)
+    lines = (out / "mine.jsonl").read_text().splitlines(keepends=True)
+    (out / "mine.jsonl").write_text("".join(lines[:2]))
+    ev.evaluate(*args, data_file=data, loaded=tiny_model)
+    again = read_jsonl(out / "mine.jsonl")
+    assert [r["id"] for r in again] == ["q0", "q1", "q2"]
+    assert again[2]["completions"] == recs[2]["completions"]
+
+    # n > 1 against records made with n = 1: a clear error, not a silent mix
+    with pytest.raises(ev.EvalError, match="number of completions"):
+        ev.evaluate(*args[:5], EvalConfig(benches=[], n=2, temperature=0.7), out, data_file=data, loaded=tiny_model)
+
+
+def test_evaluate_sampled_pass_at_k(tmp_path, tiny_model, tiny_model_dir):
+    data = _write_problems(tmp_path / "mine.jsonl", 2)
+    s = ev.evaluate(ModelConfig(name_or_path=str(tiny_model_dir), device="cpu"), None, [], PromptConfig(),
+                    GenerationConfig(batch_size=4, max_new_tokens=4), EvalConfig(benches=[], n=3, temperature=1.0),
+                    tmp_path / "out", data_file=data, loaded=tiny_model)
+    b = s["benches"]["mine"]
+    assert b["samples_per_problem"] == 3 and set(b["pass_at_k"]) == {"1", "2", "3"}
+    assert all(len(r["completions"]) == 3 for r in read_jsonl(tmp_path / "out" / "mine.jsonl"))
+
+
+def test_adapter_is_applied_through_peft(tmp_path, tiny_model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ssb.models import load_model
+
+    fresh = load_model(str(tiny_model_dir), device="cpu")
+    peft_model = get_peft_model(fresh.model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                                                        init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    mcfg = ModelConfig(name_or_path=str(tiny_model_dir), device="cpu")
+    base = ev.load_for_eval(mcfg)
+    adapted = ev.load_for_eval(mcfg, tmp_path / "adapter")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert not torch.allclose(base.model(ids).logits, adapted.model(ids).logits)
+        assert torch.allclose(peft_model(ids).logits, adapted.model(ids).logits, atol=1e-4)
+    with pytest.raises(ev.EvalError, match="adapter"):
+        ev.load_for_eval(mcfg, tmp_path)
+
+
+def test_run_eval_holdout_avoids_training_problems(tmp_path, tiny_model_dir):
+    task = {"name": "chain_sum", "options": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}}
+    cfg = RunConfig.model_validate({
+        "name": "t", "runs_dir": str(tmp_path),
+        "model": {"name_or_path": str(tiny_model_dir), "device": "cpu"},
+        "data": {"source": "reasoning_gym", "limit": 60, "seed": 1, "tasks": [task]},
+        "generation": {"batch_size": 8, "max_new_tokens": 4},
+        "eval": {"benches": ["holdout"], "holdout": {"source": "reasoning_gym", "limit": 5, "seed": 7, "tasks": [task]}},
+    })
+    run = Run.create(cfg)
+    info = ev.run_eval(run, "base")
+    assert info["holdout"]["n_problems"] == 5
+    from ssb.data import load_problems, normalize_question
+
+    train = {normalize_question(p.question) for p in load_problems(cfg.data)}
+    held = read_jsonl(run.file("eval/holdout.problems.jsonl"))
+    assert len(held) == 5 and not {normalize_question(p["question"]) for p in held} & train
+    assert run.stage_done("eval_base")
+    assert ev.compare(run) == []  # a single label: nothing to pair
