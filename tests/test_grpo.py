@@ -1,0 +1,83 @@
+"""GRPO baseline: a tiny run trains through TRL's GRPOTrainer on the run's rollout
+problems, stops on SSB's token budget, writes the PEFT adapter, the log and the manifest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ssb.config import RunConfig
+from ssb.rundir import JsonlWriter, Run, read_jsonl
+
+
+def _run(tmp_path, tiny_model_dir, **grpo) -> Run:
+    cfg = RunConfig.model_validate({
+        "name": "g", "runs_dir": str(tmp_path),
+        "model": {"name_or_path": str(tiny_model_dir), "device": "cpu"},
+        "data": {"source": "gsm8k", "limit": 3},
+        "generation": {"max_new_tokens": 8},
+        "rollout": {"k": 2},
+        "distill": {"lora_r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "grpo": {"batch_size": 4, "max_steps": 3, **grpo},
+    })
+    run = Run.create(cfg)
+    with JsonlWriter(run.file("rollouts.jsonl")) as w:  # the format rollout.py writes
+        for i in range(4):
+            prob = {"id": f"r{i}", "question": f"What is {i} + 1?", "answer": str(i + 1),
+                    "solution": None, "metadata": {}}
+            w.write({"id": f"r{i}", "problem": prob, "completions": ["x", "y"], "extracted": [None, None],
+                     "grades": ["no_answer", "no_answer"], "formats": ["none", "none"],
+                     "finish_reasons": ["stop", "stop"], "completion_tokens": [1, 1]})
+    return run
+
+
+def test_grpo_trains_with_token_budget(tmp_path, tiny_model_dir):
+    from ssb.grpo import run_grpo, training_problems
+
+    run = _run(tmp_path, tiny_model_dir)
+    run.set_stage("rollout", status="done", generated_tokens=6)
+    run.set_stage("curate", status="done", teacher_tokens=4)
+    assert [p.id for p in training_problems(run)] == ["r0", "r1", "r2", "r3"]
+
+    info = run_grpo(run)
+    assert info["budget_tokens"] == 10
+    assert info["stopped_by"] == "token budget"
+    assert info["generated_tokens"] >= 10 and 1 <= info["steps"] < 3
+    assert info["num_generations"] == 2 and info["problems"] == 4
+
+    log = read_jsonl(run.file("grpo_log.jsonl"))
+    assert [r["step"] for r in log] == list(range(1, info["steps"] + 1))
+    for key in ("reward", "completion_length", "loss", "generated_tokens", "lr"):
+        assert key in log[0]
+    assert log[-1]["generated_tokens"] == info["generated_tokens"]
+
+    adapter = run.file("grpo")
+    meta = json.loads((adapter / "adapter_config.json").read_text())
+    assert meta["r"] == 4 and meta["lora_alpha"] == 8 and set(meta["target_modules"]) == {"q_proj", "v_proj"}
+    assert (adapter / "adapter_model.safetensors").exists()
+    stage = run.stage("grpo")
+    assert stage["status"] == "done" and stage["generated_tokens"] == info["generated_tokens"]
+    assert stage["train_seconds"] > 0
+
+
+def test_grpo_rejects_bad_group_size(tmp_path, tiny_model_dir):
+    from ssb.grpo import GRPOError, run_grpo
+
+    run = _run(tmp_path, tiny_model_dir, batch_size=3)
+    with pytest.raises(GRPOError, match="multiple of num_generations"):
+        run_grpo(run)
+    assert run.stage("grpo")["status"] == "failed"
+
+
+def test_reward_is_correctness_only():
+    from ssb.data import Problem
+    from ssb.grpo import CorrectnessReward
+
+    r = CorrectnessReward()
+    pj = json.dumps(Problem("a", "1 + 1 = ?", "2").to_dict())
+    comps = [[{"role": "assistant", "content": "so \\boxed{2}"}], [{"role": "assistant", "content": "\\boxed{3}"}],
+             [{"role": "assistant", "content": "no answer"}]]
+    assert r(prompts=[None] * 3, completions=comps, problem_json=[pj] * 3, completion_ids=[[1, 2], [3], [4]]) \
+        == [1.0, 0.0, 0.0]
+    assert r.generated_tokens == 4 and r.completions == 3
