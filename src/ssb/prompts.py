@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .config import PromptConfig
 
 Message = dict[str, str]
@@ -38,3 +40,103 @@ def render_prompt_ids(tokenizer, messages: list[Message]) -> list[int]:
     if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
         ids = ids["input_ids"]
     return list(ids)
+
+
+# ----------------------------------------------------------------------------- hinted teacher
+#
+# The teacher is the same base model, shown the problem together with one of its own
+# correct rollouts and (``contrastive``) the most common wrong one, and asked for a fresh,
+# standalone, error-aware solution. Everything it is told lives in TEACHER_TEMPLATE and
+# the CONTEXT_BLOCKS below; ``curate.teacher_template`` overrides the template.
+#
+# Placeholders (replaced by name; any other braces, like \boxed{}, are left alone):
+#   {question} {intro} {context} {correct} {wrong} {wrong_answer}
+
+HINT_MODES = ("contrastive", "correct_only", "none")
+
+TEACHER_TEMPLATE = """\
+Here is a math problem{intro}.
+
+## Problem
+{question}
+{context}
+## Your task
+Write a complete solution to the problem for a student who sees it for the first time.
+- Work step by step and explain each step in detail.
+- Be error-aware: where a solver could easily go wrong, say what the tempting mistake \
+is and why it fails, then take the right path.
+- Make it standalone: write as if you solved the problem yourself, and never mention \
+other responses, attempts, students or hints.
+- Finish with the final answer in the form \\boxed{ANSWER}.
+"""
+
+CONTEXT_INTROS = {
+    "contrastive": ", followed by two earlier responses to it: one reaches the correct answer, "
+                   "the other is incorrect",
+    "correct_only": ", followed by an earlier response to it that reaches the correct answer",
+    "none": "",
+}
+
+CONTEXT_BLOCKS = {
+    "contrastive": (
+        "\n## A response that reaches the correct answer\n{correct}\n\n"
+        "## A response that is incorrect ({wrong_note})\n{wrong}\n"
+    ),
+    "correct_only": "\n## A response that reaches the correct answer\n{correct}\n",
+    "none": "",
+}
+
+_PLACEHOLDER = re.compile(r"\{(question|intro|context|correct|wrong|wrong_answer|wrong_note)\}")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def check_teacher_template(template: str, mode: str) -> None:
+    """A teacher template must show the question and, in a hint mode, the hint."""
+    if mode not in HINT_MODES:
+        raise TemplateError(f"unknown hint_context {mode!r}; use one of {', '.join(HINT_MODES)}")
+    if "{question}" not in template:
+        raise TemplateError("curate.teacher_template must contain {question}")
+    if mode != "none" and "{context}" not in template and "{correct}" not in template:
+        raise TemplateError(f"curate.teacher_template must contain {{context}} or {{correct}} for hint_context={mode}")
+    if mode == "contrastive" and "{context}" not in template and "{wrong}" not in template:
+        raise TemplateError("curate.teacher_template must contain {context} or {wrong} for hint_context=contrastive")
+
+
+def teacher_prompt(question: str, correct: str | None = None, wrong: str | None = None,
+                   wrong_answer: str | None = None, mode: str = "contrastive",
+                   template: str | None = None) -> str:
+    """The hinted user message for the teacher."""
+    template = template or TEACHER_TEMPLATE
+    check_teacher_template(template, mode)
+    if mode in ("contrastive", "correct_only") and not correct:
+        raise ValueError(f"hint_context={mode} needs a correct response")
+    if mode == "contrastive" and wrong is None:
+        raise ValueError("hint_context=contrastive needs an incorrect response")
+    note = f"its final answer, {wrong_answer}, is wrong" if wrong_answer else "it reaches no valid final answer"
+    values = {
+        "question": question.strip(),
+        "correct": (correct or "").strip(),
+        "wrong": (wrong or "").strip(),
+        "wrong_answer": wrong_answer or "",
+        "wrong_note": note,
+        "intro": CONTEXT_INTROS[mode],
+    }
+    values["context"] = _fill(CONTEXT_BLOCKS[mode], values)
+    return _fill(template, values)
+
+
+def teacher_messages(prompt: PromptConfig, question: str, correct: str | None = None,
+                     wrong: str | None = None, wrong_answer: str | None = None,
+                     mode: str = "contrastive", template: str | None = None) -> list[Message]:
+    """[system, hinted user]: the teacher's conversation (no assistant turn)."""
+    return [
+        {"role": "system", "content": prompt.system},
+        {"role": "user", "content": teacher_prompt(question, correct, wrong, wrong_answer, mode, template)},
+    ]

@@ -1,0 +1,71 @@
+"""prompts.py: the hinted teacher prompt in its three hint-context modes."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssb.config import PromptConfig
+from ssb.prompts import TemplateError, student_messages, teacher_messages, teacher_prompt
+
+Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+GOOD = "3 + 4 = 7, so he has \\boxed{7} apples."
+BAD = "3 * 4 = 12, so he has \\boxed{12} apples."
+
+
+def test_contrastive_shows_both_responses_and_labels_the_wrong_one():
+    text = teacher_prompt(Q, GOOD, BAD, "12", mode="contrastive")
+    assert Q in text and GOOD in text and BAD in text
+    assert "A response that reaches the correct answer" in text
+    assert "A response that is incorrect (its final answer, 12, is wrong)" in text
+    assert text.index(GOOD) < text.index(BAD)
+    # the instructions: standalone, detailed, error-aware, never mention attempts, boxed answer
+    assert "step by step" in text and "in detail" in text
+    assert "error-aware" in text
+    assert "never mention" in text and "attempts" in text and "students" in text
+    assert "\\boxed{ANSWER}" in text
+
+
+def test_correct_only_hides_the_wrong_response():
+    text = teacher_prompt(Q, GOOD, BAD, "12", mode="correct_only")
+    assert Q in text and GOOD in text
+    assert BAD not in text and "incorrect" not in text
+    assert "A response that reaches the correct answer" in text
+
+
+def test_none_shows_only_the_problem():
+    text = teacher_prompt(Q, GOOD, BAD, "12", mode="none")
+    assert Q in text and GOOD not in text and BAD not in text
+    assert "response that" not in text
+    assert "\\boxed{ANSWER}" in text
+
+
+def test_no_answer_wrong_trace_is_labelled():
+    text = teacher_prompt(Q, GOOD, "I am not sure.", None, mode="contrastive")
+    assert "it reaches no valid final answer" in text
+
+
+def test_teacher_messages_are_system_plus_hinted_user():
+    cfg = PromptConfig()
+    msgs = teacher_messages(cfg, Q, GOOD, BAD, "12")
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert msgs[0]["content"] == cfg.system == student_messages(cfg, Q)[0]["content"]
+    assert msgs[1]["content"] == teacher_prompt(Q, GOOD, BAD, "12")
+
+
+def test_template_override_and_validation():
+    tpl = "Problem: {question}\nRight: {correct}\nWrong ({wrong_answer}): {wrong}\nAnswer in \\boxed{}."
+    text = teacher_prompt(Q, GOOD, BAD, "12", template=tpl)
+    assert text == f"Problem: {Q}\nRight: {GOOD}\nWrong (12): {BAD}\nAnswer in \\boxed{{}}."
+    with pytest.raises(TemplateError, match="question"):
+        teacher_prompt(Q, GOOD, BAD, "12", template="no placeholders")
+    with pytest.raises(TemplateError, match="wrong"):
+        teacher_prompt(Q, GOOD, BAD, "12", template="{question} {correct}", mode="contrastive")
+    assert teacher_prompt(Q, GOOD, template="{question} {correct}", mode="correct_only") == f"{Q} {GOOD}"
+    with pytest.raises(TemplateError, match="hint_context"):
+        teacher_prompt(Q, GOOD, BAD, "12", mode="bogus")
+
+
+def test_response_text_with_braces_is_kept_verbatim():
+    tricky = "Let {question} be x; \\frac{1}{2} \\boxed{7}"
+    text = teacher_prompt(Q, tricky, BAD, "12")
+    assert tricky in text
