@@ -1,0 +1,108 @@
+"""The report on a synthetic but realistic run directory (the files every stage writes),
+and on a run where nothing has happened yet."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+from ssb.config import RunConfig
+from ssb.rundir import JsonlWriter, Run, atomic_write_json
+
+TASK = {"name": "chain_sum", "options": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
+
+
+def _config(tmp_path, name="synthetic") -> RunConfig:
+    return RunConfig.model_validate({
+        "name": name, "runs_dir": str(tmp_path),
+        "data": {"source": "reasoning_gym", "limit": 40, "seed": 1, "tasks": [TASK]},
+        "eval": {"benches": ["holdout"], "holdout": {"source": "reasoning_gym", "limit": 200, "seed": 9, "tasks": [TASK]}},
+        "report": {"title": "synthetic run"},
+    })
+
+
+def _eval_records(rng, n, p_correct, mean_len):
+    recs = []
+    for i in range(n):
+        ok = rng.random() < p_correct
+        tokens = max(5, int(rng.gauss(mean_len, mean_len / 4)))
+        finish = "length" if tokens > 2 * mean_len else "stop"
+        recs.append({"id": f"rg-chain_sum-s9-{i}", "question": f"{i} + 1 =", "answer": str(i + 1),
+                     "completions": [f"... \\boxed{{{i + 1 if ok else i}}}"], "extracted": [str(i + 1 if ok else i)],
+                     "grades": ["correct" if ok else "wrong"], "correct": [ok], "formats": ["boxed"],
+                     "completion_tokens": [tokens], "finish_reasons": [finish], "prompt_tokens": 80})
+    return recs
+
+
+def make_synthetic_run(tmp_path) -> Run:
+    from ssb.evaluate import summarize
+
+    rng = random.Random(0)
+    run = Run.create(_config(tmp_path))
+    # rollouts.jsonl: 40 problems x K=4
+    with JsonlWriter(run.file("rollouts.jsonl")) as w:
+        for i in range(40):
+            grades = [rng.choice(["correct", "wrong", "wrong", "no_answer"]) for _ in range(4)]
+            prob = {"id": f"rg-chain_sum-s1-{i}", "question": f"{i} + 2 =", "answer": str(i + 2),
+                    "solution": None, "metadata": {}}
+            w.write({"id": prob["id"], "problem": prob, "completions": ["..."] * 4, "extracted": [None] * 4,
+                     "grades": grades, "formats": ["boxed"] * 4, "finish_reasons": ["stop"] * 4,
+                     "completion_tokens": [rng.randint(20, 90) for _ in range(4)]})
+    with JsonlWriter(run.file("pairs.jsonl")) as w:
+        for i in range(11):
+            w.write({"id": f"rg-chain_sum-s1-{i}", "solution": "...", "answer": str(i + 2)})
+    with JsonlWriter(run.file("train_log.jsonl")) as w:
+        for s in range(1, 31):
+            kd = 0.9 * math.exp(-s / 12) + 0.1 + rng.random() * 0.03
+            w.write({"step": s, "epoch": s / 10, "time": 1e9 + s, "loss": kd, "kd": kd, "ce": 0.0,
+                     "grad_norm": 1.5 * math.exp(-s / 20) + rng.random() * 0.2, "learning_rate": 2e-4 * (1 - s / 31),
+                     "answer_tokens_per_example": 45 + rng.random() * 4})
+    with JsonlWriter(run.file("grpo_log.jsonl")) as w:
+        for s in range(1, 21):
+            w.write({"step": s, "loss": rng.gauss(0, 0.01), "reward": min(1, 0.3 + s * 0.01 + rng.random() * 0.1),
+                     "completion_length": 60 + rng.gauss(0, 5), "kl": 0.0, "generated_tokens": s * 1900, "lr": 2e-5})
+    for label, p, mean_len in (("base", 0.40, 60), ("grpo", 0.43, 58), ("ssb", 0.47, 57)):
+        recs = _eval_records(random.Random(label), 200, p, mean_len)
+        with JsonlWriter(run.file(f"eval/{label}/holdout.jsonl")) as w:
+            for r in recs:
+                w.write(r)
+        atomic_write_json(run.file(f"eval/{label}/summary.json"),
+                          {"label": label, "n": 1, "temperature": 0.0, "benches": {"holdout": summarize(recs)}})
+        run.set_stage(f"eval_{label}", status="done", seconds=120.0)
+    run.set_stage("rollout", status="done", seconds=300.5, problems=40, generated_tokens=31000)
+    run.set_stage("curate", status="done", seconds=200.0, candidates=14, pairs=11, teacher_tokens=7000)
+    run.set_stage("logits", status="done", seconds=20.0)
+    run.set_stage("distill", status="done", seconds=400.0, steps=30, examples=11)
+    run.set_stage("grpo", status="done", seconds=900.0, steps=20, generated_tokens=38000, budget_tokens=38000,
+                  stopped_by="token budget", budget_source="manifest")
+    return run
+
+
+def test_report_on_full_synthetic_run(tmp_path):
+    from ssb.report import write_report
+
+    run = make_synthetic_run(tmp_path)
+    path = write_report(run)
+    text = path.read_text()
+    for png in ("accuracy", "lengths", "funnel", "ssb_training", "grpo_training"):
+        p = run.file(f"plots/{png}.png")
+        assert p.exists() and p.stat().st_size > 5000, png
+        assert f"plots/{png}.png" in text
+    assert "synthetic run" in text
+    assert "| holdout | ssb |" in text and "/200" in text and "0.50 pt" in text
+    assert "ssb − base" in text and "grpo − base" in text and "ssb − grpo" in text
+    assert "mcnemar" in text.lower()
+    assert "not run" not in text
+    assert "token budget" in text and "38,000" in text
+    compare = json.loads(run.file("eval/compare.json").read_text())
+    assert {(r["a"], r["b"]) for r in compare} == {("grpo", "base"), ("ssb", "base"), ("ssb", "grpo")}
+
+
+def test_report_when_nothing_ran(tmp_path):
+    from ssb.report import write_report
+
+    run = Run.create(_config(tmp_path, "empty"))
+    text = write_report(run).read_text()
+    assert text.count("not run") >= 5
+    assert not list(run.file("plots").glob("*.png"))
