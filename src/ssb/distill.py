@@ -1,0 +1,282 @@
+"""Stage 5: LoRA self-distillation of the frozen teacher signal into the bare-question student.
+
+The student is a PEFT LoRA adapter on the same base model; its input is
+chat-template(student_messages, generation prompt) ‖ the teacher's reply ids (stored
+in ``teacher/index.json``), so it sees only the bare question. The loss is
+losses.distill_loss over the answer positions (forward KL at temperature T, T²-scaled,
++ optional CE / reverse KL), normalised per answer token over the whole accumulated
+batch (the Trainer's ``num_items_in_batch``, counted from ``labels``).
+
+Training is the Hugging Face ``Trainer`` with a small collator and a ``compute_loss``
+override, so accelerate (DDP, DeepSpeed), gradient accumulation, schedulers,
+``report_to``, checkpointing and ``resume_from_checkpoint`` are transformers' own.
+Note for FSDP: the loss reads the LM head weight directly, so keep the head unsharded
+(transformers' ``_fsdp_plan`` does this for Llama/Qwen2 via ``keep_full_weight``).
+
+Writes ``student/`` (adapter + tokenizer), ``train_log.jsonl`` (one line per logging
+step) and, with ``distill.save_steps``, ``checkpoints/`` (resumed automatically).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .alignment import answer_slice, reply_ids
+from .config import ModelConfig
+from .losses import TeacherSignal, answer_hidden_states, distill_loss
+from .models import load_model, resolve_device
+from .prompts import render_prompt_ids
+from .rundir import read_jsonl
+from .teacher_logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class DistillDataset(torch.utils.data.Dataset):
+    """One item per pair: student ids (prompt ‖ reply) and the teacher rows for its reply."""
+
+    def __init__(self, items: list[dict], store: TeacherStore):
+        self.items, self.store = items, store
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        it = self.items[i]
+        return {**it, "teacher": self.store.get(it["id"])}
+
+
+class DistillCollator:
+    """Right-pads a batch; ``answer_mask`` marks the positions predicting reply tokens and
+    ``labels`` (reply tokens, -100 elsewhere) lets the Trainer count answer tokens."""
+
+    def __init__(self, pad_id: int, kind: str):
+        self.pad_id, self.kind = pad_id, kind
+
+    def __call__(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in feats)
+        ids = torch.full((len(feats), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        answer = torch.zeros_like(ids, dtype=torch.bool)
+        for i, f in enumerate(feats):
+            n, p = len(f["input_ids"]), f["prompt_len"]
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            attn[i, :n] = 1
+            labels[i, p:n] = ids[i, p:n]
+            answer[i, answer_slice(p, n - p)] = True
+        batch = {"input_ids": ids, "attention_mask": attn, "labels": labels, "answer_mask": answer,
+                 "targets": torch.cat([torch.tensor(f["input_ids"][f["prompt_len"]:]) for f in feats])}
+        for name in TENSORS[self.kind]:
+            batch[f"teacher_{name}"] = torch.cat([f["teacher"][name] for f in feats])
+        return batch
+
+
+def build_items(pairs: list[dict], store: TeacherStore, tokenizer, max_length: int) -> tuple[list[dict], dict]:
+    """Student sequences for the pairs the store covers; checks the reply ids still match."""
+    items, stats = [], {"pairs": len(pairs), "not_in_store": 0, "too_long": 0}
+    for rec in pairs:
+        pid = str(rec["id"])
+        if pid not in store.examples:
+            stats["not_in_store"] += 1
+            continue
+        stored = store.reply_ids(pid)
+        prompt, reply = reply_ids(tokenizer, rec["student_messages"], rec["solution"])
+        if reply != stored:
+            raise TeacherStoreError(f"pair {pid}: reply tokens differ from the teacher store's; pairs.jsonl "
+                                    "changed since `ssb logits` (rerun it)")
+        if len(prompt) + len(reply) > max_length:
+            stats["too_long"] += 1
+            continue
+        items.append({"id": pid, "input_ids": prompt + reply, "prompt_len": len(prompt)})
+    return items, stats
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class DistillTrainer(Trainer):
+    """Trainer whose loss is the chunked distillation loss over answer positions."""
+
+    def __init__(self, *args, distill_cfg, store_kind: str, store_temperature: float | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dc, self.store_kind, self.store_temperature = distill_cfg, store_kind, store_temperature
+        # Count answer tokens over the accumulated batch (from `labels`) and let our loss,
+        # normalised by that count, go unscaled by the number of accumulation steps.
+        self.model_accepts_loss_kwargs = True
+        self.loss_is_scaled_for_ga = True
+        self._acc = {"kd": 0.0, "ce": 0.0, "reverse_kl": 0.0, "answer_tokens": 0, "examples": 0}
+        self._last_logged = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        unwrapped = self.accelerator.unwrap_model(model)
+        head = unwrapped.get_output_embeddings()
+        h = answer_hidden_states(model, inputs["input_ids"], inputs["attention_mask"], inputs["answer_mask"],
+                                 head_owner=unwrapped)
+        rows = {name: inputs[f"teacher_{name}"] for name in TENSORS[self.store_kind]}
+        teacher = TeacherSignal(self.store_kind, temperature=self.store_temperature, **rows)
+        dc = self.dc
+        scale = 1.0
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            scale = float(self.accelerator.num_processes)  # the count is global; DDP averages gradients
+        parts = distill_loss(h, head.weight, getattr(head, "bias", None), teacher, inputs["targets"],
+                             temperature=dc.temperature, kd_weight=dc.kd_weight, ce_weight=dc.ce_weight,
+                             reverse_kl_weight=dc.reverse_kl_weight, chunk_size=dc.chunk_size,
+                             normalizer=num_items_in_batch)
+        # without a count (no labels) the loss is a per-batch mean: let the Trainer scale it for accumulation
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        if model.training:
+            for k in ("kd", "ce", "reverse_kl"):
+                self._acc[k] += float(getattr(parts, k)) * scale
+            self._acc["answer_tokens"] += parts.n_tokens
+            self._acc["examples"] += inputs["input_ids"].shape[0]
+        loss = parts.loss * scale
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if "loss" in logs:
+            steps = max(self.state.global_step - self._last_logged, 1)
+            acc = self._acc
+            logs["kd"] = round(acc["kd"] / steps, 6)
+            logs["ce"] = round(acc["ce"] / steps, 6)
+            if self.dc.reverse_kl_weight:
+                logs["reverse_kl"] = round(acc["reverse_kl"] / steps, 6)
+            logs["answer_tokens_per_example"] = round(acc["answer_tokens"] / max(acc["examples"], 1), 2)
+            self._acc = {k: 0.0 if isinstance(v, float) else 0 for k, v in acc.items()}
+            self._last_logged = self.state.global_step
+        super().log(logs, start_time)
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends each training log (loss, kd, ce, grad_norm, learning_rate, ...) to a JSONL file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs and "loss" in logs:
+            rec = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def _lora(model, dc):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=dc.lora_r, lora_alpha=dc.lora_alpha, lora_dropout=dc.lora_dropout,
+                     target_modules=list(dc.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def _training_args(run, dc, device: torch.device) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(run.file("checkpoints")),
+        num_train_epochs=dc.epochs,
+        per_device_train_batch_size=dc.batch_size,
+        gradient_accumulation_steps=dc.grad_accum,
+        learning_rate=dc.lr,
+        lr_scheduler_type=dc.lr_scheduler,
+        warmup_steps=dc.warmup_ratio,
+        weight_decay=dc.weight_decay,
+        max_grad_norm=dc.max_grad_norm,
+        logging_steps=dc.logging_steps,
+        save_strategy="steps" if dc.save_steps else "no",
+        save_steps=dc.save_steps or 500,
+        report_to=[] if dc.report_to == "none" else [dc.report_to],
+        seed=dc.seed,
+        data_seed=dc.seed,
+        remove_unused_columns=False,
+        activation_checkpointing=dc.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if dc.gradient_checkpointing else None,
+        use_cpu=device.type == "cpu",
+        dataloader_pin_memory=device.type == "cuda",
+        disable_tqdm=False,
+    )
+
+
+def run_distill(run) -> dict:
+    """Train the LoRA student on ``pairs.jsonl`` + ``teacher/``; save it to ``student/``."""
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    cfg, dc = run.cfg, run.cfg.distill
+    pairs = read_jsonl(run.file("pairs.jsonl"))
+    if not pairs:
+        raise FileNotFoundError(f"{run.file('pairs.jsonl')} is missing or empty; run `ssb curate` first")
+    store = TeacherStore(run.file("teacher"))
+    if store.kind == "topk":
+        if store.temperature is None or abs(store.temperature - dc.temperature) > 1e-6:
+            raise TeacherStoreError(f"the topk store was computed at temperature {store.temperature}, distill uses "
+                                    f"{dc.temperature}; rerun `ssb logits`")
+        if msg := topk_warning(dc.temperature):
+            warnings.warn(msg)
+    with run.stage_run("distill") as info:
+        lm = load_model(cfg.model)
+        store.check_model(lm.model, lm.tokenizer, lm.name)
+        items, stats = build_items(pairs, store, lm.tokenizer, dc.max_length)
+        if not items:
+            raise TeacherStoreError(f"no pair of pairs.jsonl has a teacher signal in {store.path}: {stats}")
+        set_seed(dc.seed)
+        if dc.gradient_checkpointing:
+            lm.model.enable_input_require_grads()
+        model = _lora(lm.model, dc)
+        ckpt_dir = run.file("checkpoints")
+        resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        log_path = run.file("train_log.jsonl")
+        if resume is None:
+            log_path.unlink(missing_ok=True)
+        trainer = DistillTrainer(
+            model=model, args=_training_args(run, dc, resolve_device(cfg.model.device)),
+            train_dataset=DistillDataset(items, store),
+            data_collator=DistillCollator(lm.tokenizer.pad_token_id, store.kind),
+            callbacks=[JsonlLogCallback(log_path)],
+            distill_cfg=dc, store_kind=store.kind, store_temperature=store.temperature,
+        )
+        t0 = time.time()
+        result = trainer.train(resume_from_checkpoint=resume)
+        train_seconds = time.time() - t0
+        out = run.file("student")
+        if out.exists():
+            shutil.rmtree(out)
+        model.save_pretrained(str(out))
+        lm.tokenizer.save_pretrained(str(out))
+        history = read_jsonl(log_path)
+        answer_tokens = sum(len(it["input_ids"]) - it["prompt_len"] for it in items)
+        info.update(
+            **stats, examples=len(items), answer_tokens=answer_tokens, store=store.kind,
+            steps=trainer.state.global_step, epochs=dc.epochs, resumed_from=resume,
+            train_seconds=round(train_seconds, 2),
+            answer_tokens_per_s=round(answer_tokens * dc.epochs / max(train_seconds, 1e-9), 1),
+            train_loss=round(result.training_loss, 6),
+            first_loss=history[0]["loss"] if history else None,
+            last_loss=history[-1]["loss"] if history else None,
+            trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            base_fingerprint=store.fingerprint,
+        )
+        return dict(info)
+
+
+def merge_adapter(model_cfg: ModelConfig | str, adapter_dir: str | Path, out_dir: str | Path) -> dict:
+    """``ssb model merge``: base + LoRA adapter -> a standalone model directory (+ tokenizer)."""
+    from peft import PeftModel
+
+    lm = load_model(model_cfg, device="cpu")
+    merged = PeftModel.from_pretrained(lm.model, str(adapter_dir)).merge_and_unload()
+    out = Path(out_dir)
+    merged.save_pretrained(str(out), safe_serialization=True)
+    lm.tokenizer.save_pretrained(str(out))
+    return {"base": lm.name, "adapter": str(adapter_dir), "out": str(out)}

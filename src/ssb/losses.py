@@ -1,0 +1,254 @@
+"""Distillation losses over answer positions, chunked, from a compact teacher signal.
+
+All tensors here are *per answer position* (``N`` rows = the reply tokens of a batch,
+flattened): the student's post-norm hidden states ``[N, H]`` and the teacher signal
+
+* ``dense``  teacher logits ``[N, V]`` (tests and the benchmark's reference),
+* ``hidden`` the teacher's post-norm hidden states ``[N, H]``: its logits are the
+  frozen LM head applied to them, recomputed here chunk by chunk (exact),
+* ``topk``   top-k ids and logits ``[N, k]`` plus the full-vocabulary
+  log-sum-exp of ``logits / T`` ``[N]``: the teacher's remaining mass is one exact
+  tail bucket, compared with the student's mass outside the teacher's top-k.
+
+Loss = kd_weight · T² · KL(p_T ‖ q_T) + ce_weight · CE(reply) + reverse_kl_weight · T² · KL(q_T ‖ p_T),
+summed over answer positions and divided by ``normalizer`` (default: the number of
+answer positions), i.e. normalised per answer token.
+
+Memory: :class:`_ChunkedDistill` projects ``chunk_size`` positions at a time onto
+the vocabulary, computes the chunk's loss and its gradient with respect to the
+hidden states right away (local autograd) and keeps only that ``[N, H]`` gradient
+for the backward pass, so no ``N × V`` tensor (teacher or student) outlives a chunk.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_NEG = -1e30  # finite "minus infinity" for masking (keeps logsumexp gradients finite)
+
+
+@dataclass
+class TeacherSignal:
+    kind: str  # dense | hidden | topk
+    logits: torch.Tensor | None = None  # dense [N, V]
+    hidden: torch.Tensor | None = None  # hidden [N, H]
+    topk_ids: torch.Tensor | None = None  # topk [N, k] int
+    topk_logits: torch.Tensor | None = None  # topk [N, k]
+    lse: torch.Tensor | None = None  # topk [N]: logsumexp(logits / temperature) over the full vocabulary
+    temperature: float | None = None  # topk: the temperature lse was computed at
+
+    def __post_init__(self):
+        need = {"dense": ["logits"], "hidden": ["hidden"], "topk": ["topk_ids", "topk_logits", "lse"]}
+        if self.kind not in need:
+            raise ValueError(f"unknown teacher signal kind {self.kind!r}")
+        missing = [f for f in need[self.kind] if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"{self.kind} teacher signal needs {missing}")
+
+    def __len__(self) -> int:
+        return len({"dense": self.logits, "hidden": self.hidden, "topk": self.lse}[self.kind])
+
+    def rows(self, sl: slice) -> "TeacherSignal":
+        def cut(t):
+            return None if t is None else t[sl]
+
+        return TeacherSignal(self.kind, cut(self.logits), cut(self.hidden), cut(self.topk_ids),
+                             cut(self.topk_logits), cut(self.lse), self.temperature)
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor  # weighted total, differentiable
+    kd: torch.Tensor  # T²·KL(p‖q) per answer token (detached)
+    ce: torch.Tensor
+    reverse_kl: torch.Tensor
+    n_tokens: int
+
+
+# ----------------------------------------------------------------------------- one chunk
+
+
+def _head(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Logits in float32, computed in the head's own dtype (exactly as the model does)."""
+    return F.linear(h.to(weight.dtype), weight, bias).float()
+
+
+def _chunk_terms(z: torch.Tensor, teacher: TeacherSignal, targets: torch.Tensor | None, weight, bias,
+                 temperature: float, want_kd: bool, want_ce: bool, want_rkl: bool) -> dict[str, torch.Tensor]:
+    """Summed (not averaged) loss terms of one chunk from the student's float32 logits ``z``."""
+    T = temperature
+    zero = z.new_zeros(())
+    out = {"kd": zero, "ce": zero, "reverse_kl": zero}
+    if want_ce:
+        out["ce"] = F.cross_entropy(z, targets, reduction="sum")
+    if not (want_kd or want_rkl):
+        return out
+    log_q = F.log_softmax(z / T, dim=-1)
+    if teacher.kind in ("dense", "hidden"):
+        t = teacher.logits.float() if teacher.kind == "dense" else _head(teacher.hidden, weight.detach(),
+                                                                         None if bias is None else bias.detach())
+        log_p = F.log_softmax(t / T, dim=-1)
+        if want_kd:
+            out["kd"] = (log_p.exp() * (log_p - log_q)).sum() * T * T
+        if want_rkl:
+            out["reverse_kl"] = (log_q.exp() * (log_q - log_p)).sum() * T * T
+        return out
+    # top-k + tail bucket
+    if teacher.temperature is not None and abs(teacher.temperature - T) > 1e-6:
+        raise ValueError(f"top-k store was computed at temperature {teacher.temperature}, loss asks for {T}")
+    ids = teacher.topk_ids.long()
+    log_p_k = teacher.topk_logits.float() / T - teacher.lse.float()[:, None]
+    p_k = log_p_k.exp()
+    log_q_k = log_q.gather(-1, ids)
+    if ids.shape[-1] >= z.shape[-1]:  # top-k covers the vocabulary: no tail bucket (its mass is rounding noise)
+        p_tail = torch.zeros_like(log_p_k[:, 0])
+        log_q_tail = torch.zeros_like(p_tail)
+    else:
+        p_tail = (1.0 - p_k.sum(-1)).clamp_min(0.0)
+        log_q_tail = torch.logsumexp(log_q.scatter(-1, ids, _NEG), dim=-1)
+    if want_kd:
+        kl = (p_k * (log_p_k - log_q_k)).sum(-1)
+        kl = kl + torch.xlogy(p_tail, p_tail) - p_tail * log_q_tail
+        out["kd"] = kl.sum() * T * T
+    if want_rkl:
+        log_p_tail = p_tail.clamp_min(1e-30).log()
+        q_k = log_q_k.exp()
+        q_tail = log_q_tail.exp() if ids.shape[-1] < z.shape[-1] else torch.zeros_like(p_tail)
+        rkl = (q_k * (log_q_k - log_p_k)).sum(-1) + q_tail * (log_q_tail - log_p_tail)
+        out["reverse_kl"] = rkl.sum() * T * T
+    return out
+
+
+# ----------------------------------------------------------------------------- chunked, fused backward
+
+
+class _ChunkedDistill(torch.autograd.Function):
+    """Loss over all rows, chunk by chunk; gradients are computed in the forward pass and
+    only they (``[N, H]``, plus the head's if it is trainable) are kept for backward.
+    Returns (weighted loss, non-differentiable [kd, ce, reverse_kl] sums / normalizer)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, teacher, targets, opts):
+        T, w_kd, w_ce, w_rkl, chunk, norm = opts
+        w = weight.detach()
+        b = None if bias is None else bias.detach()
+        grad_h = torch.zeros_like(hidden) if hidden.requires_grad else None
+        grad_w = torch.zeros_like(w, dtype=torch.float32) if weight.requires_grad else None
+        grad_b = torch.zeros_like(b, dtype=torch.float32) if bias is not None and bias.requires_grad else None
+        parts = torch.zeros(3, dtype=torch.float64)
+        need_grad = any(g is not None for g in (grad_h, grad_w, grad_b))
+        for start in range(0, hidden.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            h = hidden[sl].detach()
+            with torch.set_grad_enabled(need_grad):
+                z = _head(h, w, b).requires_grad_(need_grad)
+                tg = None if targets is None else targets[sl]
+                terms = _chunk_terms(z, teacher.rows(sl), tg, w, b, T, w_kd != 0, w_ce != 0, w_rkl != 0)
+                loss = (w_kd * terms["kd"] + w_ce * terms["ce"] + w_rkl * terms["reverse_kl"]) / norm
+                dz = torch.autograd.grad(loss, z)[0] if need_grad else None
+            parts += torch.stack([terms[k].detach().double().cpu() for k in ("kd", "ce", "reverse_kl")]) / norm
+            if not need_grad:
+                continue
+            dz = dz.to(w.dtype)
+            if grad_h is not None:
+                grad_h[sl] = (dz @ w).to(hidden.dtype)
+            if grad_w is not None:
+                grad_w += (dz.t() @ h.to(w.dtype)).float()
+            if grad_b is not None:
+                grad_b += dz.float().sum(0)
+        ctx.has = (grad_h is not None, grad_w is not None, grad_b is not None)
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
+        total = (w_kd * parts[0] + w_ce * parts[1] + w_rkl * parts[2]).to(torch.float32).to(hidden.device)
+        parts = parts.to(torch.float32)
+        ctx.mark_non_differentiable(parts)
+        return total, parts
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_parts):
+        saved = iter(ctx.saved_tensors)
+        grads = [(next(saved) * grad_total).to(dt) if has else None for has, dt in zip(ctx.has, ctx.dtypes)]
+        return grads[0], grads[1], grads[2], None, None, None
+
+
+def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor | None,
+                 teacher: TeacherSignal, targets: torch.Tensor | None = None, *, temperature: float = 2.0,
+                 kd_weight: float = 1.0, ce_weight: float = 0.0, reverse_kl_weight: float = 0.0,
+                 chunk_size: int = 1024, normalizer: float | torch.Tensor | None = None) -> LossParts:
+    """Chunked distillation loss at answer positions (see the module docstring)."""
+    n = student_hidden.shape[0]
+    if len(teacher) != n:
+        raise ValueError(f"teacher signal has {len(teacher)} rows, student {n} answer positions")
+    if not (kd_weight or ce_weight or reverse_kl_weight):
+        raise ValueError("all loss weights are zero")
+    if ce_weight and targets is None:
+        raise ValueError("ce_weight > 0 needs the reply token ids (targets)")
+    norm = float(normalizer) if normalizer is not None else float(max(n, 1))
+    opts = (float(temperature), float(kd_weight), float(ce_weight), float(reverse_kl_weight), int(chunk_size), norm)
+    loss, parts = _ChunkedDistill.apply(student_hidden, head_weight, head_bias, teacher, targets, opts)
+    return LossParts(loss, parts[0], parts[1], parts[2], n)
+
+
+# ----------------------------------------------------------------------------- the unfused reference
+
+
+def reference_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None = None,
+                   *, temperature: float = 2.0, kd_weight: float = 1.0, ce_weight: float = 0.0,
+                   reverse_kl_weight: float = 0.0) -> torch.Tensor:
+    """Plain autograd over full ``[N, V]`` tensors: the definition the chunked loss must match."""
+    T = temperature
+    log_q = F.log_softmax(student_logits.float() / T, -1)
+    log_p = F.log_softmax(teacher_logits.float() / T, -1)
+    loss = kd_weight * (log_p.exp() * (log_p - log_q)).sum(-1).mean() * T * T
+    if reverse_kl_weight:
+        loss = loss + reverse_kl_weight * (log_q.exp() * (log_q - log_p)).sum(-1).mean() * T * T
+    if ce_weight:
+        loss = loss + ce_weight * F.cross_entropy(student_logits.float(), targets)
+    return loss
+
+
+# ----------------------------------------------------------------------------- hidden states at answer positions
+
+
+@contextmanager
+def capture_head_input(model, skip_head: bool = True):
+    """Capture the (post-norm) hidden states the LM head receives; with ``skip_head`` the head
+    gets an empty slice instead, so the model never materialises logits.
+
+    Used with ``model(..., logits_to_keep=answer_mask)`` (a boolean ``[B, S]`` mask): the
+    model slices its hidden states to the answer positions before the head, so the captured
+    tensor is ``[N, H]`` in row-major (batch, position) order. The call goes through the
+    model's own ``forward`` (and any DDP/PEFT wrapper around it)."""
+    head = model.get_output_embeddings()
+    box: dict[str, torch.Tensor] = {}
+
+    def hook(module, args):
+        box["hidden"] = args[0]
+        if skip_head:
+            return (args[0][..., :0, :],)
+        return None
+
+    handle = head.register_forward_pre_hook(hook)
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+def answer_hidden_states(model, input_ids, attention_mask, answer_mask, head_owner=None) -> torch.Tensor:
+    """Post-norm hidden states ``[N, H]`` at the positions selected by the boolean ``answer_mask``."""
+    owner = head_owner if head_owner is not None else model
+    with capture_head_input(owner) as box:
+        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=answer_mask, use_cache=False)
+    if "hidden" not in box:
+        raise RuntimeError("the model's LM head was not called; cannot capture its input")
+    h = box["hidden"]
+    n = int(answer_mask.sum())
+    if h.dim() != 2 or h.shape[0] != n:
+        raise RuntimeError(f"captured hidden states {tuple(h.shape)} do not match {n} answer positions "
+                           "(the model must support a boolean logits_to_keep mask)")
+    return h

@@ -1,0 +1,369 @@
+"""Stage 4: the teacher signal over the answer tokens, stored compact and exact.
+
+One no-grad forward pass of the frozen base model over each teacher sequence
+(hinted prompt ‖ reply, see alignment.py), batched and length-sorted, keeping only
+the positions that predict reply tokens. Two stores (``logits.store``):
+
+* ``hidden`` (default, exact): the final post-norm hidden state, the LM head's
+  input, in ``logits.dtype`` (fp16: 2 × hidden_size bytes per answer token). In
+  SSB the teacher *is* the frozen base model, so distill.py recomputes its logits
+  with the same frozen head; the head's hash is recorded and a different head refused.
+* ``topk``: top-k ids and logits plus the full-vocabulary log-sum-exp of
+  ``logits / T`` at the distillation temperature T, so the mass outside the top-k
+  is one exact tail bucket. For teachers whose head is not at hand; lossy at T > 1
+  (the tempered teacher spreads mass far beyond its top-k).
+
+Layout::
+
+    teacher/shard-00000.safetensors   tensors over the shard's answer tokens, rows in example order
+    teacher/index.json                store kind, dtype, k, temperature, fingerprint, head hash,
+                                      shards (file, bytes, tokens), examples (id, shard, offset,
+                                      length, prompt_len, reply_ids)
+
+Each shard also carries its own examples in its safetensors metadata and is written
+atomically, so a killed run keeps its completed shards and recomputes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from .alignment import AlignedPair, AlignmentError, align_pair, answer_slice
+from .losses import TeacherSignal, _head, answer_hidden_states
+from .models import fingerprint, fingerprint_diff, load_model, tensor_hash
+from .rundir import atomic_write_json, iter_batches, read_jsonl
+
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+TENSORS = {"hidden": ("hidden",), "topk": ("topk_ids", "topk_logits", "lse")}
+
+
+class TeacherStoreError(RuntimeError):
+    pass
+
+
+def head_hash(model) -> str:
+    head = model.get_output_embeddings()
+    h = tensor_hash(head.weight)
+    if getattr(head, "bias", None) is not None:
+        h += "-" + tensor_hash(head.bias)
+    return h
+
+
+def topk_warning(temperature: float) -> str | None:
+    if temperature > 1:
+        return (f"the topk teacher store is lossy at temperature {temperature} > 1: the tempered teacher keeps "
+                "much of its mass outside the top-k (one tail bucket stands for it); use store=hidden when the "
+                "teacher's LM head is available")
+    return None
+
+
+# ----------------------------------------------------------------------------- computing
+
+
+def _pad_batch(seqs: list[list[int]], prompt_lens: list[int], reply_lens: list[int], pad_id: int):
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    answer = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        attn[i, : len(s)] = 1
+        answer[i, answer_slice(prompt_lens[i], reply_lens[i])] = True
+    return ids, attn, answer
+
+
+@torch.no_grad()
+def teacher_hidden(model, pairs: list[AlignedPair], pad_id: int) -> list[torch.Tensor]:
+    """Post-norm hidden states ``[reply_len, H]`` of each teacher sequence at its answer positions."""
+    dev = next(model.parameters()).device
+    ids, attn, answer = _pad_batch([p.teacher_ids for p in pairs], [len(p.teacher_prompt_ids) for p in pairs],
+                                   [len(p.reply_ids) for p in pairs], pad_id)
+    h = answer_hidden_states(model, ids.to(dev), attn.to(dev), answer.to(dev))
+    return list(h.split([len(p.reply_ids) for p in pairs]))
+
+
+@torch.no_grad()
+def check_head(model, pair: AlignedPair, pad_id: int) -> float:
+    """Max |model logits - head(stored hidden)| on one sequence: the hidden store is exact only when
+    the model's logits are a plain linear head over that state (no soft-capping or scaling)."""
+    dev = next(model.parameters()).device
+    ids, attn, answer = _pad_batch([pair.teacher_ids], [len(pair.teacher_prompt_ids)], [len(pair.reply_ids)], pad_id)
+    logits = model(input_ids=ids.to(dev), attention_mask=attn.to(dev), logits_to_keep=answer.to(dev)).logits
+    head = model.get_output_embeddings()
+    (h,) = teacher_hidden(model, [pair], pad_id)
+    diff = (_head(h, head.weight, getattr(head, "bias", None)) - logits.float().reshape(h.shape[0], -1)).abs().max()
+    scale = logits.float().abs().max()
+    if diff > 1e-3 * (1 + scale):
+        raise TeacherStoreError(f"this model's logits are not its LM head applied to the final hidden state "
+                                f"(max diff {float(diff):.3g}); use logits.store=topk")
+    return float(diff)
+
+
+def encode(h: torch.Tensor, store: str, dtype: torch.dtype, head, k: int, temperature: float,
+           chunk: int = 1024) -> dict[str, torch.Tensor]:
+    """The stored tensors for answer-position hidden states ``h`` ``[n, H]``."""
+    if store == "hidden":
+        out = h.to(dtype)
+        if not torch.isfinite(out).all():
+            raise TeacherStoreError(f"hidden states overflow {dtype}; set logits.dtype=bfloat16 or float32")
+        return {"hidden": out.cpu()}
+    ids, vals, lse = [], [], []
+    for s in range(0, h.shape[0], chunk):
+        z = _head(h[s: s + chunk], head.weight, getattr(head, "bias", None))
+        v, i = z.topk(min(k, z.shape[-1]), dim=-1)
+        ids.append(i.to(torch.int32).cpu())
+        vals.append(v.to(dtype).cpu())
+        lse.append(torch.logsumexp(z / temperature, dim=-1).float().cpu())
+    return {"topk_ids": torch.cat(ids), "topk_logits": torch.cat(vals), "lse": torch.cat(lse)}
+
+
+# ----------------------------------------------------------------------------- shards on disk
+
+
+def _shard_name(i: int) -> str:
+    return f"shard-{i:05d}.safetensors"
+
+
+def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"ssb": json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_shard_meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["ssb"])
+            meta["rows"] = {k: f.get_slice(k).get_shape()[0] for k in f.keys()}
+    except Exception as exc:  # truncated / corrupt / foreign file
+        raise TeacherStoreError(f"teacher shard {path} is unreadable (truncated or corrupt?): {exc}") from exc
+    return meta
+
+
+def _settings(cfg, lm) -> dict:
+    lc = cfg.logits
+    return {
+        "version": STORE_VERSION,
+        "store": lc.store,
+        "dtype": lc.dtype,
+        "k": lc.topk if lc.store == "topk" else None,
+        "temperature": cfg.distill.temperature if lc.store == "topk" else None,
+        "fingerprint": fingerprint(lm.model, lm.tokenizer, lm.name),
+        "head_hash": head_hash(lm.model),
+        "hidden_size": int(lm.model.get_output_embeddings().weight.shape[1]),
+        "vocab_size": int(lm.model.get_output_embeddings().weight.shape[0]),
+    }
+
+
+def _completed_shards(out: Path, settings: dict) -> list[dict]:
+    """Shards kept from an earlier (interrupted) run with the same settings; others are removed."""
+    for tmp in out.glob(".shard-*.tmp*"):
+        tmp.unlink(missing_ok=True)
+    kept = []
+    for path in sorted(out.glob("shard-*.safetensors")):
+        try:
+            meta = _read_shard_meta(path)
+        except TeacherStoreError as exc:
+            log.warning("%s; recomputing it", exc)
+            path.unlink()
+            continue
+        if meta.get("settings") != settings:
+            log.warning("%s was computed with other settings (store/dtype/k/temperature/model); recomputing", path)
+            path.unlink()
+            continue
+        meta["file"] = path.name
+        meta["bytes"] = path.stat().st_size
+        kept.append(meta)
+    return kept
+
+
+def _write_index(out: Path, settings: dict, shards: list[dict]) -> dict:
+    examples = []
+    for sh in shards:
+        for ex in sh["examples"]:
+            examples.append({**ex, "shard": sh["file"]})
+    index = {
+        **settings,
+        "n_examples": len(examples),
+        "n_tokens": sum(sh["n_tokens"] for sh in shards),
+        "shards": [{"file": sh["file"], "bytes": sh["bytes"], "n_tokens": sh["n_tokens"],
+                    "n_examples": len(sh["examples"])} for sh in shards],
+        "examples": examples,
+    }
+    atomic_write_json(out / "index.json", index)
+    return index
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def run_logits(run) -> dict:
+    """Compute the teacher signal for every pair in ``pairs.jsonl`` into ``teacher/``."""
+    from tqdm.auto import tqdm
+
+    cfg, lc = run.cfg, run.cfg.logits
+    pairs = read_jsonl(run.file("pairs.jsonl"))
+    if not pairs:
+        raise FileNotFoundError(f"{run.file('pairs.jsonl')} is missing or empty; run `ssb curate` first")
+    with run.stage_run("logits") as info:
+        lm = load_model(cfg.model)
+        model, tok = lm.model, lm.tokenizer
+        if lc.store == "topk" and (msg := topk_warning(cfg.distill.temperature)):
+            warnings.warn(msg)
+            log.warning(msg)
+        settings = _settings(cfg, lm)
+        out = run.file("teacher")
+        out.mkdir(parents=True, exist_ok=True)
+        shards = _completed_shards(out, settings)
+        done = {ex["id"] for sh in shards for ex in sh["examples"]}
+
+        todo, skipped = [], []
+        for rec in pairs:
+            if str(rec["id"]) in done:
+                continue
+            try:
+                todo.append((str(rec["id"]), align_pair(tok, rec["teacher_messages"], rec["student_messages"],
+                                                        rec["solution"], cfg.distill.max_length)))
+            except AlignmentError as exc:
+                skipped.append({"id": str(rec["id"]), "reason": str(exc)})
+                log.warning("pair %s skipped: %s", rec["id"], exc)
+
+        dtype = getattr(torch, lc.dtype)
+        head = model.get_output_embeddings()
+        if todo and lc.store == "hidden":
+            info["head_check_max_abs_diff"] = check_head(model, todo[0][1], tok.pad_token_id)
+        next_i = max((int(sh["file"][6:11]) for sh in shards), default=-1) + 1
+        bar = tqdm(total=len(todo), desc="teacher signal", unit="ex")
+        for chunk in iter_batches(todo, lc.shard_size):
+            encoded: dict[str, dict] = {}
+            for batch in iter_batches(sorted(chunk, key=lambda x: len(x[1].teacher_ids)), lc.batch_size):
+                hs = teacher_hidden(model, [p for _, p in batch], tok.pad_token_id)
+                for (pid, _), h in zip(batch, hs):
+                    encoded[pid] = encode(h, lc.store, dtype, head, lc.topk, cfg.distill.temperature)
+                bar.update(len(batch))
+            examples, offset = [], 0
+            for pid, pair in chunk:  # rows in pairs.jsonl order
+                n = len(pair.reply_ids)
+                examples.append({"id": pid, "offset": offset, "length": n,
+                                 "prompt_len": len(pair.teacher_prompt_ids), "reply_ids": pair.reply_ids})
+                offset += n
+            tensors = {name: torch.cat([encoded[pid][name] for pid, _ in chunk]) for name in TENSORS[lc.store]}
+            path = out / _shard_name(next_i)
+            meta = {"settings": settings, "examples": examples, "n_tokens": offset}
+            _write_shard(path, tensors, meta)
+            shards.append({**meta, "file": path.name, "bytes": path.stat().st_size})
+            next_i += 1
+        bar.close()
+
+        index = _write_index(out, settings, shards)
+        total_bytes = sum(sh["bytes"] for sh in shards)
+        info.update(store=lc.store, examples=index["n_examples"], answer_tokens=index["n_tokens"],
+                    computed=len(todo), resumed=len(done), skipped=len(skipped), skipped_pairs=skipped[:50],
+                    shards=len(shards), bytes=total_bytes,
+                    bytes_per_token=round(total_bytes / max(index["n_tokens"], 1), 1),
+                    fingerprint=settings["fingerprint"], head_hash=settings["head_hash"])
+        return dict(info)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class TeacherStore:
+    """Read side of ``teacher/``: validates the index and shards on open, memory-maps shards
+    (safetensors ``safe_open``) and returns each example's rows."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        index_path = self.path / "index.json"
+        if not index_path.exists():
+            raise TeacherStoreError(f"{index_path} not found; run `ssb logits` first")
+        self.index = json.loads(index_path.read_text(encoding="utf-8"))
+        self.kind = self.index["store"]
+        if self.index.get("version") != STORE_VERSION:
+            raise TeacherStoreError(f"{self.path}: store version {self.index.get('version')} != {STORE_VERSION}")
+        if not self.index["examples"] or not self.index["n_tokens"]:
+            raise TeacherStoreError(f"{self.path}: the teacher store is empty")
+        self._files: dict[str, object] = {}
+        for sh in self.index["shards"]:
+            self._validate(sh)
+        self.examples = {ex["id"]: ex for ex in self.index["examples"]}
+
+    def _validate(self, sh: dict) -> None:
+        p = self.path / sh["file"]
+        if not p.exists():
+            raise TeacherStoreError(f"teacher shard {p} is missing")
+        if p.stat().st_size != sh["bytes"]:
+            raise TeacherStoreError(f"teacher shard {p} is truncated or altered: {p.stat().st_size} bytes, "
+                                    f"index says {sh['bytes']}")
+        meta = _read_shard_meta(p)
+        if sh["n_tokens"] <= 0 or meta["n_tokens"] != sh["n_tokens"]:
+            raise TeacherStoreError(f"teacher shard {p} is empty or does not match the index")
+        bad = {k: r for k, r in meta["rows"].items() if r != sh["n_tokens"]}
+        if bad or set(meta["rows"]) != set(TENSORS[self.kind]):
+            raise TeacherStoreError(f"teacher shard {p} has tensors {meta['rows']}, expected "
+                                    f"{list(TENSORS[self.kind])} with {sh['n_tokens']} rows")
+
+    # -- metadata
+    @property
+    def fingerprint(self) -> dict:
+        return self.index["fingerprint"]
+
+    @property
+    def temperature(self) -> float | None:
+        return self.index.get("temperature")
+
+    def ids(self) -> list[str]:
+        return list(self.examples)
+
+    def reply_ids(self, pid: str) -> list[int]:
+        return self.examples[pid]["reply_ids"]
+
+    def check_model(self, model, tokenizer, model_id: str = "") -> None:
+        """Refuse a student base model/tokenizer that differs from the teacher's."""
+        diff = fingerprint_diff(self.fingerprint, fingerprint(model, tokenizer, model_id))
+        if diff:
+            raise TeacherStoreError(
+                f"teacher store {self.path} was computed with a different model/tokenizer: {', '.join(diff)} "
+                f"differ{'s' if len(diff) == 1 else ''} from the student's base "
+                f"(teacher: {self.fingerprint.get('model_id')!r}); rerun `ssb logits` with this model")
+        if self.kind == "hidden" and head_hash(model) != self.index["head_hash"]:
+            raise TeacherStoreError(f"teacher store {self.path}: the student's LM head differs from the head the "
+                                    "hidden states were stored for; rerun `ssb logits`")
+
+    # -- rows
+    def _file(self, name: str):
+        from safetensors import safe_open
+
+        if name not in self._files:
+            self._files[name] = safe_open(str(self.path / name), framework="pt")
+        return self._files[name]
+
+    def get(self, pid: str) -> dict[str, torch.Tensor]:
+        ex = self.examples[pid]
+        f = self._file(ex["shard"])
+        sl = slice(ex["offset"], ex["offset"] + ex["length"])
+        return {name: f.get_slice(name)[sl] for name in TENSORS[self.kind]}
+
+    def signal(self, rows: list[dict[str, torch.Tensor]]) -> TeacherSignal:
+        cat = {name: torch.cat([r[name] for r in rows]) for name in TENSORS[self.kind]}
+        return TeacherSignal(self.kind, temperature=self.temperature, **cat)
+
+    def __getstate__(self):  # picklable for dataloader workers: reopen the memory maps there
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state

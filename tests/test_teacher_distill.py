@@ -1,0 +1,192 @@
+"""Stage 4 (teacher store) and stage 5 (distillation) on the tiny model."""
+
+import json
+
+import pytest
+import torch
+
+from ssb.config import RunConfig
+from ssb.rundir import Run, read_jsonl
+from ssb.teacher_logits import TeacherStore, TeacherStoreError, run_logits, teacher_hidden
+
+SYSTEM = "You are a careful math tutor. Give the final answer as \\boxed{ANSWER}."
+PROBLEMS = [("What is 2 + 3?", "2 + 3 = 5.\n\\boxed{5}"),
+            ("What is 7 times 6?", "7 * 6 = 42.\n\\boxed{42}"),
+            ("Tom has 9 apples and eats 4. How many are left?", "9 - 4 = 5 apples.\n\\boxed{5}"),
+            ("What is 10 divided by 2?", "10 / 2 = 5.\n\\boxed{5}"),
+            ("A box holds 3 rows of 4 eggs. How many eggs?", "3 * 4 = 12 eggs.\n\\boxed{12}"),
+            ("What is 15 minus 8?", "15 - 8 = 7.\n\\boxed{7}")]
+
+
+def write_pairs(path, problems=PROBLEMS):
+    with open(path, "w") as f:
+        for i, (q, sol) in enumerate(problems):
+            ans = sol.split("boxed{")[1].rstrip("}")
+            f.write(json.dumps({
+                "id": f"p{i}",
+                "student_messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}],
+                "teacher_messages": [{"role": "system", "content": SYSTEM},
+                                     {"role": "user", "content": f"{q}\nHint: a verified solution ends with {ans}."}],
+                "solution": sol, "answer": ans,
+            }) + "\n")
+
+
+def make_run(tmp_path, tiny_model_dir, name="t", **sections):
+    cfg = RunConfig(name=name, runs_dir=str(tmp_path), model={"name_or_path": str(tiny_model_dir), "device": "cpu"},
+                    **sections)
+    run = Run.create(cfg)
+    write_pairs(run.file("pairs.jsonl"))
+    return run
+
+
+@pytest.fixture(scope="module")
+def hidden_run(tmp_path_factory, tiny_model_dir):
+    run = make_run(tmp_path_factory.mktemp("runs"), tiny_model_dir, logits={"batch_size": 4, "shard_size": 2})
+    run_logits(run)
+    return run
+
+
+def test_hidden_store_layout_and_rows(hidden_run, tiny_model):
+    index = json.loads(hidden_run.file("teacher/index.json").read_text())
+    assert index["store"] == "hidden" and index["dtype"] == "float16"
+    assert index["n_examples"] == len(PROBLEMS) and len(index["shards"]) == 3
+    assert set(index["fingerprint"]) >= {"tokenizer_vocab", "special_tokens", "chat_template", "weights"}
+    assert not list(hidden_run.path.glob("teacher/*.pkl")) and not list(hidden_run.path.glob("teacher/*.pt"))
+    st = hidden_run.stage("logits")
+    assert st["status"] == "done" and st["answer_tokens"] == index["n_tokens"]
+    assert st["bytes_per_token"] < 4 * len(tiny_model.tokenizer)
+
+    store = TeacherStore(hidden_run.file("teacher"))
+    store.check_model(tiny_model.model, tiny_model.tokenizer)
+    from ssb.alignment import align_pair
+
+    rec = read_jsonl(hidden_run.file("pairs.jsonl"))[3]
+    pair = align_pair(tiny_model.tokenizer, rec["teacher_messages"], rec["student_messages"], rec["solution"])
+    assert store.reply_ids("p3") == pair.reply_ids
+    (h,) = teacher_hidden(tiny_model.model, [pair], tiny_model.tokenizer.pad_token_id)
+    rows = store.get("p3")["hidden"]
+    assert rows.dtype == torch.float16 and rows.shape == h.shape
+    torch.testing.assert_close(rows.float(), h, rtol=2e-3, atol=2e-3)
+
+
+def test_logits_resume_recomputes_only_missing_shard(hidden_run):
+    before = json.loads(hidden_run.file("teacher/index.json").read_text())
+    hidden_run.file("teacher/shard-00001.safetensors").unlink()
+    info = run_logits(hidden_run)
+    assert info["resumed"] == 4 and info["computed"] == 2
+    after = json.loads(hidden_run.file("teacher/index.json").read_text())
+    assert sorted(e["id"] for e in after["examples"]) == sorted(e["id"] for e in before["examples"])
+    TeacherStore(hidden_run.file("teacher"))
+
+
+def test_topk_store(tmp_path, tiny_model_dir):
+    run = make_run(tmp_path, tiny_model_dir, logits={"store": "topk", "topk": 8}, distill={"temperature": 1.0})
+    info = run_logits(run)
+    store = TeacherStore(run.file("teacher"))
+    rows = store.get("p0")
+    n = len(store.reply_ids("p0"))
+    assert rows["topk_ids"].shape == (n, 8) and rows["topk_logits"].shape == (n, 8) and rows["lse"].shape == (n,)
+    assert store.temperature == 1.0 and info["store"] == "topk"
+    # probabilities of the stored top-k never exceed 1
+    assert (torch.exp(rows["topk_logits"].float() - rows["lse"][:, None]).sum(-1) <= 1 + 1e-3).all()
+
+
+def test_topk_warns_above_temperature_one(tmp_path, tiny_model_dir):
+    run = make_run(tmp_path, tiny_model_dir, logits={"store": "topk", "topk": 4})
+    with pytest.warns(UserWarning, match="lossy"):
+        run_logits(run)
+
+
+@pytest.mark.parametrize("part", ["tokenizer_vocab", "special_tokens", "chat_template", "weights"])
+def test_fingerprint_guard_names_the_part(hidden_run, tiny_model, tmp_path, part):
+    import shutil
+
+    copy = tmp_path / "teacher"
+    shutil.copytree(hidden_run.file("teacher"), copy)
+    index = json.loads((copy / "index.json").read_text())
+    index["fingerprint"][part] = "0" * 16
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(TeacherStoreError, match=part):
+        TeacherStore(copy).check_model(tiny_model.model, tiny_model.tokenizer)
+
+
+def test_changed_weights_are_refused(hidden_run, tiny_model_dir):
+    from ssb.models import load_model
+
+    lm = load_model(str(tiny_model_dir), device="cpu")
+    with torch.no_grad():
+        lm.model.lm_head.weight.mul_(1.01)
+    with pytest.raises(TeacherStoreError, match="weights"):
+        TeacherStore(hidden_run.file("teacher")).check_model(lm.model, lm.tokenizer)
+
+
+def test_truncated_and_empty_stores_are_refused(hidden_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "teacher"
+    shutil.copytree(hidden_run.file("teacher"), copy)
+    shard = copy / "shard-00000.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) - 100])
+    with pytest.raises(TeacherStoreError, match="truncated"):
+        TeacherStore(copy)
+    # a truncated file whose index entry was "fixed" up is still caught by safetensors itself
+    index = json.loads((copy / "index.json").read_text())
+    index["shards"][0]["bytes"] = shard.stat().st_size
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(TeacherStoreError, match="truncated or corrupt"):
+        TeacherStore(copy)
+    index["examples"], index["shards"], index["n_tokens"] = [], [], 0
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(TeacherStoreError, match="empty"):
+        TeacherStore(copy)
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tmp_path_factory, embedded_tokenizer):
+    """The tiny model with larger initial weights: its predictions depend on the context enough
+    that the hint makes teacher and student differ (the default init gives KL ~ 1e-4)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = embedded_tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, initializer_range=0.15,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    path = tmp_path_factory.mktemp("sharp-model")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_distill_overfits_and_saves_loadable_adapter(tmp_path, sharp_model_dir):
+    tiny_model_dir = sharp_model_dir
+    from peft import PeftModel
+
+    from ssb.distill import merge_adapter, run_distill
+    from ssb.models import load_model
+
+    run = make_run(tmp_path, tiny_model_dir, logits={"batch_size": 4},
+                   distill={"lora_r": 8, "lora_alpha": 16, "epochs": 10, "batch_size": 3, "lr": 1e-2,
+                            "ce_weight": 0.01, "chunk_size": 16})
+    run_logits(run)
+    info = run_distill(run)
+    log = read_jsonl(run.file("train_log.jsonl"))
+    assert len(log) == info["steps"] == 20
+    assert {"loss", "kd", "ce", "grad_norm", "learning_rate", "answer_tokens_per_example"} <= set(log[0])
+    first, last = sum(r["loss"] for r in log[:3]) / 3, sum(r["loss"] for r in log[-3:]) / 3
+    assert last < 0.5 * first, (first, last)
+    assert abs(log[0]["loss"] - (log[0]["kd"] + 0.01 * log[0]["ce"])) < 1e-3 * max(1.0, log[0]["loss"])
+    st = run.stage("distill")
+    assert st["status"] == "done" and st["examples"] == len(PROBLEMS) and st["answer_tokens"] > 0
+
+    base = load_model(str(tiny_model_dir), device="cpu")
+    student = PeftModel.from_pretrained(base.model, str(run.file("student")))
+    lora = [n for n, _ in student.named_parameters() if "lora_" in n]
+    assert lora and any(float(p.abs().sum()) > 0 for n, p in student.named_parameters() if "lora_B" in n)
+
+    merged = merge_adapter(run.cfg.model, run.file("student"), tmp_path / "merged")
+    m2 = load_model(merged["out"], device="cpu")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(m2.model(ids).logits, student(input_ids=ids).logits, rtol=1e-3, atol=1e-3)
