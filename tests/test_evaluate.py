@@ -166,3 +166,9 @@ def test_run_eval_holdout_avoids_training_problems(tmp_path, tiny_model_dir):
     assert len(held) == 5 and not {normalize_question(p["question"]) for p in held} & train
     assert run.stage_done("eval_base")
     assert ev.compare(run) == []  # a single label: nothing to pair
+    # the saved set is reused, and a changed holdout config is refused rather than mixed
+    again, _ = ev.holdout_problems(cfg.eval.holdout, set(), run.file("eval/holdout.problems.jsonl"))
+    assert [p.id for p in again] == [p["id"] for p in held]
+    other = cfg.eval.holdout.model_copy(update={"seed": 8})
+    with pytest.raises(ev.EvalError, match="another eval.holdout"):
+        ev.holdout_problems(other, set(), run.file("eval/holdout.problems.jsonl"))

@@ -64,11 +64,17 @@ def holdout_problems(holdout: DataConfig | None, exclude: set[str], cache: Path 
     first time so every model of a run is scored on the same problems."""
     from .data import Problem, load_problems, normalize_question
 
-    if cache is not None and cache.exists():
-        probs = [Problem.from_dict(r) for r in read_jsonl(cache)]
-        return probs, {"source": str(cache), "kept": len(probs)}
     if holdout is None:
         raise EvalError("bench 'holdout' needs eval.holdout (a data config, e.g. reasoning_gym with another seed)")
+    spec = holdout.model_dump(mode="json")
+    sidecar = cache.with_suffix(".config.json") if cache is not None else None
+    if cache is not None and cache.exists():
+        made_with = json.loads(sidecar.read_text()) if sidecar.exists() else None
+        if made_with is not None and made_with != spec:
+            raise EvalError(f"{cache} was drawn with another eval.holdout ({made_with}); delete it (and the "
+                            "eval/*/holdout.jsonl files) to draw the new holdout set")
+        probs = [Problem.from_dict(r) for r in read_jsonl(cache)]
+        return probs, {"source": str(cache), "kept": len(probs)}
     drawn = load_problems(holdout, exclude=exclude)  # reasoning-gym draws more when it hits duplicates
     seen: set[str] = set()
     kept, dup = [], 0
@@ -87,6 +93,7 @@ def holdout_problems(holdout: DataConfig | None, exclude: set[str], cache: Path 
         log.warning("holdout: only %d distinct unseen problems (wanted %d)", len(kept), holdout.limit)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(sidecar, spec)
         with JsonlWriter(cache) as w:
             for p in kept:
                 w.write(p.to_dict())
@@ -223,8 +230,10 @@ def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling, pa
     existing = {str(r["id"]): r for r in read_jsonl(path)}
     _check_settings(list(existing.values()), sampling.n, path)
     todo = [p for p in problems if str(p.id) not in existing]
-    # a few generator batches per call: length-sorted batching inside, a JSONL flush after
-    chunk = max(1, (4 * batch_size) // sampling.n)
+    # one generator batch per call (hf): progress and a JSONL flush after each; vLLM
+    # schedules its own batches, so it gets bigger calls
+    per_call = batch_size * (16 if getattr(generator, "backend", "hf") == "vllm" else 1)
+    chunk = max(1, per_call // sampling.n)
     if todo:
         with JsonlWriter(path) as w, tqdm(total=len(problems), initial=len(problems) - len(todo),
                                           desc=desc or path.stem, unit="problem") as bar:
@@ -319,13 +328,18 @@ def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterab
     if adapter is not None and gen_cfg.backend == "llamacpp":
         raise EvalError("generation.backend=llamacpp cannot apply a PEFT adapter (the GGUF has base weights); "
                         "use --backend hf or vllm")
-    if loaded is None:
-        loaded = load_for_eval(model_cfg, adapter, merge=gen_cfg.backend == "hf")
-    generator = make_generator(gen_cfg, loaded, model_cfg, str(adapter) if adapter else None)
+    pending = any(str(p.id) not in {str(r["id"]) for r in read_jsonl(out_dir / f"{name}.jsonl")}
+                  for name, (probs, _) in problem_sets.items() for p in probs)
+    generator = None
+    if pending:  # a finished eval re-summarises without loading the model
+        if loaded is None:
+            loaded = load_for_eval(model_cfg, adapter, merge=gen_cfg.backend == "hf")
+        generator = make_generator(gen_cfg, loaded, model_cfg, str(adapter) if adapter else None)
     sampling = sampling_for(eval_cfg, gen_cfg)
     summary_path = out_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    summary.update(label=label or out_dir.name, model=loaded.name,
+    model_name = loaded.name if loaded is not None else summary.get("model", model_cfg.name_or_path)
+    summary.update(label=label or out_dir.name, model=model_name,
                    adapter=str(adapter) if adapter else None, n=eval_cfg.n,
                    temperature=eval_cfg.temperature, top_p=eval_cfg.top_p,
                    max_new_tokens=sampling.max_new_tokens, seed=eval_cfg.seed)
@@ -448,7 +462,7 @@ def paired_rows(rows: list[dict]) -> list[list[str]]:
     return [[r["bench"], f"{r['a']} − {r['b']}", str(r["n"]), f"{100 * r['diff']:+.1f}",
              f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]",
              f"{r['a_only']}/{r['b_only']}" if "a_only" in r else "",
-             f"{r['p_value']:.3g}", r["test"].replace("sign-flip-permutation", "permutation")] for r in rows]
+             f"{r['p_value']:.3g}", {"mcnemar-exact": "McNemar", "sign-flip-permutation": "permutation"}.get(r["test"], r["test"])] for r in rows]
 
 
 def markdown_tables(summaries: dict[str, dict], pairs: list[dict]) -> str:
