@@ -71,7 +71,8 @@ def make_synthetic_run(tmp_path) -> Run:
                           {"label": label, "n": 1, "temperature": 0.0, "benches": {"holdout": summarize(recs)}})
         run.set_stage(f"eval_{label}", status="done", seconds=120.0)
     run.set_stage("rollout", status="done", seconds=300.5, problems=40, generated_tokens=31000)
-    run.set_stage("curate", status="done", seconds=200.0, candidates=14, pairs=11, teacher_tokens=7000)
+    run.set_stage("curate", status="done", seconds=200.0, with_both=24, teacher_tried=14, teacher_verified=11,
+                  pairs_written=11, teacher_tokens=7000, outcomes={"correct": 43})
     run.set_stage("logits", status="done", seconds=20.0)
     run.set_stage("distill", status="done", seconds=400.0, steps=30, examples=11)
     run.set_stage("grpo", status="done", seconds=900.0, steps=20, generated_tokens=38000, budget_tokens=38000,
