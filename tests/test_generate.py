@@ -167,3 +167,7 @@ def test_llamacpp_matches_hf_start_and_is_seeded(embedded_model):
         assert a[0].token_ids[:4] == b[0].token_ids[:4]
     s = Sampling(n=3, temperature=0.8, top_k=50, max_new_tokens=8, seed=3)
     assert ids(gen.generate(conv, s, progress=False)) == ids(gen.generate(conv, s, progress=False))
+    # siblings share the prompt's KV (seq_cp across slots): greedy siblings equal the lone sequence
+    shared = gen.generate(conv, Sampling(n=3, max_new_tokens=8), progress=False)
+    assert all(c.token_ids == cs[0].token_ids for cs in shared for c in cs)
+    assert [cs[0].token_ids[:4] for cs in shared] == [cs[0].token_ids[:4] for cs in greedy]

@@ -378,7 +378,10 @@ class _LlamaCppEngine:
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self.model))
         self.parallel = max(1, parallel)
         self.max_ctx_seq = n_ctx_seq
-        self.n_threads = n_threads or os.cpu_count() or 1
+        # llama.cpp's own default: one thread per physical core (half the logical CPUs). Its
+        # worker threads spin-wait, so oversubscribing a busy machine costs 10x or more.
+        env = os.environ.get("SSB_LLAMACPP_THREADS")
+        self.n_threads = n_threads or (int(env) if env else max(1, (os.cpu_count() or 2) // 2))
         self.ctx = None
         self.ctx_seq = 0
         self.n_batch = 1024
@@ -411,7 +414,12 @@ class _LlamaCppEngine:
             pass
 
     def run(self, items, sampling: Sampling, stops: set[int], ctx_limit: int, on_done) -> None:
-        """Generate for every ``(key, prompt_ids, seed)``; ``on_done(key, gen_ids)`` per sequence."""
+        """Generate for every ``(key, prompt_ids, seed)``; ``on_done(key, gen_ids)`` per sequence.
+
+        Consecutive items with the same prompt (the n samples of one conversation) share
+        one prefill: the prompt is decoded in a leader slot and its KV copied to the
+        sibling slots (``llama_memory_seq_cp``), each sibling sampling its own first token
+        from the leader's logits."""
         from collections import deque
 
         if not items:
@@ -422,59 +430,77 @@ class _LlamaCppEngine:
         self._ensure_ctx(-(-ctx_seq // 256) * 256)
         mem = L.llama_get_memory(self.ctx)
         L.llama_memory_clear(mem, True)
+        queue: deque[list] = deque()
+        for item in items:  # group siblings (same prompt, adjacent)
+            if queue and queue[-1][0][1] == item[1]:
+                queue[-1].append(item)
+            else:
+                queue.append([item])
         batch = L.llama_batch_init(self.n_batch, 0, 1)
-        queue = deque(items)
         slots: list[dict | None] = [None] * self.parallel
         try:
             while queue or any(slots):
                 n = 0
-                outputs: list[tuple[int, int]] = []  # (batch row, slot)
+                outputs: list[tuple[int, list[int]]] = []  # (batch row, slots sampling from it)
 
-                def add(tok: int, pos: int, seq: int, want: bool) -> None:
+                def add(tok: int, pos: int, seq: int, want: list[int] | None) -> None:
                     nonlocal n
                     batch.token[n], batch.pos[n], batch.n_seq_id[n] = tok, pos, 1
                     batch.seq_id[n][0] = seq
-                    batch.logits[n] = want
-                    if want:
-                        outputs.append((n, seq))
+                    batch.logits[n] = want is not None
+                    if want is not None:
+                        outputs.append((n, want))
                     n += 1
 
                 for s, st in enumerate(slots):  # running sequences: their last sampled token
                     if st is not None:
-                        add(st["gen"][-1], st["pos"], s, True)
+                        add(st["gen"][-1], st["pos"], s, [s])
                         st["pos"] += 1
-                for s in range(self.parallel):  # free slots take waiting prompts that fit
-                    if slots[s] is not None or not queue:
-                        continue
-                    key, prompt, seed = queue[0]
+                free = [s for s in range(self.parallel) if slots[s] is None]
+                copies: list[tuple[int, int]] = []
+                while free and queue:  # free slots take waiting prompts that fit
+                    group = queue[0]
+                    prompt = group[0][1]
                     if len(prompt) + 1 > ctx_limit:  # no room for even one new token
                         queue.popleft()
-                        on_done(key, [])
+                        for key, _, _ in group:
+                            on_done(key, [])
                         continue
                     if n + len(prompt) > self.n_batch:
                         if n == 0:
                             raise GenerationError(f"prompt of {len(prompt)} tokens exceeds the llama.cpp batch")
                         break
-                    queue.popleft()
-                    L.llama_memory_seq_rm(mem, s, -1, -1)
+                    take, rest = group[: len(free)], group[len(free):]
+                    if rest:
+                        queue[0] = rest
+                    else:
+                        queue.popleft()
+                    mine = [free.pop(0) for _ in take]
+                    for s in mine:
+                        L.llama_memory_seq_rm(mem, s, -1, -1)
                     for p, tok in enumerate(prompt):
-                        add(tok, p, s, p == len(prompt) - 1)
-                    slots[s] = {"key": key, "pos": len(prompt), "gen": [], "rng": np.random.default_rng(seed),
-                                "limit": min(sampling.max_new_tokens, ctx_seq - len(prompt))}
+                        add(tok, p, mine[0], mine if p == len(prompt) - 1 else None)
+                    copies += [(mine[0], s) for s in mine[1:]]
+                    for s, (key, _, seed) in zip(mine, take):
+                        slots[s] = {"key": key, "pos": len(prompt), "gen": [], "rng": np.random.default_rng(seed),
+                                    "limit": min(sampling.max_new_tokens, ctx_seq - len(prompt))}
                 if n == 0:
                     continue
                 batch.n_tokens = n
                 rc = L.llama_decode(self.ctx, batch)
                 if rc != 0:
                     raise GenerationError(f"llama_decode failed with code {rc}")
-                for row, s in outputs:
-                    st = slots[s]
+                for src, dst in copies:  # siblings get the shared prompt's KV
+                    L.llama_memory_seq_cp(mem, src, dst, -1, -1)
+                for row, group_slots in outputs:
                     logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
-                    tok = sample_numpy(logits, sampling, st["rng"])
-                    st["gen"].append(tok)
-                    if tok in stops or len(st["gen"]) >= st["limit"]:
-                        on_done(st["key"], st["gen"])
-                        slots[s] = None
+                    for s in group_slots:
+                        st = slots[s]
+                        tok = sample_numpy(logits, sampling, st["rng"])
+                        st["gen"].append(tok)
+                        if tok in stops or len(st["gen"]) >= st["limit"]:
+                            on_done(st["key"], st["gen"])
+                            slots[s] = None
         finally:
             L.llama_batch_free(batch)
 
