@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("eval", help="stage 6: pass@k with confidence intervals on benchmarks")
     sp.add_argument("--model", default="embedded", help="model id/path, a PEFT adapter dir, or a run dir")
     sp.add_argument("--base", default=None, help="base model for an adapter (default: from the adapter)")
-    sp.add_argument("--bench", default="gsm8k", help="comma-separated: gsm8k,math500,aime2024")
+    sp.add_argument("--bench", default=None,
+                    help="comma-separated: gsm8k,math500,aime2024,holdout (default: the run's eval.benches, else gsm8k)")
     sp.add_argument("--data", default=None, help="a JSONL/Parquet/CSV of problems instead of --bench")
     sp.add_argument("--limit", type=int, default=None)
     sp.add_argument("--n", type=int, default=1, help="completions per problem (pass@k for k <= n)")
