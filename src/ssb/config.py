@@ -176,8 +176,11 @@ class GRPOConfig(Section):
     batch_size: int = Field(8, description="completions per device step (multiple of num_generations)")
     grad_accum: int = 1
     max_steps: int | None = Field(None, description="cap on optimizer steps")
-    budget: Literal["tokens", "steps", "none"] = Field(
-        "tokens", description="tokens: stop once GRPO generated as many tokens as SSB's rollouts+teacher"
+    budget: Literal["tokens", "seconds", "steps", "none"] = Field(
+        "tokens",
+        description="tokens: stop once GRPO generated as many tokens as SSB's rollouts+teacher; "
+        "seconds: once it ran as long as SSB's rollout+curate+logits+distill stages; "
+        "steps: grpo.max_steps; none: grpo.epochs. Both tokens and seconds are recorded either way",
     )
     temperature: float = 0.8
     beta: float = 0.0

@@ -12,7 +12,10 @@ What is held equal to SSB, so the comparison is about the method:
 * the budget (``cfg.grpo.budget = "tokens"``): training stops once GRPO has generated as
   many completion tokens as SSB's rollouts + hinted teacher did (manifest stages
   ``rollout.generated_tokens`` + ``curate.teacher_tokens``); without those counts it
-  falls back to ``grpo.max_steps`` / ``grpo.epochs``.
+  falls back to ``grpo.max_steps`` / ``grpo.epochs``. ``budget = "seconds"`` instead stops
+  once GRPO has trained as long as SSB's rollout + curate + logits + distill stages took
+  (used on CPU, where TRL's one-group-at-a-time generation is far slower per token than
+  ssb's batched rollouts). Tokens and seconds are recorded whichever budget is used.
 
 Outputs: ``grpo/`` (PEFT adapter + tokenizer), ``grpo_log.jsonl`` (one line per optimizer
 step: reward, completion length, loss, kl, grad norm, lr, cumulative generated tokens)
@@ -116,7 +119,21 @@ class CorrectnessReward:
         return rewards
 
 
-def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0: float):
+SSB_STAGES = ("rollout", "curate", "logits", "distill")
+
+
+def seconds_budget(run: Run) -> tuple[float | None, str]:
+    """Wall-clock SSB spent on its training stages (rollouts, teacher, logits, distillation)."""
+    if run.cfg.grpo.budget != "seconds":
+        return None, f"budget={run.cfg.grpo.budget}"
+    secs = [run.stage(s).get("seconds") for s in SSB_STAGES]
+    if not any(secs):
+        return None, "no stage timings in the manifest (SSB stages not run): max_steps/epochs"
+    return float(sum(x or 0 for x in secs)), "manifest: seconds of " + " + ".join(SSB_STAGES)
+
+
+def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0: float,
+               budget_seconds: float | None = None):
     from transformers import TrainerCallback
 
     class BudgetAndLog(TrainerCallback):
@@ -127,7 +144,8 @@ def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0
             self.stopped_by_budget = False
 
         def on_step_end(self, args, state, control, **kw):
-            if budget is not None and reward.generated_tokens >= budget:
+            over_time = budget_seconds is not None and time.time() - t0 >= budget_seconds
+            if over_time or (budget is not None and reward.generated_tokens >= budget):
                 self.stopped_by_budget = True
                 control.should_training_stop = True
                 control.should_save = True
@@ -195,8 +213,8 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
         top_p=cfg.rollout.top_p,
         beta=g.beta,
         learning_rate=g.lr,
-        # with a token budget the stopping step is unknown up front: keep the lr constant
-        lr_scheduler_type="constant" if g.budget == "tokens" else "linear",
+        # with a token or time budget the stopping step is unknown up front: keep the lr constant
+        lr_scheduler_type="constant" if g.budget in ("tokens", "seconds") else "linear",
         num_train_epochs=g.epochs,
         max_steps=max_steps,
         logging_steps=1,
@@ -232,6 +250,9 @@ def run_grpo(run: Run) -> dict:
         if num_generations < 2:
             raise GRPOError(f"GRPO needs num_generations >= 2 (group baseline), got {num_generations}")
         budget, budget_source = token_budget(run)
+        budget_seconds, seconds_source = seconds_budget(run)
+        if cfg.grpo.budget == "seconds":
+            budget_source = seconds_source
         max_steps = cfg.grpo.max_steps if cfg.grpo.max_steps else -1
         log_path = run.file("grpo_log.jsonl")
         resume, tokens_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
@@ -246,7 +267,7 @@ def run_grpo(run: Run) -> dict:
                           target_modules=list(d.target_modules), task_type="CAUSAL_LM")
         reward = CorrectnessReward(tokens_so_far)
         t0 = time.time()
-        cb = _callbacks(reward, budget, log_path, t0)
+        cb = _callbacks(reward, budget, log_path, t0, budget_seconds)
         trainer = GRPOTrainer(
             model=loaded.model,
             reward_funcs=[reward],
@@ -260,7 +281,7 @@ def run_grpo(run: Run) -> dict:
         out = run.file("grpo")
         trainer.model.save_pretrained(str(out))
         loaded.tokenizer.save_pretrained(str(out))
-        stopped = ("token budget" if cb.stopped_by_budget else
+        stopped = (f"{cfg.grpo.budget} budget" if cb.stopped_by_budget else
                    "max_steps" if max_steps > 0 and trainer.state.global_step >= max_steps else "epochs")
         info.update(
             problems=len(problems),
@@ -269,6 +290,7 @@ def run_grpo(run: Run) -> dict:
             completions=reward.completions,
             generated_tokens=reward.generated_tokens,
             budget_tokens=budget,
+            budget_seconds=budget_seconds,
             budget_source=budget_source,
             stopped_by=stopped,
             train_seconds=round(time.time() - t0, 2),
