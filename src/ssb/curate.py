@@ -162,6 +162,10 @@ def run_curate(run: Run, loaded: LoadedModel | None = None, generator: Generator
             sel = select_traces(row, random.Random(derive_seed(cc.seed, row["id"])), cc.no_answer_is_wrong)
             if sel is not None:
                 candidates.append((row, sel))
+        if not candidates:
+            log.warning("curate: no problem has both a correct and a wrong rollout (%d problems); try easier "
+                        "data, a larger rollout.k, curate.no_answer_is_wrong=true, or a stronger model", len(rows))
+        pairs_path.touch()  # downstream stages find the (possibly empty) file
         done = {r["id"] for r in read_jsonl(pairs_path)} | {r["id"] for r in read_jsonl(rejects_path)}
         n_pairs = len(read_jsonl(pairs_path))
         todo = [c for c in candidates if c[0]["id"] not in done]
