@@ -1,13 +1,16 @@
-"""Quality benchmark: base vs SSB vs GRPO on >= 500 held-out problems of the default task.
+"""Quality benchmark: base vs SSB vs GRPO on 500 held-out problems of the default task.
 
-    python bench/quality.py [--config configs/quality.yaml] [--runs-dir runs]
+    python bench/quality.py [--config configs/default.yaml] [--runs-dir runs] [--n 500]
 
-Runs (or resumes) the whole pipeline for the config, then writes
-``bench/results/quality.json``: ``n_problems``; per model under ``models.base|ssb|grpo``
-the ``accuracy`` and its 95% Wilson ``ci``; ``diff_ssb_base`` and ``diff_ssb_grpo``, each
-with the paired ``value``, its 95% ``ci`` (Newcombe, paired) and the exact McNemar
-``p_value``; and the power this sample size has. Nothing here is tuned on these problems:
-the config is fixed before the run and the eval problems come from another seed.
+Runs (or resumes) ``ssb run`` for the config, unchanged, so base, SSB and GRPO are
+exactly what the default pipeline trains. Then it evaluates all three (greedy pass@1, the
+same prompt) on ``--n`` fresh held-out problems drawn like the training problems but with
+another seed (``--seed``) and deduplicated against them, into ``RUN/quality_eval/``.
+Writes ``bench/results/quality.json``: ``n_problems``; per model under
+``models.base|ssb|grpo`` the ``accuracy`` and its 95% Wilson ``ci``; ``diff_ssb_base`` and
+``diff_ssb_grpo``, each with the paired ``value``, its 95% ``ci`` (Newcombe, paired) and
+the exact McNemar ``p_value``; and the smallest difference this sample can detect.
+Nothing is tuned on these problems: the config is fixed before the run.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ssb.config import load_config  # noqa: E402
-from ssb.evaluate import load_results, load_summaries, paired_table  # noqa: E402
+from ssb.evaluate import evaluate, load_results, load_summaries, paired_table, training_questions  # noqa: E402
 from ssb.pipeline import run_pipeline  # noqa: E402
 
 
@@ -35,17 +38,31 @@ def mde_paired(n: int, discordant: float, alpha_z: float = 1.96, power_z: float 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(ROOT / "configs" / "quality.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    ap.add_argument("--n", type=int, default=500, help="held-out problems")
+    ap.add_argument("--seed", type=int, default=20261122, help="seed of the held-out problems")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
     args = ap.parse_args()
 
     cfg = load_config(args.config, [f"runs_dir={args.runs_dir}"])
     t0 = time.time()
     run = run_pipeline(cfg)
-    results = load_results(run.file("eval"))  # label -> bench -> per-sample records
-    summaries = load_summaries(run.file("eval"))
-    bench = cfg.eval.benches[0]
+    if cfg.eval.holdout is None:
+        raise SystemExit(f"{args.config}: eval.holdout is not set; the quality benchmark needs held-out problems")
+    holdout = cfg.eval.holdout.model_copy(update={"limit": args.n, "seed": args.seed})
+    eval_cfg = cfg.eval.model_copy(update={"holdout": holdout, "benches": ["holdout"], "limit": None})
+    qdir = run.file("quality_eval")
+    exclude = training_questions(run)
+    for label, adapter in (("base", None), ("ssb", run.file("student")), ("grpo", run.file("grpo"))):
+        if adapter is not None and not (adapter / "adapter_config.json").exists():
+            print(f"{label}: no adapter at {adapter}; skipped")
+            continue
+        evaluate(cfg.model, adapter, ["holdout"], cfg.prompt, cfg.generation, eval_cfg, qdir / label,
+                 exclude=exclude, label=label)
+    results = load_results(qdir)  # label -> bench -> per-sample records
+    summaries = load_summaries(qdir)
+    bench = "holdout"
     models = {}
     for label in ("base", "ssb", "grpo"):
         s = summaries.get(label, {}).get("benches", {}).get(bench)
@@ -74,6 +91,9 @@ def main() -> int:
     out = {
         "config": str(Path(args.config).resolve().relative_to(ROOT)),
         "bench": bench,
+        "holdout": {"task": [t.model_dump() for t in holdout.tasks], "seed": args.seed,
+                    "deduplicated_against_training": True},
+        "decoding": "greedy pass@1, same prompt (system + worked example) as training",
         "n_problems": n_problems,
         "models": models,
         "diff_ssb_base": diff("ssb", "base"),
