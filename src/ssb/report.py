@@ -200,7 +200,8 @@ def plot_accuracy(summaries: dict, path: Path) -> Path | None:
     top = max(100 * b["ci"][1] for s in summaries.values() for b in s.get("benches", {}).values()
               if b.get("n_problems"))
     ax.set_ylim(0, min(100, top + 15) if top < 85 else 110)
-    ax.legend(fontsize=9)
+    # outside the axes: inside, it covers the count labels above the bars
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("accuracy per benchmark")
     fig.tight_layout()
