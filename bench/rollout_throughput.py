@@ -30,7 +30,8 @@ import torch
 
 from ssb.config import GenerationConfig, PromptConfig
 from ssb.data import load_benchmark
-from ssb.generate import HFGenerator, LlamaCppGenerator, Sampling, derive_seed, stop_token_ids
+from ssb.engine_llamacpp import LlamaCppGenerator
+from ssb.generate import HFGenerator, Sampling, derive_seed, stop_token_ids
 from ssb.models import load_model
 from ssb.prompts import render_prompt_ids, student_messages
 

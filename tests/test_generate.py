@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from ssb.config import GenerationConfig
+from ssb.engine_llamacpp import sample_numpy
+from ssb.engine_vllm import vllm_completions, vllm_requests
 from ssb.generate import (
     Completion,
     GenerationError,
@@ -17,10 +19,7 @@ from ssb.generate import (
     Sampling,
     finish,
     make_generator,
-    sample_numpy,
     stop_token_ids,
-    vllm_completions,
-    vllm_requests,
     warp_logits,
 )
 from ssb.models import LoadedModel

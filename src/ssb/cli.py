@@ -14,7 +14,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_NOT_BUILT, EXIT_USAGE = 0, 1, 3, 2
 

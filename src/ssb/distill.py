@@ -33,7 +33,6 @@ from .alignment import answer_slice, reply_ids
 from .config import ModelConfig
 from .losses import TeacherSignal, answer_hidden_states, distill_loss
 from .models import load_model, resolve_device
-from .prompts import render_prompt_ids
 from .rundir import read_jsonl
 from .teacher_logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
 

@@ -104,7 +104,7 @@ def bench_problems(bench: str, eval_cfg: EvalConfig, exclude: set[str] | None = 
                    cache_dir: Path | None = None) -> tuple[list, dict]:
     """Problems of one benchmark: a built-in name, a data file, or ``holdout``; the first
     ``eval_cfg.limit`` of them (holdout: its own limit)."""
-    from .data import load_benchmark, load_problems
+    from .data import load_benchmark
 
     if bench in HOLDOUT_ALIASES:
         cache = cache_dir / f"{HOLDOUT}.problems.jsonl" if cache_dir is not None else None

@@ -10,9 +10,10 @@ Backends (``generation.backend``):
 
 * ``hf``: transformers ``generate`` over length-sorted, left-padded batches with the
   KV cache; CPU and GPU; works with a ``PeftModel``. The reference backend.
-* ``llamacpp``: llama-cpp-python on the model's GGUF file, many sequences decoded
-  together in one shared KV cache (llama.cpp's batch API); CPU.
-* ``vllm``: ``LLM.generate`` with ``SamplingParams(n=...)``, prefix caching and LoRA; GPU.
+* ``llamacpp`` (``engine_llamacpp.py``): llama-cpp-python on the model's GGUF file, many
+  sequences decoded together in one shared KV cache (llama.cpp's batch API); CPU.
+* ``vllm`` (``engine_vllm.py``): ``LLM.generate`` with ``SamplingParams(n=...)``, prefix
+  caching and LoRA; GPU.
 
 Prompts are always rendered by *our* tokenizer's chat template
 (:func:`prompts.render_prompt_ids`) and every backend is fed token ids, so all three
@@ -27,12 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import numpy as np
 import torch
 
 from .config import GenerationConfig, ModelConfig
@@ -305,376 +304,6 @@ class HFGenerator:
         return [finish(self.tok, len(p), row, stops) for p, row in zip(prompts, new)]
 
 
-# ----------------------------------------------------------------------------- llama.cpp backend
-
-
-def _gguf_path(gen_cfg: GenerationConfig, loaded: LoadedModel) -> str:
-    if gen_cfg.gguf_path:
-        return gen_cfg.gguf_path
-    if loaded.gguf_file:
-        from pathlib import Path
-
-        p = Path(loaded.source) / loaded.gguf_file
-        if p.exists():
-            return str(p)
-    raise GenerationError(
-        "generation.backend=llamacpp needs a GGUF file: the model was not loaded from a local GGUF; "
-        "set generation.gguf_path (or use backend=hf)"
-    )
-
-
-def _llamacpp_unsupported_model(loaded: LoadedModel) -> str | None:
-    if hasattr(loaded.model, "peft_config"):
-        return "the model carries a PEFT adapter, which the GGUF file does not contain; use backend=hf"
-    return None
-
-
-def _import_llama_cpp():
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise GenerationError(
-            "generation.backend=llamacpp but llama-cpp-python is not installed: "
-            "`pip install ssb[llamacpp]` (or use backend=hf)"
-        ) from exc
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # silence llama.cpp's load chatter
-    return llama_cpp
-
-
-def sample_numpy(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
-    """One token from ``[vocab]`` logits: greedy, or temperature + top-k + top-p sampling."""
-    if sampling.greedy:
-        return int(np.argmax(logits))
-    x = logits.astype(np.float64) / sampling.temperature
-    if sampling.top_k and sampling.top_k < x.shape[0]:
-        cand = np.argpartition(-x, sampling.top_k - 1)[: sampling.top_k]
-    else:
-        cand = np.arange(x.shape[0])
-    order = cand[np.argsort(-x[cand], kind="stable")]
-    p = np.exp(x[order] - x[order[0]])
-    p /= p.sum()
-    if sampling.top_p < 1.0:
-        keep = (np.cumsum(p) - p) < sampling.top_p
-        order, p = order[keep], p[keep] / p[keep].sum()
-    cdf = np.cumsum(p)
-    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-    return int(order[min(i, len(order) - 1)])
-
-
-class _LlamaCppEngine:
-    """Owns the llama.cpp model and a context with ``parallel`` sequence slots."""
-
-    def __init__(self, path: str, parallel: int, n_ctx_seq: int, n_threads: int | None = None):
-        import os
-
-        self.L = L = _import_llama_cpp()
-        L.llama_backend_init()
-        self.model = L.llama_model_load_from_file(path.encode(), L.llama_model_default_params())
-        if not self.model:
-            raise GenerationError(f"llama.cpp could not load {path}")
-        self.path = path
-        self.vocab = L.llama_model_get_vocab(self.model)
-        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
-        self.n_ctx_train = int(L.llama_model_n_ctx_train(self.model))
-        self.parallel = max(1, parallel)
-        self.max_ctx_seq = n_ctx_seq
-        # llama.cpp's own default: one thread per physical core (half the logical CPUs). Its
-        # worker threads spin-wait, so oversubscribing a busy machine costs 10x or more.
-        env = os.environ.get("SSB_LLAMACPP_THREADS")
-        self.n_threads = n_threads or (int(env) if env else max(1, (os.cpu_count() or 2) // 2))
-        self.ctx = None
-        self.ctx_seq = 0
-        self.n_batch = 1024
-
-    def _ensure_ctx(self, ctx_seq: int) -> None:
-        if self.ctx is not None and self.ctx_seq >= ctx_seq:
-            return
-        L = self.L
-        if self.ctx is not None:
-            L.llama_free(self.ctx)
-        cp = L.llama_context_default_params()
-        cp.n_ctx = ctx_seq * self.parallel
-        cp.n_seq_max = self.parallel
-        cp.n_batch = cp.n_ubatch = self.n_batch
-        cp.n_threads = cp.n_threads_batch = self.n_threads
-        cp.kv_unified = False  # one KV stream per sequence: attention only over its own cells
-        cp.no_perf = True
-        self.ctx = L.llama_init_from_model(self.model, cp)
-        if not self.ctx:
-            raise GenerationError(f"llama.cpp could not create a context of {cp.n_ctx} tokens")
-        self.ctx_seq = ctx_seq
-
-    def __del__(self):
-        try:
-            if self.ctx is not None:
-                self.L.llama_free(self.ctx)
-            if self.model:
-                self.L.llama_model_free(self.model)
-        except Exception:
-            pass
-
-    def run(self, items, sampling: Sampling, stops: set[int], ctx_limit: int, on_done) -> None:
-        """Generate for every ``(key, prompt_ids, seed)``; ``on_done(key, gen_ids)`` per sequence.
-
-        Consecutive items with the same prompt (the n samples of one conversation) share
-        one prefill: the prompt is decoded in a leader slot and its KV copied to the
-        sibling slots (``llama_memory_seq_cp``), each sibling sampling its own first token
-        from the leader's logits."""
-        from collections import deque
-
-        if not items:
-            return
-        L = self.L
-        longest = max(len(p) for _, p, _ in items)
-        ctx_seq = min(ctx_limit, longest + sampling.max_new_tokens + 1)
-        self._ensure_ctx(-(-ctx_seq // 256) * 256)
-        mem = L.llama_get_memory(self.ctx)
-        L.llama_memory_clear(mem, True)
-        queue: deque[list] = deque()
-        for item in items:  # group siblings (same prompt, adjacent)
-            if queue and queue[-1][0][1] == item[1]:
-                queue[-1].append(item)
-            else:
-                queue.append([item])
-        batch = L.llama_batch_init(self.n_batch, 0, 1)
-        slots: list[dict | None] = [None] * self.parallel
-        try:
-            while queue or any(slots):
-                n = 0
-                outputs: list[tuple[int, list[int]]] = []  # (batch row, slots sampling from it)
-
-                def add(tok: int, pos: int, seq: int, want: list[int] | None) -> None:
-                    nonlocal n
-                    batch.token[n], batch.pos[n], batch.n_seq_id[n] = tok, pos, 1
-                    batch.seq_id[n][0] = seq
-                    batch.logits[n] = want is not None
-                    if want is not None:
-                        outputs.append((n, want))
-                    n += 1
-
-                for s, st in enumerate(slots):  # running sequences: their last sampled token
-                    if st is not None:
-                        add(st["gen"][-1], st["pos"], s, [s])
-                        st["pos"] += 1
-                free = [s for s in range(self.parallel) if slots[s] is None]
-                copies: list[tuple[int, int]] = []
-                while free and queue:  # free slots take waiting prompts that fit
-                    group = queue[0]
-                    prompt = group[0][1]
-                    if len(prompt) + 1 > ctx_limit:  # no room for even one new token
-                        queue.popleft()
-                        for key, _, _ in group:
-                            on_done(key, [])
-                        continue
-                    if n + len(prompt) > self.n_batch:
-                        if n == 0:
-                            raise GenerationError(f"prompt of {len(prompt)} tokens exceeds the llama.cpp batch")
-                        break
-                    take, rest = group[: len(free)], group[len(free):]
-                    if rest:
-                        queue[0] = rest
-                    else:
-                        queue.popleft()
-                    mine = [free.pop(0) for _ in take]
-                    for s in mine:
-                        L.llama_memory_seq_rm(mem, s, -1, -1)
-                    for p, tok in enumerate(prompt):
-                        add(tok, p, mine[0], mine if p == len(prompt) - 1 else None)
-                    copies += [(mine[0], s) for s in mine[1:]]
-                    for s, (key, _, seed) in zip(mine, take):
-                        slots[s] = {"key": key, "pos": len(prompt), "gen": [], "rng": np.random.default_rng(seed),
-                                    "limit": min(sampling.max_new_tokens, ctx_seq - len(prompt))}
-                if n == 0:
-                    continue
-                batch.n_tokens = n
-                rc = L.llama_decode(self.ctx, batch)
-                if rc != 0:
-                    raise GenerationError(f"llama_decode failed with code {rc}")
-                for src, dst in copies:  # siblings get the shared prompt's KV
-                    L.llama_memory_seq_cp(mem, src, dst, -1, -1)
-                for row, group_slots in outputs:
-                    logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
-                    for s in group_slots:
-                        st = slots[s]
-                        tok = sample_numpy(logits, sampling, st["rng"])
-                        st["gen"].append(tok)
-                        if tok in stops or len(st["gen"]) >= st["limit"]:
-                            on_done(st["key"], st["gen"])
-                            slots[s] = None
-        finally:
-            L.llama_batch_free(batch)
-
-
-class LlamaCppGenerator:
-    """llama-cpp-python on the same GGUF file: up to ``parallel`` sequences share one KV
-    cache and advance together, one ``llama_decode`` per step (continuous batching: a
-    finished slot takes the next waiting sequence). Sampling in numpy, seeded per sequence."""
-
-    backend = "llamacpp"
-
-    def __init__(self, gen_cfg: GenerationConfig, loaded: LoadedModel, parallel: int | None = None,
-                 n_threads: int | None = None):
-        why = _llamacpp_unsupported_model(loaded)
-        if why:
-            raise GenerationError(why)
-        self.tok = loaded.tokenizer
-        self.stops = stop_token_ids(self.tok, loaded.model)
-        self.engine = _LlamaCppEngine(
-            _gguf_path(gen_cfg, loaded),
-            parallel=parallel or min(16, max(1, gen_cfg.batch_size)),
-            n_ctx_seq=gen_cfg.n_ctx,
-            n_threads=n_threads,
-        )
-        self.ctx = min(gen_cfg.n_ctx, self.engine.n_ctx_train) if self.engine.n_ctx_train else gen_cfg.n_ctx
-
-    def generate(self, conversations, sampling: Sampling, progress: bool | str = True,
-                 seeds: list[int] | None = None) -> list[list[Completion]]:
-        prompts = render_all(self.tok, conversations)
-        seq_seeds = sequence_seeds(sampling, len(prompts), seeds)
-        jobs = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
-        out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
-        bar = _Progress(len(jobs), progress, self.backend)
-        stops = set(self.stops)
-
-        def done(job, gen_ids):
-            i, j = job
-            c = finish(self.tok, len(prompts[i]), gen_ids, stops)
-            out[i][j] = c
-            bar.update(1, c.completion_tokens)
-
-        try:
-            self.engine.run(
-                [(job, prompts[job[0]], seq_seeds[job[0]][job[1]]) for job in jobs],
-                sampling, stops, self.ctx, done,
-            )
-        finally:
-            bar.close()
-        return out  # type: ignore[return-value]
-
-
-# ----------------------------------------------------------------------------- vLLM backend
-
-
-def vllm_sampling_kwargs(sampling: Sampling, seed: int, stops: list[int]) -> dict[str, Any]:
-    """Keyword arguments of ``vllm.SamplingParams`` for one conversation (testable without vLLM)."""
-    kw: dict[str, Any] = dict(
-        n=sampling.n,
-        temperature=float(sampling.temperature),
-        top_p=float(sampling.top_p) if not sampling.greedy else 1.0,
-        top_k=int(sampling.top_k) if sampling.top_k and not sampling.greedy else -1,
-        max_tokens=int(sampling.max_new_tokens),
-        seed=int(seed) % (2**31),
-        stop_token_ids=list(stops),
-        skip_special_tokens=True,
-    )
-    return kw
-
-
-def vllm_requests(prompts: list[list[int]], sampling: Sampling, seeds: list[int] | None,
-                  stops: list[int]) -> tuple[list[dict], list[dict[str, Any]]]:
-    """(prompt dicts with token ids, SamplingParams kwargs) per conversation; one seed per
-    conversation so each request is reproducible on its own."""
-    if seeds is None:
-        seeds = [derive_seed(sampling.seed, i) for i in range(len(prompts))]
-    reqs = [{"prompt_token_ids": list(p)} for p in prompts]
-    return reqs, [vllm_sampling_kwargs(sampling, s, stops) for s in seeds]
-
-
-def vllm_completions(tokenizer, prompt_len: int, outputs, stops: set[int]) -> list[Completion]:
-    """Completions from one vLLM ``RequestOutput.outputs`` list."""
-    comps = []
-    for o in outputs:
-        ids = list(o.token_ids)
-        reason: FinishReason = "stop" if (o.finish_reason == "stop" or (ids and ids[-1] in stops)) else "length"
-        text = tokenizer.decode([t for t in ids if t not in stops], skip_special_tokens=True)
-        comps.append(Completion(text, ids, reason, prompt_len, len(ids)))
-    return comps
-
-
-class VLLMGenerator:
-    """vLLM on GPU: prompt token ids in, ``SamplingParams(n=...)`` per conversation,
-    automatic prefix caching (the K samples and shared system prompts reuse the prefill),
-    a PEFT adapter served through ``LoRARequest``."""
-
-    backend = "vllm"
-
-    def __init__(self, gen_cfg: GenerationConfig, loaded: LoadedModel, model_cfg: ModelConfig | None,
-                 adapter: str | None = None):
-        try:
-            import vllm  # noqa: F401
-        except ImportError as exc:
-            raise GenerationError(
-                "generation.backend=vllm but vLLM is not installed: `pip install ssb[vllm]` on a CUDA "
-                "machine (or use backend=hf)"
-            ) from exc
-        from vllm import LLM
-
-        self.tok = loaded.tokenizer
-        self.stops = stop_token_ids(self.tok, loaded.model)
-        model_path = loaded.source if not loaded.gguf_file else f"{loaded.source}/{loaded.gguf_file}"
-        self.adapter = adapter or _save_adapter_if_peft(loaded.model)
-        kw: dict[str, Any] = dict(
-            model=model_path,
-            enable_prefix_caching=True,
-            gpu_memory_utilization=gen_cfg.vllm_gpu_memory_utilization,
-            tensor_parallel_size=gen_cfg.vllm_tensor_parallel_size,
-            max_model_len=gen_cfg.n_ctx,
-            enable_lora=self.adapter is not None,
-            seed=0,
-        )
-        if loaded.gguf_file:  # vLLM reads GGUF weights but wants the HF tokenizer beside them
-            kw["tokenizer"] = getattr(self.tok, "name_or_path", None) or loaded.source
-        if model_cfg is not None:
-            kw["trust_remote_code"] = model_cfg.trust_remote_code
-            if model_cfg.dtype != "auto":
-                kw["dtype"] = model_cfg.dtype
-            if model_cfg.revision and not loaded.gguf_file:
-                kw["revision"] = model_cfg.revision
-        if self.adapter is not None:
-            kw["max_lora_rank"] = _adapter_rank(self.adapter)
-        self.llm = LLM(**kw)
-
-    def generate(self, conversations, sampling: Sampling, progress: bool | str = True,
-                 seeds: list[int] | None = None) -> list[list[Completion]]:
-        from vllm import SamplingParams
-
-        prompts = render_all(self.tok, conversations)
-        reqs, kws = vllm_requests(prompts, sampling, seeds, self.stops)
-        params = [SamplingParams(**kw) for kw in kws]
-        lora = None
-        if self.adapter is not None:
-            from vllm.lora.request import LoRARequest
-
-            lora = LoRARequest("adapter", 1, self.adapter)
-        t0 = time.time()
-        res = self.llm.generate(reqs, params, use_tqdm=bool(progress), lora_request=lora)
-        stops = set(self.stops)
-        out = [vllm_completions(self.tok, len(p), r.outputs, stops) for p, r in zip(prompts, res)]
-        toks = sum(c.completion_tokens for cs in out for c in cs)
-        if progress:
-            log.info("vllm: %d tokens in %.1fs (%.0f tok/s)", toks, time.time() - t0, toks / max(time.time() - t0, 1e-9))
-        return out
-
-
-def _save_adapter_if_peft(model) -> str | None:
-    if not hasattr(model, "peft_config"):
-        return None
-    import tempfile
-
-    path = tempfile.mkdtemp(prefix="ssb-vllm-adapter-")
-    model.save_pretrained(path)
-    return path
-
-
-def _adapter_rank(path: str) -> int:
-    import json
-    from pathlib import Path
-
-    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
-    r = int(cfg.get("r", 16))
-    return max(8, 2 ** math.ceil(math.log2(r)))
-
-
 # ----------------------------------------------------------------------------- factory
 
 
@@ -684,8 +313,12 @@ def make_generator(gen_cfg: GenerationConfig, loaded: LoadedModel, model_cfg: Mo
     if gen_cfg.backend == "hf":
         return HFGenerator(loaded, gen_cfg.batch_size)
     if gen_cfg.backend == "llamacpp":
+        from .engine_llamacpp import LlamaCppGenerator
+
         return LlamaCppGenerator(gen_cfg, loaded)
     if gen_cfg.backend == "vllm":
+        from .engine_vllm import VLLMGenerator
+
         return VLLMGenerator(gen_cfg, loaded, model_cfg, adapter)
     raise GenerationError(f"unknown generation.backend {gen_cfg.backend!r} (hf, llamacpp, vllm)")
 
@@ -699,7 +332,6 @@ def completion_stats(comps: list[Completion]) -> dict[str, int]:
 
 
 __all__ = [
-    "Completion", "Generator", "GenerationError", "HFGenerator", "LlamaCppGenerator", "Sampling",
-    "VLLMGenerator", "derive_seed", "make_generator", "stop_token_ids", "vllm_requests",
-    "vllm_sampling_kwargs", "completion_stats",
+    "Completion", "Generator", "GenerationError", "HFGenerator", "Sampling",
+    "derive_seed", "make_generator", "stop_token_ids", "completion_stats",
 ]

@@ -1,0 +1,137 @@
+"""The vLLM generation backend (``generation.backend: vllm``, GPU): ``LLM.generate`` with
+``SamplingParams(n=...)``, prefix caching and LoRA adapters. Importable without vLLM
+installed; choosing it without vLLM is a clear error. Optional extra: ``ssb[vllm]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from .config import GenerationConfig, ModelConfig
+from .generate import Completion, FinishReason, GenerationError, Sampling, derive_seed, render_all, stop_token_ids
+from .models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def vllm_sampling_kwargs(sampling: Sampling, seed: int, stops: list[int]) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams`` for one conversation (testable without vLLM)."""
+    kw: dict[str, Any] = dict(
+        n=sampling.n,
+        temperature=float(sampling.temperature),
+        top_p=float(sampling.top_p) if not sampling.greedy else 1.0,
+        top_k=int(sampling.top_k) if sampling.top_k and not sampling.greedy else -1,
+        max_tokens=int(sampling.max_new_tokens),
+        seed=int(seed) % (2**31),
+        stop_token_ids=list(stops),
+        skip_special_tokens=True,
+    )
+    return kw
+
+
+def vllm_requests(prompts: list[list[int]], sampling: Sampling, seeds: list[int] | None,
+                  stops: list[int]) -> tuple[list[dict], list[dict[str, Any]]]:
+    """(prompt dicts with token ids, SamplingParams kwargs) per conversation; one seed per
+    conversation so each request is reproducible on its own."""
+    if seeds is None:
+        seeds = [derive_seed(sampling.seed, i) for i in range(len(prompts))]
+    reqs = [{"prompt_token_ids": list(p)} for p in prompts]
+    return reqs, [vllm_sampling_kwargs(sampling, s, stops) for s in seeds]
+
+
+def vllm_completions(tokenizer, prompt_len: int, outputs, stops: set[int]) -> list[Completion]:
+    """Completions from one vLLM ``RequestOutput.outputs`` list."""
+    comps = []
+    for o in outputs:
+        ids = list(o.token_ids)
+        reason: FinishReason = "stop" if (o.finish_reason == "stop" or (ids and ids[-1] in stops)) else "length"
+        text = tokenizer.decode([t for t in ids if t not in stops], skip_special_tokens=True)
+        comps.append(Completion(text, ids, reason, prompt_len, len(ids)))
+    return comps
+
+
+class VLLMGenerator:
+    """vLLM on GPU: prompt token ids in, ``SamplingParams(n=...)`` per conversation,
+    automatic prefix caching (the K samples and shared system prompts reuse the prefill),
+    a PEFT adapter served through ``LoRARequest``."""
+
+    backend = "vllm"
+
+    def __init__(self, gen_cfg: GenerationConfig, loaded: LoadedModel, model_cfg: ModelConfig | None,
+                 adapter: str | None = None):
+        try:
+            import vllm  # noqa: F401
+        except ImportError as exc:
+            raise GenerationError(
+                "generation.backend=vllm but vLLM is not installed: `pip install ssb[vllm]` on a CUDA "
+                "machine (or use backend=hf)"
+            ) from exc
+        from vllm import LLM
+
+        self.tok = loaded.tokenizer
+        self.stops = stop_token_ids(self.tok, loaded.model)
+        model_path = loaded.source if not loaded.gguf_file else f"{loaded.source}/{loaded.gguf_file}"
+        self.adapter = adapter or _save_adapter_if_peft(loaded.model)
+        kw: dict[str, Any] = dict(
+            model=model_path,
+            enable_prefix_caching=True,
+            gpu_memory_utilization=gen_cfg.vllm_gpu_memory_utilization,
+            tensor_parallel_size=gen_cfg.vllm_tensor_parallel_size,
+            max_model_len=gen_cfg.n_ctx,
+            enable_lora=self.adapter is not None,
+            seed=0,
+        )
+        if loaded.gguf_file:  # vLLM reads GGUF weights but wants the HF tokenizer beside them
+            kw["tokenizer"] = getattr(self.tok, "name_or_path", None) or loaded.source
+        if model_cfg is not None:
+            kw["trust_remote_code"] = model_cfg.trust_remote_code
+            if model_cfg.dtype != "auto":
+                kw["dtype"] = model_cfg.dtype
+            if model_cfg.revision and not loaded.gguf_file:
+                kw["revision"] = model_cfg.revision
+        if self.adapter is not None:
+            kw["max_lora_rank"] = _adapter_rank(self.adapter)
+        self.llm = LLM(**kw)
+
+    def generate(self, conversations, sampling: Sampling, progress: bool | str = True,
+                 seeds: list[int] | None = None) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        prompts = render_all(self.tok, conversations)
+        reqs, kws = vllm_requests(prompts, sampling, seeds, self.stops)
+        params = [SamplingParams(**kw) for kw in kws]
+        lora = None
+        if self.adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest("adapter", 1, self.adapter)
+        t0 = time.time()
+        res = self.llm.generate(reqs, params, use_tqdm=bool(progress), lora_request=lora)
+        stops = set(self.stops)
+        out = [vllm_completions(self.tok, len(p), r.outputs, stops) for p, r in zip(prompts, res)]
+        toks = sum(c.completion_tokens for cs in out for c in cs)
+        if progress:
+            log.info("vllm: %d tokens in %.1fs (%.0f tok/s)", toks, time.time() - t0, toks / max(time.time() - t0, 1e-9))
+        return out
+
+
+def _save_adapter_if_peft(model) -> str | None:
+    if not hasattr(model, "peft_config"):
+        return None
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="ssb-vllm-adapter-")
+    model.save_pretrained(path)
+    return path
+
+
+def _adapter_rank(path: str) -> int:
+    import json
+    from pathlib import Path
+
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    r = int(cfg.get("r", 16))
+    return max(8, 2 ** math.ceil(math.log2(r)))
