@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ssb.config import load_config  # noqa: E402
-from ssb.evaluate import evaluate, load_results, load_summaries, paired_table, training_questions  # noqa: E402
+from ssb.compare import load_results, load_summaries, paired_table  # noqa: E402
+from ssb.evaluate import evaluate, training_questions  # noqa: E402
 from ssb.pipeline import run_pipeline  # noqa: E402
 
 

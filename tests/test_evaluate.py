@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ssb import compare as cmp
 from ssb import evaluate as ev
 from ssb.config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig, RunConfig
 from ssb.rundir import Run, read_jsonl
@@ -52,7 +53,7 @@ def test_paired_table_mcnemar_on_shared_ids():
     base = [_rec(f"p{i}", [i < 30]) for i in range(100)]
     # ssb solves base's 30 minus 1 (p0) plus 9 more (p30..p38); p99 missing on purpose
     ssb = [_rec(f"p{i}", [(i < 30 and i != 0) or 30 <= i < 39]) for i in range(99)]
-    rows = ev.paired_table({"ssb": {"holdout": ssb}, "base": {"holdout": base}})
+    rows = cmp.paired_table({"ssb": {"holdout": ssb}, "base": {"holdout": base}})
     assert len(rows) == 1
     r = rows[0]
     assert (r["a"], r["b"], r["n"]) == ("ssb", "base", 99)
@@ -60,21 +61,21 @@ def test_paired_table_mcnemar_on_shared_ids():
     assert r["p_value"] == pytest.approx(0.02148, abs=1e-5)
     assert r["diff"] == pytest.approx(8 / 99)
     assert r["ci"][0] > 0
-    md = ev.markdown_tables({}, rows)
+    md = cmp.markdown_tables({}, rows)
     assert "ssb − base" in md and "9/1" in md
 
 
 def test_paired_table_sampled_uses_bootstrap():
     a = [_rec(f"p{i}", [1, 1, 0, 1]) for i in range(20)]
     b = [_rec(f"p{i}", [0, 1, 0, 0]) for i in range(20)]
-    rows = ev.paired_table({"base": {"x": b}, "ssb": {"x": a}})
+    rows = cmp.paired_table({"base": {"x": b}, "ssb": {"x": a}})
     assert rows[0]["test"] == "sign-flip-permutation"
     assert rows[0]["diff"] == pytest.approx(0.5)
 
 
 def test_summary_rows_show_counts_and_points():
     s = {"base": {"benches": {"aime2024": {**ev.summarize([_rec(f"p{i}", [i < 1]) for i in range(30)])}}}}
-    (row,) = ev.summary_rows(s)
+    (row,) = cmp.summary_rows(s)
     assert row["count"] == "1/30" and row["accuracy"] == "3.3%" and row["one_problem"] == "3.33 pt"
 
 
@@ -165,7 +166,7 @@ def test_run_eval_holdout_avoids_training_problems(tmp_path, tiny_model_dir):
     held = read_jsonl(run.file("eval/holdout.problems.jsonl"))
     assert len(held) == 5 and not {normalize_question(p["question"]) for p in held} & train
     assert run.stage_done("eval_base")
-    assert ev.compare(run) == []  # a single label: nothing to pair
+    assert cmp.compare(run) == []  # a single label: nothing to pair
     # the saved set is reused, and a changed holdout config is refused rather than mixed
     again, _ = ev.holdout_problems(cfg.eval.holdout, set(), run.file("eval/holdout.problems.jsonl"))
     assert [p.id for p in again] == [p["id"] for p in held]

@@ -174,7 +174,7 @@ GRPO_PANELS = [("reward (fraction correct)", ("reward",)), ("completion length (
 
 def plot_accuracy(summaries: dict, path: Path) -> Path | None:
     """Grouped bars per benchmark with 95% error bars and k/n labels."""
-    from .evaluate import _label_key
+    from .compare import _label_key
 
     plt = _plt()
     labels = sorted(summaries, key=_label_key)
@@ -220,7 +220,7 @@ def summaries_points(summaries: dict, bench: str) -> float:
 
 def plot_lengths(results: dict, path: Path) -> Path | None:
     """Completion length (tokens) per model and benchmark: box plots with the mean marked."""
-    from .evaluate import _label_key
+    from .compare import _label_key
 
     plt = _plt()
     labels = sorted(results, key=_label_key)
@@ -312,7 +312,7 @@ def _budget_lines(manifest: dict) -> list[str]:
 
 def write_report(run: Run) -> Path:
     """Write ``report.md`` and ``plots/*.png`` for ``run``; returns the report path."""
-    from .evaluate import compare, load_results, load_summaries, markdown_tables
+    from .compare import compare, load_results, load_summaries, markdown_tables
 
     plots = run.file("plots")
     plots.mkdir(parents=True, exist_ok=True)
