@@ -305,8 +305,13 @@ def _budget_lines(manifest: dict) -> list[str]:
              f"| optimizer steps | {_num(st.get('distill', {}).get('steps') or st.get('distill', {}).get('global_step'))} "
              f"| {_num(g.get('steps'))} |"]
     if g.get("stopped_by"):
-        lines.append(f"\nGRPO stopped by: {g['stopped_by']} (budget {_num(g.get('budget_tokens'))} tokens; "
-                     f"{g.get('budget_source', '')}).")
+        if g.get("budget_seconds") is not None:
+            limit = f"{_num(round(g['budget_seconds'], 1))} s"
+        elif g.get("budget_tokens") is not None:
+            limit = f"{_num(g['budget_tokens'])} tokens"
+        else:
+            limit = "no budget"
+        lines.append(f"\nGRPO stopped by: {g['stopped_by']} ({limit}; {g.get('budget_source', '')}).")
     return lines
 
 
