@@ -31,6 +31,17 @@ def smoke_run(tmp_path_factory):
     return runs / "smoke", res
 
 
+def test_stages_without_pairs_are_skipped_with_a_reason(tmp_path, caplog):
+    from ssb.config import RunConfig
+    from ssb.pipeline import run_pipeline
+
+    cfg = RunConfig(name="nopairs", runs_dir=str(tmp_path))
+    run = run_pipeline(cfg, only=["logits", "distill", "eval_ssb"])  # curation wrote nothing
+    for stage in ("logits", "distill", "eval_ssb"):
+        assert run.stage(stage) == {"status": "skipped", "reason": "no verified pairs"}
+    assert "no verified pairs" in caplog.text
+
+
 @pytest.mark.slow
 def test_smoke_run_completes_every_stage(smoke_run):
     path, _ = smoke_run
@@ -38,8 +49,8 @@ def test_smoke_run_completes_every_stage(smoke_run):
     assert [s for s in ALL_STAGES if m["stages"].get(s, {}).get("status") != "done"] == []
     assert m["versions"]["transformers"]
     rollouts = read_jsonl(path / "rollouts.jsonl")
-    assert len(rollouts) == 8 and all(len(r["completions"]) == 4 for r in rollouts)
-    assert len({r["id"] for r in rollouts}) == 8
+    assert len(rollouts) == 16 and all(len(r["completions"]) == 4 for r in rollouts)
+    assert len({r["id"] for r in rollouts}) == 16
     pairs = read_jsonl(path / "pairs.jsonl")
     assert m["stages"]["curate"]["pairs_written"] == len(pairs)
     assert (path / "student" / "adapter_config.json").exists()

@@ -281,7 +281,8 @@ def run_grpo(run: Run) -> dict:
         out = run.file("grpo")
         trainer.model.save_pretrained(str(out))
         loaded.tokenizer.save_pretrained(str(out))
-        stopped = (f"{cfg.grpo.budget} budget" if cb.stopped_by_budget else
+        stopped = ({"tokens": "token budget", "seconds": "time budget"}.get(cfg.grpo.budget, "budget")
+                   if cb.stopped_by_budget else
                    "max_steps" if max_steps > 0 and trainer.state.global_step >= max_steps else "epochs")
         info.update(
             problems=len(problems),

@@ -85,6 +85,12 @@ STAGES: list[Stage] = [
     Stage("report", _report, ()),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
+NEEDS_PAIRS = ("logits", "distill", "eval_ssb")
+
+
+def _has_pairs(run: Run) -> bool:
+    p = run.file("pairs.jsonl")
+    return p.exists() and p.stat().st_size > 0
 
 
 def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] | None = None,
@@ -110,6 +116,12 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
                     p.unlink()
             run.set_stage(stage.name, status="pending")
         # the report is cheap and reflects everything: always rewrite it
+        if stage.name in NEEDS_PAIRS and not _has_pairs(run):
+            log.warning("[%s] skipped: curation wrote no verified pairs, so there is nothing to distill "
+                        "(see the curate funnel in manifest.json; try more problems, a larger K, or "
+                        "curate.teacher_retries)", stage.name)
+            run.set_stage(stage.name, status="skipped", reason="no verified pairs")
+            continue
         if run.stage_done(stage.name) and stage.name != "report":
             log.info("[%s] already done, skipping", stage.name)
             continue
