@@ -197,6 +197,7 @@ def one_step(mode: str, workdir: Path, steps: int, T: float = 2.0) -> dict:
     torch.manual_seed(0)
     lm = load_model("embedded", device="cpu")
     student = lora(lm.model)
+    student.train()  # as the Trainer does (LoRA dropout is 0); checkpointing only acts in train mode
     if mode == "ours_ckpt":  # the distill.gradient_checkpointing switch: recompute activations in backward
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         student.enable_input_require_grads()
