@@ -7,6 +7,7 @@ command to go on.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import time
@@ -37,52 +38,24 @@ def _eval(label: str, adapter: str | None):
     return go
 
 
-def _rollout(run):
-    from .rollout import run_rollout
+def _lazy(module: str, func: str):
+    """A stage entry point imported only when the stage runs (keeps `ssb run` start-up light)."""
+    def go(run: Run):
+        return getattr(importlib.import_module(f"ssb.{module}"), func)(run)
 
-    return run_rollout(run)
-
-
-def _curate(run):
-    from .curate import run_curate
-
-    return run_curate(run)
-
-
-def _logits(run):
-    from .teacher_logits import run_logits
-
-    return run_logits(run)
-
-
-def _distill(run):
-    from .distill import run_distill
-
-    return run_distill(run)
-
-
-def _grpo(run):
-    from .grpo import run_grpo
-
-    return run_grpo(run)
-
-
-def _report(run):
-    from .report import write_report
-
-    return write_report(run)
+    return go
 
 
 STAGES: list[Stage] = [
     Stage("eval_base", _eval("base", None), ("eval/base",)),
-    Stage("rollout", _rollout, ("rollouts.jsonl",)),
-    Stage("curate", _curate, ("pairs.jsonl",)),
-    Stage("logits", _logits, ("teacher",)),
-    Stage("distill", _distill, ("student", "train_log.jsonl", "checkpoints")),
+    Stage("rollout", _lazy("rollout", "run_rollout"), ("rollouts.jsonl",)),
+    Stage("curate", _lazy("curate", "run_curate"), ("pairs.jsonl",)),
+    Stage("logits", _lazy("teacher_logits", "run_logits"), ("teacher",)),
+    Stage("distill", _lazy("distill", "run_distill"), ("student", "train_log.jsonl", "checkpoints")),
     Stage("eval_ssb", _eval("ssb", "student"), ("eval/ssb",)),
-    Stage("grpo", _grpo, ("grpo", "grpo_log.jsonl", "grpo_checkpoints"), lambda c: c.grpo.enabled),
+    Stage("grpo", _lazy("grpo", "run_grpo"), ("grpo", "grpo_log.jsonl", "grpo_checkpoints"), lambda c: c.grpo.enabled),
     Stage("eval_grpo", _eval("grpo", "grpo"), ("eval/grpo",), lambda c: c.grpo.enabled),
-    Stage("report", _report, ()),
+    Stage("report", _lazy("report", "write_report"), ()),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 NEEDS_PAIRS = ("logits", "distill", "eval_ssb")
