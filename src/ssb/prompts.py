@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from .errors import SSBError
 from .config import PromptConfig
 
 Message = dict[str, str]
@@ -25,7 +26,7 @@ def student_messages(prompt: PromptConfig, question: str) -> list[Message]:
     return msgs
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(SSBError, ValueError):
     pass
 
 
@@ -89,7 +90,7 @@ CONTEXT_BLOCKS = {
 _PLACEHOLDER = re.compile(r"\{(question|intro|context|correct|wrong|wrong_answer|wrong_note)\}")
 
 
-class TemplateError(ValueError):
+class TemplateError(SSBError, ValueError):
     pass
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import SSBError
 from .alignment import AlignedPair, AlignmentError, align_pair, answer_slice
 from .losses import TeacherSignal, _head, answer_hidden_states
 from .models import fingerprint, fingerprint_diff, load_model, tensor_hash
@@ -45,7 +46,7 @@ STORE_VERSION = 1
 TENSORS = {"hidden": ("hidden",), "topk": ("topk_ids", "topk_logits", "lse")}
 
 
-class TeacherStoreError(RuntimeError):
+class TeacherStoreError(SSBError, RuntimeError):
     pass
 
 

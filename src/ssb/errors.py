@@ -1,0 +1,13 @@
+"""The one error base class of the package.
+
+Every error that ssb raises for a user to read (bad config, bad data row, missing run
+file, unusable model, ...) derives from :class:`SSBError`. The CLI catches ``SSBError``
+in one place and prints its message as one line (a traceback only with ``--debug``);
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SSBError(Exception):
+    """An error whose message is meant for the user: what went wrong and what to do."""
