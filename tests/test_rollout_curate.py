@@ -1,4 +1,4 @@
-"""rollout.py + curate.py: files, stats, trace selection, resume after kill -9."""
+"""rollout.py + curate.py: files, stats, trace selection, resume after kill -9 (teacher: test_teacher.py)."""
 
 from __future__ import annotations
 
@@ -158,115 +158,52 @@ def test_rollout_resumes_after_kill(tmp_path, tiny_model_dir, tiny_model):
     assert all(by_id[r["id"]] == r["completions"] for r in recs)
 
 
-# ----------------------------------------------------------------------------- curate (scripted teacher)
-
-
-class ScriptedTeacher:
-    """Answers the hinted prompt with the gold answer, except for problems listed in
-    ``fail`` (wrong answer) and ``late`` (wrong at first, right on the retry)."""
-
-    backend = "fake"
-
-    def __init__(self, gold: dict[str, str], fail=(), late=(), delay: float = 0.0):
-        self.gold, self.fail, self.late, self.delay = gold, set(fail), set(late), delay
-        self.calls: list[list[dict]] = []
-        self.tries: dict[str, int] = {}
-
-    def generate(self, conversations, sampling, progress=True, seeds=None):
-        time.sleep(self.delay)
-        out = []
-        for conv in conversations:
-            self.calls.append(conv)
-            q = next(q for q, _ in EASY if q in conv[-1]["content"])
-            a = self.gold[q]
-            self.tries[q] = self.tries.get(q, 0) + 1
-            if q in self.fail or (q in self.late and self.tries[q] == 1):
-                a = "999"
-            text = f"Step 1: think.\nSo the answer is \\boxed{{{a}}}."
-            out.append([Completion(text, [1, 2, 3], "stop", 50, 3)])
-        return out
+# ----------------------------------------------------------------------------- curate (selection only)
 
 
 def fake_rollouts(run: Run) -> None:
-    """rollouts.jsonl where even problems have a correct and two equivalent wrong answers."""
+    """rollouts.jsonl where even problems have two different correct traces and three wrong
+    ones (two of them equivalent); odd problems are all correct."""
     with run.file("rollouts.jsonl").open("w") as f:
         for i, (q, a) in enumerate(EASY[:10]):
             both = i % 2 == 0
-            grades = ["correct", "wrong", "wrong", "wrong"] if both else ["correct"] * 4
-            extracted = [a, "0.5", "1/2", "3"] if both else [a] * 4
+            grades = ["correct", "wrong", "wrong", "wrong", "correct"] if both else ["correct"] * 5
+            extracted = [a, "0.5", "1/2", "3", a] if both else [a] * 5
             f.write(json.dumps({
                 "id": f"p{i:02d}", "problem": {"id": f"p{i:02d}", "question": q, "answer": a},
-                "completions": [f"trace {j} \\boxed{{{e}}}" for j, e in enumerate(extracted)],
-                "extracted": extracted, "grades": grades, "formats": ["boxed"] * 4,
-                "finish_reasons": ["stop"] * 4, "completion_tokens": [5] * 4,
+                "completions": [f"Working for trace {j}: 1 + 1 = 2.\nSo the answer is \\boxed{{{e}}}."
+                                for j, e in enumerate(extracted)],
+                "extracted": extracted, "grades": grades, "formats": ["boxed"] * 5,
+                "finish_reasons": ["stop"] * 5, "completion_tokens": [5] * 5,
             }) + "\n")
 
 
-def test_curate_builds_verified_pairs(tmp_path, tiny_model_dir):
-    run = make_run(tmp_path, str(tiny_model_dir), curate={"teacher_retries": 1, "max_pairs": 10})
+def test_curate_writes_selections_and_funnel(tmp_path, tiny_model_dir):
+    run = make_run(tmp_path, str(tiny_model_dir))
     fake_rollouts(run)
-    gold = dict(EASY)
-    teacher = ScriptedTeacher(gold, fail=[EASY[2][0]], late=[EASY[4][0]])
-    stats = run_curate(run, generator=teacher)
-    pairs = lines(run.file("pairs.jsonl"))
-    assert [p["id"] for p in pairs] == ["p00", "p06", "p04", "p08"]  # p04 on its retry (chunks of 4)
-    p = pairs[0]
-    assert p["wrong_answer"] in ("0.5", "1/2") and p["wrong_count"] == 2 and p["correct_index"] == 0
-    assert p["teacher_messages"][1]["content"].count("trace ") == 2
-    assert p["student_messages"][-1] == {"role": "user", "content": EASY[0][0]}
-    assert p["answer"] == "5" and p["hint_context"] == "contrastive" and p["solution"].endswith("\\boxed{5}.")
-    assert [q["teacher_attempts"] for q in pairs] == [1, 1, 2, 1]
+    stats = run_curate(run)
+    sels = lines(run.file("selections.jsonl"))
+    assert [s["id"] for s in sels] == ["p00", "p02", "p04", "p06", "p08"]
+    for s in sels:
+        assert s["wrong_answer"] in ("0.5", "1/2") and s["wrong_count"] == 2 and s["wrong_groups"] == 2
+        assert s["correct_index"] in (0, 4) and sorted(s["correct_indices"]) == [0, 4]
+        assert s["correct_indices"][0] == s["correct_index"]
     assert stats["problems_in"] == 10 and stats["with_correct"] == 10 and stats["with_wrong"] == 5
-    assert stats["with_both"] == 5 and stats["teacher_verified"] == 4 and stats["pairs_written"] == 4
-    assert stats["teacher_failed"] == 1 and stats["teacher_tokens"] == 3 * (4 + 2 + 2 - 1)
-    assert stats["rollout_formats"]["boxed"] == 40 and stats["teacher_formats"]["boxed"] == 7
-    assert run.stage("curate")["pairs_written"] == 4
-    # a rerun retries nothing
-    n_calls = len(teacher.calls)
-    run_curate(run, generator=teacher)
-    assert len(teacher.calls) == n_calls and len(lines(run.file("pairs.jsonl"))) == 4
-
-
-@pytest.mark.parametrize("mode", ["correct_only", "none"])
-def test_curate_hint_modes_and_max_pairs(tmp_path, tiny_model_dir, mode):
-    run = make_run(tmp_path, str(tiny_model_dir), curate={"hint_context": mode, "max_pairs": 2})
-    fake_rollouts(run)
-    teacher = ScriptedTeacher(dict(EASY))
-    stats = run_curate(run, generator=teacher)
-    pairs = lines(run.file("pairs.jsonl"))
-    assert len(pairs) == 2 and stats["max_pairs_reached"] and len(teacher.calls) == 2
-    user = pairs[0]["teacher_messages"][1]["content"]
-    assert ("trace 0" in user) == (mode == "correct_only") and "trace 1" not in user
-    assert pairs[0]["hint_context"] == mode
-
-
-CURATE_SCRIPT = """
-import sys
-sys.path.insert(0, sys.argv[2])
-from test_rollout_curate import ScriptedTeacher, EASY
-from ssb.rundir import Run
-from ssb.curate import run_curate
-run_curate(Run.open(sys.argv[1]), generator=ScriptedTeacher(dict(EASY), delay=0.7))
-"""
-
-
-def test_curate_resumes_after_kill(tmp_path, tiny_model_dir):
-    run = make_run(tmp_path, str(tiny_model_dir), generation={"batch_size": 1, "max_new_tokens": 12})
-    fake_rollouts(run)
-    script = tmp_path / "cur.py"
-    script.write_text(CURATE_SCRIPT)
-    out = run.file("pairs.jsonl")
-    partial = _kill_after_first_lines([sys.executable, str(script), str(run.path), str(Path(__file__).parent)], out)
-    assert 1 <= partial < 5
-    stats = run_curate(Run.open(run.path), generator=ScriptedTeacher(dict(EASY)))
-    ids = [p["id"] for p in lines(out)]
-    assert ids == ["p00", "p02", "p04", "p06", "p08"] and stats["pairs_written"] == 5
+    assert stats["with_both"] == 5 == stats["selected"] and stats["with_second_correct"] == 5
+    assert stats["rollout_formats"]["boxed"] == 50
+    assert run.stage("curate")["selected"] == 5
+    # deterministic: a rerun writes the same file
+    before = run.file("selections.jsonl").read_text()
+    run_curate(run)
+    assert run.file("selections.jsonl").read_text() == before
 
 
 # ----------------------------------------------------------------------------- the real embedded model
 
 
-def test_rollout_and_curate_on_embedded_model(tmp_path, embedded_model):
+def test_rollout_curate_teacher_on_embedded_model(tmp_path, embedded_model):
+    from ssb.teacher import run_teacher
+
     items = EASY[:2]
     data = write_problems(tmp_path / "easy.jsonl", items)
     cfg = RunConfig.model_validate({
@@ -274,16 +211,21 @@ def test_rollout_and_curate_on_embedded_model(tmp_path, embedded_model):
         "data": {"source": str(data), "id_field": "id", "shuffle": False},
         "generation": {"batch_size": 8, "max_new_tokens": 40},
         "rollout": {"k": 3, "temperature": 0.8, "seed": 0},
-        "curate": {"max_pairs": 2, "teacher_retries": 0, "no_answer_is_wrong": True},
+        "curate": {"no_answer_is_wrong": True},
+        "teacher": {"max_pairs": 2, "retries": 0},
     })
     run = Run.create(cfg)
     stats = run_rollout(run, loaded=embedded_model)
     recs = lines(run.file("rollouts.jsonl"))
     assert len(recs) == 2 and stats["rollouts"] == 6 and stats["generated_tokens"] > 0
     assert any(c.strip() for r in recs for c in r["completions"])
-    cstats = run_curate(run, loaded=embedded_model)
-    assert run.file("pairs.jsonl").exists()
-    assert cstats["problems_in"] == 2 and cstats["pairs_written"] == len(lines(run.file("pairs.jsonl")))
-    assert cstats["teacher_tried"] == cstats["with_both"]
-    for p in lines(run.file("pairs.jsonl")):
+    cstats = run_curate(run)
+    tstats = run_teacher(run, loaded=embedded_model)
+    pairs, rejects = lines(run.file("pairs.jsonl")), lines(run.file("teacher_rejects.jsonl"))
+    assert cstats["problems_in"] == 2 and tstats["pairs_written"] == len(pairs)
+    assert tstats["teacher_tried"] == cstats["with_both"] == len(pairs) + len(rejects)
+    for p in pairs:
         assert p["teacher_messages"][0]["role"] == "system" and p["solution"]
+        assert isinstance(p["student_logprob"], float) and p["student_logprob"] < 0
+    for r in rejects:  # every rejected reply names its gate and why
+        assert r["rejected_replies"] and all(x["gate"] and x["reason"] for x in r["rejected_replies"])

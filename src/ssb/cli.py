@@ -1,7 +1,7 @@
 """Command line: a thin argument layer over the stage functions.
 
     ssb run CONFIG [--set section.field=value ...]     whole pipeline, resumable
-    ssb rollout|curate|logits|distill|grpo|report --run runs/NAME
+    ssb rollout|curate|teacher|logits|distill|grpo|report --run runs/NAME
     ssb eval --model PATH_OR_RUN --bench gsm8k,math500,aime2024
     ssb data show|validate ...      ssb model info|merge ...     ssb config show CONFIG
 """
@@ -63,6 +63,7 @@ def _open_run(args):
 STAGES = {
     "rollout": ("rollout", "run_rollout"),
     "curate": ("curate", "run_curate"),
+    "teacher": ("teacher", "run_teacher"),
     "logits": ("teacher_logits", "run_logits"),
     "distill": ("distill", "run_distill"),
     "grpo": ("grpo", "run_grpo"),
@@ -197,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     helps = {
         "rollout": "stage 1: K sampled answers per training problem, graded",
-        "curate": "stages 2-3: pick correct/wrong traces, hinted teacher writes a verified solution",
+        "curate": "stage 2: pick a correct and the most common wrong trace per problem",
+        "teacher": "stage 3: the hinted teacher's solution per problem, vetted by the quality gates",
         "logits": "stage 4: teacher signal over the solution tokens (hidden-state or top-k store)",
         "distill": "stage 5: LoRA student matches the teacher's distributions (KL at temperature T)",
         "grpo": "baseline: GRPO (TRL) on the same problems with a correctness reward",

@@ -6,11 +6,12 @@ Every field documents itself; ``ssb config show CONFIG`` prints the resolved res
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SSBError
 
@@ -112,12 +113,46 @@ class CurateConfig(Section):
     no_answer_is_wrong: bool = Field(
         False, description="count rollouts without an extractable answer as wrong traces"
     )
+    seed: int = 0
+
+
+class GatesConfig(Section):
+    """Quality gates on every teacher reply (see gates.py). Each is on by default."""
+
+    no_leak: bool = Field(True, description="reject replies that copy the hinted prompt's own wording "
+                          "or refer to the provided solutions")
+    leak_ngram: int = Field(3, description="words in a copied run that counts as a leak")
+    shows_work: bool = Field(True, description="reject answer-only replies")
+    min_work_fraction: float = Field(
+        0.5, description="shows_work: the reply has at least this fraction of the correct rollout's words")
+    consistent: bool = Field(True, description="reject replies whose arithmetic or stated answers "
+                             "contradict the final answer")
+    not_degenerate: bool = Field(True, description="reject repeated-line loops")
+    max_line_repeats: int = Field(3, description="not_degenerate: a line this many times is a loop")
+    plausible: bool = Field(False, description="reject replies whose mean log-prob per token under the "
+                            "bare student prompt is below min_student_logprob (always measured)")
+    min_student_logprob: float = -2.0
+
+
+class TeacherConfig(Section):
+    solution: Literal["generate", "rollout", "generate_or_rollout"] = Field(
+        "generate",
+        description="generate: the hinted teacher writes the solution (the paper); rollout: the verified "
+        "correct rollout itself is the solution the hinted teacher scores (no generation, leak-free); "
+        "generate_or_rollout: the rollout when no generated reply passes the gates",
+    )
+    rollout_hint: Literal["other_correct", "answer"] = Field(
+        "other_correct",
+        description="solution=rollout: the hinted prompt shows another correct rollout when there is one "
+        "(else only the verified final answer), or always only the final answer",
+    )
     hint_context: Literal["contrastive", "correct_only", "none"] = "contrastive"
-    teacher_template: str | None = Field(None, description="override of the hinted teacher prompt")
-    teacher_temperature: float = 0.4
-    teacher_top_k: int = 50
-    teacher_retries: int = Field(1, description="extra teacher samples when the first fails to verify")
+    template: str | None = Field(None, description="override of the hinted teacher prompt")
+    temperature: float = 0.4
+    top_k: int = 50
+    retries: int = Field(1, description="extra teacher samples when a reply fails a gate")
     max_pairs: int | None = Field(256, description="stop after this many verified pairs")
+    gates: GatesConfig = Field(default_factory=GatesConfig)
     seed: int = 0
 
 
@@ -190,6 +225,12 @@ class GRPOConfig(Section):
     seed: int = 0
 
 
+_LEGACY_TEACHER_KEYS = {
+    "hint_context": "hint_context", "teacher_template": "template", "teacher_temperature": "temperature",
+    "teacher_top_k": "top_k", "teacher_retries": "retries", "max_pairs": "max_pairs",
+}
+
+
 class ReportConfig(Section):
     title: str | None = None
 
@@ -204,11 +245,32 @@ class RunConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     logits: LogitsConfig = Field(default_factory=LogitsConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_teacher_keys(cls, data: Any) -> Any:
+        """Configs written before the teacher had its own stage kept its fields under
+        ``curate.teacher_*``; they are moved to ``teacher.*`` (with a warning)."""
+        if isinstance(data, dict) and isinstance(data.get("curate"), dict):
+            cur = dict(data["curate"])
+            moved = {}
+            for old, new in _LEGACY_TEACHER_KEYS.items():
+                if old in cur:
+                    moved[new] = cur.pop(old)
+            if moved:
+                warnings.warn(f"curate.{{{', '.join(_LEGACY_TEACHER_KEYS)}}} moved to the teacher section; "
+                              f"read {sorted(moved)} from curate", DeprecationWarning, stacklevel=2)
+                teacher = dict(data.get("teacher") or {})
+                for k, v in moved.items():
+                    teacher.setdefault(k, v)
+                data = {**data, "curate": cur, "teacher": teacher}
+        return data
 
     @property
     def run_dir(self) -> Path:

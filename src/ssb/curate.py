@@ -1,5 +1,4 @@
-"""Stages 2-3: pick a correct and a wrong trace per problem, let the hinted teacher write
-a verified solution.
+"""Stage 2: pick the traces the hinted teacher will see.
 
     ssb curate --run runs/NAME
 
@@ -7,38 +6,34 @@ From ``rollouts.jsonl`` keep the problems with at least one correct and one wron
 rollout (wrong = an extracted answer not equivalent to gold; no-answer rollouts count
 as wrong only with ``curate.no_answer_is_wrong``). Per kept problem:
 
-* one correct trace, at random (seeded; untruncated ones preferred);
+* one correct trace, at random (seeded; untruncated ones preferred), and the list of
+  every other finished correct trace (``solution: rollout`` uses them);
 * a trace of the *most common* wrong answer: wrong answers are grouped by math
   equivalence (:func:`grading.same_answer`: "0.5" and "1/2" are one answer), the
-  largest group wins, ties and the trace inside the group are drawn at random (seeded);
-* the teacher (the same base model) answers the hinted prompt of
-  :func:`prompts.teacher_messages` at ``curate.teacher_temperature``; its reply is kept
-  only if :func:`grading.grade` finds it correct and it ended on its own (not truncated),
-  with up to ``curate.teacher_retries`` further samples.
+  largest group wins, ties and the trace inside the group are drawn at random (seeded).
 
-Verified pairs go to ``pairs.jsonl``; problems whose teacher never verified go to
-``curate_rejects.jsonl`` so a rerun does not retry them. Both are append-only: a killed
-run resumes where it stopped, and stops at ``curate.max_pairs`` pairs.
+The choice goes to ``selections.jsonl``; the teacher stage (``teacher.py``) writes and
+vets the solutions.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import SSBError
-from .generate import Generator, Sampling, derive_seed
-from .models import LoadedModel
-from .rundir import JsonlWriter, Run, read_jsonl
+from .generate import derive_seed
+from .grading import same_answer
+from .rundir import Run, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
-OUTPUT = "pairs.jsonl"
-REJECTS = "curate_rejects.jsonl"
+OUTPUT = "selections.jsonl"
+OUTPUTS = (OUTPUT,)
 FORMATS = ("boxed", "hash", "answer_is", "other", "none")
 
 
@@ -62,7 +57,7 @@ def group_answers(answers: list[tuple[int, str | None]], same=None) -> list[list
     """Group rollout indices by equivalent answer (``same(a, b)``; default
     :func:`grading.same_answer`). ``None`` answers (no answer) form their own group."""
     if same is None:
-        from .grading import same_answer as same
+        same = same_answer
     groups: list[tuple[str | None, list[int]]] = []
     for idx, ans in answers:
         for rep, members in groups:
@@ -112,140 +107,47 @@ def funnel(rows: list[dict], no_answer_is_wrong: bool) -> dict[str, Any]:
             "rollout_formats": dict(formats)}
 
 
-# ----------------------------------------------------------------------------- records
+# ----------------------------------------------------------------------------- the stage
 
 
-def pair_record(row: dict, sel: Selection, student_msgs, teacher_msgs, comp, grade, attempts: int,
-                tokens: int, formats: list[str], mode: str) -> dict[str, Any]:
-    problem = row["problem"]
+def selection_record(row: dict, sel: Selection) -> dict[str, Any]:
+    grades = row["grades"]
+    finish = row.get("finish_reasons") or ["stop"] * len(grades)
     return {
         "id": row["id"],
-        "problem": problem,
-        "student_messages": student_msgs,
-        "teacher_messages": teacher_msgs,
-        "solution": comp.text,
-        "answer": problem["answer"],
         "correct_index": sel.correct_index,
         "wrong_index": sel.wrong_index,
         "wrong_answer": sel.wrong_answer,
         "wrong_count": sel.wrong_count,
         "wrong_groups": sel.wrong_groups,
-        "hint_context": mode,
-        "teacher_attempts": attempts,
-        "teacher_tokens": tokens,
-        "teacher_formats": formats,
-        "solution_extracted": grade.extracted,
-        "solution_tokens": comp.completion_tokens,
+        # every finished correct rollout, the chosen one first (solution=rollout scores these)
+        "correct_indices": [sel.correct_index] + [i for i, g in enumerate(grades)
+                                                   if g == "correct" and finish[i] == "stop" and i != sel.correct_index],
     }
 
 
-# ----------------------------------------------------------------------------- the stage
-
-
-def run_curate(run: Run, loaded: LoadedModel | None = None, generator: Generator | None = None) -> dict:
-    """Build ``pairs.jsonl`` from ``rollouts.jsonl``; return the funnel stats."""
-    from .data import Problem
-    from .grading import grade
-    from .prompts import check_teacher_template, student_messages, teacher_messages
-
-    cfg, cc = run.cfg, run.cfg.curate
-    mode = cc.hint_context
-    if cc.teacher_template:
-        check_teacher_template(cc.teacher_template, mode)
+def run_curate(run: Run) -> dict:
+    """Write ``selections.jsonl`` (one line per problem with a correct and a wrong rollout)
+    from ``rollouts.jsonl``; return the funnel counts. Cheap and deterministic: it is
+    always recomputed in full."""
+    cc = run.cfg.curate
     rollouts = run.file("rollouts.jsonl")
     if not rollouts.exists():
         raise CurateError(f"{rollouts} not found: run `ssb rollout --run {run.path}` first")
-    pairs_path, rejects_path = run.file(OUTPUT), run.file(REJECTS)
     with run.stage_run("curate") as info:
         rows = read_jsonl(rollouts)
-        candidates: list[tuple[dict, Selection]] = []
+        records = []
         for row in rows:
             sel = select_traces(row, random.Random(derive_seed(cc.seed, row["id"])), cc.no_answer_is_wrong)
             if sel is not None:
-                candidates.append((row, sel))
-        if not candidates:
+                records.append(selection_record(row, sel))
+        if not records:
             log.warning("curate: no problem has both a correct and a wrong rollout (%d problems); try easier "
                         "data, a larger rollout.k, curate.no_answer_is_wrong=true, or a stronger model", len(rows))
-        pairs_path.touch()  # downstream stages find the (possibly empty) file
-        done = {r["id"] for r in read_jsonl(pairs_path)} | {r["id"] for r in read_jsonl(rejects_path)}
-        n_pairs = len(read_jsonl(pairs_path))
-        todo = [c for c in candidates if c[0]["id"] not in done]
-        cap = cc.max_pairs if cc.max_pairs is not None else len(candidates)
-        sampling = Sampling(n=1, temperature=cc.teacher_temperature, top_k=cc.teacher_top_k,
-                            max_new_tokens=cfg.generation.max_new_tokens, seed=cc.seed)
-        new_tokens, gen_seconds = 0, 0.0
-        if todo and n_pairs < cap:
-            if generator is None:
-                from .rollout import load_generator
-
-                generator, loaded = load_generator(run, loaded)
-            size = max(1, cfg.generation.batch_size)
-            with JsonlWriter(pairs_path) as pairs, JsonlWriter(rejects_path) as rejects:
-                pos = 0
-                while pos < len(todo) and n_pairs < cap:
-                    chunk = todo[pos : pos + min(size, cap - n_pairs)]
-                    pos += len(chunk)
-                    state = []
-                    for row, sel in chunk:
-                        problem = Problem.from_dict(row["problem"])
-                        msgs = teacher_messages(
-                            cfg.prompt, problem.question, row["completions"][sel.correct_index],
-                            row["completions"][sel.wrong_index], sel.wrong_answer, mode, cc.teacher_template)
-                        state.append({"row": row, "sel": sel, "problem": problem, "msgs": msgs,
-                                      "tokens": 0, "formats": [], "reasons": []})
-                    pending = state
-                    for attempt in range(1 + max(0, cc.teacher_retries)):
-                        if not pending:
-                            break
-                        t0 = time.time()
-                        outs = generator.generate([s["msgs"] for s in pending], sampling, progress=f"teacher (try {attempt + 1})",
-                                                  seeds=[derive_seed(cc.seed, s["row"]["id"], attempt) for s in pending])
-                        gen_seconds += time.time() - t0
-                        still = []
-                        for s, (comp,) in zip(pending, outs):
-                            g = grade(s["problem"], comp.text)
-                            s["tokens"] += comp.completion_tokens
-                            s["formats"].append(g.fmt)
-                            new_tokens += comp.completion_tokens
-                            ok = g.correct and comp.finish_reason == "stop"
-                            if ok and n_pairs < cap:
-                                pairs.write(pair_record(
-                                    s["row"], s["sel"], student_messages(cfg.prompt, s["problem"].question),
-                                    s["msgs"], comp, g, attempt + 1, s["tokens"], s["formats"], mode))
-                                n_pairs += 1
-                            elif not ok:
-                                s["reasons"].append("truncated" if comp.finish_reason == "length" else g.outcome.value)
-                                still.append(s)
-                        pending = still
-                    for s in pending:
-                        rejects.write({"id": s["row"]["id"], "attempts": len(s["reasons"]), "reasons": s["reasons"],
-                                       "teacher_tokens": s["tokens"], "teacher_formats": s["formats"],
-                                       "hint_context": mode})
-        stats = curate_stats(rows, read_jsonl(pairs_path), read_jsonl(rejects_path), cc.no_answer_is_wrong)
-        stats.update(candidates=len(candidates), max_pairs=cc.max_pairs, hint_context=mode,
-                     max_pairs_reached=cc.max_pairs is not None and stats["pairs_written"] >= cc.max_pairs,
-                     new_teacher_tokens=new_tokens,
-                     tokens_per_s=round(new_tokens / gen_seconds, 1) if gen_seconds > 0 else None)
+        atomic_write_text(run.file(OUTPUT), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        stats = funnel(rows, cc.no_answer_is_wrong)
+        stats.update(selected=len(records),
+                     wrong_group_sizes=dict(Counter(r["wrong_count"] for r in records)),
+                     with_second_correct=sum(len(r["correct_indices"]) > 1 for r in records))
         info.update(stats)
-    return stats
-
-
-def curate_stats(rows: list[dict], pairs: list[dict], rejects: list[dict], no_answer_is_wrong: bool) -> dict:
-    stats = funnel(rows, no_answer_is_wrong)
-    teacher_formats = Counter({f: 0 for f in FORMATS})
-    reasons: Counter = Counter()
-    for r in pairs + rejects:
-        teacher_formats.update(r.get("teacher_formats", []))
-    for r in rejects:
-        reasons.update(r.get("reasons", []))
-    stats.update(
-        teacher_tried=len(pairs) + len(rejects),
-        teacher_verified=len(pairs),
-        teacher_failed=len(rejects),
-        teacher_fail_reasons=dict(reasons),
-        pairs_written=len(pairs),
-        teacher_formats=dict(teacher_formats),
-        teacher_tokens=sum(r.get("teacher_tokens", 0) for r in pairs + rejects),
-        verified_on_retry=sum(r.get("teacher_attempts", 1) > 1 for r in pairs),
-    )
     return stats

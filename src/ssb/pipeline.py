@@ -49,7 +49,8 @@ def _lazy(module: str, func: str):
 STAGES: list[Stage] = [
     Stage("eval_base", _eval("base", None), ("eval/base",)),
     Stage("rollout", _lazy("rollout", "run_rollout"), ("rollouts.jsonl",)),
-    Stage("curate", _lazy("curate", "run_curate"), ("pairs.jsonl",)),
+    Stage("curate", _lazy("curate", "run_curate"), ("selections.jsonl",)),
+    Stage("teacher", _lazy("teacher", "run_teacher"), ("pairs.jsonl", "teacher_rejects.jsonl")),
     Stage("logits", _lazy("teacher_logits", "run_logits"), ("teacher",)),
     Stage("distill", _lazy("distill", "run_distill"), ("student", "train_log.jsonl", "checkpoints")),
     Stage("eval_ssb", _eval("ssb", "student"), ("eval/ssb",)),

@@ -1,0 +1,291 @@
+"""Quality gates on a teacher reply: what may become a training pair.
+
+A reply whose final answer grades correct can still teach the student the wrong thing:
+it may copy the hinted prompt's scaffolding ("A correct solution: ..."), state only an
+answer, contradict its own working ("54 + 86 = 130. The answer is 140."), or loop. The
+student sees only the bare question, so it learns such text as if it were reasoning
+(the privilege illusion). Each gate below is one small pure function over text; the
+teacher stage (``teacher.py``) runs them in this order and records the first that fails:
+
+=================  ===========================================================================
+``verified``       the final answer grades correct and the reply ended on its own
+``no_leak``        no run of ``leak_ngram`` words copied from the hinted prompt's fixed text
+                   (derived from the configured template, minus what the student also sees),
+                   and no phrase of the hint labels ("A correct solution", ...) that points
+                   at the provided solutions
+``shows_work``     something besides the final-answer line, and at least
+                   ``min_work_fraction`` of the correct rollout's length in words
+``consistent``     every stated answer agrees with the final one, and every checkable
+                   arithmetic line ``a + b = c`` holds
+``not_degenerate`` no line repeated ``max_line_repeats`` times, no back-to-back loops
+``plausible``      (off by default, always measured) mean log-prob per reply token under
+                   the bare student prompt at least ``min_student_logprob``
+=================  ===========================================================================
+
+The privileged text is found by rendering the hinted prompt with sentinel values in
+place of the question, the traces and the wrong answer: whatever is left is the
+template's own wording, for the default template and for any user template alike.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from dataclasses import dataclass, field
+
+from .config import GatesConfig, PromptConfig
+from .grading import extract_answer, same_answer
+from .prompts import teacher_prompt
+
+GATE_ORDER = ("verified", "no_leak", "shows_work", "consistent", "not_degenerate", "plausible")
+
+_TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:[.,]\d+)*")
+_STOP = frozenset(
+    "a an the of to in on at is are was be it its this that and or for with as by so we you i".split()
+)
+
+
+def _tokens(text: str) -> list[str]:
+    return [t.lower() for t in _TOKEN.findall(text)]
+
+
+def word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    """Runs of ``n`` consecutive words (numbers break a run: they are content, not wording)."""
+    toks = _tokens(text)
+    out = set()
+    for i in range(len(toks) - n + 1):
+        gram = tuple(toks[i : i + n])
+        if all(t[0].isalpha() for t in gram):
+            out.add(gram)
+    return out
+
+
+# ----------------------------------------------------------------------------- privileged text
+
+
+_SENT = {"question": "\x00Q\x00", "correct": "\x00C\x00", "wrong": "\x00W\x00", "wrong_answer": "\x00A\x00"}
+
+
+@dataclass
+class Privileged:
+    """The hinted prompt's own wording, as word n-grams the student never sees."""
+
+    ngrams: set[tuple[str, ...]]  # leak_ngram-word runs of the template's fixed text
+    label_ngrams: set[tuple[str, ...]]  # 2-word phrases of the lines that introduce a hint
+    n: int
+
+    def leaks(self, reply: str) -> list[str]:
+        hits = sorted(" ".join(g) for g in word_ngrams(reply, self.n) & self.ngrams)
+        hits += sorted(" ".join(g) for g in word_ngrams(reply, 2) & self.label_ngrams)
+        return hits
+
+
+def privileged_text(prompt: PromptConfig, template: str | None, mode: str, n: int = 3,
+                    student_text: str = "") -> Privileged:
+    """Word n-grams of the hinted prompt that come from the template (not from the
+    problem or traces) and do not occur in what the student sees (system prompt, worked
+    examples, ``student_text``)."""
+    rendered = teacher_prompt(_SENT["question"], _SENT["correct"], _SENT["wrong"], _SENT["wrong_answer"],
+                              mode, template)
+    fixed = [seg for seg in re.split("\x00.\x00", rendered)]
+    student = "\n".join([prompt.system, student_text] + [e.question + "\n" + e.solution for e in prompt.examples])
+    seen = word_ngrams(student, n)
+    seen2 = word_ngrams(student, 2)
+    grams: set = set()
+    for seg in fixed:
+        grams |= word_ngrams(seg, n)
+    # the lines that introduce each hint ("A correct solution:", "## A response that ...")
+    labels: set = set()
+    for key in ("correct", "wrong"):
+        pos = rendered.find(_SENT[key])
+        if pos < 0:
+            continue
+        before = rendered[:pos].rstrip("\n")
+        lines = [ln for ln in before.split("\n") if ln.strip()][-1:]
+        for ln in lines:
+            for gram in word_ngrams(re.sub("\x00.\x00", " 0 ", ln), 2):  # a number breaks a run
+                if any(w not in _STOP for w in gram):
+                    labels.add(gram)
+    return Privileged(grams - seen, labels - seen2, n)
+
+
+# ----------------------------------------------------------------------------- work + consistency
+
+
+def _boxed_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every ``\\boxed{...}`` (nested braces allowed)."""
+    out = []
+    for m in re.finditer(r"\\boxed\s*\{", text):
+        i, depth = m.end(), 1
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            out.append((m.start(), i, text[m.end() : i - 1].strip()))
+    return out
+
+
+_STATED = re.compile(r"answer\s*(?:is|=|:)\s*:?\s*\$?\s*([-+]?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
+
+
+def work_text(reply: str) -> str:
+    """The reply without its answer statements (each ``\\boxed{}`` and 'answer is N')."""
+    for start, end, _ in reversed(_boxed_spans(reply)):
+        reply = reply[:start] + " " + reply[end:]
+    return _STATED.sub(" ", reply)
+
+
+def shows_work(reply: str, reference: str | None, min_fraction: float, min_words: int = 6) -> tuple[bool, str]:
+    """Working = a number or ``min_words`` words left once the answer statements are removed,
+    and at least ``min_fraction`` of the correct rollout's length."""
+    rest = _tokens(work_text(reply))
+    if not any(t[0].isdigit() for t in rest) and len(rest) < min_words:
+        return False, "answer only: no working besides the final answer"
+    if reference and min_fraction > 0:
+        need = min_fraction * len(_tokens(reference))
+        if len(_tokens(reply)) < need:
+            return False, (f"{len(_tokens(reply))} words, under {min_fraction:g} x the correct rollout's "
+                           f"{len(_tokens(reference))}")
+    return True, ""
+
+
+def stated_answers(reply: str) -> list[str]:
+    """Every answer the reply states: each ``\\boxed{}`` and each 'answer is N'."""
+    out = [c for _, _, c in _boxed_spans(reply)] + [m.group(1) for m in _STATED.finditer(reply)]
+    return [a for a in out if a]
+
+
+_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
+_ARITH = re.compile(rf"^[\s(]*{_NUM}[\s)]*(?:[-+*/×x÷·][\s(]*{_NUM}[\s)]*)+$")
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _eval_arith(expr: str) -> float | None:
+    """Value of a plain-number arithmetic expression (+ - * / × ÷ and parentheses), else None."""
+    expr = expr.strip().rstrip(".").strip().replace("$", "")
+    if len(expr) > 200 or not (_ARITH.match(expr) or re.fullmatch(rf"\s*{_NUM}\s*", expr)):
+        return None
+    expr = re.sub(r"(?<=\d),(?=\d{3})", "", expr)
+    expr = expr.replace("×", "*").replace("÷", "/").replace("·", "*")
+    expr = re.sub(r"(?<=[\d)\s])x(?=[\s(\d])", "*", expr)
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return None
+
+    def ev(n):
+        if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)):
+            return float(n.value)
+        if isinstance(n, ast.BinOp) and type(n.op) in _OPS:
+            a, b = ev(n.left), ev(n.right)
+            if type(n.op) is ast.Div and b == 0:
+                raise ZeroDivisionError
+            return _OPS[type(n.op)](a, b)
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return -ev(n.operand)
+        raise ValueError
+
+    try:
+        return ev(node)
+    except (ValueError, ZeroDivisionError, OverflowError, RecursionError):
+        return None
+
+
+_EQ_CHAIN = re.compile(rf"[-\d(][\d\s,.$()+\-*/×x÷·]*(?:=\s*\$?[-\d(][\d\s,.$()+\-*/×x÷·]*)+")
+
+
+def arithmetic_errors(reply: str) -> list[str]:
+    """Equalities between plain-number expressions that do not hold (``54 + 86 = 130``)."""
+    bad = []
+    for m in _EQ_CHAIN.finditer(reply):
+        before = reply[: m.start()].rstrip()
+        # part of a larger expression with a variable, a percentage or 'of': not plain arithmetic
+        if re.search(r"(?:[-+*/=×÷^%]|\b[A-Za-z]|\bof)$", before):
+            continue
+        sides = [s for s in m.group(0).split("=")]
+        vals = [_eval_arith(s) for s in sides]
+        for (sa, a), (sb, b) in zip(zip(sides, vals), zip(sides[1:], vals[1:])):
+            if a is None or b is None:
+                continue
+            if not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6):
+                bad.append(f"{sa.strip()} = {sb.strip().rstrip('.')}")
+    return bad
+
+
+def consistent(reply: str, final: str | None) -> tuple[bool, str]:
+    errors = arithmetic_errors(reply)
+    if errors:
+        return False, "arithmetic does not hold: " + "; ".join(errors[:3])
+    if final is not None:
+        for a in stated_answers(reply):
+            if a != final and not _same(a, final):
+                return False, f"states answer {a!r} besides the final {final!r}"
+    return True, ""
+
+
+def _same(a: str, b: str) -> bool:
+    va, vb = _eval_arith(a), _eval_arith(b)
+    if va is not None and vb is not None:
+        return math.isclose(va, vb, rel_tol=1e-9, abs_tol=1e-9)
+    try:
+        return same_answer(a, b)
+    except Exception:  # noqa: BLE001 - an unparseable statement simply does not match
+        return False
+
+
+# ----------------------------------------------------------------------------- loops
+
+
+_LOOP = re.compile(r"(.{6,}?)\1{3,}", re.DOTALL)
+
+
+def degenerate(reply: str, max_line_repeats: int) -> str | None:
+    lines = [re.sub(r"\s+", " ", ln.strip().lower()) for ln in reply.split("\n")]
+    counts: dict[str, int] = {}
+    for ln in lines:
+        if len(ln) >= 4:
+            counts[ln] = counts.get(ln, 0) + 1
+    worst = max(counts.items(), key=lambda kv: kv[1], default=("", 0))
+    if max_line_repeats and worst[1] >= max_line_repeats:
+        return f"line repeated {worst[1]} times: {worst[0][:60]!r}"
+    m = _LOOP.search(reply[:4000])
+    if m:
+        return f"text loops: {m.group(1)[:40]!r} repeated"
+    return None
+
+
+# ----------------------------------------------------------------------------- all gates
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    gate: str | None = None  # first gate that failed
+    reason: str = ""
+    leaks: list[str] = field(default_factory=list)
+
+
+def check_reply(reply: str, *, correct: bool, finished: bool, outcome: str, cfg: GatesConfig,
+                privileged: Privileged | None, reference: str | None) -> Verdict:
+    """Run the text gates (everything but ``plausible``, which needs the model) in order."""
+    if not (correct and finished):
+        return Verdict(False, "verified", "truncated" if not finished else outcome)
+    if cfg.no_leak and privileged is not None:
+        hits = privileged.leaks(reply)
+        if hits:
+            return Verdict(False, "no_leak", "copies the hinted prompt: " + ", ".join(repr(h) for h in hits[:3]), hits)
+    if cfg.shows_work:
+        ok, why = shows_work(reply, reference, cfg.min_work_fraction)
+        if not ok:
+            return Verdict(False, "shows_work", why)
+    if cfg.consistent:
+        ok, why = consistent(reply, extract_answer(reply)[0])
+        if not ok:
+            return Verdict(False, "consistent", why)
+    if cfg.not_degenerate:
+        why = degenerate(reply, cfg.max_line_repeats)
+        if why:
+            return Verdict(False, "not_degenerate", why)
+    return Verdict(True)

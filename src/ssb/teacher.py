@@ -1,0 +1,314 @@
+"""Stage 3: the hinted teacher's solution for each selected problem, vetted by the gates.
+
+    ssb teacher --run runs/NAME
+
+For every problem of ``selections.jsonl`` (curate) one solution becomes a training pair.
+Where it comes from is ``teacher.solution``:
+
+* ``generate`` (the paper): the same base model answers the hinted prompt of
+  :func:`prompts.teacher_messages` (problem + correct + most common wrong rollout) at
+  ``teacher.temperature``, up to ``1 + teacher.retries`` samples;
+* ``rollout``: the verified correct rollout itself is the solution, and the hinted
+  prompt only *scores* it. The prompt must not hold the very trace it scores (the teacher
+  would copy it from its context), so it shows another correct rollout where there is one
+  (``rollout_hint: other_correct``), else only the verified final answer;
+* ``generate_or_rollout``: the rollout when no generated reply passes the gates.
+
+Every candidate goes through :func:`gates.check_reply` (verified, no_leak, shows_work,
+consistent, not_degenerate) and, when enabled, the ``plausible`` gate (its score, the
+reply's mean log-prob per token under the bare student prompt, is always recorded).
+Passing solutions go to ``pairs.jsonl``; problems with none go to
+``teacher_rejects.jsonl`` with every rejected reply, its gate and the reason. Both are
+append-only: a killed run resumes where it stopped, and stops at ``teacher.max_pairs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import torch
+
+from .alignment import align_pair, answer_slice
+from .config import RunConfig
+from .data import Problem
+from .errors import SSBError
+from .gates import GATE_ORDER, Privileged, Verdict, check_reply, privileged_text
+from .generate import Generator, Sampling, derive_seed, make_generator
+from .grading import grade
+from .models import LoadedModel, load_model
+from .prompts import check_teacher_template, student_messages, teacher_messages
+from .rundir import JsonlWriter, Run, read_jsonl
+
+log = logging.getLogger(__name__)
+
+OUTPUT = "pairs.jsonl"
+REJECTS = "teacher_rejects.jsonl"
+OUTPUTS = (OUTPUT, REJECTS)
+FORMATS = ("boxed", "hash", "answer_is", "other", "none")
+
+
+class TeacherError(SSBError, RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- one problem
+
+
+class Candidate:
+    """One problem on its way to a pair: its rollouts, selection and the replies tried."""
+
+    def __init__(self, row: dict, sel: dict, cfg: RunConfig):
+        self.row, self.sel, self.cfg = row, sel, cfg
+        self.problem = Problem.from_dict(row["problem"])
+        self.student = student_messages(cfg.prompt, self.problem.question)
+        self.tokens = 0
+        self.formats: list[str] = []
+        self.rejected: list[dict] = []
+        self.attempts = 0
+        self._privileged: Privileged | None = None
+
+    @property
+    def id(self) -> str:
+        return self.row["id"]
+
+    def hinted(self, correct_text: str | None) -> list[dict]:
+        tc = self.cfg.teacher
+        wrong = self.row["completions"][self.sel["wrong_index"]]
+        return teacher_messages(self.cfg.prompt, self.problem.question, correct_text, wrong,
+                                self.sel["wrong_answer"], tc.hint_context, tc.template)
+
+    def privileged(self) -> Privileged:
+        tc = self.cfg.teacher
+        if self._privileged is None:
+            self._privileged = privileged_text(self.cfg.prompt, tc.template, tc.hint_context, tc.gates.leak_ngram,
+                                               student_text=self.problem.question)
+        return self._privileged
+
+    def reference(self) -> str:
+        return self.row["completions"][self.sel["correct_index"]]
+
+    def vet(self, text: str, finish_reason: str, source: str) -> Verdict:
+        g = grade(self.problem, text)
+        self.formats.append(g.fmt)
+        v = check_reply(text, correct=g.correct, finished=finish_reason == "stop", outcome=g.outcome.value,
+                        cfg=self.cfg.teacher.gates, privileged=self.privileged(), reference=self.reference())
+        if not v.ok:
+            self.reject(text, source, v.gate, v.reason)
+        return v
+
+    def reject(self, text: str, source: str, gate: str | None, reason: str) -> None:
+        self.rejected.append({"source": source, "gate": gate, "reason": reason, "text": text[:400]})
+
+    def rollout_solution(self) -> tuple[str, int, list[dict], str] | None:
+        """(rollout text, its index, the hinted messages that score it, hint kind) for the
+        first correct rollout that passes the gates."""
+        tc = self.cfg.teacher
+        comps = self.row["completions"]
+        indices = self.sel.get("correct_indices") or [self.sel["correct_index"]]
+        for idx in indices:
+            v = self.vet(comps[idx], "stop", "rollout")
+            if not v.ok:
+                continue
+            others = [j for j in indices if j != idx and comps[j].strip() != comps[idx].strip()]
+            if tc.rollout_hint == "other_correct" and others:
+                return comps[idx], idx, self.hinted(comps[others[0]]), f"rollout:{others[0]}"
+            answer = self.row["extracted"][idx] or self.problem.answer
+            return comps[idx], idx, self.hinted(f"The final answer is \\boxed{{{answer}}}."), "answer"
+        return None
+
+
+def pair_record(c: Candidate, messages: list[dict], solution: str, source: str, attempts: int,
+                scored_index: int | None, hint: str | None) -> dict[str, Any]:
+    tc = c.cfg.teacher
+    return {
+        "id": c.id,
+        "problem": c.row["problem"],
+        "student_messages": c.student,
+        "teacher_messages": messages,
+        "solution": solution,
+        "answer": c.row["problem"]["answer"],
+        "solution_source": source,
+        "scored_rollout": scored_index,
+        "hint_correct": hint,
+        "correct_index": c.sel["correct_index"],
+        "wrong_index": c.sel["wrong_index"],
+        "wrong_answer": c.sel["wrong_answer"],
+        "wrong_count": c.sel["wrong_count"],
+        "wrong_groups": c.sel["wrong_groups"],
+        "hint_context": tc.hint_context,
+        "teacher_attempts": attempts,
+        "teacher_tokens": c.tokens,
+        "teacher_formats": c.formats,
+        "rejected_replies": c.rejected,
+    }
+
+
+# ----------------------------------------------------------------------------- plausibility
+
+
+@torch.no_grad()
+def student_logprobs(loaded: LoadedModel, records: list[dict], max_length: int, batch_size: int = 8) -> list[float]:
+    """Mean log-prob per reply token of each record's ``solution`` under its bare
+    ``student_messages`` (one forward pass of the base model, no generation)."""
+    model, tok = loaded.model, loaded.tokenizer
+    dev = next(model.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    out: list[float] = []
+    for b in range(0, len(records), batch_size):
+        pairs = [align_pair(tok, r["student_messages"], r["student_messages"], r["solution"], max_length)
+                 for r in records[b : b + batch_size]]
+        width = max(len(p.student_ids) for p in pairs)
+        ids = torch.full((len(pairs), width), pad, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for i, p in enumerate(pairs):
+            ids[i, : len(p.student_ids)] = torch.tensor(p.student_ids)
+            attn[i, : len(p.student_ids)] = 1
+        logp = model(input_ids=ids.to(dev), attention_mask=attn.to(dev)).logits.float().log_softmax(-1)
+        for i, p in enumerate(pairs):
+            sl = answer_slice(len(p.student_prompt_ids), len(p.reply_ids))
+            target = torch.tensor(p.reply_ids, device=dev)
+            out.append(float(logp[i, sl].gather(-1, target[:, None]).mean()))
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def _load(run: Run, loaded: LoadedModel | None, generator: Generator | None, need_generator: bool):
+    if loaded is None:
+        device = "cpu" if run.cfg.generation.backend == "vllm" else None
+        loaded = load_model(run.cfg.model, device=device)
+    if generator is None and need_generator:
+        generator = make_generator(run.cfg.generation, loaded, run.cfg.model)
+    return loaded, generator
+
+
+def run_teacher(run: Run, loaded: LoadedModel | None = None, generator: Generator | None = None) -> dict:
+    """Build ``pairs.jsonl`` from ``selections.jsonl``; return the funnel stats."""
+    cfg, tc = run.cfg, run.cfg.teacher
+    if tc.template:
+        check_teacher_template(tc.template, tc.hint_context)
+    sel_path = run.file("selections.jsonl")
+    if not sel_path.exists():
+        raise TeacherError(f"{sel_path} not found: run `ssb curate --run {run.path}` first")
+    pairs_path, rejects_path = run.file(OUTPUT), run.file(REJECTS)
+    with run.stage_run("teacher") as info:
+        rows = {r["id"]: r for r in read_jsonl(run.file("rollouts.jsonl"))}
+        selections = read_jsonl(sel_path)
+        pairs_path.touch()  # downstream stages find the (possibly empty) file
+        done = {r["id"] for r in read_jsonl(pairs_path)} | {r["id"] for r in read_jsonl(rejects_path)}
+        n_pairs = len(read_jsonl(pairs_path))
+        todo = [s for s in selections if s["id"] not in done and s["id"] in rows]
+        cap = tc.max_pairs if tc.max_pairs is not None else len(selections)
+        new_tokens, gen_seconds = 0, 0.0
+        if todo and n_pairs < cap:
+            generate = tc.solution in ("generate", "generate_or_rollout")
+            # the model scores plausibility; on a vLLM run its HF copy sits on the CPU, so only when asked
+            need_model = generate or tc.gates.plausible or cfg.generation.backend != "vllm"
+            if need_model:
+                loaded, generator = _load(run, loaded, generator, generate)
+            sampling = Sampling(n=1, temperature=tc.temperature, top_k=tc.top_k,
+                                max_new_tokens=cfg.generation.max_new_tokens, seed=tc.seed)
+            size = max(1, cfg.generation.batch_size)
+            with JsonlWriter(pairs_path) as pairs, JsonlWriter(rejects_path) as rejects:
+                pos = 0
+                while pos < len(todo) and n_pairs < cap:
+                    chunk = [Candidate(rows[s["id"]], s, cfg) for s in todo[pos : pos + min(size, cap - n_pairs)]]
+                    pos += len(chunk)
+                    found: dict[str, dict] = {}
+                    if generate:
+                        secs, toks = _generate_round(chunk, generator, sampling, found)
+                        gen_seconds += secs
+                        new_tokens += toks
+                    if tc.solution in ("rollout", "generate_or_rollout"):
+                        for c in chunk:
+                            if c.id in found:
+                                continue
+                            got = c.rollout_solution()
+                            if got is not None:
+                                text, idx, msgs, hint = got
+                                found[c.id] = pair_record(c, msgs, text, "rollout", c.attempts, idx, hint)
+                    recs = [found[c.id] for c in chunk if c.id in found]
+                    if recs and loaded is not None:  # the plausible gate's score, always measured
+                        for r, lp in zip(recs, student_logprobs(loaded, recs, cfg.distill.max_length)):
+                            r["student_logprob"] = round(lp, 4)
+                    for c in chunk:
+                        r = found.get(c.id)
+                        if r is not None and tc.gates.plausible and r["student_logprob"] < tc.gates.min_student_logprob:
+                            c.reject(r["solution"], r["solution_source"], "plausible",
+                                     f"mean log-prob {r['student_logprob']:.2f} under the student prompt "
+                                     f"< {tc.gates.min_student_logprob:g}")
+                            r = None
+                        if r is not None and n_pairs < cap:
+                            r["rejected_replies"] = c.rejected
+                            pairs.write(r)
+                            n_pairs += 1
+                        elif r is None:
+                            rejects.write({"id": c.id, "attempts": c.attempts, "rejected_replies": c.rejected,
+                                           "reasons": [x["gate"] for x in c.rejected], "teacher_tokens": c.tokens,
+                                           "teacher_formats": c.formats, "hint_context": tc.hint_context,
+                                           "solution": tc.solution})
+        stats = teacher_stats(read_jsonl(pairs_path), read_jsonl(rejects_path))
+        stats.update(selected=len(selections), max_pairs=tc.max_pairs, solution=tc.solution,
+                     hint_context=tc.hint_context,
+                     max_pairs_reached=tc.max_pairs is not None and stats["pairs_written"] >= tc.max_pairs,
+                     new_teacher_tokens=new_tokens,
+                     tokens_per_s=round(new_tokens / gen_seconds, 1) if gen_seconds > 0 else None)
+        info.update(stats)
+    return stats
+
+
+def _generate_round(chunk: list[Candidate], generator: Generator, sampling: Sampling,
+                    found: dict[str, dict]) -> tuple[float, int]:
+    """Sample the hinted teacher for every candidate, with retries, until a reply passes."""
+    tc = chunk[0].cfg.teacher
+    msgs = {c.id: c.hinted(c.reference()) for c in chunk}
+    pending, secs, toks = list(chunk), 0.0, 0
+    for attempt in range(1 + max(0, tc.retries)):
+        if not pending:
+            break
+        t0 = time.time()
+        outs = generator.generate([msgs[c.id] for c in pending], sampling, progress=f"teacher (try {attempt + 1})",
+                                  seeds=[derive_seed(tc.seed, c.id, attempt) for c in pending])
+        secs += time.time() - t0
+        still = []
+        for c, (comp,) in zip(pending, outs):
+            c.tokens += comp.completion_tokens
+            c.attempts += 1
+            toks += comp.completion_tokens
+            if c.vet(comp.text, comp.finish_reason, "generate").ok:
+                hint = f"rollout:{c.sel['correct_index']}" if tc.hint_context != "none" else None
+                found[c.id] = pair_record(c, msgs[c.id], comp.text, "generate", c.attempts, None, hint)
+            else:
+                still.append(c)
+        pending = still
+    return secs, toks
+
+
+# ----------------------------------------------------------------------------- stats
+
+
+def teacher_stats(pairs: list[dict], rejects: list[dict]) -> dict:
+    """The teacher funnel: tried, kept, and every rejected reply counted by its gate."""
+    by_gate: Counter = Counter({g: 0 for g in GATE_ORDER})
+    formats: Counter = Counter({f: 0 for f in FORMATS})
+    for r in pairs + rejects:
+        by_gate.update(x["gate"] for x in r.get("rejected_replies", []))
+        formats.update(r.get("teacher_formats", []))
+    lps = [r["student_logprob"] for r in pairs if r.get("student_logprob") is not None]
+    return {
+        "teacher_tried": len(pairs) + len(rejects),
+        "teacher_verified": len(pairs),
+        "teacher_failed": len(rejects),
+        "pairs_written": len(pairs),
+        "replies_rejected_by_gate": dict(by_gate),
+        "pairs_by_source": dict(Counter(r.get("solution_source", "generate") for r in pairs)),
+        "teacher_formats": dict(formats),
+        "teacher_tokens": sum(r.get("teacher_tokens", 0) for r in pairs + rejects),
+        "verified_on_retry": sum(r.get("teacher_attempts", 1) > 1 for r in pairs),
+        "student_logprob_mean": round(sum(lps) / len(lps), 4) if lps else None,
+        "student_logprob_min": round(min(lps), 4) if lps else None,
+    }

@@ -1,0 +1,201 @@
+"""teacher.py: gated pairs from a scripted teacher, solution sources, resume after kill -9."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ssb.curate import run_curate
+from ssb.generate import Completion
+from ssb.rundir import Run, read_jsonl
+from ssb.teacher import run_teacher
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_rollout_curate import EASY, _kill_after_first_lines, fake_rollouts, make_run  # noqa: E402
+
+CHAIN_TEMPLATE = """{question}
+
+A correct solution:
+{correct}
+
+A wrong solution (its answer {wrong_answer} is wrong; do not repeat its mistake):
+{wrong}
+
+Write your own short solution in the same style as the correct one, ending with \\boxed{ANSWER}.
+"""
+
+
+class ScriptedTeacher:
+    """Answers the hinted prompt with a clean worked solution, except: ``fail`` (wrong
+    answer), ``late`` (wrong first, clean on the retry), ``leak`` (copies the template's
+    scaffolding), ``bare`` (answer only), ``contra`` (working contradicts the answer)."""
+
+    backend = "fake"
+
+    def __init__(self, gold: dict[str, str], delay: float = 0.0, **kinds):
+        self.gold, self.delay = gold, delay
+        self.kinds = {k: set(v) for k, v in kinds.items()}
+        self.calls: list[list[dict]] = []
+        self.tries: dict[str, int] = {}
+
+    def reply(self, q: str) -> str:
+        a = self.gold[q]
+        n = self.tries[q]
+        if q in self.kinds.get("fail", ()) or (q in self.kinds.get("late", ()) and n == 1):
+            return "Step 1: 2 + 2 = 4.\nSo the answer is \\boxed{999}."
+        if q in self.kinds.get("leak", ()):
+            return f"A correct solution: 2 + 2 = 4.\nSo the answer is \\boxed{{{a}}}."
+        if q in self.kinds.get("bare", ()):
+            return f"The answer is \\boxed{{{a}}}."
+        if q in self.kinds.get("contra", ()):
+            return f"2 + 2 = 5.\nSo the answer is \\boxed{{{a}}}."
+        return f"Step 1: 2 + 2 = 4.\nSo the answer is \\boxed{{{a}}}."
+
+    def generate(self, conversations, sampling, progress=True, seeds=None):
+        time.sleep(self.delay)
+        out = []
+        for conv in conversations:
+            self.calls.append(conv)
+            q = next(q for q, _ in EASY if q in conv[-1]["content"])
+            self.tries[q] = self.tries.get(q, 0) + 1
+            out.append([Completion(self.reply(q), [1, 2, 3], "stop", 50, 3)])
+        return out
+
+
+def teacher_run(tmp_path, model_dir, name="t", **teacher) -> Run:
+    run = make_run(tmp_path, str(model_dir), name=name, teacher={"template": CHAIN_TEMPLATE, **teacher})
+    fake_rollouts(run)
+    run_curate(run)
+    return run
+
+
+def test_teacher_gates_build_pairs_and_record_rejects(tmp_path, tiny_model_dir, tiny_model):
+    run = teacher_run(tmp_path, tiny_model_dir, retries=1, max_pairs=10)
+    q = [q for q, _ in EASY]
+    # p00 clean, p02 wrong twice, p04 right on retry, p06 leaks twice, p08 answer-only then contradicts
+    teacher = ScriptedTeacher(dict(EASY), fail=[q[2]], late=[q[4]], leak=[q[6]], bare=[q[8]])
+    stats = run_teacher(run, loaded=tiny_model, generator=teacher)
+    pairs = read_jsonl(run.file("pairs.jsonl"))
+    assert [p["id"] for p in pairs] == ["p00", "p04"]
+    p = pairs[0]
+    assert p["solution_source"] == "generate" and p["teacher_attempts"] == 1 and p["rejected_replies"] == []
+    assert p["teacher_messages"][1]["content"].count("Working for trace") == 2
+    assert p["student_messages"][-1] == {"role": "user", "content": EASY[0][0]}
+    assert isinstance(p["student_logprob"], float)
+    assert pairs[1]["teacher_attempts"] == 2 and pairs[1]["rejected_replies"][0]["gate"] == "verified"
+    rejects = {r["id"]: r for r in read_jsonl(run.file("teacher_rejects.jsonl"))}
+    assert sorted(rejects) == ["p02", "p06", "p08"]
+    assert rejects["p02"]["reasons"] == ["verified", "verified"]
+    assert rejects["p06"]["reasons"] == ["no_leak", "no_leak"]
+    assert "a correct solution" in rejects["p06"]["rejected_replies"][0]["reason"]
+    assert rejects["p08"]["reasons"] == ["shows_work", "shows_work"]
+    assert stats["replies_rejected_by_gate"] == {"verified": 3, "no_leak": 2, "shows_work": 2, "consistent": 0,
+                                                 "not_degenerate": 0, "plausible": 0}
+    assert stats["teacher_tried"] == 5 and stats["pairs_written"] == 2 and stats["teacher_tokens"] == 3 * 9
+    assert run.stage("teacher")["replies_rejected_by_gate"]["no_leak"] == 2
+    # a rerun retries nothing
+    n_calls = len(teacher.calls)
+    run_teacher(run, loaded=tiny_model, generator=teacher)
+    assert len(teacher.calls) == n_calls and len(read_jsonl(run.file("pairs.jsonl"))) == 2
+
+
+def test_gates_can_be_switched_off(tmp_path, tiny_model_dir, tiny_model):
+    run = teacher_run(tmp_path, tiny_model_dir, retries=0,
+                      gates={"no_leak": False, "shows_work": False, "consistent": False})
+    q = [q for q, _ in EASY]
+    run_teacher(run, loaded=tiny_model, generator=ScriptedTeacher(dict(EASY), leak=[q[2]], bare=[q[4]], contra=[q[6]]))
+    assert len(read_jsonl(run.file("pairs.jsonl"))) == 5
+
+
+def test_contradiction_and_plausible_gate(tmp_path, tiny_model_dir, tiny_model):
+    q = [q for q, _ in EASY]
+    run = teacher_run(tmp_path, tiny_model_dir, retries=0, gates={"plausible": True, "min_student_logprob": 0.0})
+    stats = run_teacher(run, loaded=tiny_model, generator=ScriptedTeacher(dict(EASY), contra=[q[0]]))
+    # every clean reply has a log-prob below 0, so the plausible gate rejects all of them
+    assert stats["pairs_written"] == 0
+    assert stats["replies_rejected_by_gate"]["consistent"] == 1 and stats["replies_rejected_by_gate"]["plausible"] == 4
+    r = {x["id"]: x for x in read_jsonl(run.file("teacher_rejects.jsonl"))}
+    assert "2 + 2 = 5" in r["p00"]["rejected_replies"][0]["reason"]
+
+
+@pytest.mark.parametrize("mode", ["correct_only", "none"])
+def test_hint_modes_and_max_pairs(tmp_path, tiny_model_dir, tiny_model, mode):
+    run = make_run(tmp_path, str(tiny_model_dir), teacher={"hint_context": mode, "max_pairs": 2})
+    fake_rollouts(run)
+    run_curate(run)
+    teacher = ScriptedTeacher(dict(EASY))
+    stats = run_teacher(run, loaded=tiny_model, generator=teacher)
+    pairs = read_jsonl(run.file("pairs.jsonl"))
+    assert len(pairs) == 2 and stats["max_pairs_reached"] and len(teacher.calls) == 2
+    user = pairs[0]["teacher_messages"][1]["content"]
+    sel = read_jsonl(run.file("selections.jsonl"))[0]
+    assert (f"trace {sel['correct_index']}" in user) == (mode == "correct_only") and "trace 1" not in user
+    assert pairs[0]["hint_context"] == mode
+
+
+@pytest.mark.parametrize("hint", ["other_correct", "answer"])
+def test_rollout_solution_scores_the_rollout_without_showing_it(tmp_path, tiny_model_dir, tiny_model, hint):
+    from ssb.teacher_logits import run_logits
+
+    run = teacher_run(tmp_path, tiny_model_dir, name=f"roll-{hint}", solution="rollout", rollout_hint=hint)
+    stats = run_teacher(run, loaded=tiny_model)  # no generator: nothing is generated
+    pairs = read_jsonl(run.file("pairs.jsonl"))
+    rollouts = {r["id"]: r for r in read_jsonl(run.file("rollouts.jsonl"))}
+    assert len(pairs) == 5 and stats["pairs_by_source"] == {"rollout": 5} and stats["teacher_tokens"] == 0
+    for p in pairs:
+        scored = rollouts[p["id"]]["completions"][p["scored_rollout"]]
+        assert p["solution"] == scored and p["solution_source"] == "rollout"
+        hinted = p["teacher_messages"][1]["content"]
+        assert scored not in hinted  # the teacher never sees the trace it scores
+        if hint == "other_correct":
+            other = 4 if p["scored_rollout"] == 0 else 0
+            assert p["hint_correct"] == f"rollout:{other}" and rollouts[p["id"]]["completions"][other] in hinted
+        else:
+            assert p["hint_correct"] == "answer" and "The final answer is \\boxed{" in hinted
+    # the teacher store scores exactly the rollout's tokens
+    run_logits(run)
+    import json
+
+    index = json.loads(run.file("teacher/index.json").read_text())
+    tok = tiny_model.tokenizer
+    for p, ex in zip(pairs, index["examples"]):
+        ids = ex["reply_ids"]
+        assert tok.decode(ids[:-1]) == p["solution"] and tok.decode(ids[-1:]) == "<|im_end|>"
+
+
+def test_generate_or_rollout_falls_back(tmp_path, tiny_model_dir, tiny_model):
+    q = [q for q, _ in EASY]
+    run = teacher_run(tmp_path, tiny_model_dir, solution="generate_or_rollout", retries=0)
+    stats = run_teacher(run, loaded=tiny_model, generator=ScriptedTeacher(dict(EASY), fail=[q[2]], leak=[q[4]]))
+    pairs = {p["id"]: p for p in read_jsonl(run.file("pairs.jsonl"))}
+    assert len(pairs) == 5 and stats["pairs_by_source"] == {"generate": 3, "rollout": 2}
+    assert pairs["p02"]["solution_source"] == "rollout" and pairs["p02"]["rejected_replies"][0]["gate"] == "verified"
+    assert pairs["p04"]["rejected_replies"][0]["gate"] == "no_leak"
+
+
+TEACHER_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from test_teacher import ScriptedTeacher, EASY
+from ssb.rundir import Run
+from ssb.teacher import run_teacher
+run_teacher(Run.open(sys.argv[1]), generator=ScriptedTeacher(dict(EASY), delay=0.7))
+"""
+
+
+def test_teacher_resumes_after_kill(tmp_path, tiny_model_dir, tiny_model):
+    run = make_run(tmp_path, str(tiny_model_dir), generation={"batch_size": 1, "max_new_tokens": 12},
+                   teacher={"template": CHAIN_TEMPLATE})
+    fake_rollouts(run)
+    run_curate(run)
+    script = tmp_path / "teach.py"
+    script.write_text(TEACHER_SCRIPT)
+    out = run.file("pairs.jsonl")
+    partial = _kill_after_first_lines([sys.executable, str(script), str(run.path), str(Path(__file__).parent)], out)
+    assert 1 <= partial < 5
+    stats = run_teacher(Run.open(run.path), loaded=tiny_model, generator=ScriptedTeacher(dict(EASY)))
+    ids = [p["id"] for p in read_jsonl(out)]
+    assert ids == ["p00", "p02", "p04", "p06", "p08"] and stats["pairs_written"] == 5
