@@ -1,23 +1,39 @@
-"""Quality benchmark: base vs SSB vs GRPO on 500 held-out problems of the default task.
+"""Quality benchmark: base vs SSB vs GRPO, replicated, on held-out problems of the default task.
 
-    python bench/quality.py [--config configs/default.yaml] [--runs-dir runs] [--n 500]
+    python bench/quality.py --replicates 2 [--config configs/default.yaml] [--n 500]
+                            [--ablation rollout,no_hint,rollout_answer | --ablation none]
 
-Runs (or resumes) ``ssb run`` for the config, unchanged, so base, SSB and GRPO are
-exactly what the default pipeline trains. Then it evaluates all three (greedy pass@1, the
-same prompt) on ``--n`` fresh held-out problems drawn like the training problems but with
-another seed (``--seed``) and deduplicated against them, into ``RUN/quality_eval/``.
-Writes ``bench/results/quality.json``: ``n_problems``; per model under
-``models.base|ssb|grpo`` the ``accuracy`` and its 95% Wilson ``ci``; ``diff_ssb_base`` and
-``diff_ssb_grpo``, each with the paired ``value``, its 95% ``ci`` (Newcombe, paired) and
-the exact McNemar ``p_value``; and the smallest difference this sample can detect.
-Nothing is tuned on these problems: the config is fixed before the run.
+Replicate 0 is ``ssb run CONFIG`` exactly as committed (all stages); replicate r > 0 is the
+same config with other training problems (``data.seed + r``) and other sampling and
+training seeds (rollout, curate, teacher, distill, GRPO), so one run of one seed is not
+all we see. Every model is evaluated (greedy pass@1, the training prompt) on the same
+``--n`` held-out problems, drawn like the training problems with another seed and
+deduplicated against the training problems of every replicate; the base model is
+deterministic, so it is evaluated once.
+
+Pooling: per replicate, the paired difference on the held-out problems (exact McNemar,
+Newcombe interval). Pooled, the mean over replicates, with a 95% interval from a
+bootstrap over held-out problems (the same resample for every replicate and model, so the
+pairing is kept). With two replicates the spread between them is shown, not modelled.
+
+Ablation (replicate 0's rollouts reused, nothing regenerated): ``rollout`` is
+``teacher.solution=rollout`` (the correct rollout scored by the hinted teacher, another
+correct rollout shown), ``rollout_answer`` the same with only the final answer shown,
+``no_hint`` is ``teacher.hint_context=none``. Each gets its own student, evaluated on
+the same held-out problems and paired against replicate 0's SSB student and the base.
+
+Writes ``bench/results/quality.json``: ``n_problems``; ``models.base|ssb|grpo`` with
+``accuracy``, ``ci`` and ``no_answer_rate`` (pooled); ``diff_ssb_base``,
+``diff_ssb_grpo``, ``diff_grpo_base`` (pooled ``value``/``ci``); ``replicates`` (per
+replicate: ``seed``, the three diffs, ``pairs``, accuracies, no-answer rates, run
+facts); ``ablation`` entries. Nothing is tuned on these problems.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -25,112 +41,241 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from ssb import stats  # noqa: E402
 from ssb.config import load_config  # noqa: E402
-from ssb.compare import load_results, load_summaries, paired_table  # noqa: E402
 from ssb.evaluate import evaluate, training_questions  # noqa: E402
-from ssb.pipeline import run_pipeline  # noqa: E402
+from ssb.pipeline import SSB_STAGES, run_pipeline  # noqa: E402
+from ssb.rundir import Run, read_jsonl  # noqa: E402
+
+EVAL_STAGES = ["eval_base", "eval_ssb", "eval_grpo", "report"]
+ABLATIONS = {
+    "rollout": ["teacher.solution=rollout", "teacher.rollout_hint=other_correct"],
+    "rollout_answer": ["teacher.solution=rollout", "teacher.rollout_hint=answer"],
+    "no_hint": ["teacher.hint_context=none"],
+}
 
 
-def mde_paired(n: int, discordant: float, alpha_z: float = 1.96, power_z: float = 0.8416) -> float:
-    """Smallest paired difference detectable with 80% power at two-sided 5% (normal
-    approximation to McNemar), given the fraction of discordant problems."""
-    return (alpha_z + power_z) * math.sqrt(max(discordant, 1e-9) / n)
+def replicate_overrides(cfg, r: int) -> list[str]:
+    if r == 0:
+        return []
+    return [f"data.seed={cfg.data.seed + r}", f"rollout.seed={cfg.rollout.seed + r}",
+            f"curate.seed={cfg.curate.seed + r}", f"teacher.seed={cfg.teacher.seed + r}",
+            f"distill.seed={cfg.distill.seed + r}", f"grpo.seed={cfg.grpo.seed + r}"]
+
+
+def correct_vector(records: list[dict], ids: list[str]) -> list[bool]:
+    by_id = {str(r["id"]): bool(r["correct"][0]) for r in records}
+    return [by_id[i] for i in ids]
+
+
+def no_answer_rate(records: list[dict]) -> float:
+    grades = [g for r in records for g in r["grades"]]
+    return sum(g == "no_answer" for g in grades) / len(grades) if grades else 0.0
+
+
+def paired(x: list[bool], y: list[bool]) -> dict:
+    """x minus y on the same problems: value, Newcombe CI, exact McNemar p."""
+    res = stats.paired_diff(x, y)
+    return {"value": res["diff"], "ci": list(res["ci"]), "p_value": res["p_value"],
+            "a_only": res["x_only"], "b_only": res["y_only"]}
+
+
+def bootstrap_pooled(vectors: dict[str, list[list[bool]]], pairs: list[tuple[str, str]], iters: int = 4000,
+                     seed: int = 0) -> dict:
+    """Pooled accuracies and differences (mean over replicates) with a bootstrap over problems.
+    ``vectors[model]`` holds one correctness vector per replicate, aligned on the same problems."""
+    n = len(next(iter(vectors.values()))[0])
+    rng = random.Random(seed)
+
+    def mean_acc(vs: list[list[bool]], idx: list[int]) -> float:
+        return sum(sum(v[i] for i in idx) / len(idx) for v in vs) / len(vs)
+
+    full = list(range(n))
+    point = {m: mean_acc(vs, full) for m, vs in vectors.items()}
+    draws: dict[str, list[float]] = {m: [] for m in vectors}
+    ddraws: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
+    for _ in range(iters):
+        idx = [rng.randrange(n) for _ in range(n)]
+        acc = {m: mean_acc(vs, idx) for m, vs in vectors.items()}
+        for m in vectors:
+            draws[m].append(acc[m])
+        for a, b in pairs:
+            ddraws[(a, b)].append(acc[a] - acc[b])
+    ci = lambda xs: [stats.percentile(xs, 2.5), stats.percentile(xs, 97.5)]  # noqa: E731
+    return {"models": {m: {"accuracy": point[m], "ci": ci(draws[m])} for m in vectors},
+            "diffs": {p: {"value": point[p[0]] - point[p[1]], "ci": ci(ddraws[p])} for p in pairs}}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    ap.add_argument("--replicates", type=int, default=2)
     ap.add_argument("--n", type=int, default=500, help="held-out problems")
     ap.add_argument("--seed", type=int, default=20261122, help="seed of the held-out problems")
+    ap.add_argument("--ablation", default="rollout,no_hint,rollout_answer",
+                    help=f"comma-separated arms ({', '.join(ABLATIONS)}) on replicate 0's rollouts, or 'none'")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
     args = ap.parse_args()
+    arms = [] if args.ablation in ("", "none") else args.ablation.split(",")
+    for a in arms:
+        if a not in ABLATIONS:
+            raise SystemExit(f"unknown ablation arm {a!r}; choose from {', '.join(ABLATIONS)}")
 
-    cfg = load_config(args.config, [f"runs_dir={args.runs_dir}"])
     t0 = time.time()
-    run = run_pipeline(cfg)
-    if cfg.eval.holdout is None:
+    base_cfg = load_config(args.config, [f"runs_dir={args.runs_dir}"])
+    if base_cfg.eval.holdout is None:
         raise SystemExit(f"{args.config}: eval.holdout is not set; the quality benchmark needs held-out problems")
-    holdout = cfg.eval.holdout.model_copy(update={"limit": args.n, "seed": args.seed})
-    eval_cfg = cfg.eval.model_copy(update={"holdout": holdout, "benches": ["holdout"], "limit": None})
-    qdir = run.file("quality_eval")
-    exclude = training_questions(run)
-    for label, adapter in (("base", None), ("ssb", run.file("student")), ("grpo", run.file("grpo"))):
-        if adapter is not None and not (adapter / "adapter_config.json").exists():
-            print(f"{label}: no adapter at {adapter}; skipped")
-            continue
-        evaluate(cfg.model, adapter, ["holdout"], cfg.prompt, cfg.generation, eval_cfg, qdir / label,
+    name = base_cfg.name
+    runs: list[tuple[int, Run]] = []
+    for r in range(args.replicates):
+        cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r{r}"]
+                          + replicate_overrides(base_cfg, r))
+        t_run = time.time()
+        run = run_pipeline(cfg, skip=None if r == 0 else EVAL_STAGES)
+        if r == 0 and not run.manifest().get("wall_seconds_full_run"):
+            run.update_manifest(wall_seconds_full_run=round(time.time() - t_run, 1))
+        runs.append((r, run))
+
+    # ablation arms: replicate 0's rollouts, another teacher setting
+    arm_runs: dict[str, Run] = {}
+    r0 = runs[0][1]
+    for arm in arms:
+        cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r0-{arm}"] + ABLATIONS[arm])
+        run = Run.create(cfg)
+        if not run.file("rollouts.jsonl").exists():
+            run.file("rollouts.jsonl").write_bytes(r0.file("rollouts.jsonl").read_bytes())
+            run.set_stage("rollout", **{k: v for k, v in r0.stage("rollout").items()})
+        run_pipeline(cfg, only=["curate", "teacher", "logits", "distill"])
+        arm_runs[arm] = run
+
+    # the held-out set: one for everybody, deduplicated against every replicate's training problems
+    holdout = base_cfg.eval.holdout.model_copy(update={"limit": args.n, "seed": args.seed})
+    eval_cfg = base_cfg.eval.model_copy(update={"holdout": holdout, "benches": ["holdout"], "limit": None})
+    qdir = Path(args.runs_dir) / f"{name}-quality" / "eval"
+    exclude: set[str] = set()
+    for _, run in runs:
+        exclude |= training_questions(run)
+    models: dict[str, tuple[Path | None, Path]] = {"base": (None, qdir / "base")}
+    for r, run in runs:
+        for label, sub in (("ssb", "student"), ("grpo", "grpo")):
+            if (run.file(sub) / "adapter_config.json").exists():
+                models[f"r{r}-{label}"] = (run.file(sub), qdir / f"r{r}-{label}")
+    for arm, run in arm_runs.items():
+        if (run.file("student") / "adapter_config.json").exists():
+            models[f"r0-{arm}"] = (run.file("student"), qdir / f"r0-{arm}")
+    records: dict[str, list[dict]] = {}
+    for label, (adapter, out) in models.items():
+        evaluate(base_cfg.model, adapter, ["holdout"], base_cfg.prompt, base_cfg.generation, eval_cfg, out,
                  exclude=exclude, label=label)
-    results = load_results(qdir)  # label -> bench -> per-sample records
-    summaries = load_summaries(qdir)
-    bench = "holdout"
-    models = {}
-    for label in ("base", "ssb", "grpo"):
-        s = summaries.get(label, {}).get("benches", {}).get(bench)
-        if s is None:
-            models[label] = {"accuracy": None, "correct": 0, "n": 0, "ci": None}
-            continue
-        models[label] = {"accuracy": s["accuracy"], "correct": s["correct"], "n": s["n_problems"],
-                         "ci": list(s["ci"]), "ci_method": s["ci_method"],
-                         "mean_completion_tokens": s["completion_tokens"]["mean"]}
-    pairs = {(p["a"], p["b"]): p for p in paired_table(results) if p["bench"] == bench}
+        records[label] = read_jsonl(out / "holdout.jsonl")
+    ids = [str(r["id"]) for r in records["base"]]
+    vec = {label: correct_vector(recs, ids) for label, recs in records.items()}
+    nar = {label: no_answer_rate(recs) for label, recs in records.items()}
+    holdout_info = json.loads((qdir / "base" / "summary.json").read_text())["benches"]["holdout"].get("problems")
 
-    def diff(a: str, b: str) -> dict | None:
-        p = pairs.get((a, b))
-        if p is None and (b, a) in pairs:
-            q = pairs[(b, a)]
-            p = dict(q, diff=-q["diff"], ci=[-q["ci"][1], -q["ci"][0]], a_only=q["b_only"], b_only=q["a_only"])
-        if p is None:
-            return None
-        disc = (p["a_only"] + p["b_only"]) / p["n"]
-        return {"value": p["diff"], "ci": p["ci"], "p_value": p["p_value"], "test": p["test"],
-                "ci_method": p["ci_method"], "a_only": p["a_only"], "b_only": p["b_only"],
-                "min_detectable_diff_80pct_power": mde_paired(p["n"], disc)}
+    reps = []
+    for r, run in runs:
+        st = run.manifest()["stages"]
+        rep = {"replicate": r, "seed": {"data": run.cfg.data.seed, "rollout": run.cfg.rollout.seed,
+                                        "teacher": run.cfg.teacher.seed, "distill": run.cfg.distill.seed,
+                                        "grpo": run.cfg.grpo.seed},
+               "run_dir": str(run.path), "pairs": st.get("teacher", {}).get("pairs_written"),
+               "teacher_rejected_by_gate": st.get("teacher", {}).get("replies_rejected_by_gate"),
+               "rollout_accuracy": st.get("rollout", {}).get("accuracy"),
+               "ssb_seconds": round(sum(st.get(s, {}).get("seconds") or 0 for s in SSB_STAGES), 1),
+               "grpo_seconds": st.get("grpo", {}).get("train_seconds"),
+               "grpo_steps": st.get("grpo", {}).get("steps")}
+        for label in ("ssb", "grpo"):
+            if f"r{r}-{label}" in vec:
+                rep[f"accuracy_{label}"] = sum(vec[f"r{r}-{label}"]) / len(ids)
+                rep[f"no_answer_rate_{label}"] = nar[f"r{r}-{label}"]
+        if f"r{r}-ssb" in vec:
+            rep["diff_ssb_base"] = paired(vec[f"r{r}-ssb"], vec["base"])
+        if f"r{r}-ssb" in vec and f"r{r}-grpo" in vec:
+            rep["diff_ssb_grpo"] = paired(vec[f"r{r}-ssb"], vec[f"r{r}-grpo"])
+        if f"r{r}-grpo" in vec:
+            rep["diff_grpo_base"] = paired(vec[f"r{r}-grpo"], vec["base"])
+        reps.append(rep)
 
-    n_problems = models["base"]["n"]
-    m = run.manifest()["stages"]
+    pooled_vecs = {"base": [vec["base"]] * len(runs),
+                   "ssb": [vec[f"r{r}-ssb"] for r, _ in runs if f"r{r}-ssb" in vec],
+                   "grpo": [vec[f"r{r}-grpo"] for r, _ in runs if f"r{r}-grpo" in vec]}
+    pooled_vecs = {k: v for k, v in pooled_vecs.items() if v}
+    # pair replicate-wise: only replicates that have both models
+    pooled = bootstrap_pooled(pooled_vecs, [p for p in (("ssb", "base"), ("ssb", "grpo"), ("grpo", "base"))
+                                            if p[0] in pooled_vecs and p[1] in pooled_vecs])
+    out_models = {}
+    for m, v in pooled["models"].items():
+        labels = ["base"] if m == "base" else [f"r{r}-{m}" for r, _ in runs if f"r{r}-{m}" in vec]
+        out_models[m] = {**v, "ci_method": "bootstrap over held-out problems, mean over replicates",
+                         "no_answer_rate": sum(nar[x] for x in labels) / len(labels),
+                         "per_replicate_accuracy": [sum(vec[x]) / len(ids) for x in labels]}
+
+    ablation = []
+    for arm, run in arm_runs.items():
+        label = f"r0-{arm}"
+        st = run.manifest()["stages"]
+        entry = {"arm": arm, "overrides": ABLATIONS[arm], "pairs": st.get("teacher", {}).get("pairs_written"),
+                 "pairs_by_source": st.get("teacher", {}).get("pairs_by_source"),
+                 "teacher_tokens": st.get("teacher", {}).get("teacher_tokens"), "run_dir": str(run.path)}
+        if label in vec:
+            entry.update(accuracy=sum(vec[label]) / len(ids), no_answer_rate=nar[label],
+                         diff_vs_base=paired(vec[label], vec["base"]))
+            if "r0-ssb" in vec:
+                entry["diff_vs_generate_contrastive"] = paired(vec[label], vec["r0-ssb"])
+        ablation.append(entry)
+
+    d = pooled["diffs"]
     out = {
         "config": str(Path(args.config).resolve().relative_to(ROOT)),
-        "bench": bench,
+        "bench": "holdout",
         "holdout": {"task": [t.model_dump() for t in holdout.tasks], "seed": args.seed,
-                    "deduplicated_against_training": True},
+                    "deduplicated_against_training_of_all_replicates": True, "draw": holdout_info},
         "decoding": "greedy pass@1, same prompt (system + worked example) as training",
-        "n_problems": n_problems,
-        "models": models,
-        "diff_ssb_base": diff("ssb", "base"),
-        "diff_ssb_grpo": diff("ssb", "grpo"),
-        "diff_grpo_base": diff("grpo", "base"),
-        "training": {
-            "problems": m.get("rollout", {}).get("problems"),
-            "rollout_accuracy": m.get("rollout", {}).get("accuracy"),
-            "yield": m.get("rollout", {}).get("yield"),
-            "pairs": m.get("curate", {}).get("pairs_written"),
-            "ssb_seconds": sum(m.get(s, {}).get("seconds", 0) or 0 for s in ("rollout", "curate", "logits", "distill")),
-            "grpo_seconds": m.get("grpo", {}).get("train_seconds"),
-            "grpo_steps": m.get("grpo", {}).get("steps"),
-            "grpo_generated_tokens": m.get("grpo", {}).get("generated_tokens"),
-            "ssb_generated_tokens": (m.get("rollout", {}).get("generated_tokens") or 0)
-            + (m.get("curate", {}).get("teacher_tokens") or 0),
-        },
-        "run_dir": str(run.path),
+        "n_problems": len(ids),
+        "n_replicates": len(runs),
+        "pooling": "mean over replicates of the paired difference; 95% CI from 4000 bootstrap resamples of "
+                   "held-out problems (same resample for every replicate and model)",
+        "models": out_models,
+        "diff_ssb_base": d.get(("ssb", "base")),
+        "diff_ssb_grpo": d.get(("ssb", "grpo")),
+        "diff_grpo_base": d.get(("grpo", "base")),
+        "no_answer_rate": {m: v["no_answer_rate"] for m, v in out_models.items()},
+        "replicates": reps,
+        "ablation": ablation,
         "wall_seconds_this_invocation": round(time.time() - t0, 1),
+        "default_run_wall_seconds": runs[0][1].manifest().get("wall_seconds_full_run"),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-
-    print(f"\nquality benchmark: {bench}, {n_problems} held-out problems (greedy pass@1)\n")
-    print(f"{'model':<6} {'accuracy':>9} {'correct':>9} {'95% CI':>16}")
-    for label, v in models.items():
-        if v["n"]:
-            print(f"{label:<6} {v['accuracy']:>9.1%} {v['correct']:>4}/{v['n']:<4} "
-                  f"[{v['ci'][0]:.1%}, {v['ci'][1]:.1%}]")
-    for key in ("diff_ssb_base", "diff_ssb_grpo", "diff_grpo_base"):
-        d = out[key]
-        if d:
-            print(f"{key:<15} {d['value'] * 100:+.1f} pt  95% CI [{d['ci'][0] * 100:+.1f}, {d['ci'][1] * 100:+.1f}]"
-                  f"  McNemar p={d['p_value']:.3g}  detectable at 80% power: {d['min_detectable_diff_80pct_power'] * 100:.1f} pt")
+    print_summary(out)
     print(f"\nsaved {args.out}")
     return 0
+
+
+def _pt(d: dict | None) -> str:
+    if not d:
+        return "—"
+    return f"{100 * d['value']:+.1f} pt [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]"
+
+
+def print_summary(out: dict) -> None:
+    print(f"\nquality benchmark: {out['n_problems']} held-out problems, {out['n_replicates']} replicates\n")
+    print(f"{'model':<6} {'accuracy':>9}  {'95% CI':<16} {'no answer':>9}  per replicate")
+    for m, v in out["models"].items():
+        reps = ", ".join(f"{100 * a:.1f}" for a in v["per_replicate_accuracy"])
+        print(f"{m:<6} {100 * v['accuracy']:>8.1f}%  [{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}]"
+              f"{'':<3} {100 * v['no_answer_rate']:>8.1f}%  {reps}")
+    for key in ("diff_ssb_base", "diff_ssb_grpo", "diff_grpo_base"):
+        print(f"{key:<15} pooled {_pt(out[key])}   per replicate: "
+              + "; ".join(_pt(r.get(key)) for r in out["replicates"]))
+    if out["ablation"]:
+        print(f"\n{'ablation (replicate 0)':<24} {'pairs':>5} {'accuracy':>9}  {'vs base':<26} vs generate+contrastive")
+        for a in out["ablation"]:
+            acc = f"{100 * a['accuracy']:.1f}%" if "accuracy" in a else "—"
+            print(f"{a['arm']:<24} {a['pairs'] or 0:>5} {acc:>9}  {_pt(a.get('diff_vs_base')):<26} "
+                  f"{_pt(a.get('diff_vs_generate_contrastive'))}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ def make_synthetic_run(tmp_path) -> Run:
                      "completion_length": 60 + rng.gauss(0, 5), "kl": 0.0, "generated_tokens": s * 1900, "lr": 2e-5})
     for label, p, mean_len in (("base", 0.40, 60), ("grpo", 0.43, 58), ("ssb", 0.47, 57)):
         recs = _eval_records(random.Random(label), 200, p, mean_len)
+        if label == "grpo":  # a collapsing model: 10 of its wrong answers are no answer at all
+            for r in [r for r in recs if not r["correct"][0]][:10]:
+                r["grades"], r["extracted"] = ["no_answer"], [None]
         with JsonlWriter(run.file(f"eval/{label}/holdout.jsonl")) as w:
             for r in recs:
                 w.write(r)
@@ -71,8 +74,12 @@ def make_synthetic_run(tmp_path) -> Run:
                           {"label": label, "n": 1, "temperature": 0.0, "benches": {"holdout": summarize(recs)}})
         run.set_stage(f"eval_{label}", status="done", seconds=120.0)
     run.set_stage("rollout", status="done", seconds=300.5, problems=40, generated_tokens=31000)
-    run.set_stage("curate", status="done", seconds=200.0, with_both=24, teacher_tried=14, teacher_verified=11,
-                  pairs_written=11, teacher_tokens=7000, outcomes={"correct": 43})
+    run.set_stage("curate", status="done", seconds=2.0, with_both=24, selected=24)
+    run.set_stage("teacher", status="done", seconds=200.0, teacher_tried=14, teacher_verified=11, pairs_written=11,
+                  teacher_tokens=7000, solution="generate", pairs_by_source={"generate": 11},
+                  replies_rejected_by_gate={"verified": 5, "no_leak": 7, "shows_work": 2, "consistent": 1,
+                                            "not_degenerate": 0, "plausible": 0},
+                  student_logprob_mean=-0.8, student_logprob_min=-2.1)
     run.set_stage("logits", status="done", seconds=20.0)
     run.set_stage("distill", status="done", seconds=400.0, steps=30, examples=11)
     run.set_stage("grpo", status="done", seconds=900.0, steps=20, generated_tokens=38000, budget_tokens=38000,
@@ -96,6 +103,12 @@ def test_report_on_full_synthetic_run(tmp_path):
     assert "McNemar" in text
     assert "not run" not in text
     assert "token budget" in text and "38,000" in text
+    assert "| no_leak | 7 |" in text and "pairs that passed every gate" not in text  # (that label is in the plot)
+    assert "-0.800" in text
+    # collapse guard: grpo's no-answer rate (5%) exceeds base's (0%) by more than 2 points; ssb's does not
+    assert "| grpo | holdout | 5.0% |" in text
+    flags = [ln for ln in text.splitlines() if ln.startswith("⚠")]
+    assert len(flags) == 1 and "**grpo**" in flags[0] and "+5.0 pt" in flags[0]
     compare = json.loads(run.file("eval/compare.json").read_text())
     assert {(r["a"], r["b"]) for r in compare} == {("grpo", "base"), ("ssb", "base"), ("ssb", "grpo")}
 

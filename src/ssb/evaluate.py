@@ -294,6 +294,9 @@ def summarize(records: list[dict], seed: int = 0) -> dict:
     grades = [g for r in records for g in r["grades"]]
     out["outcomes"] = {g: grades.count(g) for g in sorted(set(grades))}
     out["truncated"] = sum(f == "length" for r in records for f in r["finish_reasons"])
+    # collapse guard: a trained model that stops giving answers shows here first (report.py flags it)
+    out["no_answer_rate"] = out["outcomes"].get("no_answer", 0) / len(grades) if grades else 0.0
+    out["truncation_rate"] = out["truncated"] / len(grades) if grades else 0.0
     formats = [f for r in records for f in r.get("formats", [])]
     out["formats"] = {f: formats.count(f) for f in sorted(set(formats))}
     return out

@@ -11,7 +11,7 @@ What is held equal to SSB, so the comparison is about the method:
 * the reward: 1.0 when ``grading.grade`` says correct, else 0.0 — nothing else;
 * the budget (``cfg.grpo.budget = "tokens"``): training stops once GRPO has generated as
   many completion tokens as SSB's rollouts + hinted teacher did (manifest stages
-  ``rollout.generated_tokens`` + ``curate.teacher_tokens``); without those counts it
+  ``rollout.generated_tokens`` + ``teacher.teacher_tokens``); without those counts it
   falls back to ``grpo.max_steps`` / ``grpo.epochs``. ``budget = "seconds"`` instead stops
   once GRPO has trained as long as SSB's rollout + curate + logits + distill stages took
   (used on CPU, where TRL's one-group-at-a-time generation is far slower per token than
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from .errors import SSBError
+from .pipeline import SSB_STAGES
 from .rundir import JsonlWriter, Run, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,10 @@ def token_budget(run: Run) -> tuple[int | None, str]:
     if run.cfg.grpo.budget != "tokens":
         return None, f"budget={run.cfg.grpo.budget}"
     rollout = run.stage("rollout").get("generated_tokens")
-    teacher = run.stage("curate").get("teacher_tokens")
+    teacher = run.stage("teacher").get("teacher_tokens")
     if rollout is None and teacher is None:
-        return None, "no token counts in the manifest (rollout/curate not run): max_steps/epochs"
-    return int(rollout or 0) + int(teacher or 0), "manifest: rollout.generated_tokens + curate.teacher_tokens"
+        return None, "no token counts in the manifest (rollout/teacher not run): max_steps/epochs"
+    return int(rollout or 0) + int(teacher or 0), "manifest: rollout.generated_tokens + teacher.teacher_tokens"
 
 
 def build_dataset(problems: list, prompt_cfg):
@@ -120,7 +121,6 @@ class CorrectnessReward:
         return rewards
 
 
-SSB_STAGES = ("rollout", "curate", "logits", "distill")
 
 
 def seconds_budget(run: Run) -> tuple[float | None, str]:

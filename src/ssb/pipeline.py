@@ -59,6 +59,8 @@ STAGES: list[Stage] = [
     Stage("report", _lazy("report", "write_report"), ()),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
+# What SSB spends to train its student (GRPO's seconds budget and the report's compute table).
+SSB_STAGES = ("rollout", "curate", "teacher", "logits", "distill")
 NEEDS_PAIRS = ("logits", "distill", "eval_ssb")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .pipeline import SSB_STAGES
 from .rundir import Run, atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def funnel_counts(run: Run) -> dict | None:
         mixed += c and w
     n_roll = sum(outcomes.values())
     pairs = read_jsonl(run.file("pairs.jsonl"))
-    cur = run.stage("curate")
+    cur, teach = run.stage("curate"), run.stage("teacher")
     return {
         "problems": len(rollouts),
         "rollouts": n_roll,
@@ -77,8 +78,9 @@ def funnel_counts(run: Run) -> dict | None:
         "with_wrong": with_wrong,
         # curate's own count (it groups answers by equivalence) when it ran
         "mixed": cur.get("with_both", mixed),
-        "teacher_tried": cur.get("teacher_tried"),
+        "teacher_tried": teach.get("teacher_tried"),
         "pairs": len(pairs) if run.file("pairs.jsonl").exists() else None,
+        "rejected_by_gate": teach.get("replies_rejected_by_gate") or {},
     }
 
 
@@ -90,7 +92,7 @@ def plot_funnel(f: dict, path: Path) -> Path:
     if f.get("teacher_tried") is not None:
         steps.append(("sent to the hinted teacher", f["teacher_tried"]))
     if f["pairs"] is not None:
-        steps.append(("verified teacher pairs", f["pairs"]))
+        steps.append(("pairs that passed every gate", f["pairs"]))
     names = [s[0] for s in steps][::-1]
     vals = [s[1] for s in steps][::-1]
     bars = ax.barh(names, vals, color=["#1f5f91", "#2b7bba", "#6aa5d2", "#a6c8e4", "#c9dcec"][-len(vals):])
@@ -295,9 +297,9 @@ def _img(md: list[str], path: Path | None, run: Run, alt: str) -> None:
 
 def _budget_lines(manifest: dict) -> list[str]:
     st = manifest.get("stages", {})
-    ssb_tokens = [st.get("rollout", {}).get("generated_tokens"), st.get("curate", {}).get("teacher_tokens")]
+    ssb_tokens = [st.get("rollout", {}).get("generated_tokens"), st.get("teacher", {}).get("teacher_tokens")]
     ssb_total = sum(t for t in ssb_tokens if t is not None) if any(t is not None for t in ssb_tokens) else None
-    ssb_secs = sum(st.get(s, {}).get("seconds") or 0 for s in ("rollout", "curate", "logits", "distill"))
+    ssb_secs = sum(st.get(s, {}).get("seconds") or 0 for s in SSB_STAGES)
     g = st.get("grpo", {})
     lines = ["| | SSB (rollouts + teacher + logits + distill) | GRPO |", "|---|---|---|",
              f"| generated tokens | {_num(ssb_total)} | {_num(g.get('generated_tokens'))} |",
@@ -313,6 +315,39 @@ def _budget_lines(manifest: dict) -> list[str]:
             limit = "no budget"
         lines.append(f"\nGRPO stopped by: {g['stopped_by']} ({limit}; {g.get('budget_source', '')}).")
     return lines
+
+
+def _gate_lines(f: dict, teach: dict) -> list[str]:
+    """Teacher replies rejected per gate (a problem may be retried, so replies > problems)."""
+    if not teach:
+        return [f"Teacher: {NOT_RUN}."]
+    lines = [f"Solution source: `{teach.get('solution', 'generate')}`; {teach.get('teacher_tried', 0)} problems "
+             f"sent to the teacher, {teach.get('pairs_written', 0)} pairs kept "
+             f"({', '.join(f'{k}: {v}' for k, v in (teach.get('pairs_by_source') or {}).items()) or 'none'}).", "",
+             "| gate | replies rejected |", "|---|---:|"]
+    lines += [f"| {g} | {n} |" for g, n in f.get("rejected_by_gate", {}).items()]
+    if teach.get("student_logprob_mean") is not None:
+        lines += ["", f"Mean log-prob per token of kept solutions under the bare student prompt: "
+                      f"{teach['student_logprob_mean']:.3f} (min {teach['student_logprob_min']:.3f})."]
+    return lines
+
+
+def collapse_flags(summaries: dict, base: str = "base", margin: float = 0.02) -> list[str]:
+    """Trained models whose no-answer rate exceeds the base model's by more than ``margin``
+    on a benchmark: the student may have learned to ramble instead of answering."""
+    flags = []
+    base_b = summaries.get(base, {}).get("benches", {})
+    for label, s in summaries.items():
+        if label == base:
+            continue
+        for bench, b in s.get("benches", {}).items():
+            ref = base_b.get(bench, {}).get("no_answer_rate")
+            got = b.get("no_answer_rate")
+            if ref is not None and got is not None and got > ref + margin:
+                flags.append(f"**{label}** on {bench}: no-answer rate {100 * got:.1f}% vs base {100 * ref:.1f}% "
+                             f"(+{100 * (got - ref):.1f} pt > {100 * margin:.0f} pt): check its completions for "
+                             "copied scaffolding or loops")
+    return flags
 
 
 def write_report(run: Run) -> Path:
@@ -342,6 +377,13 @@ def write_report(run: Run) -> Path:
                "(exact McNemar test; Newcombe interval for paired proportions; paired bootstrap when "
                "n > 1 samples per problem). The exact test is conservative, so near p = 0.05 the "
                "interval may exclude 0 while p is just above 0.05.", "", markdown_tables(summaries, pairs), ""]
+        rates = [f"| {label} | {bench} | {100 * b.get('no_answer_rate', 0):.1f}% | {100 * b.get('truncation_rate', 0):.1f}% |"
+                 for label, s in sorted(summaries.items()) for bench, b in s.get("benches", {}).items()
+                 if b.get("no_answer_rate") is not None]
+        if rates:
+            md += ["Collapse guard: no-answer and truncation rates per model.", "",
+                   "| model | bench | no answer | truncated |", "|---|---|---:|---:|"] + rates + [""]
+        md += [f"⚠ {x}" for x in collapse_flags(summaries)] + [""]
         _img(md, plot_accuracy(summaries, plots / "accuracy.png"), run, "accuracy")
         results = load_results(run.file("eval"))
         _img(md, plot_lengths(results, plots / "lengths.png"), run, "completion lengths")
@@ -360,6 +402,7 @@ def write_report(run: Run) -> Path:
                f"{f['mixed']} problems had both a correct and a wrong rollout; {pairs_txt}.", ""]
         _img(md, plot_funnel(f, plots / "funnel.png"), run, "curation funnel")
         md += _kv_table(stages.get("curate", {})) + [""]
+        md += ["### Teacher gates", ""] + _gate_lines(f, stages.get("teacher", {})) + [""]
 
     # -- SSB training
     md += ["## SSB distillation", ""]
