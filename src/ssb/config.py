@@ -61,6 +61,9 @@ class DataConfig(Section):
     answer_field: str = "answer"
     id_field: str | None = Field(None, description="id column; row index when absent")
     skip_bad: bool = Field(False, description="skip (and count) bad rows instead of failing")
+    draw_chunk: int | None = Field(
+        None, description="draw training problems in chunks of this many (rollout, curate, teacher per chunk) "
+        "until teacher.max_pairs pairs exist or the data runs out; None: roll out every problem at once")
     tasks: list[ReasoningGymTask] = Field(default_factory=list, description="for source=reasoning_gym")
 
 

@@ -64,6 +64,41 @@ SSB_STAGES = ("rollout", "curate", "teacher", "logits", "distill")
 NEEDS_PAIRS = ("logits", "distill", "eval_ssb")
 
 
+DRAWN_STAGES = ("rollout", "curate", "teacher")
+
+
+def draw_until_pairs(run: Run) -> dict:
+    """``data.draw_chunk``: rollout, curate and teacher on a growing prefix of the training
+    problems, a chunk at a time, until ``teacher.max_pairs`` pairs exist or the problems run
+    out (rolling out all 7,473 GSM8K problems for 256 pairs wastes most of the compute).
+    Each stage resumes as usual, so a killed draw goes on where it stopped."""
+    from .data import load_problems
+    from .curate import run_curate
+    from .rollout import load_generator, run_rollout
+    from .teacher import run_teacher
+
+    cfg = run.cfg
+    problems = load_problems(cfg.data)
+    chunk, cap = max(1, cfg.data.draw_chunk or len(problems)), cfg.teacher.max_pairs
+    generator, loaded, end, pairs = None, None, 0, 0
+    seconds = dict.fromkeys(DRAWN_STAGES, 0.0)
+    while end < len(problems) and (cap is None or pairs < cap):
+        end = min(len(problems), end + chunk)
+        if generator is None:
+            generator, loaded = load_generator(run)
+        log.info("[draw] problems 1-%d of %d", end, len(problems))
+        run_rollout(run, loaded=loaded, generator=generator, problems=problems[:end])
+        run_curate(run)
+        pairs = run_teacher(run, loaded=loaded, generator=generator)["pairs_written"]
+        for s in DRAWN_STAGES:
+            seconds[s] += run.stage(s).get("seconds") or 0.0
+    for s in DRAWN_STAGES:  # what each stage cost over all chunks (GRPO's seconds budget reads it)
+        run.set_stage(s, seconds=round(seconds[s], 2), seconds_over_chunks=True)
+    info = {"problems_drawn": end, "problems_available": len(problems), "draw_chunk": chunk, "pairs": pairs}
+    run.update_manifest(draw=info)
+    return info
+
+
 def _has_pairs(run: Run) -> bool:
     p = run.file("pairs.jsonl")
     return p.exists() and p.stat().st_size > 0
@@ -77,6 +112,7 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
     run = Run.create(cfg)
     log.info("run directory: %s", run.path)
     t_all = time.time()
+    drawn = False
     for stage in STAGES:
         if only and stage.name not in only:
             continue
@@ -91,11 +127,19 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
                 elif p.exists():
                     p.unlink()
             run.set_stage(stage.name, status="pending")
+        if cfg.data.draw_chunk and stage.name in DRAWN_STAGES:  # the three run together, chunk by chunk
+            finished = run.manifest().get("draw") and all(run.stage_done(s) for s in DRAWN_STAGES)
+            if not drawn and not finished:
+                log.info("[%s] drawing problems in chunks of %d until %s pairs", "+".join(DRAWN_STAGES),
+                         cfg.data.draw_chunk, cfg.teacher.max_pairs)
+                draw_until_pairs(run)
+            drawn = True
+            continue
         # the report is cheap and reflects everything: always rewrite it
         if stage.name in NEEDS_PAIRS and not _has_pairs(run):
             log.warning("[%s] skipped: curation wrote no verified pairs, so there is nothing to distill "
                         "(see the curate funnel in manifest.json; try more problems, a larger K, or "
-                        "curate.teacher_retries)", stage.name)
+                        "teacher.retries, or teacher.solution=rollout)", stage.name)
             run.set_stage(stage.name, status="skipped", reason="no verified pairs")
             continue
         if run.stage_done(stage.name) and stage.name != "report":

@@ -106,8 +106,10 @@ def rollout_record(problem, completions, grades, seed: int) -> dict[str, Any]:
     }
 
 
-def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generator | None = None) -> dict:
-    """Roll out every problem of ``run.cfg.data`` not yet in ``rollouts.jsonl``; return stats."""
+def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generator | None = None,
+                problems: list | None = None) -> dict:
+    """Roll out every problem of ``run.cfg.data`` (or of ``problems``, a prefix of them when
+    drawing in chunks) not yet in ``rollouts.jsonl``; return stats."""
     from .data import load_problems
     from .grading import grade
     from .prompts import student_messages
@@ -115,7 +117,8 @@ def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generato
     cfg = run.cfg
     out_path = run.file(OUTPUT)
     with run.stage_run("rollout") as info:
-        problems = load_problems(cfg.data)
+        if problems is None:
+            problems = load_problems(cfg.data)
         seen: set[str] = set()
         dupes = [p.id for p in problems if p.id in seen or seen.add(p.id)]
         if dupes:
