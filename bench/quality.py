@@ -16,10 +16,11 @@ Newcombe interval). Pooled, the mean over replicates, with a 95% interval from a
 bootstrap over held-out problems (the same resample for every replicate and model, so the
 pairing is kept). With two replicates the spread between them is shown, not modelled.
 
-Ablation (replicate 0's rollouts reused, nothing regenerated): ``rollout`` is
-``teacher.solution=rollout`` (the correct rollout scored by the hinted teacher, another
-correct rollout shown), ``rollout_answer`` the same with only the final answer shown,
-``no_hint`` is ``teacher.hint_context=none``. Each gets its own student, evaluated on
+Ablation (replicate 0's rollouts reused, nothing regenerated): each arm changes one
+teacher setting of the committed config: ``generate`` (the hinted teacher writes the
+solution, as in the paper), ``rollout`` / ``rollout_answer`` (the verified correct rollout
+is scored; the hinted prompt shows another correct rollout / only the final answer),
+``no_hint`` (``teacher.hint_context=none``: the teacher sees the bare problem). Each gets its own student, evaluated on
 the same held-out problems and paired against replicate 0's SSB student and the base.
 
 Writes ``bench/results/quality.json``: ``n_problems``; ``models.base|ssb|grpo`` with
@@ -48,10 +49,11 @@ from ssb.pipeline import SSB_STAGES, run_pipeline  # noqa: E402
 from ssb.rundir import Run, read_jsonl  # noqa: E402
 
 EVAL_STAGES = ["eval_base", "eval_ssb", "eval_grpo", "report"]
-ABLATIONS = {
-    "rollout": ["teacher.solution=rollout", "teacher.rollout_hint=other_correct"],
-    "rollout_answer": ["teacher.solution=rollout", "teacher.rollout_hint=answer"],
+ABLATIONS = {  # each arm changes one teacher setting of the committed config
+    "generate": ["teacher.solution=generate"],
     "no_hint": ["teacher.hint_context=none"],
+    "rollout_answer": ["teacher.solution=rollout", "teacher.rollout_hint=answer"],
+    "rollout": ["teacher.solution=rollout", "teacher.rollout_hint=other_correct"],
 }
 
 
@@ -113,7 +115,7 @@ def main() -> int:
     ap.add_argument("--replicates", type=int, default=2)
     ap.add_argument("--n", type=int, default=500, help="held-out problems")
     ap.add_argument("--seed", type=int, default=20261122, help="seed of the held-out problems")
-    ap.add_argument("--ablation", default="rollout,no_hint,rollout_answer",
+    ap.add_argument("--ablation", default="generate,no_hint,rollout_answer",
                     help=f"comma-separated arms ({', '.join(ABLATIONS)}) on replicate 0's rollouts, or 'none'")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
     args = ap.parse_args()
@@ -137,18 +139,6 @@ def main() -> int:
             run.update_manifest(wall_seconds_full_run=round(time.time() - t_run, 1))
         runs.append((r, run))
 
-    # ablation arms: replicate 0's rollouts, another teacher setting
-    arm_runs: dict[str, Run] = {}
-    r0 = runs[0][1]
-    for arm in arms:
-        cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r0-{arm}"] + ABLATIONS[arm])
-        run = Run.create(cfg)
-        if not run.file("rollouts.jsonl").exists():
-            run.file("rollouts.jsonl").write_bytes(r0.file("rollouts.jsonl").read_bytes())
-            run.set_stage("rollout", **{k: v for k, v in r0.stage("rollout").items()})
-        run_pipeline(cfg, only=["curate", "teacher", "logits", "distill"])
-        arm_runs[arm] = run
-
     # the held-out set: one for everybody, deduplicated against every replicate's training problems
     holdout = base_cfg.eval.holdout.model_copy(update={"limit": args.n, "seed": args.seed})
     eval_cfg = base_cfg.eval.model_copy(update={"holdout": holdout, "benches": ["holdout"], "limit": None})
@@ -161,14 +151,37 @@ def main() -> int:
         for label, sub in (("ssb", "student"), ("grpo", "grpo")):
             if (run.file(sub) / "adapter_config.json").exists():
                 models[f"r{r}-{label}"] = (run.file(sub), qdir / f"r{r}-{label}")
-    for arm, run in arm_runs.items():
+    records: dict[str, list[dict]] = {}
+
+    def run_evals():
+        for label, (adapter, out) in models.items():
+            if label not in records:
+                evaluate(base_cfg.model, adapter, ["holdout"], base_cfg.prompt, base_cfg.generation, eval_cfg, out,
+                         exclude=exclude, label=label)
+                records[label] = read_jsonl(out / "holdout.jsonl")
+
+    run_evals()
+    arm_runs: dict[str, Run] = {}
+    write_results(args, base_cfg, runs, arm_runs, records, qdir, holdout, t0)
+    # ablation arms: replicate 0's rollouts, one teacher setting changed; the JSON is rewritten after each
+    r0 = runs[0][1]
+    for arm in arms:
+        cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r0-{arm}"] + ABLATIONS[arm])
+        run = Run.create(cfg)
+        if not run.file("rollouts.jsonl").exists():
+            run.file("rollouts.jsonl").write_bytes(r0.file("rollouts.jsonl").read_bytes())
+            run.set_stage("rollout", **{k: v for k, v in r0.stage("rollout").items()})
+        run_pipeline(cfg, only=["curate", "teacher", "logits", "distill"])
+        arm_runs[arm] = run
         if (run.file("student") / "adapter_config.json").exists():
             models[f"r0-{arm}"] = (run.file("student"), qdir / f"r0-{arm}")
-    records: dict[str, list[dict]] = {}
-    for label, (adapter, out) in models.items():
-        evaluate(base_cfg.model, adapter, ["holdout"], base_cfg.prompt, base_cfg.generation, eval_cfg, out,
-                 exclude=exclude, label=label)
-        records[label] = read_jsonl(out / "holdout.jsonl")
+            run_evals()
+        write_results(args, base_cfg, runs, arm_runs, records, qdir, holdout, t0)
+    print(f"\nsaved {args.out}")
+    return 0
+
+
+def write_results(args, base_cfg, runs, arm_runs, records, qdir, holdout, t0) -> dict:
     ids = [str(r["id"]) for r in records["base"]]
     vec = {label: correct_vector(recs, ids) for label, recs in records.items()}
     nar = {label: no_answer_rate(recs) for label, recs in records.items()}
@@ -223,7 +236,7 @@ def main() -> int:
             entry.update(accuracy=sum(vec[label]) / len(ids), no_answer_rate=nar[label],
                          diff_vs_base=paired(vec[label], vec["base"]))
             if "r0-ssb" in vec:
-                entry["diff_vs_generate_contrastive"] = paired(vec[label], vec["r0-ssb"])
+                entry["diff_vs_main"] = paired(vec[label], vec["r0-ssb"])
         ablation.append(entry)
 
     d = pooled["diffs"]
@@ -243,6 +256,8 @@ def main() -> int:
         "diff_grpo_base": d.get(("grpo", "base")),
         "no_answer_rate": {m: v["no_answer_rate"] for m, v in out_models.items()},
         "replicates": reps,
+        "ablation_main": {"teacher.solution": base_cfg.teacher.solution, "teacher.hint_context": base_cfg.teacher.hint_context,
+                          "teacher.rollout_hint": base_cfg.teacher.rollout_hint},
         "ablation": ablation,
         "wall_seconds_this_invocation": round(time.time() - t0, 1),
         "default_run_wall_seconds": runs[0][1].manifest().get("wall_seconds_full_run"),
@@ -250,8 +265,7 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print_summary(out)
-    print(f"\nsaved {args.out}")
-    return 0
+    return out
 
 
 def _pt(d: dict | None) -> str:
@@ -271,11 +285,11 @@ def print_summary(out: dict) -> None:
         print(f"{key:<15} pooled {_pt(out[key])}   per replicate: "
               + "; ".join(_pt(r.get(key)) for r in out["replicates"]))
     if out["ablation"]:
-        print(f"\n{'ablation (replicate 0)':<24} {'pairs':>5} {'accuracy':>9}  {'vs base':<26} vs generate+contrastive")
+        print(f"\n{'ablation (replicate 0)':<24} {'pairs':>5} {'accuracy':>9}  {'vs base':<26} vs the config as committed")
         for a in out["ablation"]:
             acc = f"{100 * a['accuracy']:.1f}%" if "accuracy" in a else "—"
             print(f"{a['arm']:<24} {a['pairs'] or 0:>5} {acc:>9}  {_pt(a.get('diff_vs_base')):<26} "
-                  f"{_pt(a.get('diff_vs_generate_contrastive'))}")
+                  f"{_pt(a.get('diff_vs_main'))}")
 
 
 if __name__ == "__main__":
