@@ -63,12 +63,20 @@ def test_sampling_is_seeded_per_sequence(tiny_model):
     assert ids(alone)[0] == ids(full)[1]
 
 
-def test_finish_reason_length_and_context(tiny_model):
+def test_finish_reason_length_stop_and_context(tiny_model):
     gen = HFGenerator(tiny_model, batch_size=4)
     out = gen.generate(CONVS[:1], Sampling(max_new_tokens=5), progress=False)
     c = out[0][0]
-    if c.finish_reason == "length":  # a random model rarely emits EOS in 5 tokens
-        assert c.completion_tokens == 5
+    # the random tiny model emits no end-of-turn token in 5 greedy steps: cut by the budget
+    assert not set(c.token_ids) & set(gen.stops)
+    assert c.finish_reason == "length" and c.completion_tokens == len(c.token_ids) == 5
+    # make its first greedy token a stop token: the reply ends there and says so
+    first = c.token_ids[0]
+    gen.stops = sorted(set(gen.stops) | {first})
+    out = gen.generate(CONVS[:1], Sampling(max_new_tokens=5), progress=False)
+    assert out[0][0].finish_reason == "stop" and out[0][0].token_ids == [first]
+    assert out[0][0].completion_tokens == 1 and out[0][0].text == ""
+    gen.stops = stop_token_ids(tiny_model.tokenizer, tiny_model.model)
     # a context that leaves room for 3 tokens truncates and flags the reply
     gen.ctx = c.prompt_tokens + 3
     out = gen.generate(CONVS[:1], Sampling(max_new_tokens=50), progress=False)

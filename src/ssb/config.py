@@ -94,6 +94,12 @@ class PromptConfig(Section):
 class GenerationConfig(Section):
     backend: Literal["hf", "llamacpp", "vllm"] = "hf"
     batch_size: int = Field(32, description="sequences decoded together (hf backend)")
+    prefix_cache: bool = Field(
+        True,
+        description="encode the prompt prefix shared by all sequences (system prompt, worked examples) "
+        "once and the prompt shared by the n samples of a problem once, reusing their KV cache "
+        "(hf and llamacpp backends; same outputs, less prefill)",
+    )
     max_new_tokens: int = 512
     gguf_path: str | None = Field(None, description="llamacpp: GGUF file (default: the model's own)")
     n_ctx: int = 4096

@@ -2,6 +2,11 @@
 on the model's own GGUF file, many sequences decoded together in one shared KV cache
 (llama.cpp's batch API), CPU. Prompts are token ids rendered by our tokenizer's chat
 template, so it sees exactly what the hf backend sees. Optional extra: ``ssb[llamacpp]``.
+
+Prefix reuse (``generation.prefix_cache``) goes through llama.cpp's own KV-cache API: the
+token prefix every prompt of a call shares is decoded once into a sequence of its own and
+copied into a slot (``llama_memory_seq_cp``) before that slot decodes only the rest of its
+prompt; the n samples of one prompt copy the whole prompt's cache from their leader.
 """
 
 from __future__ import annotations
@@ -82,7 +87,8 @@ def sample_numpy(logits: np.ndarray, sampling: Sampling, rng: np.random.Generato
 class _LlamaCppEngine:
     """Owns the llama.cpp model and a context with ``parallel`` sequence slots."""
 
-    def __init__(self, path: str, parallel: int, n_ctx_seq: int, n_threads: int | None = None):
+    def __init__(self, path: str, parallel: int, n_ctx_seq: int, n_threads: int | None = None,
+                 prefix_cache: bool = True):
         import os
 
         self.L = L = _import_llama_cpp()
@@ -95,6 +101,8 @@ class _LlamaCppEngine:
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self.model))
         self.parallel = max(1, parallel)
+        self.prefix_cache = prefix_cache
+        self.prefix_seq = self.parallel  # one more sequence than slots: it holds the shared prefix
         self.max_ctx_seq = n_ctx_seq
         # llama.cpp's own default: one thread per physical core (half the logical CPUs). Its
         # worker threads spin-wait, so oversubscribing a busy machine costs 10x or more.
@@ -111,8 +119,8 @@ class _LlamaCppEngine:
         if self.ctx is not None:
             L.llama_free(self.ctx)
         cp = L.llama_context_default_params()
-        cp.n_ctx = ctx_seq * self.parallel
-        cp.n_seq_max = self.parallel
+        cp.n_ctx = ctx_seq * (self.parallel + 1)
+        cp.n_seq_max = self.parallel + 1
         cp.n_batch = cp.n_ubatch = self.n_batch
         cp.n_threads = cp.n_threads_batch = self.n_threads
         cp.kv_unified = False  # one KV stream per sequence: attention only over its own cells
@@ -137,7 +145,8 @@ class _LlamaCppEngine:
         Consecutive items with the same prompt (the n samples of one conversation) share
         one prefill: the prompt is decoded in a leader slot and its KV copied to the
         sibling slots (``llama_memory_seq_cp``), each sibling sampling its own first token
-        from the leader's logits."""
+        from the leader's logits. With ``prefix_cache`` the prefix all prompts share is
+        decoded once into ``prefix_seq`` and each leader starts from a copy of it."""
         from collections import deque
 
         if not items:
@@ -148,6 +157,7 @@ class _LlamaCppEngine:
         self._ensure_ctx(-(-ctx_seq // 256) * 256)
         mem = L.llama_get_memory(self.ctx)
         L.llama_memory_clear(mem, True)
+        n_pre = self._decode_prefix([p for _, p, _ in items], ctx_limit) if self.prefix_cache else 0
         queue: deque[list] = deque()
         for item in items:  # group siblings (same prompt, adjacent)
             if queue and queue[-1][0][1] == item[1]:
@@ -184,7 +194,7 @@ class _LlamaCppEngine:
                         for key, _, _ in group:
                             on_done(key, [])
                         continue
-                    if n + len(prompt) > self.n_batch:
+                    if n + len(prompt) - n_pre > self.n_batch:
                         if n == 0:
                             raise GenerationError(f"prompt of {len(prompt)} tokens exceeds the llama.cpp batch")
                         break
@@ -196,8 +206,10 @@ class _LlamaCppEngine:
                     mine = [free.pop(0) for _ in take]
                     for s in mine:
                         L.llama_memory_seq_rm(mem, s, -1, -1)
-                    for p, tok in enumerate(prompt):
-                        add(tok, p, mine[0], mine if p == len(prompt) - 1 else None)
+                    if n_pre:  # the shared prefix's KV, copied before this decode runs
+                        L.llama_memory_seq_cp(mem, self.prefix_seq, mine[0], -1, -1)
+                    for p in range(n_pre, len(prompt)):
+                        add(prompt[p], p, mine[0], mine if p == len(prompt) - 1 else None)
                     copies += [(mine[0], s) for s in mine[1:]]
                     for s, (key, _, seed) in zip(mine, take):
                         slots[s] = {"key": key, "pos": len(prompt), "gen": [], "rng": np.random.default_rng(seed),
@@ -222,6 +234,33 @@ class _LlamaCppEngine:
         finally:
             L.llama_batch_free(batch)
 
+    def _decode_prefix(self, prompts: list[list[int]], ctx_limit: int) -> int:
+        """Decode the longest prefix all ``prompts`` share (each keeps at least one token of
+        its own) into ``prefix_seq``; its length, 0 when there is none to share."""
+        first = prompts[0]
+        n = min(min(len(p) for p in prompts) - 1, ctx_limit - 1, self.n_batch)
+        for p in prompts[1:]:
+            k = 0
+            while k < n and p[k] == first[k]:
+                k += 1
+            n = k
+        if n < 1:
+            return 0
+        L = self.L
+        batch = L.llama_batch_init(n, 0, 1)
+        try:
+            for i in range(n):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = first[i], i, 1
+                batch.seq_id[i][0] = self.prefix_seq
+                batch.logits[i] = i == n - 1  # llama.cpp wants at least one output per batch
+            batch.n_tokens = n
+            rc = L.llama_decode(self.ctx, batch)
+            if rc != 0:
+                raise GenerationError(f"llama_decode of the {n}-token shared prefix failed with code {rc}")
+        finally:
+            L.llama_batch_free(batch)
+        return n
+
 
 class LlamaCppGenerator:
     """llama-cpp-python on the same GGUF file: up to ``parallel`` sequences share one KV
@@ -242,6 +281,7 @@ class LlamaCppGenerator:
             parallel=parallel or min(16, max(1, gen_cfg.batch_size)),
             n_ctx_seq=gen_cfg.n_ctx,
             n_threads=n_threads,
+            prefix_cache=gen_cfg.prefix_cache,
         )
         self.ctx = min(gen_cfg.n_ctx, self.engine.n_ctx_train) if self.engine.n_ctx_train else gen_cfg.n_ctx
 

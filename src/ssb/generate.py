@@ -8,10 +8,16 @@ One small interface for rollouts, the hinted teacher, evaluation and GRPO::
 
 Backends (``generation.backend``):
 
-* ``hf``: transformers ``generate`` over length-sorted, left-padded batches with the
-  KV cache; CPU and GPU; works with a ``PeftModel``. The reference backend.
+* ``hf``: transformers ``generate`` over length-sorted batches with the KV cache; CPU and
+  GPU; works with a ``PeftModel``. The reference backend. With ``generation.prefix_cache``
+  (default) the token prefix that every prompt of a call shares (system prompt + worked
+  examples) is encoded once into a ``DynamicCache``; each batch copies it, encodes only the
+  distinct prompt suffixes (the n samples of a prompt share one), row-expands that cache to
+  its n samples and hands it to ``generate``. Rows are laid out ``prefix | padding | suffix``
+  with the attention mask zero on the padding, so positions stay exact per row.
 * ``llamacpp`` (``engine_llamacpp.py``): llama-cpp-python on the model's GGUF file, many
-  sequences decoded together in one shared KV cache (llama.cpp's batch API); CPU.
+  sequences decoded together in one shared KV cache (llama.cpp's batch API); CPU. The shared
+  prefix is decoded once and copied to every sequence slot (``llama_memory_seq_cp``).
 * ``vllm`` (``engine_vllm.py``): ``LLM.generate`` with ``SamplingParams(n=...)``, prefix
   caching and LoRA; GPU.
 
@@ -26,6 +32,7 @@ on which other sequences share its batch: a resumed stage reproduces the same ou
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -238,20 +245,24 @@ class _SeededSampler:
 
 
 class HFGenerator:
-    """Batched transformers ``generate``: sequences sorted by prompt length, left-padded,
-    ``batch_size`` at a time, n > 1 by repeating the prompt."""
+    """Batched transformers ``generate``: sequences sorted by prompt length, ``batch_size`` at
+    a time, n > 1 by repeating the prompt. ``prefix_cache``: encode the prefix shared by all
+    prompts once and the shared prompt of the n samples once (see the module docstring);
+    without it, rows are left-padded and every row encodes its whole prompt."""
 
     backend = "hf"
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 32):
+    def __init__(self, loaded: LoadedModel, batch_size: int = 32, prefix_cache: bool = True):
         self.model = loaded.model
         self.tok = loaded.tokenizer
         self.batch_size = max(1, int(batch_size))
+        self.prefix_cache = bool(prefix_cache)
         self.stops = stop_token_ids(self.tok, self.model)
         if not self.stops:
             raise GenerationError("tokenizer has no EOS / end-of-turn token; cannot tell when a reply ends")
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.stops[0]
         self.ctx = model_context_length(self.model)
+        self._prefix: tuple[tuple[int, ...], Any] | None = None  # last shared prefix and its cache
 
     @property
     def device(self) -> torch.device:
@@ -264,12 +275,13 @@ class HFGenerator:
         jobs = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
         jobs.sort(key=lambda ij: -len(prompts[ij[0]]))  # longest first: memory trouble shows early
         out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        shared = self._shared_prefix(prompts) if self.prefix_cache and prompts else None
         bar = _Progress(len(jobs), progress, self.backend)
         try:
             for b in range(0, len(jobs), self.batch_size):
                 batch = jobs[b : b + self.batch_size]
                 comps = self._generate_batch([prompts[i] for i, _ in batch],
-                                             [seq_seeds[i][j] for i, j in batch], sampling)
+                                             [seq_seeds[i][j] for i, j in batch], sampling, shared)
                 for (i, j), c in zip(batch, comps):
                     out[i][j] = c
                 bar.update(len(batch), sum(c.completion_tokens for c in comps))
@@ -277,8 +289,51 @@ class HFGenerator:
             bar.close()
         return out  # type: ignore[return-value]
 
+    # ------------------------------------------------------------------ shared prefix
+
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling) -> list[Completion]:
+    def _shared_prefix(self, prompts: list[list[int]]) -> tuple[tuple[int, ...], Any] | None:
+        """``(prefix ids, DynamicCache of them, batch 1)`` for the longest prefix all prompts
+        share, leaving every prompt at least one token of its own (the step that yields the
+        first logits). None when there is none, or the model's cache is not plain full
+        attention (sliding-window or recurrent layers would see the padding differently)."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        first = prompts[0]
+        n = min(len(p) for p in prompts) - 1
+        for p in prompts[1:]:
+            k = 0
+            while k < n and p[k] == first[k]:
+                k += 1
+            n = k
+        if n < 1:
+            return None
+        key = tuple(first[:n])
+        if self._prefix is not None and self._prefix[0] == key:
+            return self._prefix
+        cache = DynamicCache(config=self.model.config)
+        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+            log.info("prefix cache off: the model has non-full-attention cache layers")
+            self.prefix_cache = False
+            return None
+        self.model(input_ids=torch.tensor([key], device=self.device), past_key_values=cache,
+                   use_cache=True, logits_to_keep=1)
+        self._prefix = (key, cache)
+        return self._prefix
+
+    @staticmethod
+    def _rows_of(cache, index: list[int]):
+        """A new cache whose row r is row ``index[r]`` of ``cache`` (``cache`` stays as it is)."""
+        c = copy.deepcopy(cache)
+        c.batch_select_indices(torch.tensor(index, dtype=torch.long, device=c.layers[0].keys.device))
+        return c
+
+    # ------------------------------------------------------------------ one batch
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling,
+                        shared: tuple[tuple[int, ...], Any] | None = None) -> list[Completion]:
         from transformers import GenerationConfig as HFGenConfig
         from transformers import LogitsProcessorList
 
@@ -289,20 +344,55 @@ class HFGenerator:
         if max_new <= 0:  # the prompt alone fills the context: nothing can be generated
             log.warning("prompt of %d tokens leaves no room in the %s-token context", width, self.ctx)
             return [Completion("", [], "length", len(p), 0) for p in prompts]
+        # Rows: [shared prefix | padding | own suffix] (no prefix: plain left padding). The
+        # mask is zero on the padding and position ids come from its cumsum, so every
+        # token sits at its own position whatever the padding.
+        n_pre = len(shared[0]) if shared is not None else 0
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for r, p in enumerate(prompts):
-            ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[r, width - len(p):] = 1
+            ids[r, :n_pre] = torch.tensor(p[:n_pre], dtype=torch.long)
+            ids[r, width - len(p) + n_pre:] = torch.tensor(p[n_pre:], dtype=torch.long)
+            mask[r, :n_pre] = 1
+            mask[r, width - len(p) + n_pre:] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        kwargs: dict[str, Any] = {}
+        if shared is not None:
+            kwargs["past_key_values"] = self._prompt_cache(prompts, ids, mask, shared[1], n_pre)
         # An explicit config: the model's own defaults (sampling, repetition penalty) never leak in.
         gcfg = HFGenConfig(max_new_tokens=max_new, do_sample=False, eos_token_id=list(self.stops),
                            pad_token_id=self.pad_id, use_cache=True)
         procs = LogitsProcessorList([] if sampling.greedy else [_SeededSampler(seeds, sampling)])
-        res = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  generation_config=gcfg, logits_processor=procs)
+        res = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gcfg,
+                                  logits_processor=procs, **kwargs)
         new = res[:, width:].tolist()
         stops = set(self.stops)
         return [finish(self.tok, len(p), row, stops) for p, row in zip(prompts, new)]
+
+    def _prompt_cache(self, prompts, ids, mask, prefix_cache, n_pre: int):
+        """The KV cache of every row's prompt but its last token (``generate`` encodes that
+        one and samples from it): the shared prefix copied, then the distinct suffixes
+        encoded once each and their rows repeated for the samples that share them."""
+        index: dict[tuple[int, ...], int] = {}  # distinct prompt -> its number
+        uniq_rows: list[int] = []  # first row of each distinct prompt
+        uniq_of_row: list[int] = []
+        for r, p in enumerate(prompts):
+            if tuple(p) not in index:
+                index[tuple(p)] = len(uniq_rows)
+                uniq_rows.append(r)
+            uniq_of_row.append(index[tuple(p)])
+        width = ids.shape[1]
+        if width - 1 == n_pre:  # every prompt is the prefix + one token
+            return self._rows_of(prefix_cache, [0] * len(prompts))
+        cache = self._rows_of(prefix_cache, [0] * len(uniq_rows))
+        sel = torch.tensor(uniq_rows, dtype=torch.long, device=ids.device)
+        u_mask = mask[sel, : width - 1]
+        pos = (u_mask.cumsum(-1) - 1).clamp_(min=0)
+        self.model(input_ids=ids[sel, n_pre : width - 1], attention_mask=u_mask,
+                   position_ids=pos[:, n_pre:], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if len(uniq_rows) != len(prompts):
+            cache.batch_select_indices(torch.tensor(uniq_of_row, dtype=torch.long, device=ids.device))
+        return cache
 
 
 # ----------------------------------------------------------------------------- factory
@@ -312,7 +402,7 @@ def make_generator(gen_cfg: GenerationConfig, loaded: LoadedModel, model_cfg: Mo
                    adapter: str | None = None) -> Generator:
     """The generator for ``gen_cfg.backend`` over the loaded model (its tokenizer renders prompts)."""
     if gen_cfg.backend == "hf":
-        return HFGenerator(loaded, gen_cfg.batch_size)
+        return HFGenerator(loaded, gen_cfg.batch_size, gen_cfg.prefix_cache)
     if gen_cfg.backend == "llamacpp":
         from .engine_llamacpp import LlamaCppGenerator
 
