@@ -2,7 +2,14 @@
 datasets and reasoning-gym generators, all turned into one record, :class:`Problem`.
 
 Bad input rows fail loudly with ``file:line: field: reason`` (or are skipped and counted
-with ``skip_bad``), so a broken dataset never silently shrinks a run.
+with ``skip_bad``), so a broken dataset never silently shrinks a run. A missing question or
+answer field names the fields the row does have and how to map them. An empty file is an
+error; a UTF-8 byte-order mark (Excel/Windows exports) is read past.
+
+Ids are keys (rollouts, pairs and eval records are keyed by problem id), so with an id
+field a duplicate id is a bad row. Without one, ids are ``<file stem>-<row>``; duplicate
+values in an unused ``id`` column, and duplicate questions, are reported as warnings by
+:func:`validate_file`.
 
 Heavy libraries (datasets, pyarrow, reasoning_gym) are imported inside the functions
 that need them: ``ssb.grading`` imports this module in its worker processes.
@@ -165,7 +172,9 @@ class _RowMaker:
         )
 
     def _text(self, row: dict, name: str, allow_numbers: bool) -> str:
-        if name not in row or row[name] is None or _is_nan(row[name]):
+        if name not in row:
+            raise _FieldError(name, "missing" + _mapping_hint(name, row, "question" if name == self.q else "answer"))
+        if row[name] is None or _is_nan(row[name]):
             raise _FieldError(name, "missing")
         v = row[name]
         if isinstance(v, bytes):
@@ -190,10 +199,20 @@ class _RowMaker:
     def _id(self, row: dict, index: int) -> str:
         if self.idf is None:
             return f"{self.prefix}-{index}"
+        if self.idf not in row:
+            raise _FieldError(self.idf, "missing" + _mapping_hint(self.idf, row, "id"))
         v = row.get(self.idf)
         if v is None or isinstance(v, bool) or not isinstance(v, (str, int)) or str(v).strip() == "":
             raise _FieldError(self.idf, "missing or not a string/integer id")
         return str(v)
+
+
+def _mapping_hint(name: str, row: dict, role: str) -> str:
+    """"; the row has fields: a, b; map yours with --question-field NAME (data.question_field)"."""
+    keys = [str(k) for k in row]
+    shown = ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
+    return (f" (no field {name!r}); the row has fields: {shown or '(none)'}; say which field holds the {role} "
+            f"with --{role}-field NAME (data.{role}_field in a config)")
 
 
 class _FieldError(Exception):
@@ -217,9 +236,15 @@ def _jsonable(v: Any) -> Any:
 # ----------------------------------------------------------------------------- local files
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _jsonl_rows(path: Path, maker: _RowMaker) -> None:
     index = 0
-    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    data = path.read_bytes()
+    if data.startswith(_BOM):  # Windows/Excel exports
+        data = data[len(_BOM) :]
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
@@ -240,7 +265,10 @@ def _jsonl_rows(path: Path, maker: _RowMaker) -> None:
 
 def _csv_rows(path: Path, maker: _RowMaker) -> None:
     # surrogateescape keeps undecodable bytes as lone surrogates, found per field later.
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    data = path.read_bytes()
+    if data.startswith(_BOM):  # Excel's "CSV UTF-8" starts with one: the header would read "\ufeffquestion"
+        data = data[len(_BOM) :]
+    text = data.decode("utf-8", errors="surrogateescape")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     start = 2  # the header is line 1
     for index, row in enumerate(reader):
@@ -277,16 +305,26 @@ def load_file(
     Columns other than question/answer/id/``solution`` go to ``metadata``. Without
     ``id_field`` the id is ``<file stem>-<0-based row>``. A bad row raises
     :class:`DataError` naming ``file:line`` (the row number for parquet) and the field;
-    with ``skip_bad`` it is skipped and listed in ``LoadResult.skipped``.
+    with ``skip_bad`` it is skipped and listed in ``LoadResult.skipped``. A file without
+    rows raises :class:`DataError`.
     """
     path = Path(path)
+    if path.is_dir():
+        hint = (f"; a dataset saved with datasets' save_to_disk is read as source hf:{path}"
+                if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() else "")
+        raise DataError(f"{path}: is a directory, not a data file (give a .jsonl, .csv or .parquet file{hint})")
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .csv or .parquet)")
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
     maker = _RowMaker(str(path), question_field, answer_field, id_field, skip_bad)
     reader(path, maker)
+    if not maker.problems and not maker.skipped:
+        raise DataError(f"{path}: no rows (the file is empty{' but for its header' if reader is _csv_rows else ''}); "
+                        "a data file needs one problem per row")
     return LoadResult(maker.problems, maker.skipped)
 
 
@@ -296,14 +334,45 @@ def validate_file(
     answer_field: str = "answer",
     id_field: str | None = None,
 ) -> dict:
-    """Check every row of a file; returns ``{file, rows, ok, bad: [BadRow as dict]}``."""
+    """Check every row of a file; returns ``{file, rows, ok, bad: [BadRow as dict],
+    warnings: [str]}``. Raises :class:`DataError` for a file that cannot be read at all
+    (missing, a directory, empty). Warnings: duplicate values in an ``id`` column that is
+    not used as the id field (ids are keys: pass ``--id-field id`` to use it, and then
+    duplicates are bad rows), and duplicate questions."""
     res = load_file(path, question_field, answer_field, id_field, skip_bad=True)
+    warnings = []
+    if id_field is None:
+        for col in ("id", "ID", "Id", "_id"):
+            vals = [p.metadata[col] for p in res.problems if col in p.metadata]
+            if vals:
+                dups = _duplicates([str(v) for v in vals])
+                if dups:
+                    warnings.append(
+                        f"column {col!r} has {len(dups)} duplicate value(s) (e.g. {dups[0]!r}); it is not used as "
+                        f"the id (ids are row numbers) unless you pass --id-field {col}, and then each duplicate "
+                        "is a bad row since ids are keys")
+                break
+    dq = _duplicates([normalize_question(p.question) for p in res.problems])
+    if dq:
+        warnings.append(f"{len(dq)} question(s) appear more than once (after normalising case and spaces), "
+                        f"e.g. {dq[0][:80]!r}")
     return {
         "file": str(path),
         "rows": len(res.problems) + len(res.skipped),
         "ok": len(res.problems),
         "bad": [asdict(b) for b in res.skipped],
+        "warnings": warnings,
     }
+
+
+def _duplicates(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    dups: dict[str, None] = {}  # insertion-ordered set
+    for v in values:
+        if v in seen:
+            dups[v] = None
+        seen.add(v)
+    return list(dups)
 
 
 # ----------------------------------------------------------------------------- Hugging Face datasets

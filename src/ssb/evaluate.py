@@ -41,6 +41,13 @@ class EvalError(SSBError, RuntimeError):
     pass
 
 
+def outputs(label: str) -> tuple[str, ...]:
+    """What the ``eval_<label>`` stage of a run writes (``ssb run --force eval_<label>``
+    removes it). The holdout problem set ``eval/holdout.problems.jsonl`` is shared by every
+    label and stays."""
+    return (f"eval/{label}",)
+
+
 # ----------------------------------------------------------------------------- problems
 
 
