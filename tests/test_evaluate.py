@@ -79,6 +79,50 @@ def test_summary_rows_show_counts_and_points():
     assert row["count"] == "1/30" and row["accuracy"] == "3.3%" and row["one_problem"] == "3.33 pt"
 
 
+def _render(summaries, pairs, width=80) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    cmp.print_tables(summaries, pairs, console=console)
+    return console.export_text()
+
+
+def test_tables_fit_80_columns_with_full_headers_and_model_names():
+    greedy = [_rec(f"p{i}", [i < 70]) for i in range(200)]
+    better = [_rec(f"p{i}", [i < 90]) for i in range(200)]
+    sampled = [_rec(f"g{i}", [i < 3, i < 5, False, True] * 4, finish=["length"] * 16) for i in range(1319)]
+    summaries = {
+        "base": {"label": "base", "benches": {"holdout": ev.summarize(greedy), "gsm8k": ev.summarize(sampled),
+                                              "aime2024": ev.summarize([_rec(f"a{i}", [i < 1]) for i in range(30)])}},
+        # evaluated with --out eval-out: the folder's name must not stand for the model
+        "eval-out": {"label": "SmolLM2-135M-Instruct", "benches": {"holdout": ev.summarize(better)}},
+    }
+    pairs = cmp.paired_table({"base": {"holdout": greedy}, "eval-out": {"holdout": better}})
+    text = _render(summaries, pairs)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in text
+    header = next(line for line in lines if line.startswith("bench") and "model" in line)
+    for word in ("bench", "model", "acc", "correct", "95% CI", "pass@k", "tokens", "trunc"):
+        assert word in header.split("  ") or f" {word} " in f" {header} ", (word, header)
+    paired_header = next(line for line in lines if line.startswith("bench") and "A − B" in line)
+    for word in ("A − B", "n", "diff (pt)", "95% CI (pt)", "only A/B", "p", "test"):
+        assert word in paired_header, (word, paired_header)
+    assert "eval-out" not in text
+    assert "SmolLM2-" in text and "aime2024" in text  # long names wrap, never cut
+    assert "one problem = 0.50 pt (holdout)" in text or "0.50 pt (holdout)" in text
+    assert "5308/21104" in text and "100.0% k=16" in text  # sampled: pass@k shown
+    # a greedy-only table has no empty pass@k column
+    assert "pass@k" not in _render({"base": summaries["base"] | {"benches": {"holdout": ev.summarize(greedy)}}}, [])
+
+
+def test_display_names_use_the_label_unless_two_share_it():
+    names = cmp.display_names({"a": {"label": "ssb"}, "b": {"label": "ssb"}, "base": {"label": "base"}, "x": {}})
+    assert names == {"a": "a", "b": "b", "base": "base", "x": "x"}
+
+
 # ----------------------------------------------------------------------------- real evals (tiny model)
 
 

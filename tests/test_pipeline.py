@@ -189,4 +189,8 @@ def test_eval_student_on_user_jsonl(smoke_run, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     samples = [json.loads(x) for f in out.glob("*.jsonl") for x in f.read_text().splitlines() if x.strip()]
     assert sorted(s["id"] for s in samples) == ["u0", "u1", "u2"]
-    assert (out / "summary.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["label"] == "ssb" and summary["benches"]["mine"]["n_problems"] == 3
+    # the table (80 columns when piped) names the model, not the output folder, and cuts no header
+    row = next(line for line in res.stdout.splitlines() if line.startswith("mine"))
+    assert row.split()[1] == "ssb" and "eval-out" not in res.stdout and "…" not in res.stdout

@@ -463,13 +463,14 @@ def evaluate_cli(args) -> dict:
             label = {"student": "ssb", "grpo": "grpo"}.get(adapter.name, adapter.name)
         out = Path(args.out) if getattr(args, "out", None) else (
             run.file(f"eval/{label}") if run is not None else Path("eval") / bench_name(label))
-        label = out.name  # labels are directory names: the paired table pairs directories
         jobs.append((label, model_cfg, adapter, out))
 
+    # summaries are keyed by output directory (the paired table pairs directories); each
+    # carries the model's label (run/adapter label or model name), which the tables show
     summaries = {}
     for label, mcfg, adp, out in jobs:
-        summaries[label] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
-                                    data_file=getattr(args, "data", None), exclude=exclude, label=label)
+        summaries[Path(out).name] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
+                                             data_file=getattr(args, "data", None), exclude=exclude, label=label)
     out_dirs = {Path(o).parent for *_, o in jobs}
     pairs = []
     if len(out_dirs) == 1:  # every label lives side by side: compare them on shared problems
