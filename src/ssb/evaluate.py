@@ -164,7 +164,7 @@ def load_data_file(path: str | Path) -> list:
     try:
         return load_problems(cfg)
     except DataError as exc:
-        if "id" not in str(exc):
+        if exc.bad is None or exc.bad.field != "id":  # only a missing/duplicate id falls back to row numbers
             raise
         return load_problems(cfg.model_copy(update={"id_field": None}))
 
