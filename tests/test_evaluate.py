@@ -79,6 +79,50 @@ def test_summary_rows_show_counts_and_points():
     assert row["count"] == "1/30" and row["accuracy"] == "3.3%" and row["one_problem"] == "3.33 pt"
 
 
+def _render(summaries, pairs, width=80) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    cmp.print_tables(summaries, pairs, console=console)
+    return console.export_text()
+
+
+def test_tables_fit_80_columns_with_full_headers_and_model_names():
+    greedy = [_rec(f"p{i}", [i < 70]) for i in range(200)]
+    better = [_rec(f"p{i}", [i < 90]) for i in range(200)]
+    sampled = [_rec(f"g{i}", [i < 3, i < 5, False, True] * 4, finish=["length"] * 16) for i in range(1319)]
+    summaries = {
+        "base": {"label": "base", "benches": {"holdout": ev.summarize(greedy), "gsm8k": ev.summarize(sampled),
+                                              "aime2024": ev.summarize([_rec(f"a{i}", [i < 1]) for i in range(30)])}},
+        # evaluated with --out eval-out: the folder's name must not stand for the model
+        "eval-out": {"label": "SmolLM2-135M-Instruct", "benches": {"holdout": ev.summarize(better)}},
+    }
+    pairs = cmp.paired_table({"base": {"holdout": greedy}, "eval-out": {"holdout": better}})
+    text = _render(summaries, pairs)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in text
+    header = next(line for line in lines if line.startswith("bench") and "model" in line)
+    for word in ("bench", "model", "acc", "correct", "95% CI", "pass@k", "tokens", "trunc"):
+        assert word in header.split("  ") or f" {word} " in f" {header} ", (word, header)
+    paired_header = next(line for line in lines if line.startswith("bench") and "A − B" in line)
+    for word in ("A − B", "n", "diff (pt)", "95% CI (pt)", "only A/B", "p", "test"):
+        assert word in paired_header, (word, paired_header)
+    assert "eval-out" not in text
+    assert "SmolLM2-" in text and "aime2024" in text  # long names wrap, never cut
+    assert "one problem = 0.50 pt (holdout)" in text or "0.50 pt (holdout)" in text
+    assert "5308/21104" in text and "100.0% k=16" in text  # sampled: pass@k shown
+    # a greedy-only table has no empty pass@k column
+    assert "pass@k" not in _render({"base": summaries["base"] | {"benches": {"holdout": ev.summarize(greedy)}}}, [])
+
+
+def test_display_names_use_the_label_unless_two_share_it():
+    names = cmp.display_names({"a": {"label": "ssb"}, "b": {"label": "ssb"}, "base": {"label": "base"}, "x": {}})
+    assert names == {"a": "a", "b": "b", "base": "base", "x": "x"}
+
+
 # ----------------------------------------------------------------------------- real evals (tiny model)
 
 
@@ -167,9 +211,61 @@ def test_run_eval_holdout_avoids_training_problems(tmp_path, tiny_model_dir):
     assert len(held) == 5 and not {normalize_question(p["question"]) for p in held} & train
     assert run.stage_done("eval_base")
     assert cmp.compare(run) == []  # a single label: nothing to pair
-    # the saved set is reused, and a changed holdout config is refused rather than mixed
-    again, _ = ev.holdout_problems(cfg.eval.holdout, set(), run.file("eval/holdout.problems.jsonl"))
+    # the summary says how deduplication shaped the set
+    drawn = json.loads(run.file("eval/base/summary.json").read_text())["benches"]["holdout"]["problems"]
+    assert drawn["kept"] == 5 and drawn["wanted"] == 5 and drawn["exhausted"] is False
+    assert drawn["dropped_duplicates_of_training"] > 0  # 60 of the 200 one-digit questions are training's
+    assert drawn["candidates_drawn"] == (drawn["dropped_duplicates_of_training"] + drawn["dropped_repeats"]
+                                         + drawn["kept"])
+    # the saved set is reused (with the same counts), and a changed holdout config is refused rather than mixed
+    again, again_info = ev.holdout_problems(cfg.eval.holdout, set(), run.file("eval/holdout.problems.jsonl"))
     assert [p.id for p in again] == [p["id"] for p in held]
+    assert {k: again_info[k] for k in drawn} == drawn
     other = cfg.eval.holdout.model_copy(update={"seed": 8})
     with pytest.raises(ev.EvalError, match="another eval.holdout"):
         ev.holdout_problems(other, set(), run.file("eval/holdout.problems.jsonl"))
+
+
+# ----------------------------------------------------------------------------- held-out draw (issue 9, item 6)
+
+ONE_DIGIT = {"name": "chain_sum", "options": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}}
+
+
+def test_holdout_with_9600_training_problems_is_not_empty():
+    """configs/default.yaml with data.limit=9600: reasoning-gym seeds entry i with seed + i,
+    so the holdout seed (12345) re-draws training entries for its first ~16,000 indices;
+    the held-out set used to come back empty. Now the draw goes on past them."""
+    from ssb.config import load_config
+    from ssb.data import load_problems, question_keys
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml", ["data.limit=9600"])
+    train = question_keys(load_problems(cfg.data))
+    assert len(train) == 9600
+    probs, info = ev.holdout_problems(cfg.eval.holdout, train)
+    assert len(probs) == 200 and info["kept"] == 200 and info["exhausted"] is False
+    assert not question_keys(probs) & train
+    assert info["dropped_duplicates_of_training"] > 10_000  # what deduplication cost, in the summary
+    assert info["candidates_drawn"] == info["dropped_duplicates_of_training"] + info["dropped_repeats"] + 200
+    assert info["dropped_duplicates"] == info["dropped_duplicates_of_training"] + info["dropped_repeats"]
+
+
+def test_holdout_exhausted_space_says_so(caplog):
+    from ssb.config import DataConfig, ReasoningGymTask
+    from ssb.data import question_keys, reasoning_gym_problems
+
+    holdout = DataConfig(source="reasoning_gym", limit=100, seed=5, tasks=[ReasoningGymTask(**ONE_DIGIT)])
+    # one-digit two-term chain sums have 200 distinct questions: train on 150 of them
+    train = question_keys(reasoning_gym_problems([ReasoningGymTask(**ONE_DIGIT)], size=150, seed=1))
+    with caplog.at_level("WARNING"):
+        probs, info = ev.holdout_problems(holdout, train)
+    assert 0 < len(probs) <= 50 and info["kept"] == len(probs) and info["exhausted"] is True
+    assert "only" in caplog.text and "outside the training set" in caplog.text
+
+    # train on all 200: nothing can be held out, and the error says why with the counts
+    everything = question_keys(reasoning_gym_problems([ReasoningGymTask(**ONE_DIGIT)], size=200, seed=1))
+    assert len(everything) == 200
+    with pytest.raises(ev.EvalError) as exc:
+        ev.holdout_problems(holdout, everything)
+    msg = str(exc.value)
+    assert "no problem left outside the training set" in msg and "were training questions" in msg
+    assert "data.limit" in msg and "kept 0 of the 100 wanted" in msg

@@ -191,3 +191,105 @@ def test_thread_fallback_grades_the_same(monkeypatch):
     with ThreadPoolExecutor(max_workers=2) as ex:
         got = list(ex.map(lambda a: grade(_p("\\frac{1}{2}"), f"\\boxed{{{a}}}").outcome, ["0.5", "\\dfrac12", "1/3"]))
     assert got == [Outcome.CORRECT, Outcome.CORRECT, Outcome.WRONG]
+
+
+# ----------------------------------------------------------------------------- worst completions (issue 9, item 1)
+
+N = 10**5
+WORST = {
+    "answer_is_1e5_digits": "The answer is " + "9" * N,
+    "boxed_1e5_digits": "\\boxed{" + "9" * N + "}",
+    "boxed_999_digits": "\\boxed{" + "9" * 999 + "}",
+    "hash_1e5_digits": "#### " + "9" * N,
+    "1e5_unclosed_boxes": "\\boxed{" * N,
+    "1e5_deep_braces": "\\boxed{" + "{" * N + "1" + "}" * N + "}",
+    "400_deep_parens": "\\boxed{" + "(" * 400 + "1" + ")" * 400 + "}",
+    "400_deep_braces": "\\boxed{" + "{" * 400 + "1" + "}" * 400 + "}",
+    "tower_9^9^9^9": "\\boxed{9^9^9^9}",
+    "tower_braced": "\\boxed{9^{9^{9^{9}}}}",
+    "tower_10": "\\boxed{10^{10^{10^{10}}}}",
+    "tower_2": "\\boxed{2^{2^{2^{2^{2^{2}}}}}}",
+    "python_tower": "\\boxed{9**9**9**9}",
+    "huge_factorial": "\\boxed{(10^{100})!}",
+    "huge_exponent": "\\boxed{9^{999999999999}}",
+    "unbalanced_close": "\\boxed{1}" + "}" * N,
+    "unbalanced_open": "}" * N + "\\boxed{5" + "{" * N,
+    "unit_words_backtracking": "\\boxed{5 " + "a" * 60 + "!}",
+    "1e6_chars_no_answer": "x" * 10**6,
+    "1e5_token_boxes": "\\boxed a " * N,
+    "1e5_dollars": "The answer is " + "$a" * 50000,
+    "answer_is_then_spaces": "answer is" + " " * N,
+    "1e5_magnitude_words": "\\boxed{5" + " million" * N + "}",
+}
+CHECK_TIMEOUT = 2.0
+# a check that overruns kills its worker; the next check starts a fresh one (imports
+# sympy), which on a machine shared with other test runs takes a few seconds
+WORKER_RESTART = 30.0
+
+
+@pytest.mark.parametrize("name", list(WORST))
+def test_worst_completions_get_an_outcome_in_bounded_time(name):
+    t0 = time.monotonic()
+    g = grade(_p("18"), WORST[name], timeout=CHECK_TIMEOUT)
+    elapsed = time.monotonic() - t0
+    assert g.outcome in (Outcome.WRONG, Outcome.NO_ANSWER, Outcome.TIMEOUT), (name, g)
+    assert elapsed < CHECK_TIMEOUT + WORKER_RESTART, (name, elapsed)
+
+
+def test_overlong_answers_are_wrong_without_a_check():
+    for name in ("answer_is_1e5_digits", "boxed_1e5_digits", "hash_1e5_digits", "1e5_deep_braces"):
+        g = grade(_p("18"), WORST[name])
+        assert g.outcome is Outcome.WRONG and len(g.extracted) > 1000, name
+    # the same length of digits is fine when the gold is that long
+    assert grade(_p("9" * 3000), "\\boxed{" + "9" * 3000 + "}").correct
+    assert not same_answer("9" * N, "18")
+
+
+def test_reasoning_gym_scorer_that_evaluates_the_answer_is_bounded():
+    """countdown's scorer runs sympy's parse_expr on the answer: 9**9**9**9 would never end."""
+    p = reasoning_gym_problems([ReasoningGymTask(name="countdown")], size=1, seed=0)[0]
+    t0 = time.monotonic()
+    g = grade(p, "\\boxed{9**9**9**9}", timeout=CHECK_TIMEOUT)
+    assert g.outcome is Outcome.TIMEOUT
+    assert time.monotonic() - t0 < CHECK_TIMEOUT + 2 * WORKER_RESTART
+    assert grade(p, "\\boxed{" + "9" * 900 + "}").outcome is Outcome.WRONG  # no int() limit error
+
+
+# ----------------------------------------------------------------------------- magnitude words (issue 9, item 7)
+
+
+@pytest.mark.parametrize(
+    "gold, pred, correct",
+    [
+        ("5000000", "5 million", True),
+        ("5", "5 million", False),
+        ("36", "3 dozen", True),
+        ("3", "3 dozen", False),
+        ("18", "1.5 dozen", True),
+        ("2500000000", "2.5 billion dollars", True),
+        ("2500000000", "$2.5$ billion", True),
+        ("7000", "7 thousand", True),
+        ("7", "7 thousand", False),
+        ("300", "3 hundred", True),
+        ("500000", "5 hundred thousand", True),
+        ("4000000000000", "4 trillion", True),
+        ("5000000", "5\\text{ million}", True),
+        ("5000000", "5 millions", True),
+        ("1800", "1,800 dollars", True),  # ordinary unit words still tolerated
+        # a magnitude word not right after the number: not read as that number
+        ("5", "5 dollars million", False),
+        ("5300", "5 thousand 3 hundred", False),
+        ("5", "5 thousand 3 hundred", False),
+        ("5", "5 thousandths", False),
+    ],
+)
+def test_magnitude_words_scale_the_number(gold, pred, correct):
+    assert grade(_p(gold), f"\\boxed{{{pred}}}").correct is correct, (gold, pred)
+
+
+def test_magnitude_word_after_inline_math():
+    assert grade(_p("5000000"), "So the answer is $5$ million.").correct
+    assert not grade(_p("5"), "So the answer is $5$ million.").correct
+    assert grade(_p("\\frac{1}{2}"), "The answer is $\\frac12$ dollars.").correct  # unit words still dropped
+    assert _as_number("5 million") == 5_000_000 and _as_number("3 dozen eggs") == 36
+    assert _as_number("2 thousand 500") is None

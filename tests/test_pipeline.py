@@ -42,6 +42,99 @@ def test_stages_without_pairs_are_skipped_with_a_reason(tmp_path, caplog):
     assert "no verified pairs" in caplog.text
 
 
+# ----------------------------------------------------------------------------- --force
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def _fake_outputs(run_dir: Path) -> None:
+    """Every file each stage declares, plus files no stage owns."""
+    from ssb.pipeline import STAGES
+
+    for stage in STAGES:
+        for out in stage.outputs():
+            p = run_dir / out
+            if Path(out).suffix:  # a file
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text("x\n")
+            else:  # a directory with something inside
+                (p / "sub").mkdir(parents=True, exist_ok=True)
+                (p / "sub" / "f.bin").write_text("x")
+    for other in ("notes.txt", "eval/holdout.problems.jsonl", "eval/holdout.problems.config.json",
+                  "eval/compare.json"):
+        (run_dir / other).write_text("keep\n")
+
+
+def test_stages_declare_their_outputs_in_their_modules():
+    import importlib
+
+    from ssb.pipeline import STAGES
+
+    declared = {s.name: s.outputs() for s in STAGES}
+    assert declared["rollout"] == importlib.import_module("ssb.rollout").OUTPUTS == ("rollouts.jsonl",)
+    assert declared["logits"] == ("teacher",)
+    assert declared["distill"] == ("student", "train_log.jsonl", "checkpoints")
+    assert declared["grpo"] == ("grpo", "grpo_log.jsonl", "grpo_checkpoints")
+    assert declared["report"] == ("report.md", "plots")
+    assert declared["curate"] == ("selections.jsonl",)
+    assert declared["teacher"] == ("pairs.jsonl", "teacher_rejects.jsonl")  # rejects are retried too
+    assert (declared["eval_base"], declared["eval_ssb"], declared["eval_grpo"]) == (
+        ("eval/base",), ("eval/ssb",), ("eval/grpo",))
+    every = [o for outs in declared.values() for o in outs]
+    assert len(every) == len(set(every))  # no file owned by two stages
+
+
+@pytest.mark.parametrize("stage_name", ALL_STAGES)
+def test_force_removes_exactly_what_the_stage_declares(tmp_path, stage_name):
+    from ssb.config import RunConfig
+    from ssb.pipeline import STAGES, remove_outputs
+    from ssb.rundir import Run
+
+    run = Run.create(RunConfig(name="forced", runs_dir=str(tmp_path)))
+    _fake_outputs(run.path)
+    before = _tree(run.path)
+    stage = next(s for s in STAGES if s.name == stage_name)
+    removed = remove_outputs(run, stage)
+    assert removed == list(stage.outputs())
+    gone = {f for f in before for out in stage.outputs() if f == out or f.startswith(out + "/")}
+    assert gone  # the stage owns something
+    assert _tree(run.path) == before - gone
+    assert remove_outputs(run, stage) == []  # nothing left to remove
+
+
+def test_ssb_run_force_report_through_the_cli(tmp_path, capsys):
+    """`ssb run --only report --force report`: the stale plot and report go, a fresh report
+    is written, and nothing the other stages own is touched."""
+    from ssb.cli import main
+
+    args = ["run", "configs/smoke.yaml", "--set", f"runs_dir={tmp_path}", "--only", "report"]
+    assert main(args) == 0
+    run_dir = tmp_path / "smoke"
+    _fake_outputs(run_dir)
+    (run_dir / "report.md").write_text("stale report\n")
+    (run_dir / "rollouts.jsonl").write_text("")  # the report must read real (empty) rollouts
+    for f in ("pairs.jsonl", "teacher_rejects.jsonl", "train_log.jsonl", "grpo_log.jsonl"):
+        (run_dir / f).write_text("")
+    before = _tree(run_dir)
+    assert main(args + ["--force", "report"]) == 0
+    after = _tree(run_dir)
+    assert "plots/sub/f.bin" not in after  # the stale plot is gone
+    assert (run_dir / "report.md").read_text() != "stale report\n"
+    assert {f for f in before if not f.startswith(("plots/", "report.md"))} <= after
+    assert before - after == {"plots/sub/f.bin"}
+
+
+def test_unknown_stage_names_the_stages(tmp_path):
+    from ssb.config import RunConfig
+    from ssb.errors import SSBError
+    from ssb.pipeline import run_pipeline
+
+    with pytest.raises(SSBError, match="unknown stage 'curation'; stages are: eval_base, rollout, curate"):
+        run_pipeline(RunConfig(name="x", runs_dir=str(tmp_path)), force=["curation"])
+
+
 @pytest.mark.slow
 def test_smoke_run_completes_every_stage(smoke_run):
     path, _ = smoke_run
@@ -56,9 +149,19 @@ def test_smoke_run_completes_every_stage(smoke_run):
     assert (path / "student" / "adapter_config.json").exists()
     assert (path / "grpo" / "adapter_config.json").exists()
     assert (path / "teacher" / "index.json").exists()
-    for label in ("base", "ssb", "grpo"):
+    holdout_ids = [r["id"] for r in read_jsonl(path / "eval" / "holdout.problems.jsonl")]
+    assert len(holdout_ids) == 8  # eval.holdout.limit of the smoke config
+    for label, adapter in (("base", None), ("ssb", "student"), ("grpo", "grpo")):
         s = json.loads((path / "eval" / label / "summary.json").read_text())
-        assert s, label
+        assert s["label"] == label and list(s["benches"]) == ["holdout"], label
+        assert (s["adapter"] is None) if adapter is None else s["adapter"].endswith(adapter)
+        b = s["benches"]["holdout"]
+        records = read_jsonl(path / "eval" / label / "holdout.jsonl")
+        assert sorted(r["id"] for r in records) == sorted(holdout_ids)  # every model on the same problems
+        assert b["n_problems"] == 8 and b["correct"] == sum(r["correct"][0] for r in records)
+        assert b["accuracy"] == b["correct"] / 8 and b["ci"][0] <= b["accuracy"] <= b["ci"][1]
+        assert b["problems"]["kept"] == 8
+        assert m["stages"][f"eval_{label}"]["holdout"]["accuracy"] == b["accuracy"]
     report = (path / "report.md").read_text()
     assert "base" in report and "ssb" in report.lower() and "grpo" in report.lower()
     assert list((path / "plots").glob("*.png"))
@@ -87,4 +190,8 @@ def test_eval_student_on_user_jsonl(smoke_run, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     samples = [json.loads(x) for f in out.glob("*.jsonl") for x in f.read_text().splitlines() if x.strip()]
     assert sorted(s["id"] for s in samples) == ["u0", "u1", "u2"]
-    assert (out / "summary.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["label"] == "ssb" and summary["benches"]["mine"]["n_problems"] == 3
+    # the table (80 columns when piped) names the model, not the output folder, and cuts no header
+    row = next(line for line in res.stdout.splitlines() if line.startswith("mine"))
+    assert row.split()[1] == "ssb" and "eval-out" not in res.stdout and "…" not in res.stdout

@@ -4,6 +4,10 @@
     ssb rollout|curate|teacher|logits|distill|grpo|report --run runs/NAME
     ssb eval --model PATH_OR_RUN --bench gsm8k,math500,aime2024
     ssb data show|validate ...      ssb model info|merge ...     ssb config show CONFIG
+
+Errors meant for the user (every :class:`ssb.errors.SSBError`, and a missing or unreadable
+file) print as ``ssb: error: MESSAGE`` with exit status 1; ``--debug`` shows the traceback
+instead. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,25 +19,12 @@ import logging
 import sys
 import time
 
-EXIT_OK, EXIT_ERROR, EXIT_NOT_BUILT, EXIT_USAGE = 0, 1, 3, 2
-
-
-class NotBuilt(Exception):
-    pass
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def _stage(module: str, func: str):
-    """Import a stage entry point lazily (keeps `ssb --help` fast, and says clearly when a
-    stage is not available)."""
-    try:
-        mod = importlib.import_module(f"ssb.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"ssb.{module}":
-            raise NotBuilt(f"stage '{module}' is not built yet in this version of ssb") from None
-        raise
-    if not hasattr(mod, func):
-        raise NotBuilt(f"stage '{module}' is not built yet in this version of ssb")
-    return getattr(mod, func)
+    """Import a stage entry point lazily (keeps `ssb --help` fast)."""
+    return getattr(importlib.import_module(f"ssb.{module}"), func)
 
 
 def _print_json(obj) -> None:
@@ -128,7 +119,15 @@ def cmd_data_validate(args) -> int:
     report = validate(args.file, question_field=args.question_field, answer_field=args.answer_field,
                       id_field=args.id_field)
     _print_json(report)
-    return EXIT_OK if not report.get("bad") else EXIT_ERROR
+    for w in report.get("warnings", []):
+        print(f"ssb: warning: {args.file}: {w}", file=sys.stderr)
+    bad = report.get("bad") or []
+    if bad:
+        first = bad[0]
+        print(f"ssb: error: {len(bad)} of {report['rows']} rows are bad; first: "
+              f"{first['file']}:{first['line']}: {first['field']}: {first['reason']}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------- model
@@ -181,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Semantic Soft Bootstrapping: RL-free self-distillation for reasoning LLMs.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (for bug reports)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def with_set(sp):
@@ -282,29 +282,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "fn", None):
         parser.print_help()
         return EXIT_USAGE
-    from .config import ConfigError
+    from .errors import SSBError
 
     t0 = time.time()
     try:
         code = args.fn(args)
-    except NotBuilt as exc:
-        print(f"ssb: {exc}", file=sys.stderr)
-        return EXIT_NOT_BUILT
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"ssb: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print("\nssb: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except Exception as exc:  # domain errors carry their own clear messages
-        if args.verbose:
+    except (SSBError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # errors meant for the user (and OS errors naming a path): one message, no traceback
+        if args.debug:
             raise
-        name = type(exc).__name__
-        if name in {"DataError", "ModelLoadError", "ChatTemplateError", "FingerprintError", "StoreError",
-                    "BackendUnavailable", "EvalError"}:
-            print(f"ssb: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        raise
+        print(f"ssb: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     logging.getLogger("ssb").debug("done in %.1fs", time.time() - t0)
     return code
 

@@ -78,9 +78,19 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}"
 
 
+def display_names(summaries: dict[str, dict]) -> dict[str, str]:
+    """``{directory label: name to show}``: the run/adapter label the summary was written
+    with (``ssb``, ``grpo``, an adapter's name), not the output folder's name; the folder's
+    name only where two summaries carry the same label."""
+    names = {key: str(s.get("label") or key) for key, s in summaries.items()}
+    taken = [n for n in names.values()]
+    return {key: (n if taken.count(n) == 1 else key) for key, n in names.items()}
+
+
 def summary_rows(summaries: dict[str, dict]) -> list[dict]:
     """Flatten ``{label: summary}`` into one row per (bench, label) for printing."""
     rows = []
+    names = display_names(summaries)
     for label in sorted(summaries, key=_label_key):
         for bench, b in sorted(summaries[label].get("benches", {}).items()):
             if not b.get("n_problems"):
@@ -90,10 +100,10 @@ def summary_rows(summaries: dict[str, dict]) -> list[dict]:
             pk = b.get("pass_at_k") or {}
             top = max(pk, key=int) if pk else None
             rows.append({
-                "bench": bench, "label": label, "accuracy": f"{pct(b['accuracy'])}%", "count": count,
+                "bench": bench, "label": names[label], "accuracy": f"{pct(b['accuracy'])}%", "count": count,
                 "ci": f"[{pct(b['ci'][0])}, {pct(b['ci'][1])}]",
                 "one_problem": f"{b['points_per_problem']:.2f} pt",
-                "pass_at_k": f"pass@{top} {pct(pk[top])}%" if top else "",
+                "pass_at_k": f"{pct(pk[top])}% k={top}" if top else "",
                 "mean_tokens": "—" if b["completion_tokens"]["mean"] is None else f"{b['completion_tokens']['mean']:.0f}",
                 "truncated": str(b["truncated"]),
             })
@@ -104,46 +114,85 @@ SUMMARY_COLUMNS = [("bench", "bench"), ("label", "model"), ("accuracy", "acc"), 
                    ("ci", "95% CI"), ("one_problem", "1 problem"), ("pass_at_k", "pass@k"),
                    ("mean_tokens", "tokens"), ("truncated", "trunc")]
 PAIRED_COLUMNS = ["bench", "A − B", "n", "diff (pt)", "95% CI (pt)", "only A/B", "p", "test"]
+TEXT_COLUMNS = ("bench", "model", "A − B", "test")  # left-aligned
+WRAPPING = ("model", "A − B")  # the only columns that may wrap (long model names); headers never do
 
 
-def paired_rows(rows: list[dict]) -> list[list[str]]:
-    return [[r["bench"], f"{r['a']} − {r['b']}", str(r["n"]), f"{100 * r['diff']:+.1f}",
-             f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]",
-             f"{r['a_only']}/{r['b_only']}" if "a_only" in r else "",
-             f"{r['p_value']:.3g}", {"mcnemar-exact": "McNemar", "sign-flip-permutation": "permutation"}.get(r["test"], r["test"])] for r in rows]
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def paired_rows(rows: list[dict], names: dict[str, str] | None = None) -> list[list[str]]:
+    names = names or {}
+    return [[r["bench"], f"{names.get(r['a'], r['a'])} − {names.get(r['b'], r['b'])}", str(r["n"]),
+             f"{100 * r['diff']:+.1f}", f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]",
+             f"{r['a_only']}/{r['b_only']}" if "a_only" in r else "", _p(r["p_value"]),
+             {"mcnemar-exact": "McNemar", "sign-flip-permutation": "permutation"}.get(r["test"], r["test"])]
+            for r in rows]
+
+
+def _summary_columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """The accuracy table's columns, without pass@k when no row has it (greedy evals)."""
+    return [(k, h) for k, h in SUMMARY_COLUMNS if k != "pass_at_k" or any(r[k] for r in rows)]
 
 
 def markdown_tables(summaries: dict[str, dict], pairs: list[dict]) -> str:
     """The benchmark and paired-difference tables as Markdown."""
     rows = summary_rows(summaries)
-    lines = ["| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |",
-             "|" + "---|" * len(SUMMARY_COLUMNS)]
-    lines += ["| " + " | ".join(r[k] for k, _ in SUMMARY_COLUMNS) + " |" for r in rows]
+    cols = _summary_columns(rows)
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r[k] for k, _ in cols) + " |" for r in rows]
     if pairs:
         lines += ["", "| " + " | ".join(PAIRED_COLUMNS) + " |", "|" + "---|" * len(PAIRED_COLUMNS)]
-        lines += ["| " + " | ".join(r) + " |" for r in paired_rows(pairs)]
+        lines += ["| " + " | ".join(r) + " |" for r in paired_rows(pairs, display_names(summaries))]
     return "\n".join(lines)
 
 
-def print_tables(summaries: dict[str, dict], pairs: list[dict] | None = None) -> None:
-    """Rich tables on the terminal: accuracy with counts and interval, then paired differences."""
-    from rich.console import Console
+TERMINAL_DROP = ("one_problem",)  # shown under the table instead (one value per benchmark)
+
+
+def terminal_tables(summaries: dict[str, dict], pairs: list[dict] | None = None) -> list:
+    """The two rich tables, laid out to stay readable in an 80-column terminal: no vertical
+    rules, one space between columns, headers never cut (long model names wrap instead);
+    what one problem is worth goes under the accuracy table, one value per benchmark."""
+    from rich import box
     from rich.table import Table
 
-    console = Console()
-    table = Table(title="accuracy, 95% interval; '1 problem' = what one problem moves the score")
-    for _, head in SUMMARY_COLUMNS:
-        table.add_column(head, justify="left" if head in ("bench", "model") else "right")
-    for r in summary_rows(summaries):
-        table.add_row(*(r[k] for k, _ in SUMMARY_COLUMNS))
-    console.print(table)
+    def table(title: str, heads: list[str], widths: dict[str, int], caption: str | None = None) -> Table:
+        t = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), show_edge=False,
+                  title_justify="left", caption_justify="left")
+        for head in heads:
+            t.add_column(head, justify="left" if head in TEXT_COLUMNS else "right",
+                         min_width=widths.get(head, len(head)), no_wrap=head not in WRAPPING, overflow="fold")
+        return t
+
+    rows = summary_rows(summaries)
+    cols = [(k, h) for k, h in _summary_columns(rows) if k not in TERMINAL_DROP]
+    worth = {r["bench"]: r["one_problem"] for r in rows}
+    caption = "one problem = " + ", ".join(f"{v} ({b})" for b, v in worth.items()) if worth else None
+    bench_width = min(12, max([len("bench")] + [len(r["bench"]) for r in rows]))
+    acc = table("accuracy with its 95% interval", [h for _, h in cols], {"bench": bench_width}, caption)
+    for r in rows:
+        acc.add_row(*(r[k] for k, _ in cols))
+    out = [acc]
     if pairs:
-        pt = Table(title="paired differences on the same problems (A − B, percentage points)")
-        for head in PAIRED_COLUMNS:
-            pt.add_column(head, justify="left" if head in ("bench", "A − B", "test") else "right")
-        for r in paired_rows(pairs):
+        prow = paired_rows(pairs, display_names(summaries))
+        bench_width = min(12, max([len("bench")] + [len(r[0]) for r in prow]))
+        pt = table("paired differences on the same problems (A − B, percentage points)", PAIRED_COLUMNS,
+                   {"bench": bench_width})
+        for r in prow:
             pt.add_row(*r)
-        console.print(pt)
+        out.append(pt)
+    return out
+
+
+def print_tables(summaries: dict[str, dict], pairs: list[dict] | None = None, console=None) -> None:
+    """Rich tables on the terminal: accuracy with counts and interval, then paired differences."""
+    from rich.console import Console
+
+    console = console or Console()
+    for t in terminal_tables(summaries, pairs):
+        console.print(t)
 
 
 def load_summaries(eval_dir: str | Path) -> dict[str, dict]:

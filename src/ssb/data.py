@@ -2,7 +2,14 @@
 datasets and reasoning-gym generators, all turned into one record, :class:`Problem`.
 
 Bad input rows fail loudly with ``file:line: field: reason`` (or are skipped and counted
-with ``skip_bad``), so a broken dataset never silently shrinks a run.
+with ``skip_bad``), so a broken dataset never silently shrinks a run. A missing question or
+answer field names the fields the row does have and how to map them. An empty file is an
+error; a UTF-8 byte-order mark (Excel/Windows exports) is read past.
+
+Ids are keys (rollouts, pairs and eval records are keyed by problem id), so with an id
+field a duplicate id is a bad row. Without one, ids are ``<file stem>-<row>``; duplicate
+values in an unused ``id`` column, and duplicate questions, are reported as warnings by
+:func:`validate_file`.
 
 Heavy libraries (datasets, pyarrow, reasoning_gym) are imported inside the functions
 that need them: ``ssb.grading`` imports this module in its worker processes.
@@ -165,7 +172,9 @@ class _RowMaker:
         )
 
     def _text(self, row: dict, name: str, allow_numbers: bool) -> str:
-        if name not in row or row[name] is None or _is_nan(row[name]):
+        if name not in row:
+            raise _FieldError(name, "missing" + _mapping_hint(name, row, "question" if name == self.q else "answer"))
+        if row[name] is None or _is_nan(row[name]):
             raise _FieldError(name, "missing")
         v = row[name]
         if isinstance(v, bytes):
@@ -190,10 +199,20 @@ class _RowMaker:
     def _id(self, row: dict, index: int) -> str:
         if self.idf is None:
             return f"{self.prefix}-{index}"
+        if self.idf not in row:
+            raise _FieldError(self.idf, "missing" + _mapping_hint(self.idf, row, "id"))
         v = row.get(self.idf)
         if v is None or isinstance(v, bool) or not isinstance(v, (str, int)) or str(v).strip() == "":
             raise _FieldError(self.idf, "missing or not a string/integer id")
         return str(v)
+
+
+def _mapping_hint(name: str, row: dict, role: str) -> str:
+    """"; the row has fields: a, b; map yours with --question-field NAME (data.question_field)"."""
+    keys = [str(k) for k in row]
+    shown = ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
+    return (f" (no field {name!r}); the row has fields: {shown or '(none)'}; say which field holds the {role} "
+            f"with --{role}-field NAME (data.{role}_field in a config)")
 
 
 class _FieldError(Exception):
@@ -217,9 +236,15 @@ def _jsonable(v: Any) -> Any:
 # ----------------------------------------------------------------------------- local files
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _jsonl_rows(path: Path, maker: _RowMaker) -> None:
     index = 0
-    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+    data = path.read_bytes()
+    if data.startswith(_BOM):  # Windows/Excel exports
+        data = data[len(_BOM) :]
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
@@ -240,7 +265,10 @@ def _jsonl_rows(path: Path, maker: _RowMaker) -> None:
 
 def _csv_rows(path: Path, maker: _RowMaker) -> None:
     # surrogateescape keeps undecodable bytes as lone surrogates, found per field later.
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    data = path.read_bytes()
+    if data.startswith(_BOM):  # Excel's "CSV UTF-8" starts with one: the header would read "\ufeffquestion"
+        data = data[len(_BOM) :]
+    text = data.decode("utf-8", errors="surrogateescape")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     start = 2  # the header is line 1
     for index, row in enumerate(reader):
@@ -277,16 +305,26 @@ def load_file(
     Columns other than question/answer/id/``solution`` go to ``metadata``. Without
     ``id_field`` the id is ``<file stem>-<0-based row>``. A bad row raises
     :class:`DataError` naming ``file:line`` (the row number for parquet) and the field;
-    with ``skip_bad`` it is skipped and listed in ``LoadResult.skipped``.
+    with ``skip_bad`` it is skipped and listed in ``LoadResult.skipped``. A file without
+    rows raises :class:`DataError`.
     """
     path = Path(path)
+    if path.is_dir():
+        hint = (f"; a dataset saved with datasets' save_to_disk is read as source hf:{path}"
+                if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() else "")
+        raise DataError(f"{path}: is a directory, not a data file (give a .jsonl, .csv or .parquet file{hint})")
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .csv or .parquet)")
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
     maker = _RowMaker(str(path), question_field, answer_field, id_field, skip_bad)
     reader(path, maker)
+    if not maker.problems and not maker.skipped:
+        raise DataError(f"{path}: no rows (the file is empty{' but for its header' if reader is _csv_rows else ''}); "
+                        "a data file needs one problem per row")
     return LoadResult(maker.problems, maker.skipped)
 
 
@@ -296,14 +334,45 @@ def validate_file(
     answer_field: str = "answer",
     id_field: str | None = None,
 ) -> dict:
-    """Check every row of a file; returns ``{file, rows, ok, bad: [BadRow as dict]}``."""
+    """Check every row of a file; returns ``{file, rows, ok, bad: [BadRow as dict],
+    warnings: [str]}``. Raises :class:`DataError` for a file that cannot be read at all
+    (missing, a directory, empty). Warnings: duplicate values in an ``id`` column that is
+    not used as the id field (ids are keys: pass ``--id-field id`` to use it, and then
+    duplicates are bad rows), and duplicate questions."""
     res = load_file(path, question_field, answer_field, id_field, skip_bad=True)
+    warnings = []
+    if id_field is None:
+        for col in ("id", "ID", "Id", "_id"):
+            vals = [p.metadata[col] for p in res.problems if col in p.metadata]
+            if vals:
+                dups = _duplicates([str(v) for v in vals])
+                if dups:
+                    warnings.append(
+                        f"column {col!r} has {len(dups)} duplicate value(s) (e.g. {dups[0]!r}); it is not used as "
+                        f"the id (ids are row numbers) unless you pass --id-field {col}, and then each duplicate "
+                        "is a bad row since ids are keys")
+                break
+    dq = _duplicates([normalize_question(p.question) for p in res.problems])
+    if dq:
+        warnings.append(f"{len(dq)} question(s) appear more than once (after normalising case and spaces), "
+                        f"e.g. {dq[0][:80]!r}")
     return {
         "file": str(path),
         "rows": len(res.problems) + len(res.skipped),
         "ok": len(res.problems),
         "bad": [asdict(b) for b in res.skipped],
+        "warnings": warnings,
     }
+
+
+def _duplicates(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    dups: dict[str, None] = {}  # insertion-ordered set
+    for v in values:
+        if v in seen:
+            dups[v] = None
+        seen.add(v)
+    return list(dups)
 
 
 # ----------------------------------------------------------------------------- Hugging Face datasets
@@ -347,7 +416,14 @@ def load_hf_dataset(
 # problems with "/" have answers that differ from the written expression (checked in
 # reasoning-gym 0.1.25: 19 of 644 division problems among 2000 drawn). Such entries
 # are dropped: we re-evaluate the expression exactly and keep only those that agree.
-_MAX_TRIES = 6
+#
+# Small tasks have a finite set of distinct questions (chain_sum with 2 terms of 1-2
+# digits: about 16,400), and reasoning-gym seeds entry i of a dataset with ``seed + i``,
+# so two seeds draw the same entries shifted by their difference. We therefore draw
+# until enough distinct new questions are found, and call a task's space exhausted when
+# EXHAUSTED_AFTER draws in a row bring nothing new (or after MAX_DRAWS draws in all).
+EXHAUSTED_AFTER = 20_000
+MAX_DRAWS = 1_000_000
 
 
 def _exact_value(expr: str):
@@ -398,12 +474,17 @@ def _split_by_weight(size: int, tasks: list["ReasoningGymTask"]) -> list[int]:
     return counts
 
 
-def _draw_task(task: "ReasoningGymTask", want: int, seed: int, seen: set[str]) -> list[Problem]:
+def _draw_task(task: "ReasoningGymTask", want: int, seed: int, seen: set[str], exclude: set[str],
+               stats: dict) -> list[Problem]:
+    """Up to ``want`` problems whose questions are neither in ``seen`` (drawn already) nor
+    in ``exclude``; ``stats`` gets the counts (candidates, dropped, kept, exhausted)."""
     import reasoning_gym
 
     out: list[Problem] = []
-    next_index, gen_size, dropped = 0, max(want, 1), 0
-    for _ in range(_MAX_TRIES):
+    counts = {"candidates": 0, "dropped_excluded": 0, "dropped_repeats": 0, "dropped_inconsistent": 0}
+    next_index, gen_size, last_new = 0, max(want, 1), 0
+    stop = None
+    while stop is None:
         try:
             ds = reasoning_gym.create_dataset(task.name, size=gen_size, seed=seed, **task.options)
         except Exception as e:  # noqa: BLE001 - bad names/options raise various types
@@ -411,60 +492,104 @@ def _draw_task(task: "ReasoningGymTask", want: int, seed: int, seen: set[str]) -
         # Entries depend only on (seed, index), so a larger size extends the same sequence.
         for index in range(next_index, gen_size):
             entry = ds[index]
+            counts["candidates"] += 1
             key = normalize_question(entry["question"])
-            if key in seen or not _entry_is_consistent(task.name, entry):
-                dropped += 1
-                continue
-            seen.add(key)
-            entry = _jsonable(entry)
-            out.append(
-                Problem(
-                    id=f"rg-{task.name}-s{seed}-{index}",
-                    question=entry["question"],
-                    answer=str(entry["answer"]),
-                    metadata={"source": "reasoning_gym", "task": task.name, "entry": entry},
+            if key in exclude:
+                counts["dropped_excluded"] += 1
+            elif key in seen:
+                counts["dropped_repeats"] += 1
+            elif not _entry_is_consistent(task.name, entry):
+                counts["dropped_inconsistent"] += 1
+            else:
+                seen.add(key)
+                last_new = index
+                entry = _jsonable(entry)
+                out.append(
+                    Problem(
+                        id=f"rg-{task.name}-s{seed}-{index}",
+                        question=entry["question"],
+                        answer=str(entry["answer"]),
+                        metadata={"source": "reasoning_gym", "task": task.name, "entry": entry},
+                    )
                 )
-            )
-            if len(out) == want:
-                return out
-        next_index, gen_size = gen_size, gen_size * 2
-    log.warning("reasoning_gym %s: only %d of %d unique problems after %d draws (%d duplicates/excluded/inconsistent)",
-                task.name, len(out), want, next_index, dropped)
+                if len(out) == want:
+                    stop = "enough"
+                    break
+            if index - last_new >= EXHAUSTED_AFTER:
+                stop = "exhausted"
+                break
+            if counts["candidates"] >= MAX_DRAWS:
+                stop = "max_draws"
+                break
+        next_index, gen_size = gen_size, min(gen_size * 2, MAX_DRAWS)
+    counts["kept"] = len(out)
+    counts["wanted"] = want
+    counts["exhausted"] = stop != "enough"
+    stats[task.name] = counts
+    if stop != "enough":
+        why = (f"no new question in the last {EXHAUSTED_AFTER:,} draws: its space of distinct questions looks "
+               "exhausted" if stop == "exhausted" else f"stopped at {MAX_DRAWS:,} draws")
+        log.warning("reasoning_gym %s: only %d of %d distinct problems after %d draws (%d excluded, %d repeats, "
+                    "%d inconsistent); %s", task.name, len(out), want, counts["candidates"],
+                    counts["dropped_excluded"], counts["dropped_repeats"], counts["dropped_inconsistent"], why)
     return out
 
 
 def reasoning_gym_problems(
-    tasks: list["ReasoningGymTask"], size: int, seed: int, exclude: set[str] | None = None
+    tasks: list["ReasoningGymTask"], size: int, seed: int, exclude: set[str] | None = None,
+    stats: dict | None = None,
 ) -> list[Problem]:
     """Draw ``size`` problems from reasoning-gym tasks, split by weight.
 
     Questions are unique (by :func:`normalize_question`) across all tasks and never in
     ``exclude`` (normalised training questions, so held-out sets do not overlap them).
-    When duplicates leave a task short, more are generated (bounded); if still short,
-    a warning is logged and fewer problems are returned.
+    Draws go on until each task has its share or its space of distinct questions looks
+    exhausted (see ``EXHAUSTED_AFTER``); then a warning is logged and fewer problems are
+    returned. ``stats`` (a dict) receives per-task counts: ``{task: {candidates,
+    dropped_excluded, dropped_repeats, dropped_inconsistent, kept, wanted, exhausted}}``.
     """
     if not tasks:
         raise DataError("reasoning_gym: data.tasks is empty; name at least one task (e.g. chain_sum)")
-    seen = set(exclude or ())
+    exclude = set(exclude or ())
+    seen: set[str] = set()
+    stats = {} if stats is None else stats
     out: list[Problem] = []
     for task, want in zip(tasks, _split_by_weight(size, tasks)):
         if want > 0:
-            out.extend(_draw_task(task, want, seed, seen))
+            per_task: dict = {}
+            out.extend(_draw_task(task, want, seed, seen, exclude, per_task))
+            _merge_counts(stats, per_task[task.name], task.name)
     return out
+
+
+def _merge_counts(stats: dict, counts: dict, name: str) -> None:
+    if name in stats:  # the same task listed twice (other options)
+        for k, v in counts.items():
+            stats[name][k] = (stats[name][k] or v) if isinstance(v, bool) else stats[name][k] + v
+    else:
+        stats[name] = dict(counts)
 
 
 # ----------------------------------------------------------------------------- dispatch
 
 
-def load_problems(cfg: "DataConfig", exclude: set[str] | None = None) -> list[Problem]:
+def load_problems(cfg: "DataConfig", exclude: set[str] | None = None, stats: dict | None = None) -> list[Problem]:
     """Problems described by a :class:`~ssb.config.DataConfig`: shuffled with ``cfg.seed``
     when ``cfg.shuffle``, then cut to ``cfg.limit``. Questions in ``exclude`` (normalised)
-    are dropped."""
+    are dropped. ``stats`` (a dict) receives what the exclusion did: ``candidates``,
+    ``dropped_excluded``, ``dropped_repeats``, ``kept``, ``wanted``, ``exhausted``, and for
+    reasoning-gym the per-task counts under ``tasks``."""
     src = cfg.source
+    stats = {} if stats is None else stats
     if src == "reasoning_gym":
         if cfg.limit is None:
             raise DataError("source=reasoning_gym needs data.limit (how many problems to generate)")
-        problems = reasoning_gym_problems(cfg.tasks, cfg.limit, cfg.seed, exclude)
+        per_task: dict = {}
+        problems = reasoning_gym_problems(cfg.tasks, cfg.limit, cfg.seed, exclude, stats=per_task)
+        stats.update({k: sum(t[k] for t in per_task.values())
+                      for k in ("candidates", "dropped_excluded", "dropped_repeats", "dropped_inconsistent")})
+        stats["exhausted"] = any(t["exhausted"] for t in per_task.values())
+        stats["tasks"] = per_task
     else:
         if src in BENCHMARKS:
             problems = load_benchmark(src, cfg.split)
@@ -479,12 +604,17 @@ def load_problems(cfg: "DataConfig", exclude: set[str] | None = None) -> list[Pr
                 f"unknown data source {src!r}: use a benchmark ({', '.join(BENCHMARKS)}), 'reasoning_gym', "
                 "a .jsonl/.csv/.parquet file, or 'hf:NAME'"
             )
+        stats["candidates"] = len(problems)
         if exclude:
             problems = [p for p in problems if normalize_question(p.question) not in exclude]
+        stats["dropped_excluded"] = stats["candidates"] - len(problems)
+        stats["exhausted"] = cfg.limit is not None and len(problems) < cfg.limit
     if cfg.shuffle:
         problems = list(problems)
         random.Random(cfg.seed).shuffle(problems)
-    return problems[: cfg.limit] if cfg.limit is not None else problems
+    problems = problems[: cfg.limit] if cfg.limit is not None else problems
+    stats["kept"], stats["wanted"] = len(problems), cfg.limit
+    return problems
 
 
 def _report_skipped(res: LoadResult) -> list[Problem]:

@@ -37,6 +37,7 @@ from .rundir import read_jsonl
 from .teacher_logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
 
 log = logging.getLogger(__name__)
+OUTPUTS: tuple[str, ...] = ("student", "train_log.jsonl", "checkpoints")  # removed by `ssb run --force distill`
 
 
 # ----------------------------------------------------------------------------- data

@@ -41,6 +41,13 @@ class EvalError(SSBError, RuntimeError):
     pass
 
 
+def outputs(label: str) -> tuple[str, ...]:
+    """What the ``eval_<label>`` stage of a run writes (``ssb run --force eval_<label>``
+    removes it). The holdout problem set ``eval/holdout.problems.jsonl`` is shared by every
+    label and stays."""
+    return (f"eval/{label}",)
+
+
 # ----------------------------------------------------------------------------- problems
 
 
@@ -60,39 +67,65 @@ def training_questions(run: Run) -> set[str]:
 def holdout_problems(holdout: DataConfig | None, exclude: set[str], cache: Path | None = None) -> tuple[list, dict]:
     """Problems generated like the training data (another seed), distinct and never in
     ``exclude`` (normalised training questions). The chosen set is saved to ``cache`` the
-    first time so every model of a run is scored on the same problems."""
+    first time so every model of a run is scored on the same problems.
+
+    Returns ``(problems, info)``; ``info`` says how deduplication shaped the set (it shifts
+    the difficulty mix: small tasks lose their easiest, most repeated questions to the
+    training set): ``wanted``, ``candidates_drawn``, ``dropped_duplicates_of_training``,
+    ``dropped_repeats`` (a question drawn twice), ``dropped_duplicates`` (the two together),
+    ``kept``, and ``exhausted`` (True when the distinct questions outside training ran out
+    before ``wanted``). No problem left at all raises :class:`EvalError` with those counts."""
     from .data import Problem, load_problems, normalize_question
 
     if holdout is None:
         raise EvalError("bench 'holdout' needs eval.holdout (a data config, e.g. reasoning_gym with another seed)")
     spec = holdout.model_dump(mode="json")
     sidecar = cache.with_suffix(".config.json") if cache is not None else None
+    info_path = cache.with_suffix(".info.json") if cache is not None else None
     if cache is not None and cache.exists():
         made_with = json.loads(sidecar.read_text()) if sidecar.exists() else None
         if made_with is not None and made_with != spec:
             raise EvalError(f"{cache} was drawn with another eval.holdout ({made_with}); delete it (and the "
                             "eval/*/holdout.jsonl files) to draw the new holdout set")
         probs = [Problem.from_dict(r) for r in read_jsonl(cache)]
-        return probs, {"source": str(cache), "kept": len(probs)}
-    drawn = load_problems(holdout, exclude=exclude)  # reasoning-gym draws more when it hits duplicates
+        saved = json.loads(info_path.read_text()) if info_path.exists() else {}
+        return probs, {**saved, "cache": str(cache), "kept": len(probs)}
+    stats: dict = {}
+    drawn = load_problems(holdout, exclude=exclude, stats=stats)  # reasoning-gym draws on past duplicates
     seen: set[str] = set()
-    kept, dup = [], 0
-    for p in drawn:
+    kept, repeats = [], 0
+    for p in drawn:  # other sources may repeat a question
         key = normalize_question(p.question)
         if key in seen or key in exclude:
-            dup += 1
+            repeats += 1
             continue
         seen.add(key)
         kept.append(p)
+    of_training = stats.get("dropped_excluded", 0)
+    repeats += stats.get("dropped_repeats", 0)
     info = {"source": holdout.source, "seed": holdout.seed, "excluded_training_questions": len(exclude),
-            "dropped_duplicates": dup, "kept": len(kept)}
+            "wanted": holdout.limit, "candidates_drawn": stats.get("candidates", len(drawn)),
+            "dropped_duplicates_of_training": of_training, "dropped_repeats": repeats,
+            "dropped_duplicates": of_training + repeats, "kept": len(kept),
+            "exhausted": bool(stats.get("exhausted")) or (holdout.limit is not None and len(kept) < holdout.limit)}
+    if stats.get("dropped_inconsistent"):
+        info["dropped_inconsistent"] = stats["dropped_inconsistent"]
+    counts = (f"drew {info['candidates_drawn']:,} candidates: {of_training:,} were training questions, "
+              f"{repeats:,} repeats; kept {len(kept):,} of the {holdout.limit or len(kept):,} wanted")
     if not kept:
-        raise EvalError(f"holdout: no problems left after deduplication against training ({info})")
-    if holdout.limit and len(kept) < holdout.limit:
-        log.warning("holdout: only %d distinct unseen problems (wanted %d)", len(kept), holdout.limit)
+        raise EvalError(
+            f"holdout: no problem left outside the training set ({counts}). The training data "
+            f"({len(exclude):,} questions) uses up the distinct questions eval.holdout can generate: widen "
+            "eval.holdout's task options, train on fewer problems (data.limit), or evaluate on another source")
+    if info["exhausted"]:
+        log.warning("holdout: only %d distinct problems outside the training set (%s); the held-out set is "
+                    "smaller than eval.holdout.limit", len(kept), counts)
+    elif info["dropped_duplicates"]:
+        log.info("holdout: %s", counts)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(sidecar, spec)
+        atomic_write_json(info_path, info)
         with JsonlWriter(cache) as w:
             for p in kept:
                 w.write(p.to_dict())
@@ -131,7 +164,7 @@ def load_data_file(path: str | Path) -> list:
     try:
         return load_problems(cfg)
     except DataError as exc:
-        if "id" not in str(exc):
+        if exc.bad is None or exc.bad.field != "id":  # only a missing/duplicate id falls back to row numbers
             raise
         return load_problems(cfg.model_copy(update={"id_field": None}))
 
@@ -433,13 +466,14 @@ def evaluate_cli(args) -> dict:
             label = {"student": "ssb", "grpo": "grpo"}.get(adapter.name, adapter.name)
         out = Path(args.out) if getattr(args, "out", None) else (
             run.file(f"eval/{label}") if run is not None else Path("eval") / bench_name(label))
-        label = out.name  # labels are directory names: the paired table pairs directories
         jobs.append((label, model_cfg, adapter, out))
 
+    # summaries are keyed by output directory (the paired table pairs directories); each
+    # carries the model's label (run/adapter label or model name), which the tables show
     summaries = {}
     for label, mcfg, adp, out in jobs:
-        summaries[label] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
-                                    data_file=getattr(args, "data", None), exclude=exclude, label=label)
+        summaries[Path(out).name] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
+                                             data_file=getattr(args, "data", None), exclude=exclude, label=label)
     out_dirs = {Path(o).parent for *_, o in jobs}
     pairs = []
     if len(out_dirs) == 1:  # every label lives side by side: compare them on shared problems

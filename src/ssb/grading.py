@@ -3,14 +3,22 @@
 1. :func:`extract_answer` takes the final answer out of a completion: the last
    ``\\boxed{...}`` / ``\\fbox{...}``, else GSM8K's ``#### N``, else "the answer is N".
 2. :func:`grade` compares it with the gold answer:
+   - an extracted answer far longer than the gold (over ``max(MAX_ANSWER_CHARS, 4 x gold)``
+     characters: digit loops, runaway expressions) is wrong without further checks;
    - reasoning-gym problems use the task's own scorer (correct iff score >= 1.0);
-   - plain numbers are compared exactly in-process ("$1,800.00" == "1800");
+   - plain numbers are compared exactly in-process ("$1,800.00" == "1800"); a magnitude
+     word right after the number scales it ("5 million" == 5000000, "3 dozen" == 36), and
+     a number followed by a magnitude word elsewhere is not read as a plain number;
    - everything else goes to math-verify (gold first, both wrapped in ``\\boxed{}``).
 
-math-verify's own timeouts use ``signal.alarm`` and fail off the main thread, so we call
-it with timeouts disabled inside small worker *processes* (``python -c ...``, JSON lines
-over pipes) and wait at most ``timeout`` seconds per check; a worker stuck in sympy is
-killed and the check reports ``Outcome.TIMEOUT``. This works from any thread. Where no
+Grading never raises on a completion: every completion gets an outcome (correct, wrong,
+no_answer or timeout). The in-process steps are linear in the completion's length;
+everything that can run away on model output (sympy inside math-verify, and
+reasoning-gym scorers, some of which ``parse_expr``/``eval`` the answer) runs in small
+worker *processes* (``python -c ...``, JSON lines over pipes, address space capped at
+``WORKER_MEMORY_BYTES``): we wait at most ``timeout`` seconds per check, a worker that
+overruns is killed and the check reports ``Outcome.TIMEOUT``. math-verify's own timeouts
+use ``signal.alarm`` and fail off the main thread; this works from any thread. Where no
 subprocess can be started, checks run in a daemon thread joined with a timeout.
 """
 
@@ -38,35 +46,46 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- extraction
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_TOKEN_RE = re.compile(r"[^\s$]+")
 _HASH_RE = re.compile(r"####\s*([^\n]+)")
 _ANSWER_IS_RE = re.compile(r"(?:final\s+answer\s*(?:is)?|answer\s+is)\s*:?\s*([^\n]+)", re.IGNORECASE)
 
 
-def _braced(text: str, start: int) -> str | None:
-    """Content of the balanced ``{...}`` opening at ``text[start]``; None if unclosed."""
-    depth = 0
+def _brace_pairs(text: str, start: int = 0) -> dict[int, int]:
+    """``{open index: close index}`` of every closed, unescaped ``{`` from ``start`` on, in
+    one linear pass (a completion with thousands of unclosed ``\\boxed{`` stays linear)."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    prev = text[start - 1] if start > 0 else ""
     for i in range(start, len(text)):
         c = text[i]
-        if c == "{" and text[i - 1] != "\\":
-            depth += 1
-        elif c == "}" and text[i - 1] != "\\":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i]
-    return None
+        if prev != "\\":
+            if c == "{":
+                stack.append(i)
+            elif c == "}" and stack:
+                pairs[stack.pop()] = i
+        prev = c
+    return pairs
 
 
 def _boxed(text: str) -> str | None:
     """Content of the last complete ``\\boxed{...}``, ``\\boxed x`` or ``\\fbox{...}``."""
-    for m in reversed(list(_BOX_RE.finditer(text))):
+    matches = list(_BOX_RE.finditer(text))
+    if not matches:
+        return None
+    pairs: dict[int, int] | None = None
+    for m in reversed(matches):
         i = m.end()
         while i < len(text) and text[i] == " ":
             i += 1
         if i < len(text) and text[i] == "{":
-            content = _braced(text, i)
+            if pairs is None:
+                pairs = _brace_pairs(text, matches[0].end())
+            close = pairs.get(i)
+            content = text[i + 1 : close] if close is not None else None
         else:  # "\boxed 5": one token
-            tok = re.match(r"[^\s$]+", text[i:])
-            content = tok.group(0) if tok and i > m.end() else None
+            tok = _TOKEN_RE.match(text, i) if i > m.end() else None
+            content = tok.group(0) if tok else None
         if content is not None and content.strip():
             return content
     return None
@@ -75,9 +94,12 @@ def _boxed(text: str) -> str | None:
 def _clean(ans: str) -> str | None:
     """Strip surrounding math delimiters, bold markers and a final full stop."""
     ans = ans.strip()
-    inline = re.fullmatch(r".*?\$([^$]+)\$.*", ans)  # "is $\frac12$ dollars." -> \frac12
+    inline = re.fullmatch(r".*?\$([^$]+)\$(.*)", ans)  # "is $\frac12$ dollars." -> \frac12
     if inline and not ans.startswith("\\"):
-        ans = inline.group(1)
+        tail = inline.group(2).split()
+        # "$5$ million" keeps its magnitude word: it is part of the number
+        scale = bool(tail) and _scale_of(re.sub(r"[^A-Za-z]", "", tail[0])) is not None
+        ans = inline.group(1) + (" " + " ".join(tail) if scale else "")
     ans = ans.strip().strip("*").strip()
     for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if ans.startswith(left) and ans.endswith(right) and len(ans) > len(left) + len(right):
@@ -105,22 +127,57 @@ def extract_answer(text: str) -> tuple[str | None, str]:
 # ----------------------------------------------------------------------------- plain numbers
 
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
-_UNITS = re.compile(r"(?:\s*[A-Za-z]{2,}\.?)*")
+_UNIT_WORD = re.compile(r"[A-Za-z]{2,}\.?")
+_MAX_DIGITS = 4000  # below Python's int/str conversion limit (4300)
+# magnitude words scale the number before them ("5 million" = 5000000, "3 dozen" = 36)
+SCALE_WORDS = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12,
+               "dozen": 12, "lakh": 10**5, "crore": 10**7}
+
+
+def _scale_of(word: str) -> int | None:
+    """The factor of a magnitude word ("million", "millions"); 0 for a word built on one
+    that is not a plain factor ("thousandths", "millionth"); None for any other word."""
+    w = word.rstrip(".").lower()
+    if w in SCALE_WORDS:
+        return SCALE_WORDS[w]
+    if w.endswith("s") and w[:-1] in SCALE_WORDS:
+        return SCALE_WORDS[w[:-1]]
+    return 0 if any(w.startswith(k) for k in SCALE_WORDS) else None
 
 
 def _as_number(s: str) -> Fraction | None:
     """A plain number, tolerating $, thousands separators, %, degrees and unit words
-    ("$1,800.00", "18 dollars", "90^\\circ"); None for anything else."""
+    ("$1,800.00", "18 dollars", "90^\\circ"); magnitude words right after the number scale
+    it ("5 million", "2.5 thousand dollars", "3 dozen"). None for anything else, including
+    a magnitude word anywhere else ("5 dollars million", "2 thousand 500") and numbers of
+    more than 4000 digits."""
     s = re.sub(r"\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}", r" \1 ", s)
     s = s.replace("\\$", "").replace("$", "").replace("{,}", ",").replace("\\!", "").replace("\\%", "")
     s = re.sub(r"\^\{?\\circ\}?|%|\\,|\\ ", " ", s).strip()
     m = _NUMBER.match(s)
-    if not m or not _UNITS.fullmatch(s[m.end() :]):
+    if not m:
         return None
-    return Fraction(m.group(0).replace(",", ""))
+    digits = m.group(0).replace(",", "")
+    if len(digits) > _MAX_DIGITS:
+        return None
+    value = Fraction(digits)
+    scaling = True
+    for word in s[m.end() :].split():  # unit words: letters only, 2+ of them
+        if not _UNIT_WORD.fullmatch(word):
+            return None
+        factor = _scale_of(word)
+        if factor is None:
+            scaling = False
+        elif factor == 0 or not scaling:
+            return None
+        else:
+            value *= factor
+    return value
 
 
-# ----------------------------------------------------------------------------- bounded math-verify checks
+# ----------------------------------------------------------------------------- bounded checks in workers
+
+WORKER_MEMORY_BYTES = 4 << 30  # address-space cap of a grading worker: sympy blow-ups fail there
 
 
 def _mv_equal(gold: str, pred: str) -> bool:
@@ -140,8 +197,45 @@ def _mv_parse(answer: str):
     return parse("\\boxed{" + answer + "}", parsing_timeout=None)
 
 
+_scorers: dict = {}
+_scorers_lock = threading.Lock()
+
+
+def _rg_scorer(task: str):
+    with _scorers_lock:
+        fn = _scorers.get(task)
+        if fn is None:
+            import reasoning_gym
+
+            fn = _scorers[task] = reasoning_gym.get_score_answer_fn(task)
+    return fn
+
+
+def _rg_score(task: str, answer: str, entry: dict) -> float:
+    """The task's own reasoning-gym scorer; runs in a worker (some parse or eval the answer)."""
+    return float(_rg_scorer(task)(answer, entry))
+
+
+def _serve(req: dict):
+    op = req.get("op", "equal")
+    if op == "equal":
+        return _mv_equal(req["gold"], req["pred"])
+    if op == "rg":
+        return _rg_score(req["task"], req["answer"], req["entry"])
+    if op == "rg_load":
+        _rg_scorer(req["task"])
+        return True
+    raise ValueError(f"unknown op {op!r}")
+
+
 def _worker_main() -> None:
     """Worker process loop: one JSON request per stdin line, one JSON reply per line."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr  # nothing but replies may reach the protocol pipe
     logging.disable(logging.WARNING)  # math-verify warns that we disabled its timeouts
@@ -149,11 +243,13 @@ def _worker_main() -> None:
 
     out.write('{"ready": true}\n')
     for line in sys.stdin:
-        req = json.loads(line)
         try:
-            out.write(json.dumps({"ok": True, "result": _mv_equal(req["gold"], req["pred"])}) + "\n")
-        except Exception as e:  # noqa: BLE001 - any sympy failure means "not equal"
-            out.write(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}) + "\n")
+            reply = {"ok": True, "result": _serve(json.loads(line))}
+        except BaseException as e:  # noqa: BLE001 - any failure (sympy, a scorer, MemoryError) means "not equal"
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
+        out.write(json.dumps(reply) + "\n")
 
 
 class _Timeout(Exception):
@@ -161,7 +257,7 @@ class _Timeout(Exception):
 
 
 class _Worker:
-    START_TIMEOUT = 120.0  # seconds to import sympy/math-verify on a busy machine
+    START_TIMEOUT = 120.0  # seconds to import sympy/math-verify (or reasoning-gym) on a busy machine
 
     def __init__(self):
         # make this very copy of ssb importable in the child, however the parent found it
@@ -171,6 +267,7 @@ class _Worker:
             [sys.executable, "-c", "from ssb.grading import _worker_main; _worker_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env,
         )
+        self.rg_loaded: set[str] = set()
         if not self._readline(self.START_TIMEOUT).get("ready"):
             self.kill()
             raise RuntimeError("grading worker did not start")
@@ -184,12 +281,21 @@ class _Worker:
             raise RuntimeError("grading worker exited")
         return json.loads(line)
 
-    def check(self, gold: str, pred: str, timeout: float) -> bool:
-        self.proc.stdin.write(json.dumps({"gold": gold, "pred": pred}) + "\n")
+    def ask(self, req: dict, timeout: float):
+        """The worker's result for ``req``; None when the worker reported an error."""
+        if req.get("op") == "rg" and req["task"] not in self.rg_loaded:  # import time is not check time
+            self.proc.stdin.write(json.dumps({"op": "rg_load", "task": req["task"]}) + "\n")
+            loaded = self._readline(self.START_TIMEOUT)
+            if not loaded["ok"]:
+                log.warning("reasoning-gym scorer for %r unavailable: %s", req["task"], loaded["error"])
+                return None
+            self.rg_loaded.add(req["task"])
+        self.proc.stdin.write(json.dumps(req) + "\n")
         reply = self._readline(timeout)
         if not reply["ok"]:
-            log.debug("math-verify error on %r vs %r: %s", gold, pred, reply["error"])
-        return bool(reply.get("result"))
+            log.debug("grading check failed on %s: %s", str(req)[:300], reply["error"])
+            return None
+        return reply["result"]
 
     def kill(self) -> None:
         self.proc.kill()
@@ -199,6 +305,7 @@ class _Worker:
 _idle: list[_Worker] = []
 _lock = threading.Lock()
 _use_threads = os.name != "posix"  # select() on pipes is POSIX-only
+_TIMED_OUT = object()
 
 
 def _checkout() -> _Worker:
@@ -218,62 +325,58 @@ def close_workers() -> None:
 atexit.register(close_workers)
 
 
-def _check_in_thread(gold: str, pred: str, timeout: float) -> bool | None:
+def _in_thread(req: dict, timeout: float):
     box: list = []
-    t = threading.Thread(target=lambda: box.append(_mv_equal(gold, pred)), daemon=True)
+
+    def go():
+        try:
+            box.append(_serve(req))
+        except Exception as e:  # noqa: BLE001 - as in the worker: a failure means "not equal"
+            log.debug("grading check failed on %s: %s", str(req)[:300], e)
+            box.append(None)
+
+    t = threading.Thread(target=go, daemon=True)
     t.start()
     t.join(timeout)
-    return box[0] if box else None
+    return box[0] if box else _TIMED_OUT
+
+
+def _bounded(req: dict, timeout: float):
+    """Run one check (``_serve``) in a worker process for at most ``timeout`` seconds:
+    its result, None when it failed, ``_TIMED_OUT`` when it ran out of time."""
+    global _use_threads
+    if _use_threads:
+        return _in_thread(req, timeout)
+    try:
+        worker = _checkout()
+    except (OSError, RuntimeError, _Timeout) as e:
+        log.warning("cannot start a grading worker process (%s); checking in threads instead", e)
+        _use_threads = True
+        return _in_thread(req, timeout)
+    try:
+        result = worker.ask(req, timeout)
+    except _Timeout:
+        worker.kill()
+        return _TIMED_OUT
+    except (OSError, RuntimeError, ValueError):  # worker died (e.g. out of memory): count as failed
+        worker.kill()
+        return None
+    with _lock:
+        _idle.append(worker)
+    return result
 
 
 def _math_equal(gold: str, pred: str, timeout: float, shortcuts: bool = True) -> bool | None:
     """True/False, or None when the check ran out of time. ``shortcuts=False`` skips the
     in-process text/number comparisons (tests use it to exercise math-verify itself)."""
-    global _use_threads
     if shortcuts:
         if " ".join(gold.split()) == " ".join(pred.split()):
             return True
         g, p = _as_number(gold), _as_number(pred)
         if g is not None and p is not None:
             return g == p
-    if _use_threads:
-        return _check_in_thread(gold, pred, timeout)
-    try:
-        worker = _checkout()
-    except (OSError, RuntimeError, _Timeout) as e:
-        log.warning("cannot start a grading worker process (%s); checking in threads instead", e)
-        _use_threads = True
-        return _check_in_thread(gold, pred, timeout)
-    try:
-        result = worker.check(gold, pred, timeout)
-    except _Timeout:
-        worker.kill()
-        return None
-    except (OSError, RuntimeError, ValueError):  # worker died (e.g. out of memory): count as wrong
-        worker.kill()
-        return False
-    with _lock:
-        _idle.append(worker)
-    return result
-
-
-# ----------------------------------------------------------------------------- reasoning-gym scorers
-
-_scorers: dict = {}
-
-
-def _rg_score(task: str, answer: str, entry: dict) -> float:
-    with _lock:
-        fn = _scorers.get(task)
-        if fn is None:
-            import reasoning_gym
-
-            fn = _scorers[task] = reasoning_gym.get_score_answer_fn(task)
-    try:
-        return float(fn(answer, entry))
-    except Exception as e:  # noqa: BLE001 - a scorer crashing on odd input means "wrong"
-        log.debug("reasoning-gym %s scorer failed on %r: %s", task, answer, e)
-        return 0.0
+    result = _bounded({"op": "equal", "gold": gold, "pred": pred}, timeout)
+    return None if result is _TIMED_OUT else bool(result)
 
 
 # ----------------------------------------------------------------------------- grading
@@ -302,20 +405,53 @@ def _is_reasoning_gym(problem: Problem) -> bool:
     return md.get("source") == "reasoning_gym" and "task" in md and "entry" in md
 
 
+MAX_ANSWER_CHARS = 1000
+
+
+def _too_long(answer: str, gold: str) -> bool:
+    """An extracted answer far longer than the gold cannot be meant as it (digit loops,
+    runaway expressions): it is wrong without a check."""
+    return len(answer) > max(MAX_ANSWER_CHARS, 4 * len(gold))
+
+
 def grade(problem: Problem, completion: str, timeout: float = 5.0) -> Grade:
-    """Grade one completion against ``problem.answer`` (see the module docstring)."""
+    """Grade one completion against ``problem.answer`` (see the module docstring). Never
+    raises on a completion; a check that runs longer than ``timeout`` seconds is TIMEOUT."""
+    try:
+        return _grade(problem, completion, timeout)
+    except Exception as e:  # noqa: BLE001 - last resort: a completion must never stop a stage
+        log.warning("grading failed on a completion (%s: %s); counted as wrong", type(e).__name__, str(e)[:200])
+        return Grade(Outcome.WRONG, None, "none")
+
+
+def _grade(problem: Problem, completion: str, timeout: float) -> Grade:
     extracted, fmt = extract_answer(completion)
     if extracted is None:
         return Grade(Outcome.NO_ANSWER, None, fmt)
+    gold = str(problem.answer)
+    if _too_long(extracted, gold):
+        return Grade(Outcome.WRONG, extracted, fmt)
     if _is_reasoning_gym(problem):
-        score = _rg_score(problem.metadata["task"], extracted, problem.metadata["entry"])
-        return Grade(Outcome.CORRECT if score >= 1.0 else Outcome.WRONG, extracted, fmt)
-    same = _math_equal(str(problem.answer), extracted, timeout)
+        task = problem.metadata["task"]
+        score = _bounded({"op": "rg", "task": task, "answer": extracted, "entry": problem.metadata["entry"]},
+                         timeout)
+        if score is _TIMED_OUT:
+            return Grade(Outcome.TIMEOUT, extracted, fmt)
+        return Grade(Outcome.CORRECT if (score or 0.0) >= 1.0 else Outcome.WRONG, extracted, fmt)
+    same = _math_equal(gold, extracted, timeout)
     if same is None:
         return Grade(Outcome.TIMEOUT, extracted, fmt)
     return Grade(Outcome.CORRECT if same else Outcome.WRONG, extracted, fmt)
 
 
 def same_answer(a: str, b: str, timeout: float = 5.0) -> bool:
-    """Whether two extracted answers mean the same (False when the check times out)."""
-    return bool(_math_equal(a, b, timeout))
+    """Whether two extracted answers mean the same (False when the check times out or fails)."""
+    try:
+        if " ".join(a.split()) == " ".join(b.split()):
+            return True
+        if _too_long(a, b) or _too_long(b, a):
+            return False
+        return bool(_math_equal(a, b, timeout))
+    except Exception as e:  # noqa: BLE001 - never stop curation on an odd answer
+        log.warning("answer comparison failed (%s: %s); counted as different", type(e).__name__, str(e)[:200])
+        return False

@@ -34,6 +34,7 @@ from .pipeline import SSB_STAGES
 from .rundir import JsonlWriter, Run, read_jsonl
 
 log = logging.getLogger(__name__)
+OUTPUTS: tuple[str, ...] = ("grpo", "grpo_log.jsonl", "grpo_checkpoints")  # removed by `ssb run --force grpo`
 
 LOG_FIELDS = {  # grpo_log.jsonl name <- TRL log key
     "loss": "loss",

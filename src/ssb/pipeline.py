@@ -2,7 +2,8 @@
 
 Stages already marked done in ``manifest.json`` are skipped; a partial stage resumes
 from its own append-only outputs. Ctrl-C leaves the run resumable: rerun the same
-command to go on.
+command to go on. ``--force STAGE`` removes exactly the files the stage's module declares
+in its ``OUTPUTS`` constant (an eval stage: ``eval/<label>``) and reruns it.
 """
 
 from __future__ import annotations
@@ -15,48 +16,57 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import RunConfig
+from .errors import SSBError
 from .rundir import Run
 
 log = logging.getLogger("ssb")
 
 
+class PipelineError(SSBError, ValueError):
+    """A bad ``ssb run`` request (e.g. an unknown stage name)."""
+
+
 @dataclass
 class Stage:
+    """One stage: ``module.func(run)``, or an eval of ``adapter`` into ``eval/<label>``.
+
+    The files a stage writes (removed by ``--force``) are the module-level ``OUTPUTS``
+    tuple its module declares, read when needed (:meth:`outputs`); an eval stage owns
+    ``eval/<label>``."""
+
     name: str
-    run: Callable[[Run], object]
-    outputs: tuple[str, ...]  # files/dirs removed by --force
+    module: str
+    func: str = ""
     enabled: Callable[[RunConfig], bool] = lambda cfg: True
+    label: str | None = None  # eval stages
+    adapter: str | None = None  # eval stages: the run's adapter directory (None: the base model)
 
+    def run(self, run: Run):
+        if self.label is not None:
+            from .evaluate import run_eval
 
-def _eval(label: str, adapter: str | None):
-    def go(run: Run):
-        from .evaluate import run_eval
+            return run_eval(run, self.label, adapter=run.file(self.adapter) if self.adapter else None)
+        return getattr(importlib.import_module(f"ssb.{self.module}"), self.func)(run)
 
-        path = run.file(adapter) if adapter else None
-        return run_eval(run, label, adapter=path)
-
-    return go
-
-
-def _lazy(module: str, func: str):
-    """A stage entry point imported only when the stage runs (keeps `ssb run` start-up light)."""
-    def go(run: Run):
-        return getattr(importlib.import_module(f"ssb.{module}"), func)(run)
-
-    return go
+    def outputs(self) -> tuple[str, ...]:
+        """Run-relative paths this stage writes; ``--force`` removes exactly these."""
+        mod = importlib.import_module(f"ssb.{self.module}")
+        if self.label is not None:
+            return tuple(mod.outputs(self.label))
+        return tuple(mod.OUTPUTS)
 
 
 STAGES: list[Stage] = [
-    Stage("eval_base", _eval("base", None), ("eval/base",)),
-    Stage("rollout", _lazy("rollout", "run_rollout"), ("rollouts.jsonl",)),
-    Stage("curate", _lazy("curate", "run_curate"), ("selections.jsonl",)),
-    Stage("teacher", _lazy("teacher", "run_teacher"), ("pairs.jsonl", "teacher_rejects.jsonl")),
-    Stage("logits", _lazy("teacher_logits", "run_logits"), ("teacher",)),
-    Stage("distill", _lazy("distill", "run_distill"), ("student", "train_log.jsonl", "checkpoints")),
-    Stage("eval_ssb", _eval("ssb", "student"), ("eval/ssb",)),
-    Stage("grpo", _lazy("grpo", "run_grpo"), ("grpo", "grpo_log.jsonl", "grpo_checkpoints"), lambda c: c.grpo.enabled),
-    Stage("eval_grpo", _eval("grpo", "grpo"), ("eval/grpo",), lambda c: c.grpo.enabled),
-    Stage("report", _lazy("report", "write_report"), ()),
+    Stage("eval_base", "evaluate", label="base"),
+    Stage("rollout", "rollout", "run_rollout"),
+    Stage("curate", "curate", "run_curate"),
+    Stage("teacher", "teacher", "run_teacher"),
+    Stage("logits", "teacher_logits", "run_logits"),
+    Stage("distill", "distill", "run_distill"),
+    Stage("eval_ssb", "evaluate", label="ssb", adapter="student"),
+    Stage("grpo", "grpo", "run_grpo", lambda c: c.grpo.enabled),
+    Stage("eval_grpo", "evaluate", label="grpo", adapter="grpo", enabled=lambda c: c.grpo.enabled),
+    Stage("report", "report", "write_report"),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 # What SSB spends to train its student (GRPO's seconds budget and the report's compute table).
@@ -99,6 +109,21 @@ def draw_until_pairs(run: Run) -> dict:
     return info
 
 
+def remove_outputs(run: Run, stage: Stage) -> list[str]:
+    """Delete what ``stage`` declares it writes (files or directories); returns what was removed."""
+    removed = []
+    for out in stage.outputs():
+        p = run.file(out)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        removed.append(out)
+    return removed
+
+
 def _has_pairs(run: Run) -> bool:
     p = run.file("pairs.jsonl")
     return p.exists() and p.stat().st_size > 0
@@ -108,7 +133,7 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
                  force: list[str] | None = None) -> Run:
     for name in (only or []) + (skip or []) + (force or []):
         if name not in STAGE_NAMES:
-            raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+            raise PipelineError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
     run = Run.create(cfg)
     log.info("run directory: %s", run.path)
     t_all = time.time()
@@ -120,12 +145,8 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
             log.info("[%s] skipped", stage.name)
             continue
         if stage.name in (force or []):
-            for out in stage.outputs:
-                p = run.file(out)
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+            removed = remove_outputs(run, stage)
+            log.info("[%s] --force: removed %s", stage.name, ", ".join(removed) or "nothing (no outputs yet)")
             run.set_stage(stage.name, status="pending")
         if cfg.data.draw_chunk and stage.name in DRAWN_STAGES:  # the three run together, chunk by chunk
             finished = run.manifest().get("draw") and all(run.stage_done(s) for s in DRAWN_STAGES)

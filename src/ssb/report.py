@@ -22,6 +22,7 @@ from .rundir import Run, atomic_write_text, read_jsonl
 log = logging.getLogger(__name__)
 
 NOT_RUN = "_not run_"
+OUTPUTS: tuple[str, ...] = ("report.md", "plots")  # removed by `ssb run --force report`
 COLORS = {"base": "#8c8c8c", "grpo": "#e07b39", "ssb": "#2b7bba"}
 
 

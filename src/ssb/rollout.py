@@ -32,6 +32,7 @@ from .rundir import JsonlWriter, Run, done_ids, read_jsonl
 log = logging.getLogger(__name__)
 
 OUTPUT = "rollouts.jsonl"
+OUTPUTS: tuple[str, ...] = (OUTPUT,)  # what this stage writes (`ssb run --force rollout` removes it)
 FORMATS = ("boxed", "hash", "answer_is", "other", "none")
 
 

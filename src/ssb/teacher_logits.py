@@ -43,6 +43,7 @@ from .rundir import atomic_write_json, iter_batches, read_jsonl
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
+OUTPUTS: tuple[str, ...] = ("teacher",)  # what this stage writes (`ssb run --force logits` removes it)
 TENSORS = {"hidden": ("hidden",), "topk": ("topk_ids", "topk_logits", "lse")}
 
 

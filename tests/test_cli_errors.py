@@ -1,0 +1,193 @@
+"""What a user reads when something is wrong: one `ssb: error:` message and exit status 1
+(a traceback only with --debug), and `ssb data validate` on the files users really have
+(empty, BOM-prefixed, a directory, duplicate ids, other field names)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssb.cli import main
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_error(err: str, *needles: str) -> None:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ssb: error: "), err
+    for n in needles:
+        assert n in lines[0], (n, err)
+
+
+# ----------------------------------------------------------------------------- one clean line, exit 1
+
+
+def test_bad_config_field(tmp_path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text("rollout: {k: many}\n")
+    code, _, err = run_cli(capsys, "config", "show", str(p))
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith(f"ssb: error: {p}: invalid config") and "rollout.k" in err
+
+
+def test_unknown_config_section_names_the_field(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "config", "show", "configs/smoke.yaml", "--set", "rollout.kk=3")
+    assert code == 1 and "Traceback" not in err and "rollout.kk" in err
+
+
+def test_missing_run_dir(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "report", "--run", str(tmp_path / "nope"))
+    assert code == 1
+    assert_one_error(err, str(tmp_path / "nope"), "not a run directory", "ssb run CONFIG")
+    code, _, err = run_cli(capsys, "curate", "--run", str(tmp_path / "nope"))
+    assert code == 1
+    assert_one_error(err, "not a run directory")
+
+
+def test_missing_files(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "data", "validate", str(tmp_path / "nope.jsonl"))
+    assert code == 1
+    assert_one_error(err, "nope.jsonl: file not found")
+    code, _, err = run_cli(capsys, "config", "show", str(tmp_path / "nope.yaml"))
+    assert code == 1
+    assert_one_error(err, "config file not found", "nope.yaml")
+
+
+def test_unknown_stage_is_a_user_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run", "configs/smoke.yaml", "--set", f"runs_dir={tmp_path}", "--only", "rollouts")
+    assert code == 1
+    assert_one_error(err, "unknown stage 'rollouts'", "rollout")
+
+
+def test_every_package_error_derives_from_ssberror():
+    """The CLI catches SSBError only: every *Error class of the package must derive from it."""
+    import importlib
+    import pkgutil
+
+    import ssb
+    from ssb.errors import SSBError
+
+    loose = []
+    for mod in pkgutil.iter_modules(ssb.__path__):
+        if mod.name in ("engine_vllm", "engine_llamacpp"):
+            continue  # optional backends: their modules import only when installed
+        m = importlib.import_module(f"ssb.{mod.name}")
+        for name, obj in vars(m).items():
+            if (isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == m.__name__
+                    and not name.startswith("_") and not issubclass(obj, SSBError)):
+                loose.append(f"{mod.name}.{name}")
+    assert loose == []
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))}
+    argv = [sys.executable, "-m", "ssb.cli", "report", "--run", str(tmp_path / "nope")]
+    plain = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().startswith("ssb: error:")
+    debug = subprocess.run(argv[:3] + ["--debug"] + argv[3:], capture_output=True, text=True, env=env, timeout=120)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr and "not a run directory" in debug.stderr
+    assert "rundir.py" in debug.stderr  # where it was raised
+
+
+# ----------------------------------------------------------------------------- ssb data validate
+
+
+def _validate(capsys, path, *extra):
+    code, out, err = run_cli(capsys, "data", "validate", str(path), *extra)
+    report = json.loads(out) if out.strip() else None
+    return code, report, err
+
+
+def test_validate_empty_file_is_an_error(tmp_path, capsys):
+    for name, text in (("e.jsonl", ""), ("blank.jsonl", "\n\n  \n"), ("e.csv", "question,answer\n")):
+        p = tmp_path / name
+        p.write_text(text)
+        code, report, err = _validate(capsys, p)
+        assert code == 1 and report is None
+        assert_one_error(err, f"{p}: no rows")
+
+
+def test_validate_reads_a_utf8_bom(tmp_path, capsys):
+    bom = b"\xef\xbb\xbf"
+    jl = tmp_path / "bom.jsonl"
+    jl.write_bytes(bom + b'{"question": "Q1?", "answer": "1"}\n{"question": "Q2?", "answer": "2"}\n')
+    cs = tmp_path / "bom.csv"
+    cs.write_bytes(bom + "question,answer\r\nCafé?,3\r\n".encode())
+    for p, rows in ((jl, 2), (cs, 1)):
+        code, report, err = _validate(capsys, p)
+        assert code == 0, err
+        assert report["rows"] == rows and report["ok"] == rows and report["bad"] == []
+    from ssb.data import load_file
+
+    assert load_file(cs).problems[0].question == "Café?"
+
+
+def test_validate_a_directory_says_so(tmp_path, capsys):
+    for d in (tmp_path / "folder", tmp_path / "looks.jsonl"):
+        d.mkdir()
+        code, _, err = _validate(capsys, d)
+        assert code == 1
+        assert_one_error(err, f"{d}: is a directory")
+        assert "not found" not in err
+
+
+def test_validate_duplicate_ids(tmp_path, capsys):
+    p = tmp_path / "dup.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "a", "question": "Q1", "answer": "1"},
+        {"id": "a", "question": "Q2", "answer": "2"},
+        {"id": "b", "question": "q1 ", "answer": "1"},
+    ]))
+    # not used as ids: a warning (ids are row numbers), exit 0
+    code, report, err = _validate(capsys, p)
+    assert code == 0 and report["ok"] == 3
+    assert "Traceback" not in err
+    assert "ssb: warning:" in err and "column 'id' has 1 duplicate value(s) (e.g. 'a')" in err
+    assert "--id-field id" in err
+    assert any("question(s) appear more than once" in w for w in report["warnings"])
+    # used as ids (keys): the duplicate is a bad row, exit 1
+    code, report, err = _validate(capsys, p, "--id-field", "id")
+    assert code == 1 and report["ok"] == 2
+    assert [(b["line"], b["field"], b["reason"]) for b in report["bad"]] == [(2, "id", "duplicate id 'a'")]
+    assert f"{p}:2: id: duplicate id 'a'" in err
+
+
+def test_validate_other_field_names_says_how_to_map(tmp_path, capsys):
+    p = tmp_path / "other.jsonl"
+    p.write_text(json.dumps({"problem": "What is 2+2?", "solution": "2+2=4", "final": "4"}) + "\n")
+    code, report, err = _validate(capsys, p)
+    assert code == 1 and "Traceback" not in err
+    reason = report["bad"][0]["reason"]
+    for needle in ("missing", "'question'", "problem, solution, final", "--question-field", "data.question_field"):
+        assert needle in reason and needle in err, needle
+    code, report, err = _validate(capsys, p, "--question-field", "problem")
+    assert code == 1
+    assert "--answer-field" in report["bad"][0]["reason"] and "data.answer_field" in report["bad"][0]["reason"]
+    code, report, err = _validate(capsys, p, "--question-field", "problem", "--answer-field", "final")
+    assert code == 0 and report["ok"] == 1, err
+
+
+def test_bom_and_other_fields_through_a_config(tmp_path):
+    from ssb.config import DataConfig
+    from ssb.data import DataError, load_problems
+
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"problem": "P?", "final": "9"}).encode() + b"\n")
+    with pytest.raises(DataError, match="data.question_field"):
+        load_problems(DataConfig(source=str(p)))
+    probs = load_problems(DataConfig(source=str(p), question_field="problem", answer_field="final"))
+    assert [(q.question, q.answer) for q in probs] == [("P?", "9")]
