@@ -31,7 +31,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .alignment import answer_slice, reply_ids
 from .config import ModelConfig
-from .losses import TeacherSignal, answer_hidden_states, distill_loss
+from .losses import TeacherSignal, answer_hidden_states, distill_loss, logit_transform
 from .models import load_model, resolve_device
 from .rundir import read_jsonl
 from .teacher_logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
@@ -132,7 +132,7 @@ class DistillTrainer(Trainer):
         parts = distill_loss(h, head.weight, getattr(head, "bias", None), teacher, inputs["targets"],
                              temperature=dc.temperature, kd_weight=dc.kd_weight, ce_weight=dc.ce_weight,
                              reverse_kl_weight=dc.reverse_kl_weight, chunk_size=dc.chunk_size,
-                             normalizer=num_items_in_batch)
+                             normalizer=num_items_in_batch, logit_transform=logit_transform(unwrapped))
         # without a count (no labels) the loss is a per-batch mean: let the Trainer scale it for accumulation
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         if model.training:
