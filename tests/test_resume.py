@@ -24,8 +24,8 @@ SMOKE = ROOT / "configs" / "smoke.yaml"
 RUN_NAME = "smoke"  # the smoke config's name: its run directory under runs_dir
 TRAIN_STAGES = ("rollout", "curate", "logits", "distill")
 # 4 problems per rollout chunk (16 problems, k=4) so rollouts.jsonl grows in steps, and a
-# checkpoint after every distillation step so an interrupted distill resumes mid-way.
-SETS = ("generation.batch_size=8", "distill.save_steps=1")
+# checkpoint after each of (at least two) distillation steps so an interrupted distill resumes mid-way.
+SETS = ("generation.batch_size=8", "distill.save_steps=1", "distill.batch_size=1", "distill.epochs=2")
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +67,8 @@ def _size(path: Path) -> int:
 def run_and_kill(config: Path, runs_dir: Path, stage_file: str, *args: str, sets=SETS, run_name: str = RUN_NAME,
                  timeout: float = 1800, poll: float = 0.02) -> Path:
     """Start ``ssb run config ARGS``, and SIGKILL its process group as soon as
-    ``runs_dir/run_name/stage_file`` (a file or a directory) gets more bytes than the least it
-    had since the start (so it works when the file is new, empty at first, or removed by
+    ``runs_dir/run_name/stage_file`` (a file or a directory) has content beyond the least it
+    had since the start (so it works when the file is new, created empty first, or removed by
     ``--force`` and rewritten). Returns the run directory. Fails if the run ends first."""
     run_dir = Path(runs_dir) / run_name
     target = run_dir / stage_file
@@ -82,7 +82,7 @@ def run_and_kill(config: Path, runs_dir: Path, stage_file: str, *args: str, sets
             deadline = time.time() + timeout
             while True:
                 size = _size(target)
-                if size > least:
+                if size > max(least, 0):
                     break
                 least = min(least, size)
                 if proc.poll() is not None:

@@ -279,3 +279,21 @@ def test_kd_is_zero_at_step_0_when_teacher_prompt_equals_student_prompt(tmp_path
     log = read_jsonl(run.file("train_log.jsonl"))
     assert len(log) == 1
     assert 0 <= log[0]["kd"] < 1e-4, log[0]
+
+
+def test_resume_point_skips_a_checkpoint_killed_while_saving(tmp_path):
+    from ssb.distill import resume_point
+
+    ck, log = tmp_path / "checkpoints", tmp_path / "train_log.jsonl"
+    assert resume_point(ck, log) is None
+    (ck / "checkpoint-1").mkdir(parents=True)
+    (ck / "checkpoint-1" / "trainer_state.json").write_text(json.dumps({"global_step": 1}))
+    (ck / "checkpoint-2").mkdir()  # killed before trainer_state.json, which the Trainer writes last
+    (ck / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"partial")
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2)))
+    assert resume_point(ck, log) == str(ck / "checkpoint-1")
+    assert not (ck / "checkpoint-2").exists()
+    assert [r["step"] for r in read_jsonl(log)] == [1]  # step 2 is retrained and logged again
+    log.write_text(json.dumps({"step": 1}) + "\n")
+    (ck / "checkpoint-1" / "trainer_state.json").write_text('{"glob')  # torn
+    assert resume_point(ck, log) is None and not log.exists()

@@ -207,10 +207,34 @@ def _training_args(run, dc, device: torch.device) -> TrainingArguments:
     )
 
 
+def resume_point(ckpt_dir: Path, log_path: Path) -> str | None:
+    """The last *complete* checkpoint to resume from (None: start over, without a log).
+
+    A run killed while saving leaves a checkpoint without ``trainer_state.json`` (the Trainer
+    writes it last): such partial checkpoints are removed. Log lines after the checkpoint's
+    step (logged before a save that never finished) are dropped, so the resumed run's log has
+    each step once."""
+    last = None
+    for ck in sorted(ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else [],
+                     key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1):
+        try:
+            json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))
+            last = ck
+        except (OSError, ValueError):
+            log.warning("removing incomplete checkpoint %s (the run was interrupted while saving it)", ck)
+            shutil.rmtree(ck, ignore_errors=True)
+    if last is None:
+        log_path.unlink(missing_ok=True)
+        return None
+    step = int(last.name.split("-")[-1])
+    keep = [r for r in read_jsonl(log_path) if r.get("step", 0) <= step]
+    log_path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+    return str(last)
+
+
 def run_distill(run) -> dict:
     """Train the LoRA student on ``pairs.jsonl`` + ``teacher/``; save it to ``student/``."""
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     cfg, dc = run.cfg, run.cfg.distill
     pairs = read_jsonl(run.file("pairs.jsonl"))
@@ -233,11 +257,8 @@ def run_distill(run) -> dict:
         if dc.gradient_checkpointing:
             lm.model.enable_input_require_grads()
         model = _lora(lm.model, dc)
-        ckpt_dir = run.file("checkpoints")
-        resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
         log_path = run.file("train_log.jsonl")
-        if resume is None:
-            log_path.unlink(missing_ok=True)
+        resume = resume_point(run.file("checkpoints"), log_path)
         trainer = DistillTrainer(
             model=model, args=_training_args(run, dc, resolve_device(cfg.model.device)),
             train_dataset=DistillDataset(items, store),
