@@ -37,7 +37,8 @@ def vllm_sampling_kwargs(sampling: Sampling, seed: int, stops: list[int]) -> dic
 
 
 def vllm_requests(prompts: list[list[int]], sampling: Sampling, seeds: list[int] | None,
-                  stops: list[int], max_model_len: int | None = None) -> tuple[list[dict | None], list[dict[str, Any] | None]]:
+                  stops: list[int], max_model_len: int | None = None
+                  ) -> tuple[list[dict | None], list[dict[str, Any] | None]]:
     """(prompt dicts with token ids, SamplingParams kwargs) per conversation; one seed per
     conversation so each request is reproducible on its own.
 
@@ -146,8 +147,8 @@ class VLLMGenerator:
 
             lora = LoRARequest("adapter", 1, self.adapter)
         t0 = time.time()
-        res = self.llm.generate([reqs[i] for i in keep], params, use_tqdm=bool(progress), lora_request=lora) \
-            if keep else []
+        sent = [reqs[i] for i in keep]
+        res = self.llm.generate(sent, params, use_tqdm=bool(progress), lora_request=lora) if keep else []
         out = vllm_outputs(self.tok, prompts, sampling.n, reqs, [r.outputs for r in res], set(self.stops))
         toks = sum(c.completion_tokens for cs in out for c in cs)
         if progress:
