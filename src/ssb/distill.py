@@ -14,7 +14,8 @@ Note for FSDP: the loss reads the LM head weight directly, so keep the head unsh
 (transformers' ``_fsdp_plan`` does this for Llama/Qwen2 via ``keep_full_weight``).
 
 Writes ``student/`` (adapter + tokenizer), ``train_log.jsonl`` (one line per logging
-step) and, with ``distill.save_steps``, ``checkpoints/`` (resumed automatically).
+step) and, with ``distill.save_steps``, ``checkpoints/`` (a rerun resumes from the last complete
+checkpoint; one cut short by a kill is removed, see :func:`resume_point`).
 """
 
 from __future__ import annotations
