@@ -96,3 +96,100 @@ def test_student_hidden_states_at_answer_positions(tiny_model):
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=attn).logits
     torch.testing.assert_close(model.lm_head(h), logits[mask], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- scaled / soft-capped heads
+
+SMALL = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=8, max_position_embeddings=128, initializer_range=0.5,
+             pad_token_id=0, bos_token_id=1, eos_token_id=2)
+SCALED_FAMILIES = {  # family -> (config class, model class, the post-head setting, expected LogitTransform)
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"final_logit_softcapping": 2.0}, dict(softcap=2.0)),
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", {"final_logit_softcapping": 2.0}, dict(softcap=2.0)),
+    "vaultgemma": ("VaultGemmaConfig", "VaultGemmaForCausalLM", {"final_logit_softcapping": 2.0}, dict(softcap=2.0)),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", {"logits_scaling": 8.0}, dict(scale=1 / 8.0)),
+    "granitemoe": ("GraniteMoeConfig", "GraniteMoeForCausalLM", {"logits_scaling": 8.0, "num_local_experts": 2,
+                                                                 "num_experts_per_tok": 1}, dict(scale=1 / 8.0)),
+    "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 4.0}, dict(scale=4.0)),
+    "cohere2": ("Cohere2Config", "Cohere2ForCausalLM", {"logit_scale": 4.0}, dict(scale=4.0)),
+    "hyperclovax": ("HyperCLOVAXConfig", "HyperCLOVAXForCausalLM", {"logits_scaling": 4.0}, dict(scale=4.0)),
+}
+
+
+def _tiny(family):
+    import transformers
+
+    cfg_cls, model_cls, extra, _ = SCALED_FAMILIES[family]
+    torch.manual_seed(0)
+    cfg = getattr(transformers, cfg_cls)(**SMALL, **extra)
+    return getattr(transformers, model_cls)(cfg).eval()
+
+
+def _pair():
+    from ssb.alignment import AlignedPair
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 256, (14,), generator=g).tolist()
+    return AlignedPair(ids[:9], ids[:5], ids[9:])
+
+
+@pytest.mark.parametrize("family", list(SCALED_FAMILIES))
+def test_scaled_heads_recompute_the_models_own_logits(family):
+    """Hidden and top-k stores and the loss recompute logits from the head input; for every
+    scaled/soft-capped family of the installed transformers they equal the model's forward logits."""
+    from ssb.losses import LogitTransform, logit_transform, model_logits
+    from ssb.teacher_logits import check_head, teacher_hidden
+
+    model = _tiny(family)
+    tf = logit_transform(model)
+    assert tf == LogitTransform(**SCALED_FAMILIES[family][3])
+    pair = _pair()
+    assert check_head(model, pair, pad_id=0) < 1e-4
+    # the model's logits at the answer positions, from its own forward
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([pair.teacher_ids])).logits[0].float()
+    own = full[len(pair.teacher_prompt_ids) - 1: len(pair.teacher_ids) - 1]
+    (h,) = teacher_hidden(model, [pair], 0)
+    head = model.get_output_embeddings()
+    torch.testing.assert_close(model_logits(h, head.weight, head.bias, tf), own, rtol=1e-4, atol=1e-4)
+    raw = model_logits(h, head.weight, head.bias)  # the plain head (what ssb used to store) is wrong here
+    assert (raw - own).abs().max() > 0.05
+    # top-k store: the model's own top-k and log-sum-exp
+    enc = encode(h, "topk", torch.float32, head, 5, 2.0, transform=tf)
+    torch.testing.assert_close(enc["topk_logits"], own.topk(5).values, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(enc["lse"], torch.logsumexp(own / 2.0, -1), rtol=1e-4, atol=1e-4)
+    # the chunked loss (student logits and teacher logits from hidden states) = the dense loss on own logits
+    h_s = (h + 0.3 * torch.randn_like(h)).detach()
+    with torch.no_grad():
+        z_s = model_logits(h_s, head.weight, head.bias, tf)
+    zs = z_s.clone().requires_grad_(True)
+    ref = reference_loss(zs, own, temperature=2.0, reverse_kl_weight=0.5)
+    ref.backward()
+    g_ref = torch.autograd.grad(model_logits(hh := h_s.clone().requires_grad_(True), head.weight.detach(), None, tf),
+                                hh, zs.grad)[0]
+    out, g = _grad(lambda x: distill_loss(x, head.weight.detach(), None, TeacherSignal("hidden", hidden=h),
+                                          temperature=2.0, reverse_kl_weight=0.5, chunk_size=3,
+                                          logit_transform=tf).loss, h_s)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-5)
+
+
+def test_unknown_post_processing_is_refused(monkeypatch):
+    """A family whose scaling ssb does not know (simulated by forgetting Granite's) is refused
+    with a clear error instead of storing wrong logits."""
+    import ssb.losses
+    from ssb.teacher_logits import TeacherStoreError, check_head
+
+    model = _tiny("granite")
+    monkeypatch.setattr(ssb.losses, "_DIVIDE_BY_LOGITS_SCALING", ())
+    with pytest.raises(TeacherStoreError, match="'granite'.*cannot recompute"):
+        check_head(model, _pair(), pad_id=0)
+
+
+def test_prescaled_hidden_states_need_no_transform(tiny_model):
+    """MiniCPM3-style ``logits_scaling`` (applied before the head) and plain Llama: identity."""
+    from ssb.losses import LogitTransform, logit_transform
+
+    assert logit_transform(tiny_model.model) == LogitTransform() and LogitTransform().identity
+    cfg = type("Cfg", (), {"model_type": "minicpm3", "logits_scaling": 256.0})()
+    assert logit_transform(type("M", (), {"config": cfg})()).identity

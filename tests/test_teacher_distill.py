@@ -7,7 +7,7 @@ import torch
 
 from ssb.config import RunConfig
 from ssb.rundir import Run, read_jsonl
-from ssb.teacher_logits import TeacherStore, TeacherStoreError, run_logits, teacher_hidden
+from ssb.teacher_logits import TeacherStore, TeacherStoreError, run_logits
 
 SYSTEM = "You are a careful math tutor. Give the final answer as \\boxed{ANSWER}."
 PROBLEMS = [("What is 2 + 3?", "2 + 3 = 5.\n\\boxed{5}"),
@@ -58,15 +58,23 @@ def test_hidden_store_layout_and_rows(hidden_run, tiny_model):
 
     store = TeacherStore(hidden_run.file("teacher"))
     store.check_model(tiny_model.model, tiny_model.tokenizer)
-    from ssb.alignment import align_pair
-
+    # independent of the code that wrote the store: the model's plain forward over the teacher
+    # sequence (no hooks, no answer mask), and the positions that predict each reply token
+    model, tok = tiny_model.model, tiny_model.tokenizer
     rec = read_jsonl(hidden_run.file("pairs.jsonl"))[3]
-    pair = align_pair(tiny_model.tokenizer, rec["teacher_messages"], rec["student_messages"], rec["solution"])
-    assert store.reply_ids("p3") == pair.reply_ids
-    (h,) = teacher_hidden(tiny_model.model, [pair], tiny_model.tokenizer.pad_token_id)
+    full = tok.apply_chat_template(rec["teacher_messages"] + [{"role": "assistant", "content": rec["solution"]}],
+                                   tokenize=True)
+    full = list(full["input_ids"] if hasattr(full, "keys") else full)
+    prompt = tok.apply_chat_template(rec["teacher_messages"], add_generation_prompt=True, tokenize=True)
+    p = len(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    reply = store.reply_ids("p3")
+    assert full[p: p + len(reply)] == reply and tok.decode(reply[:-1]) == rec["solution"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([full])).logits[0]
+    own = logits[p - 1: p - 1 + len(reply)]  # position i predicts token i + 1
     rows = store.get("p3")["hidden"]
-    assert rows.dtype == torch.float16 and rows.shape == h.shape
-    torch.testing.assert_close(rows.float(), h, rtol=2e-3, atol=2e-3)
+    assert rows.dtype == torch.float16 and rows.shape == (len(reply), model.config.hidden_size)
+    torch.testing.assert_close(model.lm_head(rows.float()), own, rtol=0, atol=2e-3)
 
 
 def test_logits_resume_recomputes_only_missing_shard(hidden_run):
@@ -87,8 +95,18 @@ def test_topk_store(tmp_path, tiny_model_dir):
     n = len(store.reply_ids("p0"))
     assert rows["topk_ids"].shape == (n, 8) and rows["topk_logits"].shape == (n, 8) and rows["lse"].shape == (n,)
     assert store.temperature == 1.0 and info["store"] == "topk"
-    # probabilities of the stored top-k never exceed 1
-    assert (torch.exp(rows["topk_logits"].float() - rows["lse"][:, None]).sum(-1) <= 1 + 1e-3).all()
+    # the model's own forward logits at the reply-predicting positions give the same top-k and lse
+    from ssb.models import load_model
+
+    lm = load_model(str(tiny_model_dir), device="cpu")
+    rec = read_jsonl(run.file("pairs.jsonl"))[0]
+    prompt = lm.tokenizer.apply_chat_template(rec["teacher_messages"], add_generation_prompt=True, tokenize=True)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    with torch.no_grad():
+        own = lm.model(input_ids=torch.tensor([prompt + store.reply_ids("p0")])).logits[0, len(prompt) - 1: -1]
+    assert torch.equal(rows["topk_ids"].long(), own.topk(8).indices)
+    torch.testing.assert_close(rows["topk_logits"].float(), own.topk(8).values, rtol=0, atol=2e-3)
+    torch.testing.assert_close(rows["lse"], torch.logsumexp(own, -1), rtol=0, atol=1e-4)
 
 
 def test_topk_warns_above_temperature_one(tmp_path, tiny_model_dir):
@@ -190,3 +208,92 @@ def test_distill_overfits_and_saves_loadable_adapter(tmp_path, sharp_model_dir):
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         torch.testing.assert_close(m2.model(ids).logits, student(input_ids=ids).logits, rtol=1e-3, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def test_answer_slice_selects_the_positions_that_predict_the_reply(tiny_model):
+    from ssb.alignment import answer_slice
+
+    assert list(range(10))[answer_slice(4, 3)] == [3, 4, 5]
+    prompt, reply = [11, 12, 13, 14], [21, 22, 23]
+    seq = prompt + reply
+    assert [seq[i + 1] for i in range(len(seq))[answer_slice(len(prompt), len(reply))]] == reply
+    # the model's own causal-LM loss over the reply (labels shifted inside transformers) is the
+    # cross-entropy of the logits at exactly these positions
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 253, 5356, 198, 11, 12, 13]])
+    p, r = 8, 3
+    with torch.no_grad():
+        out = tiny_model.model(input_ids=ids, labels=torch.tensor([[-100] * p + ids[0, p:].tolist()]))
+    mine = torch.nn.functional.cross_entropy(out.logits[0, answer_slice(p, r)], ids[0, p:])
+    torch.testing.assert_close(mine, out.loss)
+
+
+def test_distill_collator_pads_and_marks_answer_positions():
+    from ssb.distill import DistillCollator
+
+    feats = [{"input_ids": [5, 6, 7, 8, 9], "prompt_len": 3, "teacher": {"hidden": torch.full((2, 4), 1.0)}},
+             {"input_ids": [5, 6, 7, 8, 9, 10, 11], "prompt_len": 4, "teacher": {"hidden": torch.full((3, 4), 2.0)}}]
+    b = DistillCollator(pad_id=0, kind="hidden")(feats)
+    assert b["input_ids"].tolist() == [[5, 6, 7, 8, 9, 0, 0], [5, 6, 7, 8, 9, 10, 11]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0, 0], [1] * 7]
+    assert b["labels"].tolist() == [[-100, -100, -100, 8, 9, -100, -100], [-100] * 4 + [9, 10, 11]]
+    assert b["answer_mask"].tolist() == [[0, 0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1, 0]]
+    # each answer position predicts the next token, which is a reply token; row-major order = targets order
+    nxt = b["input_ids"][:, 1:][b["answer_mask"][:, :-1]]
+    assert nxt.tolist() == b["targets"].tolist() == [8, 9, 9, 10, 11]
+    assert int((b["labels"] != -100).sum()) == int(b["answer_mask"].sum()) == 5  # the Trainer's token count
+    assert b["teacher_hidden"][:, 0].tolist() == [1.0, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_check_head_on_a_plain_head(tiny_model):
+    from ssb.alignment import align_pair
+    from ssb.teacher_logits import check_head
+
+    rec = json.loads(json.dumps({"t": [{"role": "user", "content": "What is 2 + 3? Hint: 5."}],
+                                 "s": [{"role": "user", "content": "What is 2 + 3?"}]}))
+    pair = align_pair(tiny_model.tokenizer, rec["t"], rec["s"], "2 + 3 = 5.\n\\boxed{5}")
+    assert 0 <= check_head(tiny_model.model, pair, tiny_model.tokenizer.pad_token_id) < 1e-4
+
+
+def test_kd_is_zero_at_step_0_when_teacher_prompt_equals_student_prompt(tmp_path):
+    """The alignment invariant on the real embedded model: with the teacher shown exactly the
+    student's prompt, teacher and student are the same model on the same tokens at step 0 (LoRA
+    starts as the identity), so the first logged KD must be ~0; any off-by-one between the stored
+    teacher rows and the student's answer positions would make it large."""
+    from ssb.distill import run_distill
+
+    cfg = RunConfig(name="same", runs_dir=str(tmp_path), model={"name_or_path": "embedded", "device": "cpu"},
+                    logits={"dtype": "float32"},
+                    distill={"lora_r": 2, "lora_alpha": 2, "target_modules": ["q_proj"], "epochs": 1,
+                             "batch_size": 2, "logging_steps": 1, "temperature": 1.0})
+    run = Run.create(cfg)
+    with open(run.file("pairs.jsonl"), "w") as f:
+        for i, (q, sol) in enumerate(PROBLEMS[:2]):
+            msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+            f.write(json.dumps({"id": f"p{i}", "student_messages": msgs, "teacher_messages": msgs,
+                                "solution": sol}) + "\n")
+    run_logits(run)
+    run_distill(run)
+    log = read_jsonl(run.file("train_log.jsonl"))
+    assert len(log) == 1
+    assert 0 <= log[0]["kd"] < 1e-4, log[0]
+
+
+def test_resume_point_skips_a_checkpoint_killed_while_saving(tmp_path):
+    from ssb.distill import resume_point
+
+    ck, log = tmp_path / "checkpoints", tmp_path / "train_log.jsonl"
+    assert resume_point(ck, log) is None
+    (ck / "checkpoint-1").mkdir(parents=True)
+    (ck / "checkpoint-1" / "trainer_state.json").write_text(json.dumps({"global_step": 1}))
+    (ck / "checkpoint-2").mkdir()  # killed before trainer_state.json, which the Trainer writes last
+    (ck / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"partial")
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2)))
+    assert resume_point(ck, log) == str(ck / "checkpoint-1")
+    assert not (ck / "checkpoint-2").exists()
+    assert [r["step"] for r in read_jsonl(log)] == [1]  # step 2 is retrained and logged again
+    log.write_text(json.dumps({"step": 1}) + "\n")
+    (ck / "checkpoint-1" / "trainer_state.json").write_text('{"glob')  # torn
+    assert resume_point(ck, log) is None and not log.exists()

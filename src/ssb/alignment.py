@@ -16,6 +16,9 @@ end-of-turn token and whatever the template puts after it (whitespace only, chec
 is not part of the reply. Hence teacher/student input = prompt ‖ reply equals the
 whole conversation's rendering minus that trailing separator.
 
+Every content, the reply included, is tokenized as text (:func:`prompts.chat_ids`): a
+solution that contains ``<|im_end|>`` as text stays text and cannot end the turn early.
+
 Sequences longer than ``max_length`` are refused (:class:`AlignmentError`), never
 truncated: a truncated reply would silently misalign teacher and student.
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import SSBError
-from .prompts import Message, render_prompt_ids
+from .prompts import Message, chat_ids, render_prompt_ids
 
 # End-of-turn tokens of common chat templates, used besides tokenizer.eos_token.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -62,16 +65,10 @@ def end_of_turn_ids(tokenizer) -> set[int]:
     return ids
 
 
-def _ids(out) -> list[int]:
-    if hasattr(out, "keys"):  # transformers 5 may return a BatchEncoding
-        out = out["input_ids"]
-    return list(out)
-
-
 def reply_ids(tokenizer, messages: list[Message], reply: str) -> tuple[list[int], list[int]]:
     """(prompt ids with generation prompt, reply ids ending with the end-of-turn token)."""
     prompt = render_prompt_ids(tokenizer, messages)
-    full = _ids(tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": reply}], tokenize=True))
+    full = chat_ids(tokenizer, messages + [{"role": "assistant", "content": reply}], add_generation_prompt=False)
     if full[: len(prompt)] != prompt:
         raise AlignmentError(
             "the chat template's generation prompt is not a token prefix of the rendered conversation; "

@@ -14,7 +14,8 @@ Note for FSDP: the loss reads the LM head weight directly, so keep the head unsh
 (transformers' ``_fsdp_plan`` does this for Llama/Qwen2 via ``keep_full_weight``).
 
 Writes ``student/`` (adapter + tokenizer), ``train_log.jsonl`` (one line per logging
-step) and, with ``distill.save_steps``, ``checkpoints/`` (resumed automatically).
+step) and, with ``distill.save_steps``, ``checkpoints/`` (a rerun resumes from the last complete
+checkpoint; one cut short by a kill is removed, see :func:`resume_point`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .alignment import answer_slice, reply_ids
 from .config import ModelConfig
-from .losses import TeacherSignal, answer_hidden_states, distill_loss
+from .losses import TeacherSignal, answer_hidden_states, distill_loss, logit_transform
 from .models import load_model, resolve_device
 from .rundir import read_jsonl
 from .teacher_logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
@@ -133,7 +134,7 @@ class DistillTrainer(Trainer):
         parts = distill_loss(h, head.weight, getattr(head, "bias", None), teacher, inputs["targets"],
                              temperature=dc.temperature, kd_weight=dc.kd_weight, ce_weight=dc.ce_weight,
                              reverse_kl_weight=dc.reverse_kl_weight, chunk_size=dc.chunk_size,
-                             normalizer=num_items_in_batch)
+                             normalizer=num_items_in_batch, logit_transform=logit_transform(unwrapped))
         # without a count (no labels) the loss is a per-batch mean: let the Trainer scale it for accumulation
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         if model.training:
@@ -208,10 +209,34 @@ def _training_args(run, dc, device: torch.device) -> TrainingArguments:
     )
 
 
+def resume_point(ckpt_dir: Path, log_path: Path) -> str | None:
+    """The last *complete* checkpoint to resume from (None: start over, without a log).
+
+    A run killed while saving leaves a checkpoint without ``trainer_state.json`` (the Trainer
+    writes it last): such partial checkpoints are removed. Log lines after the checkpoint's
+    step (logged before a save that never finished) are dropped, so the resumed run's log has
+    each step once."""
+    last = None
+    for ck in sorted(ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else [],
+                     key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1):
+        try:
+            json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))
+            last = ck
+        except (OSError, ValueError):
+            log.warning("removing incomplete checkpoint %s (the run was interrupted while saving it)", ck)
+            shutil.rmtree(ck, ignore_errors=True)
+    if last is None:
+        log_path.unlink(missing_ok=True)
+        return None
+    step = int(last.name.split("-")[-1])
+    keep = [r for r in read_jsonl(log_path) if r.get("step", 0) <= step]
+    log_path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+    return str(last)
+
+
 def run_distill(run) -> dict:
     """Train the LoRA student on ``pairs.jsonl`` + ``teacher/``; save it to ``student/``."""
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     cfg, dc = run.cfg, run.cfg.distill
     pairs = read_jsonl(run.file("pairs.jsonl"))
@@ -234,11 +259,8 @@ def run_distill(run) -> dict:
         if dc.gradient_checkpointing:
             lm.model.enable_input_require_grads()
         model = _lora(lm.model, dc)
-        ckpt_dir = run.file("checkpoints")
-        resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
         log_path = run.file("train_log.jsonl")
-        if resume is None:
-            log_path.unlink(missing_ok=True)
+        resume = resume_point(run.file("checkpoints"), log_path)
         trainer = DistillTrainer(
             model=model, args=_training_args(run, dc, resolve_device(cfg.model.device)),
             train_dataset=DistillDataset(items, store),

@@ -1,6 +1,10 @@
 """The vLLM generation backend (``generation.backend: vllm``, GPU): ``LLM.generate`` with
 ``SamplingParams(n=...)``, prefix caching and LoRA adapters. Importable without vLLM
 installed; choosing it without vLLM is a clear error. Optional extra: ``ssb[vllm]``.
+
+A prompt that does not fit ``generation.n_ctx`` (vLLM's ``max_model_len``, which vLLM
+would refuse with an error) is answered with empty ``length`` completions and a warning,
+and ``max_tokens`` never asks for more than the room a prompt leaves, like the hf backend.
 """
 
 from __future__ import annotations
@@ -33,13 +37,30 @@ def vllm_sampling_kwargs(sampling: Sampling, seed: int, stops: list[int]) -> dic
 
 
 def vllm_requests(prompts: list[list[int]], sampling: Sampling, seeds: list[int] | None,
-                  stops: list[int]) -> tuple[list[dict], list[dict[str, Any]]]:
+                  stops: list[int], max_model_len: int | None = None
+                  ) -> tuple[list[dict | None], list[dict[str, Any] | None]]:
     """(prompt dicts with token ids, SamplingParams kwargs) per conversation; one seed per
-    conversation so each request is reproducible on its own."""
+    conversation so each request is reproducible on its own.
+
+    With ``max_model_len`` (vLLM refuses a prompt that does not fit), ``max_tokens`` is cut to
+    the room the prompt leaves, and a prompt that leaves no room gets ``None`` for both: the
+    caller answers it with empty ``length`` completions, as the hf backend does."""
     if seeds is None:
         seeds = [derive_seed(sampling.seed, i) for i in range(len(prompts))]
-    reqs = [{"prompt_token_ids": list(p)} for p in prompts]
-    return reqs, [vllm_sampling_kwargs(sampling, s, stops) for s in seeds]
+    reqs: list[dict | None] = []
+    kws: list[dict[str, Any] | None] = []
+    for p, s in zip(prompts, seeds):
+        kw = vllm_sampling_kwargs(sampling, s, stops)
+        room = None if max_model_len is None else max_model_len - len(p)
+        if room is not None and room <= 0:
+            reqs.append(None)
+            kws.append(None)
+            continue
+        if room is not None:
+            kw["max_tokens"] = min(kw["max_tokens"], room)
+        reqs.append({"prompt_token_ids": list(p)})
+        kws.append(kw)
+    return reqs, kws
 
 
 def vllm_completions(tokenizer, prompt_len: int, outputs, stops: set[int]) -> list[Completion]:
@@ -51,6 +72,16 @@ def vllm_completions(tokenizer, prompt_len: int, outputs, stops: set[int]) -> li
         text = tokenizer.decode([t for t in ids if t not in stops], skip_special_tokens=True)
         comps.append(Completion(text, ids, reason, prompt_len, len(ids)))
     return comps
+
+
+def vllm_outputs(tokenizer, prompts: list[list[int]], n: int, reqs: list[dict | None], outputs: list,
+                 stops: set[int]) -> list[list[Completion]]:
+    """Completions per conversation from the ``RequestOutput.outputs`` of the requests that were
+    sent (those not ``None`` in ``reqs``, in order); a prompt that was not sent gets ``n`` empty
+    ``length`` completions."""
+    sent = iter(outputs)
+    return [[Completion("", [], "length", len(p), 0) for _ in range(n)] if r is None
+            else vllm_completions(tokenizer, len(p), next(sent), stops) for p, r in zip(prompts, reqs)]
 
 
 class VLLMGenerator:
@@ -73,6 +104,7 @@ class VLLMGenerator:
 
         self.tok = loaded.tokenizer
         self.stops = stop_token_ids(self.tok, loaded.model)
+        self.max_model_len = gen_cfg.n_ctx
         model_path = loaded.source if not loaded.gguf_file else f"{loaded.source}/{loaded.gguf_file}"
         self.adapter = adapter or _save_adapter_if_peft(loaded.model)
         kw: dict[str, Any] = dict(
@@ -101,17 +133,23 @@ class VLLMGenerator:
         from vllm import SamplingParams
 
         prompts = render_all(self.tok, conversations)
-        reqs, kws = vllm_requests(prompts, sampling, seeds, self.stops)
-        params = [SamplingParams(**kw) for kw in kws]
+        reqs, kws = vllm_requests(prompts, sampling, seeds, self.stops, self.max_model_len)
+        too_long = [i for i, r in enumerate(reqs) if r is None]
+        if too_long:
+            log.warning("%d prompt(s) of up to %d tokens leave no room in the %d-token context "
+                        "(generation.n_ctx): answered as empty 'length' completions",
+                        len(too_long), max(len(prompts[i]) for i in too_long), self.max_model_len)
+        keep = [i for i, r in enumerate(reqs) if r is not None]
+        params = [SamplingParams(**kws[i]) for i in keep]
         lora = None
         if self.adapter is not None:
             from vllm.lora.request import LoRARequest
 
             lora = LoRARequest("adapter", 1, self.adapter)
         t0 = time.time()
-        res = self.llm.generate(reqs, params, use_tqdm=bool(progress), lora_request=lora)
-        stops = set(self.stops)
-        out = [vllm_completions(self.tok, len(p), r.outputs, stops) for p, r in zip(prompts, res)]
+        sent = [reqs[i] for i in keep]
+        res = self.llm.generate(sent, params, use_tqdm=bool(progress), lora_request=lora) if keep else []
+        out = vllm_outputs(self.tok, prompts, sampling.n, reqs, [r.outputs for r in res], set(self.stops))
         toks = sum(c.completion_tokens for cs in out for c in cs)
         if progress:
             log.info("vllm: %d tokens in %.1fs (%.0f tok/s)", toks, time.time() - t0, toks / max(time.time() - t0, 1e-9))

@@ -5,7 +5,9 @@
 What is held equal to SSB, so the comparison is about the method:
 
 * the problems: those SSB drew rollouts from (``rollouts.jsonl``), else ``cfg.data``;
-* the prompt: ``prompts.student_messages`` as a conversational prompt (chat template);
+* the prompt: ``prompts.student_messages`` as a conversational prompt, which TRL renders
+  with ``sanitize_control_tokens=True`` (``chat_template_kwargs``) so that the ids are those
+  of ``prompts.render_prompt_ids``: a question's control-token text stays text;
 * the adapter: LoRA with ``cfg.distill``'s rank, alpha, dropout and target modules;
 * the group size: ``num_generations = cfg.grpo.num_generations or cfg.rollout.k``;
 * the reward: 1.0 when ``grading.grade`` says correct, else 0.0 — nothing else;
@@ -232,6 +234,9 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
         max_grad_norm=cfg.distill.max_grad_norm,
         log_completions=False,
         disable_tqdm=False,
+        # TRL renders the conversational prompts itself: encode their contents as text, exactly
+        # as prompts.render_prompt_ids does for rollouts and eval
+        chat_template_kwargs={"sanitize_control_tokens": True},
     )
 
 

@@ -14,6 +14,13 @@ Loss = kd_weight · T² · KL(p_T ‖ q_T) + ce_weight · CE(reply) + reverse_kl
 summed over answer positions and divided by ``normalizer`` (default: the number of
 answer positions), i.e. normalised per answer token.
 
+Scaled heads: some families post-process the head's output (Gemma 2/3 soft-cap it with
+``tanh``, Granite divides by ``logits_scaling``, Cohere multiplies by ``logit_scale``).
+:func:`logit_transform` reads that from the model's config and every logit computed here
+(student, and teacher from its hidden state) goes through it, so the recomputed logits are the
+model's own; teacher_logits.check_head verifies this on a real sequence and refuses a model
+whose logits still differ.
+
 Memory: :class:`_ChunkedDistill` projects ``chunk_size`` positions at a time onto
 the vocabulary, computes the chunk's loss and its gradient with respect to the
 hidden states right away (local autograd) and keeps only that ``[N, H]`` gradient
@@ -29,6 +36,65 @@ import torch
 import torch.nn.functional as F
 
 _NEG = -1e30  # finite "minus infinity" for masking (keeps logsumexp gradients finite)
+
+
+@dataclass(frozen=True)
+class LogitTransform:
+    """What a model does to its LM head's output: ``z * scale``, then (``softcap``)
+    ``softcap * tanh(z / softcap)``. The identity for most models."""
+
+    scale: float = 1.0
+    softcap: float | None = None
+
+    @property
+    def identity(self) -> bool:
+        return self.scale == 1.0 and not self.softcap
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        if self.scale != 1.0:
+            z = z * self.scale
+        if self.softcap:
+            z = torch.tanh(z / self.softcap) * self.softcap
+        return z
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "softcap": self.softcap}
+
+
+# Families whose CausalLM forward scales the head's output (transformers 5.23 modeling code):
+# Granite* ``logits / config.logits_scaling``; Cohere* ``logits * config.logit_scale``;
+# HyperCLOVA X ``logits * config.logits_scaling``. (MiniCPM3 also has ``logits_scaling`` but
+# divides the hidden states *before* the head, which the captured head input already includes.)
+_DIVIDE_BY_LOGITS_SCALING = ("granite", "granitemoe", "granitemoeshared", "granitemoehybrid", "granite_swa",
+                             "granitemoe_swa")
+_TIMES_LOGIT_SCALE = ("cohere", "cohere2", "cohere2_moe", "cohere_compass")
+_TIMES_LOGITS_SCALING = ("hyperclovax",)
+
+
+def logit_transform(model) -> LogitTransform:
+    """The post-head logit transform of ``model`` (a PreTrainedModel or a PEFT wrapper of one),
+    from its config: ``final_logit_softcapping`` (Gemma 2/3, VaultGemma, ...) and the family
+    scales above. Unknown post-processing is caught by teacher_logits.check_head."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return LogitTransform()
+    kind = getattr(cfg, "model_type", "") or ""
+    scale = 1.0
+    if kind in _DIVIDE_BY_LOGITS_SCALING and getattr(cfg, "logits_scaling", None):
+        scale = 1.0 / float(cfg.logits_scaling)
+    elif kind in _TIMES_LOGIT_SCALE and getattr(cfg, "logit_scale", None) is not None:
+        scale = float(cfg.logit_scale)
+    elif kind in _TIMES_LOGITS_SCALING and getattr(cfg, "logits_scaling", None) is not None:
+        scale = float(cfg.logits_scaling)
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    return LogitTransform(scale=scale, softcap=float(cap) if cap else None)
+
+
+def model_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 transform: LogitTransform | None = None) -> torch.Tensor:
+    """The model's float32 logits from its head input ``h``: head, then the model's transform."""
+    z = _head(h, weight, bias)
+    return transform(z) if transform is not None and not transform.identity else z
 
 
 @dataclass
@@ -78,8 +144,10 @@ def _head(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> t
 
 
 def _chunk_terms(z: torch.Tensor, teacher: TeacherSignal, targets: torch.Tensor | None, weight, bias,
-                 temperature: float, want_kd: bool, want_ce: bool, want_rkl: bool) -> dict[str, torch.Tensor]:
-    """Summed (not averaged) loss terms of one chunk from the student's float32 logits ``z``."""
+                 temperature: float, want_kd: bool, want_ce: bool, want_rkl: bool,
+                 transform: LogitTransform | None = None) -> dict[str, torch.Tensor]:
+    """Summed (not averaged) loss terms of one chunk from the student's float32 logits ``z``
+    (already transformed); the teacher's hidden rows go through the same head and ``transform``."""
     T = temperature
     zero = z.new_zeros(())
     out = {"kd": zero, "ce": zero, "reverse_kl": zero}
@@ -89,8 +157,8 @@ def _chunk_terms(z: torch.Tensor, teacher: TeacherSignal, targets: torch.Tensor 
         return out
     log_q = F.log_softmax(z / T, dim=-1)
     if teacher.kind in ("dense", "hidden"):
-        t = teacher.logits.float() if teacher.kind == "dense" else _head(teacher.hidden, weight.detach(),
-                                                                         None if bias is None else bias.detach())
+        t = teacher.logits.float() if teacher.kind == "dense" else model_logits(
+            teacher.hidden, weight.detach(), None if bias is None else bias.detach(), transform)
         log_p = F.log_softmax(t / T, dim=-1)
         if want_kd:
             out["kd"] = (log_p.exp() * (log_p - log_q)).sum() * T * T
@@ -133,7 +201,8 @@ class _ChunkedDistill(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, teacher, targets, opts):
-        T, w_kd, w_ce, w_rkl, chunk, norm = opts
+        T, w_kd, w_ce, w_rkl, chunk, norm, tf = opts
+        tf = None if tf is None or tf.identity else tf
         w = weight.detach()
         b = None if bias is None else bias.detach()
         grad_h = torch.zeros_like(hidden) if hidden.requires_grad else None
@@ -145,9 +214,10 @@ class _ChunkedDistill(torch.autograd.Function):
             sl = slice(start, start + chunk)
             h = hidden[sl].detach()
             with torch.set_grad_enabled(need_grad):
-                z = _head(h, w, b).requires_grad_(need_grad)
+                z = _head(h, w, b).requires_grad_(need_grad)  # raw head output: gradients flow back from it
                 tg = None if targets is None else targets[sl]
-                terms = _chunk_terms(z, teacher.rows(sl), tg, w, b, T, w_kd != 0, w_ce != 0, w_rkl != 0)
+                terms = _chunk_terms(z if tf is None else tf(z), teacher.rows(sl), tg, w, b, T,
+                                     w_kd != 0, w_ce != 0, w_rkl != 0, tf)
                 loss = (w_kd * terms["kd"] + w_ce * terms["ce"] + w_rkl * terms["reverse_kl"]) / norm
                 dz = torch.autograd.grad(loss, z)[0] if need_grad else None
             parts += torch.stack([terms[k].detach().double().cpu() for k in ("kd", "ce", "reverse_kl")]) / norm
@@ -178,8 +248,10 @@ class _ChunkedDistill(torch.autograd.Function):
 def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor | None,
                  teacher: TeacherSignal, targets: torch.Tensor | None = None, *, temperature: float = 2.0,
                  kd_weight: float = 1.0, ce_weight: float = 0.0, reverse_kl_weight: float = 0.0,
-                 chunk_size: int = 1024, normalizer: float | torch.Tensor | None = None) -> LossParts:
-    """Chunked distillation loss at answer positions (see the module docstring)."""
+                 chunk_size: int = 1024, normalizer: float | torch.Tensor | None = None,
+                 logit_transform: LogitTransform | None = None) -> LossParts:
+    """Chunked distillation loss at answer positions (see the module docstring). ``logit_transform``
+    is the model's post-head transform (:func:`logit_transform`), applied to student and teacher."""
     n = student_hidden.shape[0]
     if len(teacher) != n:
         raise ValueError(f"teacher signal has {len(teacher)} rows, student {n} answer positions")
@@ -188,7 +260,8 @@ def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_b
     if ce_weight and targets is None:
         raise ValueError("ce_weight > 0 needs the reply token ids (targets)")
     norm = float(normalizer) if normalizer is not None else float(max(n, 1))
-    opts = (float(temperature), float(kd_weight), float(ce_weight), float(reverse_kl_weight), int(chunk_size), norm)
+    opts = (float(temperature), float(kd_weight), float(ce_weight), float(reverse_kl_weight), int(chunk_size), norm,
+            logit_transform)
     loss, parts = _ChunkedDistill.apply(student_hidden, head_weight, head_bias, teacher, targets, opts)
     return LossParts(loss, parts[0], parts[1], parts[2], n)
 

@@ -3,6 +3,10 @@
 * ``student_messages``: the bare-question conversation used for rollouts, the SSB
   student, GRPO and evaluation alike (system prompt, optional worked examples as
   earlier turns, then the question).
+* ``render_prompt_ids`` / ``chat_ids``: the one place a conversation becomes token ids;
+  message contents are always encoded as text, so a question, trace or solution that
+  contains ``<|im_end|>``-style strings cannot open or close turns
+  (``special_token_hits`` finds such strings for ``ssb data validate``).
 * the hinted teacher prompt (problem + a correct and a wrong attempt) lives below it.
 """
 
@@ -30,17 +34,70 @@ class ChatTemplateError(SSBError, ValueError):
     pass
 
 
-def render_prompt_ids(tokenizer, messages: list[Message]) -> list[int]:
-    """Token ids of ``messages`` through the chat template, with the generation prompt."""
+def chat_ids(tokenizer, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of ``messages`` through the chat template, every message's content as *text*.
+
+    Control tokens that appear inside a content string (``<|im_end|>``, ``<|im_start|>`` ... as
+    typed in a question, a trace or a solution) are encoded as plain text; only the control
+    tokens the template writes itself become special ids. This is transformers'
+    ``apply_chat_template(..., sanitize_control_tokens=True)``: for content without control-token
+    text the ids are exactly those of the plain rendering."""
     if not getattr(tokenizer, "chat_template", None):
         raise ChatTemplateError(
             f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; SSB needs an "
             "instruct/chat model (set tokenizer.chat_template or pick an -Instruct checkpoint)"
         )
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    try:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True,
+                                            sanitize_control_tokens=True)
+    except ValueError as exc:  # e.g. "Can't sanitize '<x>': the tokenizer produces it from plain text"
+        raise ChatTemplateError(f"cannot render the conversation with its content as plain text: {exc}") from exc
     if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
         ids = ids["input_ids"]
     return list(ids)
+
+
+def render_prompt_ids(tokenizer, messages: list[Message]) -> list[int]:
+    """Token ids of ``messages`` through the chat template, with the generation prompt
+    (contents tokenized as text, see :func:`chat_ids`)."""
+    return chat_ids(tokenizer, messages, add_generation_prompt=True)
+
+
+# Chat-turn markers of common template families, for checking data without a model.
+COMMON_CONTROL_TOKENS = (
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_sep|>",  # ChatML (Qwen, SmolLM, Phi-4)
+    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",  # Llama 3
+    "<|eot_id|>", "<|eom_id|>", "<|python_tag|>",
+    "<start_of_turn>", "<end_of_turn>",  # Gemma
+    "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",  # Phi-3
+    "[INST]", "[/INST]",  # Mistral / Llama 2
+    "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>",  # Cohere
+)
+
+
+def control_tokens(tokenizer=None) -> tuple[str, ...]:
+    """The strings that act as chat control tokens: :data:`COMMON_CONTROL_TOKENS`, plus, with a
+    tokenizer, its special added tokens and ``tokenizer.chat_control_tokens``."""
+    toks = set(COMMON_CONTROL_TOKENS)
+    if tokenizer is not None:
+        toks.update(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special)
+        toks.update(getattr(tokenizer, "chat_control_tokens", None) or [])
+    return tuple(sorted((t for t in toks if t and not t.isspace()), key=lambda t: (-len(t), t)))
+
+
+def special_token_hits(text: str, tokenizer=None) -> list[str]:
+    """Control-token strings found in ``text`` (each once, in order of first appearance).
+
+    Such rows are still safe to use (every prompt encodes content as text, see :func:`chat_ids`),
+    but they usually come from scraped chat logs and are worth a look: ``ssb data validate``
+    reports them."""
+    if not text:
+        return []
+    pattern = re.compile("|".join(re.escape(t) for t in control_tokens(tokenizer)))
+    seen: dict[str, None] = {}
+    for m in pattern.finditer(text):
+        seen.setdefault(m.group(0), None)
+    return list(seen)
 
 
 # ----------------------------------------------------------------------------- hinted teacher

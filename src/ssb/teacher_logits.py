@@ -7,7 +7,8 @@ the positions that predict reply tokens. Two stores (``logits.store``):
 * ``hidden`` (default, exact): the final post-norm hidden state, the LM head's
   input, in ``logits.dtype`` (fp16: 2 × hidden_size bytes per answer token). In
   SSB the teacher *is* the frozen base model, so distill.py recomputes its logits
-  with the same frozen head; the head's hash is recorded and a different head refused.
+  with the same frozen head and the model's post-head transform (soft-capping or
+  scaling, losses.logit_transform); the head's hash is recorded and a different head refused.
 * ``topk``: top-k ids and logits plus the full-vocabulary log-sum-exp of
   ``logits / T`` at the distillation temperature T, so the mass outside the top-k
   is one exact tail bucket. For teachers whose head is not at hand; lossy at T > 1
@@ -19,6 +20,9 @@ Layout::
     teacher/index.json                store kind, dtype, k, temperature, fingerprint, head hash,
                                       shards (file, bytes, tokens), examples (id, shard, offset,
                                       length, prompt_len, reply_ids)
+
+Before computing, :func:`check_head` verifies on one sequence that the recomputed logits
+equal the model's own forward logits, and refuses the model otherwise.
 
 Each shard also carries its own examples in its safetensors metadata and is written
 atomically, so a killed run keeps its completed shards and recomputes the rest.
@@ -36,7 +40,7 @@ import torch
 
 from .errors import SSBError
 from .alignment import AlignedPair, AlignmentError, align_pair, answer_slice
-from .losses import TeacherSignal, _head, answer_hidden_states
+from .losses import LogitTransform, TeacherSignal, answer_hidden_states, logit_transform, model_logits
 from .models import fingerprint, fingerprint_diff, load_model, tensor_hash
 from .rundir import atomic_write_json, iter_batches, read_jsonl
 
@@ -94,24 +98,33 @@ def teacher_hidden(model, pairs: list[AlignedPair], pad_id: int) -> list[torch.T
 
 @torch.no_grad()
 def check_head(model, pair: AlignedPair, pad_id: int) -> float:
-    """Max |model logits - head(stored hidden)| on one sequence: the hidden store is exact only when
-    the model's logits are a plain linear head over that state (no soft-capping or scaling)."""
+    """Max |model logits - recomputed logits| on one sequence, where the recomputed logits are the
+    LM head applied to the captured hidden state, then the model's own post-head transform
+    (soft-capping, scaling: :func:`losses.logit_transform`). Both stores rely on that
+    recomputation, so a model whose logits still differ (post-processing ssb does not know) is
+    refused with :class:`TeacherStoreError`."""
     dev = next(model.parameters()).device
     ids, attn, answer = _pad_batch([pair.teacher_ids], [len(pair.teacher_prompt_ids)], [len(pair.reply_ids)], pad_id)
     logits = model(input_ids=ids.to(dev), attention_mask=attn.to(dev), logits_to_keep=answer.to(dev)).logits
     head = model.get_output_embeddings()
     (h,) = teacher_hidden(model, [pair], pad_id)
-    diff = (_head(h, head.weight, getattr(head, "bias", None)) - logits.float().reshape(h.shape[0], -1)).abs().max()
+    tf = logit_transform(model)
+    mine = model_logits(h, head.weight, getattr(head, "bias", None), tf)
+    diff = (mine - logits.float().reshape(h.shape[0], -1)).abs().max()
     scale = logits.float().abs().max()
-    if diff > 1e-3 * (1 + scale):
-        raise TeacherStoreError(f"this model's logits are not its LM head applied to the final hidden state "
-                                f"(max diff {float(diff):.3g}); use logits.store=topk")
+    if not diff <= 1e-3 * (1 + scale):  # also catches NaN
+        kind = getattr(getattr(model, "config", None), "model_type", "?")
+        raise TeacherStoreError(
+            f"model type {kind!r}: its logits are not its LM head applied to the final hidden state followed by "
+            f"the post-processing ssb knows ({tf.to_dict()}; max diff {float(diff):.3g}); ssb cannot recompute "
+            "this model's logits for the teacher store (hidden or topk); use another model")
     return float(diff)
 
 
 def encode(h: torch.Tensor, store: str, dtype: torch.dtype, head, k: int, temperature: float,
-           chunk: int = 1024) -> dict[str, torch.Tensor]:
-    """The stored tensors for answer-position hidden states ``h`` ``[n, H]``."""
+           chunk: int = 1024, transform: LogitTransform | None = None) -> dict[str, torch.Tensor]:
+    """The stored tensors for answer-position hidden states ``h`` ``[n, H]`` (``transform``: the
+    model's post-head logit transform, used by the topk store)."""
     if store == "hidden":
         out = h.to(dtype)
         if not torch.isfinite(out).all():
@@ -119,7 +132,7 @@ def encode(h: torch.Tensor, store: str, dtype: torch.dtype, head, k: int, temper
         return {"hidden": out.cpu()}
     ids, vals, lse = [], [], []
     for s in range(0, h.shape[0], chunk):
-        z = _head(h[s: s + chunk], head.weight, getattr(head, "bias", None))
+        z = model_logits(h[s: s + chunk], head.weight, getattr(head, "bias", None), transform)
         v, i = z.topk(min(k, z.shape[-1]), dim=-1)
         ids.append(i.to(torch.int32).cpu())
         vals.append(v.to(dtype).cpu())
@@ -169,6 +182,7 @@ def _settings(cfg, lm) -> dict:
         "head_hash": head_hash(lm.model),
         "hidden_size": int(lm.model.get_output_embeddings().weight.shape[1]),
         "vocab_size": int(lm.model.get_output_embeddings().weight.shape[0]),
+        "logit_transform": logit_transform(lm.model).to_dict(),
     }
 
 
@@ -247,7 +261,8 @@ def run_logits(run) -> dict:
 
         dtype = getattr(torch, lc.dtype)
         head = model.get_output_embeddings()
-        if todo and lc.store == "hidden":
+        tf = logit_transform(model)
+        if todo:  # both stores recompute logits from the head input: check that this gives the model's own
             info["head_check_max_abs_diff"] = check_head(model, todo[0][1], tok.pad_token_id)
         next_i = max((int(sh["file"][6:11]) for sh in shards), default=-1) + 1
         bar = tqdm(total=len(todo), desc="teacher signal", unit="ex")
@@ -256,7 +271,7 @@ def run_logits(run) -> dict:
             for batch in iter_batches(sorted(chunk, key=lambda x: len(x[1].teacher_ids)), lc.batch_size):
                 hs = teacher_hidden(model, [p for _, p in batch], tok.pad_token_id)
                 for (pid, _), h in zip(batch, hs):
-                    encoded[pid] = encode(h, lc.store, dtype, head, lc.topk, cfg.distill.temperature)
+                    encoded[pid] = encode(h, lc.store, dtype, head, lc.topk, cfg.distill.temperature, transform=tf)
                 bar.update(len(batch))
             examples, offset = [], 0
             for pid, pair in chunk:  # rows in pairs.jsonl order
