@@ -3,6 +3,11 @@
 Stages already marked done in ``manifest.json`` are skipped; a partial stage resumes
 from its own append-only outputs. Ctrl-C leaves the run resumable: rerun the same
 command to go on.
+
+Under ``accelerate launch`` every process runs this loop: the main process decides what
+each stage does (and alone writes the manifest and the report), every process follows;
+generation stages shard their problems, training stages use DDP, and the stages in
+``MAIN_ONLY`` run on the main process while the others wait (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import distributed
 from .config import RunConfig
 from .rundir import Run
 
@@ -59,6 +65,10 @@ STAGES: list[Stage] = [
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 NEEDS_PAIRS = ("logits", "distill", "eval_ssb")
+# distributed hook: stages run by the main process alone under `accelerate launch` (the others
+# wait); every other stage shards its problems (rollout, eval_*) or trains with DDP (distill,
+# grpo). Drop "teacher" from here once teacher.py shards its problems (recipe in distributed.py).
+MAIN_ONLY = ("curate", "teacher", "logits", "report")
 
 
 def _has_pairs(run: Run) -> bool:
@@ -71,40 +81,63 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
     for name in (only or []) + (skip or []) + (force or []):
         if name not in STAGE_NAMES:
             raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
-    run = Run.create(cfg)
+    # distributed hook: refuse FSDP before any work; the main process creates the run directory
+    if "distill" not in (skip or []) and (not only or "distill" in only):
+        distributed.check_supported("distillation")
+    with distributed.main_process_first():
+        run = Run.create(cfg)
+    if distributed.is_distributed():
+        run.update_manifest(distributed=distributed.info())
     log.info("run directory: %s", run.path)
     t_all = time.time()
     for stage in STAGES:
-        if only and stage.name not in only:
-            continue
-        if stage.name in (skip or []) or not stage.enabled(cfg):
-            log.info("[%s] skipped", stage.name)
-            continue
-        if stage.name in (force or []):
-            for out in stage.outputs:
-                p = run.file(out)
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-            run.set_stage(stage.name, status="pending")
-        # the report is cheap and reflects everything: always rewrite it
-        if stage.name in NEEDS_PAIRS and not _has_pairs(run):
-            log.warning("[%s] skipped: curation wrote no verified pairs, so there is nothing to distill "
-                        "(see the curate funnel in manifest.json; try more problems, a larger K, or "
-                        "curate.teacher_retries)", stage.name)
-            run.set_stage(stage.name, status="skipped", reason="no verified pairs")
-            continue
-        if run.stage_done(stage.name) and stage.name != "report":
-            log.info("[%s] already done, skipping", stage.name)
-            continue
-        log.info("[%s] starting", stage.name)
-        t0 = time.time()
-        result = stage.run(run)
-        if not run.stage_done(stage.name):  # entry points that do not keep their own manifest entry
-            run.set_stage(stage.name, status="done", seconds=round(time.time() - t0, 2),
-                          **(result if isinstance(result, dict) else {}))
-        log.info("[%s] done in %.1fs", stage.name, time.time() - t0)
+        # distributed hook: the main process decides (and does --force's deletions); every
+        # process follows, except that MAIN_ONLY stages run on the main process alone
+        go = distributed.broadcast(_should_run(run, stage, cfg, only, skip, force) if distributed.is_main() else None)
+        if go and (distributed.is_main() or stage.name not in MAIN_ONLY):
+            _run_stage(run, stage)
     run.update_manifest(total_seconds_last_invocation=round(time.time() - t_all, 1))
     log.info("all stages done in %.1fs; see %s", time.time() - t_all, run.file("report.md"))
     return run
+
+
+# ----------------------------------------------------------------------------- one stage
+
+
+def _should_run(run: Run, stage: Stage, cfg: RunConfig, only, skip, force) -> bool:
+    """Whether ``stage`` runs now (--only/--skip/enabled, --force resets, pairs, done);
+    evaluated by the main process only under ``accelerate launch``."""
+    if only and stage.name not in only:
+        return False
+    if stage.name in (skip or []) or not stage.enabled(cfg):
+        log.info("[%s] skipped", stage.name)
+        return False
+    if stage.name in (force or []):
+        for out in stage.outputs:
+            p = run.file(out)
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        run.set_stage(stage.name, status="pending")
+    # the report is cheap and reflects everything: always rewrite it
+    if stage.name in NEEDS_PAIRS and not _has_pairs(run):
+        log.warning("[%s] skipped: curation wrote no verified pairs, so there is nothing to distill "
+                    "(see the curate funnel in manifest.json; try more problems, a larger K, or "
+                    "curate.teacher_retries)", stage.name)
+        run.set_stage(stage.name, status="skipped", reason="no verified pairs")
+        return False
+    if run.stage_done(stage.name) and stage.name != "report":
+        log.info("[%s] already done, skipping", stage.name)
+        return False
+    return True
+
+
+def _run_stage(run: Run, stage: Stage) -> None:
+    log.info("[%s] starting", stage.name)
+    t0 = time.time()
+    result = stage.run(run)
+    if not run.stage_done(stage.name):  # entry points that do not keep their own manifest entry
+        run.set_stage(stage.name, status="done", seconds=round(time.time() - t0, 2),
+                      **(result if isinstance(result, dict) else {}))
+    log.info("[%s] done in %.1fs", stage.name, time.time() - t0)
