@@ -269,3 +269,16 @@ def check_supported(what: str = "distillation") -> None:
         "configs/accelerate/ddp.yaml -m ssb.cli run CONFIG` (only the LoRA adapter trains; the frozen "
         "base model is replicated on each GPU). For a model too large for one GPU, generate with "
         "generation.backend=vllm and generation.vllm_tensor_parallel_size, and distill on a larger GPU.")
+
+
+def check_generation(backend: str) -> None:
+    """Refuse vLLM under a multi-process launch: each process would start its own engine and
+    process group on the same GPUs. vLLM scales inside one process (tensor parallel)."""
+    if backend != "vllm" or launched_world_size() <= 1:
+        return
+    raise DistributedError(
+        "generation.backend=vllm under `accelerate launch` with several processes is not supported: "
+        "vLLM runs in one process and spreads a model over GPUs itself (generation.vllm_tensor_parallel_size). "
+        "Run the generation stages in one process (`ssb run CONFIG --only eval_base rollout curate logits`), "
+        "then train data-parallel (`accelerate launch --config_file configs/accelerate/ddp.yaml -m ssb.cli run "
+        "CONFIG --only distill grpo`), then evaluate in one process again (`ssb run CONFIG`).")

@@ -81,9 +81,13 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
     for name in (only or []) + (skip or []) + (force or []):
         if name not in STAGE_NAMES:
             raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
-    # distributed hook: refuse FSDP before any work; the main process creates the run directory
-    if "distill" not in (skip or []) and (not only or "distill" in only):
+    # distributed hook: refuse FSDP / multi-process vLLM before any work; the main process
+    # creates the run directory
+    planned = {s for s in STAGE_NAMES if (not only or s in only) and s not in (skip or [])}
+    if "distill" in planned:
         distributed.check_supported("distillation")
+    if planned & {"eval_base", "rollout", "curate", "teacher", "eval_ssb", "eval_grpo"}:
+        distributed.check_generation(cfg.generation.backend)
     with distributed.main_process_first():
         run = Run.create(cfg)
     if distributed.is_distributed():
