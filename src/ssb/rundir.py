@@ -8,6 +8,8 @@ A run is a directory that every stage reads from and writes to::
 JSONL outputs are append-only and flushed line by line, so a stage killed at any
 point resumes with the records it has not written yet; a torn last line (kill -9
 in the middle of a write) is dropped on read and truncated before appending.
+Under ``accelerate launch`` only the main process writes ``config.yaml`` and
+``manifest.json`` (``distributed.py``); the other processes read them.
 """
 
 from __future__ import annotations
