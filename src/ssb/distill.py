@@ -213,6 +213,7 @@ def _training_args(run, dc, device: torch.device) -> TrainingArguments:
         activation_checkpointing_kwargs={"use_reentrant": False} if dc.gradient_checkpointing else None,
         use_cpu=device.type == "cpu",
         dataloader_pin_memory=device.type == "cuda",
+        ddp_find_unused_parameters=False,  # distributed hook: every LoRA weight is used in each forward
         disable_tqdm=False,
     )
 
