@@ -14,7 +14,7 @@ import pytest
 from ssb.rundir import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = ["eval_base", "rollout", "curate", "logits", "distill", "eval_ssb", "grpo", "eval_grpo", "report"]
+ALL_STAGES = ["eval_base", "rollout", "curate", "teacher", "logits", "distill", "eval_ssb", "grpo", "eval_grpo", "report"]
 
 
 def ssb(*args, cwd=ROOT, timeout=900):

@@ -10,8 +10,10 @@ batch (the Trainer's ``num_items_in_batch``, counted from ``labels``).
 Training is the Hugging Face ``Trainer`` with a small collator and a ``compute_loss``
 override, so accelerate (DDP, DeepSpeed), gradient accumulation, schedulers,
 ``report_to``, checkpointing and ``resume_from_checkpoint`` are transformers' own.
-Note for FSDP: the loss reads the LM head weight directly, so keep the head unsharded
-(transformers' ``_fsdp_plan`` does this for Llama/Qwen2 via ``keep_full_weight``).
+Under ``accelerate launch`` the Trainer runs DDP (the logged loss, kd and ce are averaged
+over processes; only the main process writes ``student/`` and ``train_log.jsonl``). FSDP
+and DeepSpeed ZeRO-3 are refused (``distributed.check_supported``): the loss reads the
+full LM head weight directly, and they shard it.
 
 Writes ``student/`` (adapter + tokenizer), ``train_log.jsonl`` (one line per logging
 step) and, with ``distill.save_steps``, ``checkpoints/`` (a rerun resumes from the last complete
@@ -30,6 +32,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from . import distributed
 from .alignment import answer_slice, reply_ids
 from .config import ModelConfig
 from .losses import TeacherSignal, answer_hidden_states, distill_loss, logit_transform
@@ -149,6 +152,13 @@ class DistillTrainer(Trainer):
         if "loss" in logs:
             steps = max(self.state.global_step - self._last_logged, 1)
             acc = self._acc
+            if self.accelerator.num_processes > 1:  # distributed hook: the loss parts over all processes
+                parts = torch.tensor([acc["kd"], acc["ce"], acc["reverse_kl"], acc["answer_tokens"],
+                                      acc["examples"]], dtype=torch.float64, device=self.accelerator.device)
+                parts = self.accelerator.reduce(parts, reduction="sum").tolist()
+                n = self.accelerator.num_processes
+                acc = {"kd": parts[0] / n, "ce": parts[1] / n, "reverse_kl": parts[2] / n,
+                       "answer_tokens": parts[3], "examples": parts[4]}
             logs["kd"] = round(acc["kd"] / steps, 6)
             logs["ce"] = round(acc["ce"] / steps, 6)
             if self.dc.reverse_kl_weight:
@@ -205,6 +215,7 @@ def _training_args(run, dc, device: torch.device) -> TrainingArguments:
         activation_checkpointing_kwargs={"use_reentrant": False} if dc.gradient_checkpointing else None,
         use_cpu=device.type == "cpu",
         dataloader_pin_memory=device.type == "cuda",
+        ddp_find_unused_parameters=False,  # distributed hook: every LoRA weight is used in each forward
         disable_tqdm=False,
     )
 
@@ -239,6 +250,7 @@ def run_distill(run) -> dict:
     from transformers import set_seed
 
     cfg, dc = run.cfg, run.cfg.distill
+    distributed.check_supported("distillation")  # distributed hook: FSDP / ZeRO-3 shard the LM head
     pairs = read_jsonl(run.file("pairs.jsonl"))
     if not pairs:
         raise FileNotFoundError(f"{run.file('pairs.jsonl')} is missing or empty; run `ssb curate` first")
@@ -260,7 +272,8 @@ def run_distill(run) -> dict:
             lm.model.enable_input_require_grads()
         model = _lora(lm.model, dc)
         log_path = run.file("train_log.jsonl")
-        resume = resume_point(run.file("checkpoints"), log_path)
+        # distributed hook: the main process alone tidies checkpoints and the log, all resume from its answer
+        resume = distributed.broadcast(resume_point(run.file("checkpoints"), log_path) if distributed.is_main() else None)
         trainer = DistillTrainer(
             model=model, args=_training_args(run, dc, resolve_device(cfg.model.device)),
             train_dataset=DistillDataset(items, store),
@@ -272,10 +285,12 @@ def run_distill(run) -> dict:
         result = trainer.train(resume_from_checkpoint=resume)
         train_seconds = time.time() - t0
         out = run.file("student")
-        if out.exists():
-            shutil.rmtree(out)
-        model.save_pretrained(str(out))
-        lm.tokenizer.save_pretrained(str(out))
+        if distributed.is_main():  # distributed hook: the main process saves, the others wait for it
+            if out.exists():
+                shutil.rmtree(out)
+            model.save_pretrained(str(out))
+            lm.tokenizer.save_pretrained(str(out))
+        distributed.barrier()
         history = read_jsonl(log_path)
         answer_tokens = sum(len(it["input_ids"]) - it["prompt_len"] for it in items)
         info.update(

@@ -13,6 +13,8 @@ finish so a killed eval resumes where it stopped; then ``<out>/summary.json`` wi
 accuracy, its 95% interval (Wilson for 0/1 scores, paired-bootstrap over problems for
 n > 1 sampled completions), pass@k for k <= n, completion-length statistics and the
 truncated count. ``compare.py`` pairs models on the same problem ids.
+Under ``accelerate launch`` each process evaluates its share of the problems into a shard
+file, merged in problem order by the main process (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import SSBError
-from . import stats
+from . import distributed, stats
 from .config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, PromptConfig
 from .compare import load_results, load_summaries, paired_table, print_tables
 from .rundir import JsonlWriter, Run, atomic_write_json, iter_batches, read_jsonl
@@ -259,15 +261,16 @@ def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling, pa
 
     from .generate import derive_seed
 
-    existing = {str(r["id"]): r for r in read_jsonl(path)}
+    # distributed hook: records of the canonical file + shard files; todo = this process's share
+    existing = {str(r["id"]): r for r in distributed.read_records(path)}
     _check_settings(list(existing.values()), sampling.n, path)
-    todo = [p for p in problems if str(p.id) not in existing]
+    todo = [p for p in distributed.shard(problems) if str(p.id) not in existing]
     # one generator batch per call (hf): progress and a JSONL flush after each; vLLM
     # schedules its own batches, so it gets bigger calls
     per_call = batch_size * (16 if getattr(generator, "backend", "hf") == "vllm" else 1)
     chunk = max(1, per_call // sampling.n)
     if todo:
-        with JsonlWriter(path) as w, tqdm(total=len(problems), initial=len(problems) - len(todo),
+        with JsonlWriter(distributed.shard_path(path)) as w, tqdm(total=len(todo),
                                           desc=desc or path.stem, unit="problem") as bar:
             for batch in iter_batches(todo, chunk):
                 convs = [student_messages(prompt_cfg, p.question) for p in batch]
@@ -279,6 +282,9 @@ def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling, pa
                     w.write(rec)
                     existing[str(p.id)] = rec
                 bar.update(len(batch))
+    if distributed.is_distributed() or distributed.shard_files(path):  # distributed hook: merge shards
+        distributed.merge(path, order=[str(p.id) for p in problems])
+        existing = {str(r["id"]): r for r in read_jsonl(path)}
     return [existing[str(p.id)] for p in problems]
 
 
@@ -358,7 +364,8 @@ def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterab
         raise EvalError(f"eval.n must be >= 1, got {eval_cfg.n}")
     if eval_cfg.n > 1 and eval_cfg.temperature <= 0:
         raise EvalError(f"eval.n={eval_cfg.n} sampled completions need eval.temperature > 0")
-    problem_sets = {bench_name(b): bench_problems(b, eval_cfg, exclude, out_dir.parent) for b in benches}
+    with distributed.main_process_first():  # distributed hook: the main process draws + caches holdout first
+        problem_sets = {bench_name(b): bench_problems(b, eval_cfg, exclude, out_dir.parent) for b in benches}
     t0 = time.time()
     if adapter is not None and gen_cfg.backend == "llamacpp":
         raise EvalError("generation.backend=llamacpp cannot apply a PEFT adapter (the GGUF has base weights); "
@@ -383,9 +390,11 @@ def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterab
         records = eval_bench(generator, problems, prompt_cfg, sampling, out_dir / f"{name}.jsonl",
                              gen_cfg.batch_size, desc=f"{summary['label']}/{name}")
         summary["benches"][name] = {**summarize(records, eval_cfg.seed), "problems": info}
-        atomic_write_json(summary_path, summary)
+        if distributed.is_main():  # distributed hook: one writer
+            atomic_write_json(summary_path, summary)
     summary["seconds"] = round(time.time() - t0, 2)
-    atomic_write_json(summary_path, summary)
+    if distributed.is_main():  # distributed hook: one writer
+        atomic_write_json(summary_path, summary)
     return summary
 
 

@@ -31,6 +31,7 @@ import logging
 import time
 from pathlib import Path
 
+from . import distributed
 from .errors import SSBError
 from .pipeline import SSB_STAGES
 from .rundir import JsonlWriter, Run, read_jsonl
@@ -144,12 +145,17 @@ def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0
         """Stops training once the token budget is spent; writes one log line per step."""
 
         def __init__(self):
-            self.writer = JsonlWriter(log_path)
+            self.writer = JsonlWriter(log_path) if distributed.is_main() else None  # distributed hook
             self.stopped_by_budget = False
+            self.resumed_tokens = self.tokens = reward.generated_tokens
 
         def on_step_end(self, args, state, control, **kw):
             over_time = budget_seconds is not None and time.time() - t0 >= budget_seconds
-            if over_time or (budget is not None and reward.generated_tokens >= budget):
+            # distributed hook: tokens of every process; the main process's clock, so all stop together
+            (new,) = distributed.all_sum(reward.generated_tokens - self.resumed_tokens)
+            self.tokens = self.resumed_tokens + new
+            over_time = distributed.broadcast(over_time)
+            if over_time or (budget is not None and self.tokens >= budget):
                 self.stopped_by_budget = True
                 control.should_training_stop = True
                 control.should_save = True
@@ -163,12 +169,14 @@ def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0
             for name, key in LOG_FIELDS.items():
                 if logs.get(key) is not None:
                     rec[name] = float(logs[key])
-            rec["generated_tokens"] = reward.generated_tokens
+            rec["generated_tokens"] = self.tokens
             rec["seconds"] = round(time.time() - t0, 2)
-            self.writer.write(rec)
+            if self.writer is not None:
+                self.writer.write(rec)
 
         def on_train_end(self, args, state, control, **kw):
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
 
     return BudgetAndLog()
 
@@ -184,12 +192,13 @@ def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int]:
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     recs = read_jsonl(log_path)
     if last is None:
-        if log_path.exists():
+        if log_path.exists() and distributed.is_main():  # distributed hook: one writer
             log_path.unlink()
         return None, 0
     step = int(Path(last).name.split("-")[-1])
     keep = [r for r in recs if r.get("step", 0) <= step]
-    log_path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+    if distributed.is_main():  # distributed hook: one writer
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
     return last, int(keep[-1]["generated_tokens"]) if keep else 0
 
 
@@ -262,7 +271,8 @@ def run_grpo(run: Run) -> dict:
             budget_source = seconds_source
         max_steps = cfg.grpo.max_steps if cfg.grpo.max_steps else -1
         log_path = run.file("grpo_log.jsonl")
-        resume, tokens_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
+        with distributed.main_process_first():  # distributed hook: others read the log once it is trimmed
+            resume, tokens_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
 
         loaded = load_model(cfg.model)
         # stop at end-of-turn exactly like generate.py does for rollouts and eval
@@ -286,8 +296,10 @@ def run_grpo(run: Run) -> dict:
         )
         result = trainer.train(resume_from_checkpoint=resume)
         out = run.file("grpo")
-        trainer.model.save_pretrained(str(out))
-        loaded.tokenizer.save_pretrained(str(out))
+        if distributed.is_main():  # distributed hook: the main process saves, the others wait for it
+            trainer.model.save_pretrained(str(out))
+            loaded.tokenizer.save_pretrained(str(out))
+        distributed.barrier()
         stopped = ({"tokens": "token budget", "seconds": "time budget"}.get(cfg.grpo.budget, "budget")
                    if cb.stopped_by_budget else
                    "max_steps" if max_steps > 0 and trainer.state.global_step >= max_steps else "epochs")
@@ -296,7 +308,7 @@ def run_grpo(run: Run) -> dict:
             num_generations=num_generations,
             steps=trainer.state.global_step,
             completions=reward.completions,
-            generated_tokens=reward.generated_tokens,
+            generated_tokens=cb.tokens,
             budget_tokens=budget,
             budget_seconds=budget_seconds,
             budget_source=budget_source,

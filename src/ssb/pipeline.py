@@ -4,6 +4,11 @@ Stages already marked done in ``manifest.json`` are skipped; a partial stage res
 from its own append-only outputs. Ctrl-C leaves the run resumable: rerun the same
 command to go on. ``--force STAGE`` removes exactly the files the stage's module declares
 in its ``OUTPUTS`` constant (an eval stage: ``eval/<label>``) and reruns it.
+
+Under ``accelerate launch`` every process runs this loop: the main process decides what
+each stage does (and alone writes the manifest and the report), every process follows;
+generation stages shard their problems, training stages use DDP, and the stages in
+``MAIN_ONLY`` run on the main process while the others wait (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import distributed
 from .config import RunConfig
 from .errors import SSBError
 from .rundir import Run
@@ -72,6 +78,10 @@ STAGE_NAMES = [s.name for s in STAGES]
 # What SSB spends to train its student (GRPO's seconds budget and the report's compute table).
 SSB_STAGES = ("rollout", "curate", "teacher", "logits", "distill")
 NEEDS_PAIRS = ("logits", "distill", "eval_ssb")
+# distributed hook: stages run by the main process alone under `accelerate launch` (the others
+# wait); every other stage shards its problems (rollout, eval_*) or trains with DDP (distill,
+# grpo). Drop "teacher" from here once teacher.py shards its problems (recipe in distributed.py).
+MAIN_ONLY = ("curate", "teacher", "logits", "report")
 
 
 DRAWN_STAGES = ("rollout", "curate", "teacher")
@@ -134,45 +144,78 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
     for name in (only or []) + (skip or []) + (force or []):
         if name not in STAGE_NAMES:
             raise PipelineError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
-    run = Run.create(cfg)
+    # distributed hook: refuse FSDP / multi-process vLLM before any work; the main process
+    # creates the run directory
+    planned = {s for s in STAGE_NAMES if (not only or s in only) and s not in (skip or [])}
+    if "distill" in planned:
+        distributed.check_supported("distillation")
+    if planned & {"eval_base", "rollout", "curate", "teacher", "eval_ssb", "eval_grpo"}:
+        distributed.check_generation(cfg.generation.backend)
+    with distributed.main_process_first():
+        run = Run.create(cfg)
+    if distributed.is_distributed():
+        if cfg.data.draw_chunk:
+            raise PipelineError("data.draw_chunk is not supported under accelerate launch yet: roll out "
+                                "with one process, or set data.limit and leave data.draw_chunk unset")
+        run.update_manifest(distributed=distributed.info())
     log.info("run directory: %s", run.path)
     t_all = time.time()
     drawn = False
     for stage in STAGES:
-        if only and stage.name not in only:
-            continue
-        if stage.name in (skip or []) or not stage.enabled(cfg):
-            log.info("[%s] skipped", stage.name)
-            continue
-        if stage.name in (force or []):
-            removed = remove_outputs(run, stage)
-            log.info("[%s] --force: removed %s", stage.name, ", ".join(removed) or "nothing (no outputs yet)")
-            run.set_stage(stage.name, status="pending")
         if cfg.data.draw_chunk and stage.name in DRAWN_STAGES:  # the three run together, chunk by chunk
+            if stage.name in (force or []):
+                remove_outputs(run, stage)
+                run.set_stage(stage.name, status="pending")
             finished = run.manifest().get("draw") and all(run.stage_done(s) for s in DRAWN_STAGES)
-            if not drawn and not finished:
+            if not drawn and not finished and (not only or stage.name in only):
                 log.info("[%s] drawing problems in chunks of %d until %s pairs", "+".join(DRAWN_STAGES),
                          cfg.data.draw_chunk, cfg.teacher.max_pairs)
                 draw_until_pairs(run)
             drawn = True
             continue
-        # the report is cheap and reflects everything: always rewrite it
-        if stage.name in NEEDS_PAIRS and not _has_pairs(run):
-            log.warning("[%s] skipped: curation wrote no verified pairs, so there is nothing to distill "
-                        "(see the curate funnel in manifest.json; try more problems, a larger K, or "
-                        "teacher.retries, or teacher.solution=rollout)", stage.name)
-            run.set_stage(stage.name, status="skipped", reason="no verified pairs")
-            continue
-        if run.stage_done(stage.name) and stage.name != "report":
-            log.info("[%s] already done, skipping", stage.name)
-            continue
-        log.info("[%s] starting", stage.name)
-        t0 = time.time()
-        result = stage.run(run)
-        if not run.stage_done(stage.name):  # entry points that do not keep their own manifest entry
-            run.set_stage(stage.name, status="done", seconds=round(time.time() - t0, 2),
-                          **(result if isinstance(result, dict) else {}))
-        log.info("[%s] done in %.1fs", stage.name, time.time() - t0)
+        # distributed hook: the main process decides (and does --force's deletions); every
+        # process follows, except that MAIN_ONLY stages run on the main process alone
+        go = distributed.broadcast(_should_run(run, stage, cfg, only, skip, force) if distributed.is_main() else None)
+        if go and (distributed.is_main() or stage.name not in MAIN_ONLY):
+            _run_stage(run, stage)
     run.update_manifest(total_seconds_last_invocation=round(time.time() - t_all, 1))
     log.info("all stages done in %.1fs; see %s", time.time() - t_all, run.file("report.md"))
     return run
+
+
+# ----------------------------------------------------------------------------- one stage
+
+
+def _should_run(run: Run, stage: Stage, cfg: RunConfig, only, skip, force) -> bool:
+    """Whether ``stage`` runs now (--only/--skip/enabled, --force resets, pairs, done);
+    evaluated by the main process only under ``accelerate launch``."""
+    if only and stage.name not in only:
+        return False
+    if stage.name in (skip or []) or not stage.enabled(cfg):
+        log.info("[%s] skipped", stage.name)
+        return False
+    if stage.name in (force or []):
+        removed = remove_outputs(run, stage)
+        log.info("[%s] --force: removed %s", stage.name, ", ".join(removed) or "nothing (no outputs yet)")
+        run.set_stage(stage.name, status="pending")
+    # the report is cheap and reflects everything: always rewrite it
+    if stage.name in NEEDS_PAIRS and not _has_pairs(run):
+        log.warning("[%s] skipped: curation wrote no verified pairs, so there is nothing to distill "
+                    "(see the curate funnel in manifest.json; try more problems, a larger K, or "
+                    "teacher.retries, or teacher.solution=rollout)", stage.name)
+        run.set_stage(stage.name, status="skipped", reason="no verified pairs")
+        return False
+    if run.stage_done(stage.name) and stage.name != "report":
+        log.info("[%s] already done, skipping", stage.name)
+        return False
+    return True
+
+
+def _run_stage(run: Run, stage: Stage) -> None:
+    log.info("[%s] starting", stage.name)
+    t0 = time.time()
+    result = stage.run(run)
+    if not run.stage_done(stage.name):  # entry points that do not keep their own manifest entry
+        run.set_stage(stage.name, status="done", seconds=round(time.time() - t0, 2),
+                      **(result if isinstance(result, dict) else {}))
+    log.info("[%s] done in %.1fs", stage.name, time.time() - t0)

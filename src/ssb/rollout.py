@@ -13,6 +13,8 @@ Problems are processed in chunks and each line is flushed as soon as its chunk i
 done, so a killed run loses at most one chunk and a rerun skips the ids already
 written. Sampling is seeded per problem (``rollout.seed`` + problem id), so a resumed
 run draws the same samples as an uninterrupted one (exactly on the hf backend).
+Under ``accelerate launch`` each process rolls out its share of the problems into its own
+shard file, merged into ``rollouts.jsonl`` in problem order (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from . import distributed
 from .generate import Generator, Sampling, derive_seed, make_generator
 from .models import LoadedModel
-from .rundir import JsonlWriter, Run, done_ids, read_jsonl
+from .rundir import JsonlWriter, Run, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +127,11 @@ def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generato
         dupes = [p.id for p in problems if p.id in seen or seen.add(p.id)]
         if dupes:
             raise ValueError(f"duplicate problem ids in {cfg.data.source}: {dupes[:5]}")
-        done = done_ids(out_path)
-        todo = [p for p in problems if p.id not in done]
-        log.info("rollout: %d problems, %d already written, %d to do", len(problems), len(problems) - len(todo), len(todo))
+        # distributed hook: done = canonical + shard files; todo = this process's share (one process: all)
+        done = distributed.done_ids(out_path)
+        todo = [p for p in distributed.shard(problems) if p.id not in done]
+        log.info("rollout: %d problems, %d already written, %d to do here", len(problems),
+                 len(done & {p.id for p in problems}), len(todo))
         bad_gold = [p.id for p in problems if not gold_parses(p)]
         if bad_gold:
             log.warning("%d problem(s) have a gold answer that does not parse as math (graded by text): %s",
@@ -141,7 +146,7 @@ def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generato
                 generator, loaded = load_generator(run, loaded)
             size = chunk_size(run, sampling.n)
             bar = _bar(len(todo))
-            with JsonlWriter(out_path) as writer:
+            with JsonlWriter(distributed.shard_path(out_path)) as writer:  # distributed hook
                 for start in range(0, len(todo), size):
                     chunk = todo[start : start + size]
                     seeds = [derive_seed(cfg.rollout.seed, p.id) for p in chunk]
@@ -158,10 +163,13 @@ def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generato
                         bar.set_postfix(tok_s=f"{new_tokens / max(gen_seconds, 1e-9):.0f}", refresh=False)
             if bar is not None:
                 bar.close()
+        # distributed hook: the main process merges the shards in problem order; counts over processes
+        distributed.merge(out_path, order=[p.id for p in problems])
+        n_todo, new_tokens = distributed.all_sum(len(todo), new_tokens)
         stats = rollout_stats(read_jsonl(out_path))
         stats.update(
             bad_gold=len(bad_gold), bad_gold_ids=bad_gold[:50],
-            new_problems=len(todo), new_tokens=new_tokens,
+            new_problems=n_todo, new_tokens=new_tokens,
             tokens_per_s=round(new_tokens / gen_seconds, 1) if gen_seconds > 0 else None,
             backend=cfg.generation.backend, k=cfg.rollout.k,
         )

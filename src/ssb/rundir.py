@@ -8,6 +8,8 @@ A run is a directory that every stage reads from and writes to::
 JSONL outputs are append-only and flushed line by line, so a stage killed at any
 point resumes with the records it has not written yet; a torn last line (kill -9
 in the middle of a write) is dropped on read and truncated before appending.
+Under ``accelerate launch`` only the main process writes ``config.yaml`` and
+``manifest.json`` (``distributed.py``); the other processes read them.
 """
 
 from __future__ import annotations
@@ -137,6 +139,14 @@ def now_iso() -> str:
 # ----------------------------------------------------------------------------- the run
 
 
+def _main_process() -> bool:
+    """Distributed hook: False in the non-main processes of `accelerate launch` (distributed.py)."""
+    from .distributed import is_main
+
+    return is_main()
+
+
+
 class Run:
     """A run directory with its resolved config and manifest."""
 
@@ -155,6 +165,8 @@ class Run:
         path = Path(path) if path is not None else cfg.run_dir
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path, cfg)
+        if not _main_process():  # distributed hook: only the main process writes config + manifest
+            return run
         atomic_write_text(path / "config.yaml", dump_config(cfg))
         m = run.manifest()
         m.setdefault("created", now_iso())
@@ -171,7 +183,7 @@ class Run:
             raise FileNotFoundError(f"{path} is not a run directory (no config.yaml); start one with `ssb run CONFIG`")
         cfg = load_config(cfg_path, overrides)
         run = cls(path, cfg)
-        if overrides:
+        if overrides and _main_process():  # distributed hook
             atomic_write_text(cfg_path, dump_config(cfg))
         return run
 
@@ -187,6 +199,8 @@ class Run:
         return json.loads(p.read_text(encoding="utf-8"))
 
     def save_manifest(self, m: dict) -> None:
+        if not _main_process():  # distributed hook: the other processes of a launch never write it
+            return
         atomic_write_json(self.path / "manifest.json", m)
 
     def update_manifest(self, **fields: Any) -> None:
