@@ -22,12 +22,22 @@ def test_shipped_configs_load_and_name_their_command(path):
 def test_paper_config_is_the_paper_setting():
     cfg = load_config(Path(CONFIGS[0]).parent / "paper-qwen2.5-3b.yaml")
     assert cfg.model.name_or_path == "Qwen/Qwen2.5-3B-Instruct"
-    assert (cfg.data.source, cfg.rollout.k, cfg.curate.max_pairs) == ("gsm8k", 4, 256)
+    assert (cfg.data.source, cfg.rollout.k, cfg.teacher.max_pairs, cfg.teacher.solution) == ("gsm8k", 4, 256, "generate")
+    assert cfg.data.draw_chunk and cfg.data.limit is None  # draw until 256 pairs, not all 7,473 problems
     d = cfg.distill
     assert (d.lora_r, d.lora_alpha, d.batch_size, d.epochs, d.lr, d.temperature) == (32, 32, 4, 3, 2e-4, 2.0)
-    assert (d.kd_weight, d.ce_weight, d.max_length) == (1.0, 0.0, 8192)
+    assert (d.kd_weight, d.ce_weight) == (1.0, 0.0) and d.max_length >= cfg.generation.n_ctx
     assert set(d.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    assert (cfg.rollout.temperature, cfg.rollout.top_k, cfg.curate.teacher_temperature) == (0.8, 50, 0.4)
+    assert (cfg.rollout.temperature, cfg.rollout.top_k, cfg.teacher.temperature) == (0.8, 50, 0.4)
+
+
+def test_legacy_teacher_keys_under_curate_are_moved(tmp_path):
+    p = tmp_path / "old.yaml"
+    p.write_text("curate:\n  teacher_retries: 5\n  max_pairs: 7\n  hint_context: none\n  no_answer_is_wrong: true\n")
+    with pytest.warns(DeprecationWarning, match="teacher section"):
+        cfg = load_config(p)
+    assert (cfg.teacher.retries, cfg.teacher.max_pairs, cfg.teacher.hint_context) == (5, 7, "none")
+    assert cfg.curate.no_answer_is_wrong is True
 
 
 def test_overrides_are_typed_and_checked(tmp_path):
