@@ -3,7 +3,8 @@
     python bench/quality.py --replicates 2 [--config configs/default.yaml] [--n 500]
                             [--ablation rollout,no_hint,rollout_answer | --ablation none]
 
-Replicate 0 is ``ssb run CONFIG`` exactly as committed (all stages); replicate r > 0 is the
+Replicate 0 is ``ssb run CONFIG`` exactly as committed (its own evaluation stages only with
+``--full-first-run``, the benchmark evaluates everything itself); replicate r > 0 is the
 same config with other training problems (``data.seed + r``) and other sampling and
 training seeds (rollout, curate, teacher, distill, GRPO), so one run of one seed is not
 all we see. Every model is evaluated (greedy pass@1, the training prompt) on the same
@@ -117,6 +118,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=20261122, help="seed of the held-out problems")
     ap.add_argument("--ablation", default="generate,no_hint,rollout_answer",
                     help=f"comma-separated arms ({', '.join(ABLATIONS)}) on replicate 0's rollouts, or 'none'")
+    ap.add_argument("--full-first-run", action="store_true",
+                    help="replicate 0 runs every stage of `ssb run` (its own 200-problem evals and report too)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
     args = ap.parse_args()
     arms = [] if args.ablation in ("", "none") else args.ablation.split(",")
@@ -134,8 +137,9 @@ def main() -> int:
         cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r{r}"]
                           + replicate_overrides(base_cfg, r))
         t_run = time.time()
-        run = run_pipeline(cfg, skip=None if r == 0 else EVAL_STAGES)
-        if r == 0 and not run.manifest().get("wall_seconds_full_run"):
+        full = r == 0 and args.full_first_run
+        run = run_pipeline(cfg, skip=None if full else EVAL_STAGES)
+        if full and not run.manifest().get("wall_seconds_full_run"):
             run.update_manifest(wall_seconds_full_run=round(time.time() - t_run, 1))
         runs.append((r, run))
 
