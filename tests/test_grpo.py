@@ -37,7 +37,7 @@ def test_grpo_trains_with_token_budget(tmp_path, tiny_model_dir):
 
     run = _run(tmp_path, tiny_model_dir)
     run.set_stage("rollout", status="done", generated_tokens=6)
-    run.set_stage("curate", status="done", teacher_tokens=4)
+    run.set_stage("teacher", status="done", teacher_tokens=4)
     assert [p.id for p in training_problems(run)] == ["r0", "r1", "r2", "r3"]
 
     info = run_grpo(run)

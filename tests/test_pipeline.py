@@ -145,7 +145,7 @@ def test_smoke_run_completes_every_stage(smoke_run):
     assert len(rollouts) == 16 and all(len(r["completions"]) == 4 for r in rollouts)
     assert len({r["id"] for r in rollouts}) == 16
     pairs = read_jsonl(path / "pairs.jsonl")
-    assert m["stages"]["curate"]["pairs_written"] == len(pairs)
+    assert m["stages"]["teacher"]["pairs_written"] == len(pairs)
     assert (path / "student" / "adapter_config.json").exists()
     assert (path / "grpo" / "adapter_config.json").exists()
     assert (path / "teacher" / "index.json").exists()

@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 RUN_NAME = "smoke"  # the smoke config's name: its run directory under runs_dir
-TRAIN_STAGES = ("rollout", "curate", "logits", "distill")
+TRAIN_STAGES = ("rollout", "curate", "teacher", "logits", "distill")
 # 4 problems per rollout chunk (16 problems, k=4) so rollouts.jsonl grows in steps, and a
 # checkpoint after each of (at least two) distillation steps so an interrupted distill resumes mid-way.
 SETS = ("generation.batch_size=8", "distill.save_steps=1", "distill.batch_size=1", "distill.epochs=2")
@@ -135,7 +135,7 @@ def test_kill_during_distill_then_rerun(uninterrupted, tmp_path):
     from ssb.models import load_model
 
     run_dir = tmp_path / RUN_NAME
-    shutil.copytree(uninterrupted, run_dir)  # rollout, curate and logits done; distill redone from scratch
+    shutil.copytree(uninterrupted, run_dir)  # rollout, curate, teacher and logits done; distill redone from scratch
     run_and_kill(SMOKE, tmp_path, "train_log.jsonl", "--only", "distill", "--force", "distill")
     assert _stage(run_dir, "distill").get("status") != "done"
     run_ssb(SMOKE, tmp_path, "--only", "distill")
