@@ -19,10 +19,13 @@ pairing is kept). With two replicates the spread between them is shown, not mode
 
 Ablation (replicate 0's rollouts reused, nothing regenerated): each arm changes one
 teacher setting of the committed config: ``generate`` (the hinted teacher writes the
-solution, as in the paper), ``rollout`` / ``rollout_answer`` (the verified correct rollout
-is scored; the hinted prompt shows another correct rollout / only the final answer),
-``no_hint`` (``teacher.hint_context=none``: the teacher sees the bare problem). Each gets its own student, evaluated on
-the same held-out problems and paired against replicate 0's SSB student and the base.
+solution, as in the paper), ``contrastive`` (the paper's hint: another correct rollout, else
+the answer, and the most common wrong rollout), ``rollout`` / ``rollout_answer`` (the verified
+correct rollout is scored; the hinted prompt shows another correct rollout / only the final
+answer), ``no_hint`` (``teacher.hint_context=none``: the teacher sees the bare problem; with
+``solution: rollout`` teacher and student then see the same text, so this arm measures what
+the hint alone contributes). Each gets its own student, evaluated on the same held-out
+problems and paired against replicate 0's SSB student and the base.
 
 Writes ``bench/results/quality.json``: ``n_problems``; ``models.base|ssb|grpo`` with
 ``accuracy``, ``ci`` and ``no_answer_rate`` (pooled); ``diff_ssb_base``,
@@ -50,9 +53,14 @@ from ssb.pipeline import SSB_STAGES, run_pipeline  # noqa: E402
 from ssb.rundir import Run, read_jsonl  # noqa: E402
 
 EVAL_STAGES = ["eval_base", "eval_ssb", "eval_grpo", "report"]
+CONTRASTIVE_TEMPLATE = ("A correct solution:\n{correct}\n\nA wrong solution (its answer {wrong_answer} is wrong):\n"
+                        "{wrong}\n\n{question}")
 ABLATIONS = {  # each arm changes one teacher setting of the committed config
     "generate": ["teacher.solution=generate"],
     "no_hint": ["teacher.hint_context=none"],
+    # the paper's contrastive hint: another correct rollout (else the answer) and the most common wrong one
+    "contrastive": ["teacher.hint_context=contrastive", "teacher.rollout_hint=other_correct",
+                    "teacher.template=" + json.dumps(CONTRASTIVE_TEMPLATE)],
     "rollout_answer": ["teacher.solution=rollout", "teacher.rollout_hint=answer"],
     "rollout": ["teacher.solution=rollout", "teacher.rollout_hint=other_correct"],
 }
@@ -116,7 +124,7 @@ def main() -> int:
     ap.add_argument("--replicates", type=int, default=2)
     ap.add_argument("--n", type=int, default=500, help="held-out problems")
     ap.add_argument("--seed", type=int, default=20261122, help="seed of the held-out problems")
-    ap.add_argument("--ablation", default="generate,no_hint,rollout_answer",
+    ap.add_argument("--ablation", default="generate,no_hint,contrastive",
                     help=f"comma-separated arms ({', '.join(ABLATIONS)}) on replicate 0's rollouts, or 'none'")
     ap.add_argument("--full-first-run", action="store_true",
                     help="replicate 0 runs every stage of `ssb run` (its own 200-problem evals and report too)")

@@ -44,12 +44,15 @@ def test_no_answer_wrong_trace_is_labelled():
     assert "it reaches no valid final answer" in text
 
 
-def test_teacher_messages_are_system_plus_hinted_user():
-    cfg = PromptConfig()
+def test_teacher_messages_are_the_student_conversation_with_the_hinted_question():
+    cfg = PromptConfig(examples=[{"question": "1 + 2 =", "solution": "1 + 2 = 3. \\boxed{3}"}])
     msgs = teacher_messages(cfg, Q, GOOD, BAD, "12")
-    assert [m["role"] for m in msgs] == ["system", "user"]
-    assert msgs[0]["content"] == cfg.system == student_messages(cfg, Q)[0]["content"]
-    assert msgs[1]["content"] == teacher_prompt(Q, GOOD, BAD, "12")
+    student = student_messages(cfg, Q)
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[:-1] == student[:-1]  # same system prompt and worked examples as the student
+    assert msgs[-1]["content"] == teacher_prompt(Q, GOOD, BAD, "12")
+    bare = teacher_messages(cfg, Q, GOOD, BAD, "12", examples=False)
+    assert [m["role"] for m in bare] == ["system", "user"] and bare[-1] == msgs[-1]
 
 
 def test_template_override_and_validation():
@@ -69,3 +72,10 @@ def test_response_text_with_braces_is_kept_verbatim():
     tricky = "Let {question} be x; \\frac{1}{2} \\boxed{7}"
     text = teacher_prompt(Q, tricky, BAD, "12")
     assert tricky in text
+
+
+def test_no_hint_with_a_hint_placing_template_shows_the_bare_question():
+    tpl = "A correct solution:\n{correct}\n\nA wrong one ({wrong_answer}):\n{wrong}\n\n{question}"
+    assert teacher_prompt(Q, mode="none", template=tpl) == Q
+    assert teacher_prompt(Q, GOOD, BAD, "12", template=tpl).endswith(Q)
+    assert "## Problem" in teacher_prompt(Q, mode="none")  # the library template keeps its instructions

@@ -73,7 +73,7 @@ def test_teacher_gates_build_pairs_and_record_rejects(tmp_path, tiny_model_dir, 
     assert [p["id"] for p in pairs] == ["p00", "p04"]
     p = pairs[0]
     assert p["solution_source"] == "generate" and p["teacher_attempts"] == 1 and p["rejected_replies"] == []
-    assert p["teacher_messages"][1]["content"].count("Working for trace") == 2
+    assert p["teacher_messages"][-1]["content"].count("Working for trace") == 2
     assert p["student_messages"][-1] == {"role": "user", "content": EASY[0][0]}
     assert isinstance(p["student_logprob"], float)
     assert pairs[1]["teacher_attempts"] == 2 and pairs[1]["rejected_replies"][0]["gate"] == "verified"
@@ -121,7 +121,7 @@ def test_hint_modes_and_max_pairs(tmp_path, tiny_model_dir, tiny_model, mode):
     stats = run_teacher(run, loaded=tiny_model, generator=teacher)
     pairs = read_jsonl(run.file("pairs.jsonl"))
     assert len(pairs) == 2 and stats["max_pairs_reached"] and len(teacher.calls) == 2
-    user = pairs[0]["teacher_messages"][1]["content"]
+    user = pairs[0]["teacher_messages"][-1]["content"]
     sel = read_jsonl(run.file("selections.jsonl"))[0]
     assert (f"trace {sel['correct_index']}" in user) == (mode == "correct_only") and "trace 1" not in user
     assert pairs[0]["hint_context"] == mode
@@ -139,13 +139,13 @@ def test_rollout_solution_scores_the_rollout_without_showing_it(tmp_path, tiny_m
     for p in pairs:
         scored = rollouts[p["id"]]["completions"][p["scored_rollout"]]
         assert p["solution"] == scored and p["solution_source"] == "rollout"
-        hinted = p["teacher_messages"][1]["content"]
+        hinted = p["teacher_messages"][-1]["content"]
         assert scored not in hinted  # the teacher never sees the trace it scores
         if hint == "other_correct":
             other = 4 if p["scored_rollout"] == 0 else 0
             assert p["hint_correct"] == f"rollout:{other}" and rollouts[p["id"]]["completions"][other] in hinted
         else:
-            assert p["hint_correct"] == "answer" and "The final answer is \\boxed{" in hinted
+            assert p["hint_correct"] == "answer" and "The answer is " in hinted
     # the teacher store scores exactly the rollout's tokens
     run_logits(run)
     import json

@@ -157,6 +157,8 @@ class TeacherConfig(Section):
     )
     hint_context: Literal["contrastive", "correct_only", "none"] = "contrastive"
     template: str | None = Field(None, description="override of the hinted teacher prompt")
+    examples: bool = Field(True, description="the teacher sees prompt.examples as earlier turns, like the "
+                           "student, so its distribution over the reply follows the format the student is taught")
     temperature: float = 0.4
     top_k: int = 50
     retries: int = Field(1, description="extra teacher samples when a reply fails a gate")

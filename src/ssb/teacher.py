@@ -78,7 +78,7 @@ class Candidate:
         tc = self.cfg.teacher
         wrong = self.row["completions"][self.sel["wrong_index"]]
         return teacher_messages(self.cfg.prompt, self.problem.question, correct_text, wrong,
-                                self.sel["wrong_answer"], tc.hint_context, tc.template)
+                                self.sel["wrong_answer"], tc.hint_context, tc.template, tc.examples)
 
     def privileged(self) -> Privileged:
         tc = self.cfg.teacher
@@ -116,7 +116,7 @@ class Candidate:
             if tc.rollout_hint == "other_correct" and others:
                 return comps[idx], idx, self.hinted(comps[others[0]]), f"rollout:{others[0]}"
             answer = self.row["extracted"][idx] or self.problem.answer
-            return comps[idx], idx, self.hinted(f"The final answer is \\boxed{{{answer}}}."), "answer"
+            return comps[idx], idx, self.hinted(f"The answer is {answer}."), "answer"
         return None
 
 
