@@ -57,7 +57,9 @@ class ScriptedTeacher:
 
 
 def teacher_run(tmp_path, model_dir, name="t", **teacher) -> Run:
-    run = make_run(tmp_path, str(model_dir), name=name, teacher={"template": CHAIN_TEMPLATE, **teacher})
+    example = {"question": "What is 1 + 1?", "solution": "Step 1: 1 + 1 = 2.\nSo the answer is \\boxed{2}."}
+    run = make_run(tmp_path, str(model_dir), name=name, teacher={"template": CHAIN_TEMPLATE, **teacher},
+                   prompt={"examples": [example]})
     fake_rollouts(run)
     run_curate(run)
     return run
@@ -75,6 +77,7 @@ def test_teacher_gates_build_pairs_and_record_rejects(tmp_path, tiny_model_dir, 
     assert p["solution_source"] == "generate" and p["teacher_attempts"] == 1 and p["rejected_replies"] == []
     assert p["teacher_messages"][-1]["content"].count("Working for trace") == 2
     assert p["student_messages"][-1] == {"role": "user", "content": EASY[0][0]}
+    assert p["teacher_messages"][:-1] == p["student_messages"][:-1]  # same system prompt and examples
     assert isinstance(p["student_logprob"], float)
     assert pairs[1]["teacher_attempts"] == 2 and pairs[1]["rejected_replies"][0]["gate"] == "verified"
     rejects = {r["id"]: r for r in read_jsonl(run.file("teacher_rejects.jsonl"))}
