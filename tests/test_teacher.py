@@ -16,16 +16,7 @@ from ssb.teacher import run_teacher
 sys.path.insert(0, str(Path(__file__).parent))
 from test_rollout_curate import EASY, _kill_after_first_lines, fake_rollouts, make_run  # noqa: E402
 
-CHAIN_TEMPLATE = """{question}
-
-A correct solution:
-{correct}
-
-A wrong solution (its answer {wrong_answer} is wrong; do not repeat its mistake):
-{wrong}
-
-Write your own short solution in the same style as the correct one, ending with \\boxed{ANSWER}.
-"""
+from test_gates import CHAIN_TEMPLATE  # noqa: E402
 
 
 class ScriptedTeacher:

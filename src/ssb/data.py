@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import SSBError
+from .prompts import special_token_hits
 
 if TYPE_CHECKING:
     from .config import DataConfig, ReasoningGymTask
@@ -352,6 +353,10 @@ def validate_file(
                         f"the id (ids are row numbers) unless you pass --id-field {col}, and then each duplicate "
                         "is a bad row since ids are keys")
                 break
+    flagged = [(p.id, hits) for p in res.problems if (hits := special_token_hits(f"{p.question}\n{p.answer}"))]
+    if flagged:  # prompts encode them as text, but such rows usually come from scraped chat logs
+        warnings.append(f"{len(flagged)} row(s) contain chat control-token text (e.g. id {flagged[0][0]!r}: "
+                        f"{', '.join(flagged[0][1][:3])}); ssb encodes it as plain text, but check those rows")
     dq = _duplicates([normalize_question(p.question) for p in res.problems])
     if dq:
         warnings.append(f"{len(dq)} question(s) appear more than once (after normalising case and spaces), "

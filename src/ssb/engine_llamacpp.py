@@ -24,6 +24,7 @@ from .generation import (
     finish,
     render_all,
     sequence_seeds,
+    shared_prefix_len,
     stop_token_ids,
 )
 from .models import LoadedModel
@@ -238,12 +239,7 @@ class _LlamaCppEngine:
         """Decode the longest prefix all ``prompts`` share (each keeps at least one token of
         its own) into ``prefix_seq``; its length, 0 when there is none to share."""
         first = prompts[0]
-        n = min(min(len(p) for p in prompts) - 1, ctx_limit - 1, self.n_batch)
-        for p in prompts[1:]:
-            k = 0
-            while k < n and p[k] == first[k]:
-                k += 1
-            n = k
+        n = shared_prefix_len(prompts, min(ctx_limit - 1, self.n_batch))
         if n < 1:
             return 0
         L = self.L

@@ -56,6 +56,7 @@ from .generation import (
     render_all,
     sample_rows,
     sequence_seeds,
+    shared_prefix_len,
     stop_token_ids,
     warp_logits,
 )
@@ -142,12 +143,7 @@ class HFGenerator:
         from transformers.cache_utils import DynamicLayer
 
         first = prompts[0]
-        n = min(len(p) for p in prompts) - 1
-        for p in prompts[1:]:
-            k = 0
-            while k < n and p[k] == first[k]:
-                k += 1
-            n = k
+        n = shared_prefix_len(prompts)
         if n < 1:
             return None
         key = tuple(first[:n])

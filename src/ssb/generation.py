@@ -84,6 +84,21 @@ class Generator(Protocol):
 # ----------------------------------------------------------------------------- shared helpers
 
 
+def shared_prefix_len(prompts: list[list[int]], limit: int | None = None) -> int:
+    """Length of the longest token prefix every prompt shares, leaving each at least one
+    token of its own (and at most ``limit``)."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    if limit is not None:
+        n = min(n, limit)
+    for p in prompts[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
 def derive_seed(*parts: Any) -> int:
     """A stable 63-bit seed from any parts (e.g. base seed + problem id)."""
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
