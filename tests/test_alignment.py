@@ -68,3 +68,15 @@ def test_prompt_that_merges_with_the_reply_is_refused(embedded_tokenizer):
     # "assistant: " + "He" tokenises as "assistant:" + " He": the prompt is no token prefix
     with pytest.raises(AlignmentError, match="prefix"):
         reply_ids(_plain_template(embedded_tokenizer, "assistant: "), STUDENT, SOLUTION)
+
+
+def test_generation_stops_where_training_replies_end(embedded_model):
+    """Generation's stop ids and alignment's end-of-turn ids come from one list and agree on
+    the embedded model's template: a generated reply ends on a token training treats as its end."""
+    from ssb.generation import stop_token_ids
+
+    tok = embedded_model.tokenizer
+    stops = set(stop_token_ids(tok, embedded_model.model))
+    assert stops == end_of_turn_ids(tok)
+    _, reply = reply_ids(tok, [{"role": "user", "content": "1 + 1?"}], "2")
+    assert reply[-1] in stops

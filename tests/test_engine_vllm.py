@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssb.engine_vllm import vllm_outputs, vllm_requests
-from ssb.generate import Sampling
+from ssb.generation import Sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ssb.config import PromptConfig
-from ssb.generate import render_all
+from ssb.generation import render_all
 from ssb.prompts import (COMMON_CONTROL_TOKENS, chat_ids, render_prompt_ids, special_token_hits, student_messages,
                          teacher_messages)
 

@@ -4,7 +4,8 @@ and the prompt the n samples share are encoded once, and the outputs do not chan
 from __future__ import annotations
 
 from ssb.config import GenerationConfig, PromptConfig, WorkedExample
-from ssb.generate import HFGenerator, Sampling, make_generator
+from ssb.generate import HFGenerator, make_generator
+from ssb.generation import Sampling
 from ssb.prompts import render_prompt_ids, student_messages
 
 PROMPT = PromptConfig(

@@ -15,7 +15,7 @@ import pytest
 
 from ssb.config import RunConfig
 from ssb.curate import group_answers, run_curate, select_traces
-from ssb.generate import Completion
+from ssb.generation import Completion
 from ssb.rollout import run_rollout
 from ssb.rundir import Run, read_jsonl
 
@@ -111,7 +111,8 @@ def test_rollout_writes_records_and_stats(tmp_path, tiny_model_dir, tiny_model):
 ROLLOUT_SCRIPT = """
 import sys, time
 from ssb.rundir import Run
-from ssb.rollout import run_rollout, load_generator
+from ssb.generate import load_generator
+from ssb.rollout import run_rollout
 run = Run.open(sys.argv[1])
 gen, loaded = load_generator(run)
 class Slow:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ssb.curate import run_curate
-from ssb.generate import Completion
+from ssb.generation import Completion
 from ssb.rundir import Run, read_jsonl
 from ssb.teacher import run_teacher
 

@@ -28,11 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import SSBError
-from .prompts import Message, chat_ids, render_prompt_ids
-
-# End-of-turn tokens of common chat templates, used besides tokenizer.eos_token.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
-
+from .prompts import Message, chat_ids, end_of_turn_ids, render_prompt_ids
 
 class AlignmentError(SSBError, ValueError):
     pass
@@ -51,18 +47,6 @@ class AlignedPair:
     @property
     def student_ids(self) -> list[int]:
         return self.student_prompt_ids + self.reply_ids
-
-
-def end_of_turn_ids(tokenizer) -> set[int]:
-    """Ids that may close an assistant turn: eos plus known end-of-turn specials in the vocab."""
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    vocab = tokenizer.get_vocab()
-    for tok in END_OF_TURN_TOKENS:
-        if tok in vocab and tok in tokenizer.all_special_tokens:
-            ids.add(int(vocab[tok]))
-    return ids
 
 
 def reply_ids(tokenizer, messages: list[Message], reply: str) -> tuple[list[int], list[int]]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SSBError
-from .generate import derive_seed
+from .generation import derive_seed
 from .grading import same_answer
 from .rundir import Run, atomic_write_text, read_jsonl
 

@@ -16,15 +16,15 @@ import logging
 import numpy as np
 
 from .config import GenerationConfig
-from .generate import (
-    shared_prefix_len,
+from .generation import (
     Completion,
     GenerationError,
+    Progress,
     Sampling,
-    _Progress,
     finish,
     render_all,
     sequence_seeds,
+    shared_prefix_len,
     stop_token_ids,
 )
 from .models import LoadedModel
@@ -287,7 +287,7 @@ class LlamaCppGenerator:
         seq_seeds = sequence_seeds(sampling, len(prompts), seeds)
         jobs = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
         out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
-        bar = _Progress(len(jobs), progress, self.backend)
+        bar = Progress(len(jobs), progress, self.backend)
         stops = set(self.stops)
 
         def done(job, gen_ids):

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from .config import GenerationConfig, ModelConfig
-from .generate import Completion, FinishReason, GenerationError, Sampling, derive_seed, render_all, stop_token_ids
+from .generation import Completion, FinishReason, GenerationError, Sampling, derive_seed, render_all, stop_token_ids
 from .models import LoadedModel
 
 log = logging.getLogger(__name__)

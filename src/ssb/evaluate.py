@@ -204,7 +204,7 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
 
 
 def sampling_for(eval_cfg: EvalConfig, gen_cfg: GenerationConfig):
-    from .generate import Sampling
+    from .generation import Sampling
 
     return Sampling(
         n=eval_cfg.n,
@@ -259,7 +259,7 @@ def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling, pa
 
     from .prompts import student_messages
 
-    from .generate import derive_seed
+    from .generation import derive_seed
 
     # distributed hook: records of the canonical file + shard files; todo = this process's share
     existing = {str(r["id"]): r for r in distributed.read_records(path)}

@@ -1,6 +1,9 @@
 """The generation engine: chat conversations in, ``n`` sampled completions each out.
 
-One small interface for rollouts, the hinted teacher, evaluation and GRPO::
+One small interface for rollouts, the hinted teacher, evaluation and GRPO, with one factory
+(:func:`make_generator`, or :func:`load_generator` for a run's base model); the records
+(:class:`~ssb.generation.Sampling`, :class:`~ssb.generation.Completion`) and the helpers all
+backends share live in ``generation.py``::
 
     gen = make_generator(cfg.generation, loaded, cfg.model)
     outs = gen.generate(conversations, Sampling(n=4, temperature=0.8, top_k=50, seed=0))
@@ -23,7 +26,8 @@ Backends (``generation.backend``):
 
 Prompts are always rendered by *our* tokenizer's chat template
 (:func:`prompts.render_prompt_ids`) and every backend is fed token ids, so all three
-see the same prompt and stop on the same end-of-turn tokens.
+see the same prompt and stop on the same end-of-turn tokens (:func:`generation.stop_token_ids`,
+built on :func:`prompts.end_of_turn_ids`, which training's alignment uses too).
 
 Sampling is seeded per sequence (``seeds`` per conversation, default derived from
 ``Sampling.seed`` and the conversation index), so a sequence's sample does not depend
@@ -33,211 +37,33 @@ on which other sequences share its batch: a resumed stage reproduces the same ou
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
-import time
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import torch
 
-from .errors import SSBError
 from .config import GenerationConfig, ModelConfig
-from .models import LoadedModel
-from .prompts import render_prompt_ids
+from .engine_llamacpp import LlamaCppGenerator
+from .engine_vllm import VLLMGenerator
+from .generation import (
+    Completion,
+    GenerationError,
+    Generator,
+    Progress,
+    Sampling,
+    finish,
+    model_context_length,
+    render_all,
+    sample_rows,
+    sequence_seeds,
+    shared_prefix_len,
+    stop_token_ids,
+    warp_logits,
+)
+from .models import LoadedModel, load_model
+from .rundir import Run
 
 log = logging.getLogger(__name__)
-
-FinishReason = Literal["stop", "length"]
-
-
-class GenerationError(SSBError, RuntimeError):
-    pass
-
-
-# ----------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How to sample. ``temperature == 0`` means greedy; ``top_k == 0`` disables top-k."""
-
-    n: int = 1
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.n < 1:
-            raise ValueError(f"Sampling.n must be >= 1, got {self.n}")
-        if self.temperature < 0:
-            raise ValueError(f"Sampling.temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"Sampling.top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"Sampling.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-
-@dataclass
-class Completion:
-    text: str  # decoded reply, without the end-of-turn token
-    token_ids: list[int]  # generated ids, ending with the stop token when finish_reason == "stop"
-    finish_reason: FinishReason  # "stop": end-of-turn/EOS; "length": max_new_tokens or context hit
-    prompt_tokens: int
-    completion_tokens: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-class Generator(Protocol):
-    backend: str
-
-    def generate(
-        self,
-        conversations: list[list[dict]],
-        sampling: Sampling,
-        progress: bool | str = True,
-        seeds: list[int] | None = None,
-    ) -> list[list[Completion]]: ...
-
-
-# ----------------------------------------------------------------------------- shared helpers
-
-
-def shared_prefix_len(prompts: list[list[int]], limit: int | None = None) -> int:
-    """Length of the longest token prefix every prompt shares, leaving each at least one
-    token of its own (and at most ``limit``)."""
-    first = prompts[0]
-    n = min(len(p) for p in prompts) - 1
-    if limit is not None:
-        n = min(n, limit)
-    for p in prompts[1:]:
-        k = 0
-        while k < n and p[k] == first[k]:
-            k += 1
-        n = k
-    return max(n, 0)
-
-
-def derive_seed(*parts: Any) -> int:
-    """A stable 63-bit seed from any parts (e.g. base seed + problem id)."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def sequence_seeds(sampling: Sampling, n_conv: int, seeds: list[int] | None) -> list[list[int]]:
-    """Seed of every sequence: [conversation][sample]."""
-    if seeds is None:
-        seeds = [derive_seed(sampling.seed, i) for i in range(n_conv)]
-    elif len(seeds) != n_conv:
-        raise ValueError(f"got {len(seeds)} seeds for {n_conv} conversations")
-    return [[derive_seed(s, j) for j in range(sampling.n)] for s in seeds]
-
-
-_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
-
-
-def stop_token_ids(tokenizer, model=None) -> list[int]:
-    """End-of-turn/EOS ids: the tokenizer's EOS, the model's generation-config EOS, and the
-    usual chat end-of-turn markers when the vocabulary has them as special tokens."""
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gc = getattr(model, "generation_config", None)
-    eos = getattr(gc, "eos_token_id", None)
-    if eos is not None:
-        ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
-    special = set(getattr(tokenizer, "all_special_tokens", []) or [])
-    vocab = tokenizer.get_vocab()
-    for tok in _END_OF_TURN:
-        if tok in vocab and tok in special:
-            ids.add(int(vocab[tok]))
-    return sorted(ids)
-
-
-def model_context_length(model) -> int | None:
-    cfg = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        v = getattr(cfg, name, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
-
-
-def render_all(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
-    return [render_prompt_ids(tokenizer, conv) for conv in conversations]
-
-
-def finish(tokenizer, prompt_len: int, gen_ids: list[int], stops: set[int]) -> Completion:
-    """Cut ``gen_ids`` after the first stop token (drop padding) and build the Completion."""
-    for i, t in enumerate(gen_ids):
-        if t in stops:
-            ids = list(gen_ids[: i + 1])
-            text = tokenizer.decode(ids[:-1], skip_special_tokens=True)
-            return Completion(text, ids, "stop", prompt_len, len(ids))
-    ids = list(gen_ids)
-    return Completion(tokenizer.decode(ids, skip_special_tokens=True), ids, "length", prompt_len, len(ids))
-
-
-class _Progress:
-    """tqdm over sequences with generated tokens/s in the postfix (silent when disabled)."""
-
-    def __init__(self, total: int, progress: bool | str, backend: str):
-        self.bar = None
-        self.tokens = 0
-        self.t0 = time.time()
-        if progress:
-            from tqdm.auto import tqdm
-
-            desc = progress if isinstance(progress, str) else f"generate[{backend}]"
-            self.bar = tqdm(total=total, desc=desc, unit="seq", dynamic_ncols=True)
-
-    def update(self, seqs: int, tokens: int) -> None:
-        self.tokens += tokens
-        if self.bar is not None:
-            self.bar.update(seqs)
-            dt = max(time.time() - self.t0, 1e-9)
-            self.bar.set_postfix(tok_s=f"{self.tokens / dt:.0f}", refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-# ----------------------------------------------------------------------------- sampling math
-
-
-def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Temperature, top-k and top-p applied to ``[rows, vocab]`` logits (float32 out)."""
-    x = logits.float() / temperature
-    if top_k and top_k < x.shape[-1]:
-        kth = torch.topk(x, top_k, dim=-1).values[..., -1:]
-        x = x.masked_fill(x < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_x, order = torch.sort(x, dim=-1, descending=True)
-        probs = sorted_x.softmax(-1)
-        # drop a token when the mass before it already reaches top_p (always keep the first)
-        drop = (probs.cumsum(-1) - probs) >= top_p
-        sorted_x = sorted_x.masked_fill(drop, float("-inf"))
-        x = torch.full_like(x, float("-inf")).scatter(-1, order, sorted_x)
-    return x
-
-
-def sample_rows(warped: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF sampling: one token per row from ``uniforms`` in [0, 1)."""
-    probs = warped.softmax(-1)
-    cdf = probs.cumsum(-1)
-    u = uniforms.to(cdf.device, cdf.dtype).unsqueeze(-1) * cdf[..., -1:]
-    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    return idx.clamp_(max=warped.shape[-1] - 1)
-
 
 class _SeededSampler:
     """A transformers logits processor that samples each row with its own RNG and forces
@@ -254,6 +80,7 @@ class _SeededSampler:
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(-1, tok.unsqueeze(-1), 0.0)
         return out
+
 
 
 # ----------------------------------------------------------------------------- hf backend
@@ -291,7 +118,7 @@ class HFGenerator:
         jobs.sort(key=lambda ij: -len(prompts[ij[0]]))  # longest first: memory trouble shows early
         out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
         shared = self._shared_prefix(prompts) if self.prefix_cache and prompts else None
-        bar = _Progress(len(jobs), progress, self.backend)
+        bar = Progress(len(jobs), progress, self.backend)
         try:
             for b in range(0, len(jobs), self.batch_size):
                 batch = jobs[b : b + self.batch_size]
@@ -414,25 +241,16 @@ def make_generator(gen_cfg: GenerationConfig, loaded: LoadedModel, model_cfg: Mo
     if gen_cfg.backend == "hf":
         return HFGenerator(loaded, gen_cfg.batch_size, gen_cfg.prefix_cache)
     if gen_cfg.backend == "llamacpp":
-        from .engine_llamacpp import LlamaCppGenerator
-
         return LlamaCppGenerator(gen_cfg, loaded)
     if gen_cfg.backend == "vllm":
-        from .engine_vllm import VLLMGenerator
-
         return VLLMGenerator(gen_cfg, loaded, model_cfg, adapter)
     raise GenerationError(f"unknown generation.backend {gen_cfg.backend!r} (hf, llamacpp, vllm)")
 
 
-def completion_stats(comps: list[Completion]) -> dict[str, int]:
-    return {
-        "sequences": len(comps),
-        "completion_tokens": sum(c.completion_tokens for c in comps),
-        "truncated": sum(c.finish_reason == "length" for c in comps),
-    }
-
-
-__all__ = [
-    "Completion", "Generator", "GenerationError", "HFGenerator", "Sampling",
-    "derive_seed", "make_generator", "stop_token_ids", "completion_stats",
-]
+def load_generator(run: Run, loaded: LoadedModel | None = None) -> tuple[Generator, LoadedModel]:
+    """The run's base model and a generator over it (vLLM gets the HF copy on CPU: only its
+    tokenizer and stop tokens are used there)."""
+    if loaded is None:
+        device = "cpu" if run.cfg.generation.backend == "vllm" else None
+        loaded = load_model(run.cfg.model, device=device)
+    return make_generator(run.cfg.generation, loaded, run.cfg.model), loaded

@@ -254,7 +254,7 @@ def run_grpo(run: Run) -> dict:
     from peft import LoraConfig
     from trl import GRPOTrainer
 
-    from .generate import stop_token_ids
+    from .generation import stop_token_ids
     from .models import load_model
 
     cfg = run.cfg
@@ -275,7 +275,7 @@ def run_grpo(run: Run) -> dict:
             resume, tokens_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
 
         loaded = load_model(cfg.model)
-        # stop at end-of-turn exactly like generate.py does for rollouts and eval
+        # stop at end-of-turn exactly like generation.py does for rollouts and eval
         loaded.model.generation_config.eos_token_id = stop_token_ids(loaded.tokenizer, loaded.model)
         param = next(loaded.model.parameters())
         args = grpo_args(run, num_generations, param.device, param.dtype, max_steps)

@@ -94,7 +94,8 @@ def draw_until_pairs(run: Run) -> dict:
     Each stage resumes as usual, so a killed draw goes on where it stopped."""
     from .data import load_problems
     from .curate import run_curate
-    from .rollout import load_generator, run_rollout
+    from .generate import load_generator
+    from .rollout import run_rollout
     from .teacher import run_teacher
 
     cfg = run.cfg

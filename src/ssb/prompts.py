@@ -63,6 +63,25 @@ def render_prompt_ids(tokenizer, messages: list[Message]) -> list[int]:
     return chat_ids(tokenizer, messages, add_generation_prompt=True)
 
 
+# End-of-turn tokens of common chat templates (ChatML, Llama 3, Gemma, Phi-3, ...), used besides
+# tokenizer.eos_token: the one list for generation's stop ids and training's reply ends.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+def end_of_turn_ids(tokenizer) -> set[int]:
+    """Ids that close an assistant turn: the tokenizer's EOS plus those of
+    :data:`END_OF_TURN_TOKENS` that its vocabulary has as special tokens."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    special = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    vocab = tokenizer.get_vocab()
+    for tok in END_OF_TURN_TOKENS:
+        if tok in vocab and tok in special:
+            ids.add(int(vocab[tok]))
+    return ids
+
+
 # Chat-turn markers of common template families, for checking data without a model.
 COMMON_CONTROL_TOKENS = (
     "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_sep|>",  # ChatML (Qwen, SmolLM, Phi-4)

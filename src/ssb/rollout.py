@@ -28,7 +28,8 @@ from collections import Counter
 from typing import Any
 
 from . import distributed
-from .generate import Generator, Sampling, derive_seed, make_generator
+from .generate import load_generator
+from .generation import Generator, Sampling, derive_seed
 from .models import LoadedModel
 from .rundir import JsonlWriter, Run, read_jsonl
 
@@ -39,18 +40,7 @@ OUTPUTS: tuple[str, ...] = (OUTPUT,)  # what this stage writes (`ssb run --force
 FORMATS = ("boxed", "hash", "answer_is", "other", "none")
 
 
-# ----------------------------------------------------------------------------- model + generator
-
-
-def load_generator(run: Run, loaded: LoadedModel | None = None) -> tuple[Generator, LoadedModel]:
-    """The run's base model and a generator over it (vLLM gets the HF copy on CPU: only its
-    tokenizer and stop tokens are used there)."""
-    from .models import load_model
-
-    if loaded is None:
-        device = "cpu" if run.cfg.generation.backend == "vllm" else None
-        loaded = load_model(run.cfg.model, device=device)
-    return make_generator(run.cfg.generation, loaded, run.cfg.model), loaded
+# ----------------------------------------------------------------------------- chunks
 
 
 def chunk_size(run: Run, k: int) -> int:

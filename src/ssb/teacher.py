@@ -36,7 +36,8 @@ from .config import RunConfig
 from .data import Problem
 from .errors import SSBError
 from .gates import GATE_ORDER, Privileged, Verdict, check_reply, privileged_text
-from .generate import Generator, Sampling, derive_seed, make_generator
+from .generate import make_generator
+from .generation import Generator, Sampling, derive_seed
 from .grading import grade
 from .models import LoadedModel, load_model
 from .prompts import check_teacher_template, student_messages, teacher_messages
