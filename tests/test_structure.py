@@ -88,7 +88,6 @@ def test_find_cycle_reports_the_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 todo: rundir <-> distributed (lazy imports both ways)")
 def test_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle in src/ssb: " + " -> ".join(cycle)

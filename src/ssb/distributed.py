@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .errors import SSBError
+from .files import atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +198,6 @@ def shard_files(path: str | Path) -> list[Path]:
 
 def read_records(path: str | Path) -> list[dict]:
     """Records of the canonical file, then of every shard file (torn last lines dropped)."""
-    from .rundir import read_jsonl
-
     out = list(read_jsonl(path))
     for p in shard_files(path):
         out.extend(read_jsonl(p))
@@ -215,8 +214,6 @@ def merge_files(path: str | Path, order: Sequence[str] | None = None, key: str =
     file's first), in ``order`` (ids not in it keep their place after), written atomically;
     then delete the shards. Returns the number of records. A crash in between is safe:
     the next merge finds the same records again."""
-    from .rundir import atomic_write_text
-
     path = Path(path)
     shards = shard_files(path)
     if not shards:

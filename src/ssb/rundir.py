@@ -15,105 +15,18 @@ Under ``accelerate launch`` only the main process writes ``config.yaml`` and
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import yaml
 
+from . import distributed
 from .config import RunConfig, dump_config, load_config
 
-# ----------------------------------------------------------------------------- atomic files
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file + rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-# ----------------------------------------------------------------------------- JSONL
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSONL file written by :func:`append_jsonl`; a torn last line is ignored."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    with path.open("r", encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1 and not line.endswith("\n"):
-                break  # torn final write from a killed process
-            raise ValueError(f"{path}:{i + 1}: invalid JSON line") from None
-    return out
-
-
-def repair_jsonl(path: str | Path) -> None:
-    """Drop a torn (unterminated) final line so appends start on a clean line."""
-    path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with path.open("rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
-            return
-        cut = data.rfind(b"\n") + 1
-        f.truncate(cut)
-
-
-class JsonlWriter:
-    """Append-only JSONL writer: one flushed + fsynced line per record."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_jsonl(self.path)
-        self._f = self.path.open("a", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> "JsonlWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def done_ids(path: str | Path, key: str = "id") -> set[str]:
-    """Ids already present in a JSONL output (for resuming)."""
-    return {str(r[key]) for r in read_jsonl(path) if key in r}
+from .files import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl, repair_jsonl  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- versions
@@ -141,9 +54,7 @@ def now_iso() -> str:
 
 def _main_process() -> bool:
     """Distributed hook: False in the non-main processes of `accelerate launch` (distributed.py)."""
-    from .distributed import is_main
-
-    return is_main()
+    return distributed.is_main()
 
 
 
@@ -238,10 +149,6 @@ class Run:
             raise
         self.set_stage(name, status="done", finished=now_iso(), seconds=round(time.time() - t0, 2),
                        error=None, **info)
-
-
-def write_yaml(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
 def iter_batches(items: list, size: int) -> Iterable[list]:
