@@ -51,21 +51,11 @@ def _open_run(args):
     return Run.open(args.run, args.set)
 
 
-STAGES = {
-    "rollout": ("rollout", "run_rollout"),
-    "curate": ("curate", "run_curate"),
-    "teacher": ("teacher", "run_teacher"),
-    "logits": ("teacher_logits", "run_logits"),
-    "distill": ("distill", "run_distill"),
-    "grpo": ("grpo", "run_grpo"),
-}
-
-
 def cmd_stage(args) -> int:
-    module, func = STAGES[args.command]
-    fn = _stage(module, func)
-    run = _open_run(args)
-    stats = fn(run)
+    from .pipeline import STAGES  # the one list of stages (imported late: keeps `ssb --help` fast)
+
+    stage = next(s for s in STAGES if s.name == args.command)
+    stats = stage.run(_open_run(args))
     _print_json(stats)
     return EXIT_OK
 

@@ -92,7 +92,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2.0 * binom_cdf(min(b, c), n, 0.5))
 
 
-def paired_table(x: Sequence[bool], y: Sequence[bool]) -> tuple[int, int, int, int]:
+def discordant_counts(x: Sequence[bool], y: Sequence[bool]) -> tuple[int, int, int, int]:
     """2x2 counts ``(both, x_only, y_only, neither)`` of two paired 0/1 vectors."""
     if len(x) != len(y):
         raise ValueError(f"paired vectors differ in length: {len(x)} vs {len(y)}")
@@ -141,7 +141,7 @@ def paired_diff(x: Sequence[bool], y: Sequence[bool]) -> dict:
 
     Returns ``diff``, ``ci`` (Newcombe method 10), ``p_mcnemar`` (exact), the
     discordant counts ``x_only`` / ``y_only`` and ``n``."""
-    a, b, c, d = paired_table(x, y)
+    a, b, c, d = discordant_counts(x, y)
     diff, lo, hi = newcombe_paired(a, b, c, d)
     return {
         "n": a + b + c + d,
