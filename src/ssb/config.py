@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SSBError
 
@@ -155,6 +155,20 @@ class TeacherConfig(Section):
         description="solution=rollout: the hinted prompt shows another correct rollout when there is one "
         "(else only the verified final answer), or always only the final answer",
     )
+    answer_hint: str = Field(
+        "The answer is ANSWER.",
+        description="wording of the verified final answer when the hint shows only the answer; ANSWER "
+        "is replaced by it. The teacher's distribution over the answer line follows this wording, so "
+        "use the format the student is asked for (e.g. 'The answer is \\boxed{ANSWER}.')",
+    )
+
+    @field_validator("answer_hint")
+    @classmethod
+    def _answer_placeholder(cls, v: str) -> str:
+        if "ANSWER" not in v:
+            raise ValueError(f"{v!r} has no ANSWER placeholder for the verified answer")
+        return v
+
     hint_context: Literal["contrastive", "correct_only", "none"] = "contrastive"
     template: str | None = Field(None, description="override of the hinted teacher prompt")
     examples: bool = Field(True, description="the teacher sees prompt.examples as earlier turns, like the "
