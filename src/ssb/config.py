@@ -214,7 +214,8 @@ class DistillConfig(Section):
     kd_weight: float = Field(1.0, description="weight of the forward KL(teacher || student)")
     ce_weight: float = Field(0.0, description="weight of cross-entropy on the teacher's reply tokens")
     reverse_kl_weight: float = Field(0.0, description="weight of the reverse KL(student || teacher)")
-    max_length: int = Field(8192, description="longest teacher or student sequence in tokens; a longer pair is left out, never truncated")
+    max_length: int = Field(8192, description="longest teacher or student sequence in tokens; a longer pair "
+                            "is left out, never truncated")
     chunk_size: int = Field(1024, description="answer positions per chunk of the vocabulary projection")
     gradient_checkpointing: GradientCheckpointing = False
     report_to: str = Field("none", description="transformers' report_to: none, wandb, tensorboard, ...")
