@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import SSBError
 
@@ -275,7 +276,7 @@ MOVED_KEYS = {
 }
 
 
-def move_keys(data: dict, source: str = "config") -> dict:
+def _move_keys(data: dict, source: str = "config") -> dict:
     """``data`` with each old key of :data:`MOVED_KEYS` under its new name, and a warning that
     names them; an old key set beside its new one to another value is an error."""
     moved = []
@@ -286,8 +287,9 @@ def move_keys(data: dict, source: str = "config") -> dict:
             continue
         value = section[old_key]
         if target.get(new_key, value) != value:
-            raise ValueError(f"{old}={value!r} and {new}={target[new_key]!r}: {old} is the old name of {new}; "
-                             f"set only {new}")
+            raise PydanticCustomError("renamed_key", "{old}={value} and {new}={current}: {old} is the old name of "
+                                      "{new}; set only {new}",
+                                      {"old": old, "new": new, "value": repr(value), "current": repr(target[new_key])})
         data = {**data, old_section: {k: v for k, v in section.items() if k != old_key},
                 new_section: {**target, new_key: value}}
         moved.append(f"{old} -> {new}")
@@ -320,11 +322,11 @@ class RunConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _read(cls, data: Any, info: ValidationInfo) -> Any:
-        """Old keys under their new names (:func:`move_keys`; ``source`` from the validation
+        """Old keys under their new names (:func:`_move_keys`; ``source`` from the validation
         context names the file), then an empty mapping, i.e. the defaults, for each section left out."""
         if not isinstance(data, dict):
             return data
-        data = move_keys(data, (info.context or {}).get("source", "config"))
+        data = _move_keys(data, (info.context or {}).get("source", "config"))
         sections = [name for name, f in cls.model_fields.items()
                     if isinstance(f.annotation, type) and issubclass(f.annotation, Section)]
         return {**dict.fromkeys(sections, {}), **data}
