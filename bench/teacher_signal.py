@@ -13,12 +13,18 @@ conversation:
   before the solution ends;
 * ``mean_logprob``: mean log-prob per solution token;
 * ``answer_argmax_acc`` / ``answer_logprob``: the same on the tokens of the first stated
-  result (after the first ``=`` up to ``.`` or a line end), where the arithmetic is decided.
+  result (after the first ``=`` up to ``.`` or a line end), where the arithmetic is decided;
+* ``boxed_argmax_acc`` / ``boxed_prob``: at the token that opens ``\\boxed`` in the answer line,
+  where the format is decided: the teacher's top token right, and its probability (geometric
+  mean over pairs). A hint worded ``(The answer is 120.)`` pulls this down and the student
+  learns to drop ``\\boxed``.
 
 Conversations: ``run`` (the pairs' own ``teacher_messages``), ``student`` (the bare question,
 what the student sees), ``no_examples`` (the run's hinted turn without the worked examples),
 ``contrastive`` (the paper's hint: the answer and the most common wrong rollout,
-``bench/quality.py``'s template) and ``answer`` (the verified answer after the question).
+``bench/quality.py``'s template), ``answer`` (the verified answer after the question, unboxed),
+``answer_boxed`` (the same in the ``\\boxed`` format, the default ``teacher.answer_hint``) and
+``value`` (only the number). ``--arms`` picks some of them (each costs one forward pass per pair).
 Writes ``bench/results/teacher_signal.json``.
 """
 
