@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 
 from ssb.alignment import align_pair
-from ssb.config import DistillConfig
+from ssb.config import DistillConfig, LoRAConfig
 from ssb.losses import TeacherSignal, answer_hidden_states, distill_loss, reference_loss
-from ssb.models import load_model
+from ssb.models import load_model, lora_config
 from ssb.teacher_logits import encode, teacher_hidden
 
 ROOT = Path(__file__).resolve().parent
@@ -69,11 +69,9 @@ def make_pair(tok, row: dict, solution: str | None = None):
 
 
 def lora(model, r: int = 32):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    dc = DistillConfig()
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=dc.lora_alpha, target_modules=dc.target_modules,
-                                            task_type="CAUSAL_LM"))
+    return get_peft_model(model, lora_config(LoRAConfig(r=r)))
 
 
 def batch_tensors(pairs, pad_id, student=True):

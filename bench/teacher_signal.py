@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -53,7 +54,23 @@ def conversations(pair: dict, wrong_text: str) -> dict[str, list[dict]]:
         "contrastive": st[:-1] + [{"role": "user", "content": teacher_prompt(
             q, f"The answer is {ans}.", wrong_text, pair["wrong_answer"], "contrastive", CONTRASTIVE)}],
         "answer": st[:-1] + [{"role": "user", "content": f"{q}\n(The answer is {ans}.)"}],
+        "answer_boxed": st[:-1] + [{"role": "user", "content": f"{q}\n(The answer is \\boxed{{{ans}}}.)"}],
+        "value": st[:-1] + [{"role": "user", "content": f"{q}\n({ans})"}],
     }
+
+
+def boxed_position(pieces: list[str]) -> int | None:
+    """Index of the token holding the backslash of the first ``\\boxed`` in the reply: where the
+    teacher decides between the boxed format and a bare number."""
+    at = "".join(pieces).find("\\boxed")
+    if at < 0:
+        return None
+    end = 0
+    for i, t in enumerate(pieces):
+        end += len(t)
+        if end > at:
+            return i
+    return None
 
 
 def answer_positions(pieces: list[str]) -> list[int]:
@@ -72,6 +89,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--arms", default=None, help="comma-separated conversations to score (default: all)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "teacher_signal.json"))
     args = ap.parse_args()
     run = Run.open(args.run)
@@ -85,6 +103,8 @@ def main() -> int:
     for p in pairs:
         wrong = rollouts[p["id"]]["completions"][p["wrong_index"]]
         for name, msgs in conversations(p, wrong).items():
+            if args.arms and name not in args.arms.split(","):
+                continue
             a = align_pair(tok, msgs, p["student_messages"], p["solution"])
             ids = torch.tensor([a.teacher_prompt_ids + a.reply_ids], device=model.device)
             with torch.no_grad():
@@ -93,25 +113,35 @@ def main() -> int:
             lp = logits.log_softmax(-1)
             top = logits.argmax(-1)
             tlp = lp[torch.arange(len(tgt)), tgt]
-            s = acc.setdefault(name, {k: 0.0 for k in ("pairs", "tokens", "miss", "lp", "early", "ans", "ans_ok", "ans_lp")})
+            s = acc.setdefault(name, {k: 0.0 for k in ("pairs", "tokens", "miss", "lp", "early", "ans", "ans_ok", "ans_lp",
+                                                       "box", "box_ok", "box_lp")})
             s["pairs"] += 1
             s["tokens"] += len(tgt)
             s["miss"] += (top != tgt).sum().item()
             s["lp"] += tlp.sum().item()
             s["early"] += bool((top[:-1] == tgt[-1]).any())
-            pos = answer_positions([tok.decode([t]) for t in a.reply_ids])
+            pieces = [tok.decode([t]) for t in a.reply_ids]
+            b = boxed_position(pieces)
+            if b is not None:
+                s["box"] += 1
+                s["box_ok"] += int(top[b] == tgt[b])
+                s["box_lp"] += tlp[b].item()
+            pos = answer_positions(pieces)
             s["ans"] += len(pos)
             s["ans_ok"] += sum(int(top[j] == tgt[j]) for j in pos)
             s["ans_lp"] += sum(tlp[j].item() for j in pos)
     results = {name: {"argmax_miss": s["miss"] / s["tokens"], "early_end": s["early"] / s["pairs"],
                       "mean_logprob": s["lp"] / s["tokens"],
                       "answer_argmax_acc": s["ans_ok"] / max(1, s["ans"]),
-                      "answer_logprob": s["ans_lp"] / max(1, s["ans"])} for name, s in acc.items()}
+                      "answer_logprob": s["ans_lp"] / max(1, s["ans"]),
+                      "boxed_argmax_acc": s["box_ok"] / max(1, s["box"]),
+                      "boxed_prob": math.exp(s["box_lp"] / max(1, s["box"]))} for name, s in acc.items()}
     print(f"{len(pairs)} pairs of {run.path}\n")
-    print(f"{'teacher sees':14} {'argmax_miss':>11} {'early_end':>9} {'mean_lp':>8} {'ans_acc':>8} {'ans_lp':>7}")
+    print(f"{'teacher sees':14} {'argmax_miss':>11} {'early_end':>9} {'mean_lp':>8} {'ans_acc':>8} {'ans_lp':>7} "
+          f"{'box_acc':>8} {'box_p':>6}")
     for name, r in results.items():
         print(f"{name:14} {r['argmax_miss']:11.3f} {r['early_end']:9.3f} {r['mean_logprob']:8.3f} "
-              f"{r['answer_argmax_acc']:8.3f} {r['answer_logprob']:7.3f}")
+              f"{r['answer_argmax_acc']:8.3f} {r['answer_logprob']:7.3f} {r['boxed_argmax_acc']:8.3f} {r['boxed_prob']:6.3f}")
     out = {"run": str(run.path), "pairs": len(pairs), "model": run.cfg.model.name_or_path, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -18,7 +18,7 @@ def _run(tmp_path, tiny_model_dir, **grpo) -> Run:
         "data": {"source": "gsm8k", "limit": 3},
         "generation": {"max_new_tokens": 8},
         "rollout": {"k": 2},
-        "distill": {"lora_r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         "grpo": {"batch_size": 4, "max_steps": 3, **grpo},
     })
     run = Run.create(cfg)

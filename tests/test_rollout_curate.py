@@ -230,3 +230,34 @@ def test_rollout_curate_teacher_on_embedded_model(tmp_path, embedded_model):
         assert isinstance(p["student_logprob"], float) and p["student_logprob"] < 0
     for r in rejects:  # every rejected reply names its gate and why
         assert r["rejected_replies"] and all(x["gate"] and x["reason"] for x in r["rejected_replies"])
+
+
+def test_one_funnel_count_for_rollout_curate_and_report(tmp_path):
+    """funnel.rollout_counts is the count the rollout manifest, curate's funnel and the report
+    all show; a no-answer rollout counts as wrong only with no_answer_is_wrong."""
+    from ssb.curate import funnel
+    from ssb.funnel import rollout_counts
+    from ssb.report import funnel_counts
+
+    recs = [{"grades": ["correct", "no_answer"], "formats": ["boxed", "none"], "finish_reasons": ["stop", "length"],
+             "completion_tokens": [3, 9]},
+            {"grades": ["correct", "wrong"], "formats": ["boxed", "hash"], "completion_tokens": [2, 2]},
+            {"grades": ["wrong", "wrong"], "formats": ["other", "other"]}]
+    c = rollout_counts(recs)
+    assert (c["problems"], c["rollouts"], c["with_correct"], c["with_wrong"], c["with_both"], c["with_no_answer"]) \
+        == (3, 6, 2, 2, 1, 1)
+    assert (c["yield"], c["accuracy"], c["truncated"], c["generated_tokens"]) == (0.3333, 0.3333, 1, 16)
+    assert c["outcomes"] == {"correct": 2, "no_answer": 1, "wrong": 3} and list(c["outcomes"])[0] == "correct"
+    assert c["formats"] == {"boxed": 2, "hash": 1, "answer_is": 0, "other": 2, "none": 1}
+    lenient = rollout_counts(recs, no_answer_is_wrong=True)
+    assert (lenient["with_wrong"], lenient["with_both"]) == (3, 2)
+    assert rollout_counts([])["yield"] == 0.0 and rollout_counts([])["formats"]["boxed"] == 0
+
+    assert funnel(recs, True) == {"problems_in": 3, "with_correct": 2, "with_wrong": 3, "with_no_answer": 1,
+                                  "with_both": 2, "rollout_formats": lenient["formats"]}
+    run = Run.create(RunConfig(name="f", runs_dir=str(tmp_path), curate={"no_answer_is_wrong": True}))
+    with run.file("rollouts.jsonl").open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs)
+    f = funnel_counts(run)
+    assert (f["problems"], f["rollouts"], f["with_correct"], f["with_wrong"], f["mixed"]) == (3, 6, 2, 3, 2)
+    assert f["rollout_accuracy"] == 2 / 6 and f["outcomes"] == c["outcomes"] and f["pairs"] is None

@@ -184,8 +184,8 @@ def test_distill_overfits_and_saves_loadable_adapter(tmp_path, sharp_model_dir):
     from ssb.distill import merge_adapter, run_distill
     from ssb.models import load_model
 
-    run = make_run(tmp_path, tiny_model_dir, logits={"batch_size": 4},
-                   distill={"lora_r": 8, "lora_alpha": 16, "epochs": 10, "batch_size": 3, "lr": 1e-2,
+    run = make_run(tmp_path, tiny_model_dir, logits={"batch_size": 4}, lora={"r": 8, "alpha": 16},
+                   distill={"epochs": 10, "batch_size": 3, "lr": 1e-2,
                             "ce_weight": 0.01, "chunk_size": 16})
     run_logits(run)
     info = run_distill(run)
@@ -266,7 +266,7 @@ def test_kd_is_zero_at_step_0_when_teacher_prompt_equals_student_prompt(tmp_path
 
     cfg = RunConfig(name="same", runs_dir=str(tmp_path), model={"name_or_path": "embedded", "device": "cpu"},
                     logits={"dtype": "float32"},
-                    distill={"lora_r": 2, "lora_alpha": 2, "target_modules": ["q_proj"], "epochs": 1,
+                    lora={"r": 2, "alpha": 2, "target_modules": ["q_proj"]}, distill={"epochs": 1,
                              "batch_size": 2, "logging_steps": 1, "temperature": 1.0})
     run = Run.create(cfg)
     with open(run.file("pairs.jsonl"), "w") as f:

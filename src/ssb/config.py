@@ -6,14 +6,17 @@ Every field documents itself; ``ssb config show CONFIG`` prints the resolved res
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import SSBError
+
+log = logging.getLogger(__name__)
 
 
 class Section(BaseModel):
@@ -155,6 +158,12 @@ class TeacherConfig(Section):
         description="solution=rollout: the hinted prompt shows another correct rollout when there is one "
         "(else only the verified final answer), or always only the final answer",
     )
+    answer_hint: str = Field(
+        "The answer is ANSWER.", pattern="ANSWER",
+        description="wording of the verified final answer when the hint shows only the answer; ANSWER "
+        "is replaced by it. The teacher's distribution over the answer line follows this wording, so "
+        "use the format the student is asked for (e.g. 'The answer is \\boxed{ANSWER}.')",
+    )
     hint_context: Literal["contrastive", "correct_only", "none"] = "contrastive"
     template: str | None = Field(None, description="override of the hinted teacher prompt")
     examples: bool = Field(True, description="the teacher sees prompt.examples as earlier turns, like the "
@@ -175,31 +184,50 @@ class LogitsConfig(Section):
     shard_size: int = Field(256, description="examples per safetensors shard")
 
 
-class DistillConfig(Section):
-    lora_r: int = 32
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
+# Trainer settings that distill and grpo each have: their own values, one description.
+MaxGradNorm = Annotated[float, Field(description="gradients are clipped to this norm")]
+GradientCheckpointing = Annotated[bool, Field(description="recompute activations in the backward pass: less "
+                                              "memory, more time")]
+SaveSteps = Annotated[int | None, Field(description="a checkpoint every this many optimizer steps, which a rerun "
+                                        "resumes from; None: no checkpoints")]
+
+
+class LoRAConfig(Section):
+    """The LoRA adapter of both trained models, SSB's student (distill) and the GRPO baseline,
+    so that their comparison is about the method and not the adapter."""
+
+    r: int = Field(32, description="rank of the low-rank update")
+    alpha: int = Field(32, description="scale: the update is multiplied by alpha / r")
+    dropout: float = Field(0.0, description="dropout on the adapter's input")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="the base model's linear layers that get an adapter",
     )
-    epochs: float = 3
-    batch_size: int = 4
-    grad_accum: int = 1
+
+
+class DistillConfig(Section):
+    """SSB's student training (the LoRA adapter itself: ``lora``)."""
+
+    epochs: float = Field(3, description="passes over the pairs (a fraction stops mid-way)")
+    batch_size: int = Field(4, description="pairs per device step")
+    grad_accum: int = Field(1, description="device steps per optimizer step")
     lr: float = 2e-4
-    lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.0
+    lr_scheduler: str = Field("linear", description="a transformers scheduler: linear, cosine, constant, ...")
+    warmup_ratio: float = Field(0.0, description="share of the optimizer steps that warm the lr up")
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    temperature: float = 2.0
-    kd_weight: float = 1.0
-    ce_weight: float = 0.0
-    reverse_kl_weight: float = 0.0
-    max_length: int = 8192
+    max_grad_norm: MaxGradNorm = 1.0
+    temperature: float = Field(2.0, description="T of the teacher and student distributions the KL compares "
+                               "(the loss is scaled by T²)")
+    kd_weight: float = Field(1.0, description="weight of the forward KL(teacher || student)")
+    ce_weight: float = Field(0.0, description="weight of cross-entropy on the teacher's reply tokens")
+    reverse_kl_weight: float = Field(0.0, description="weight of the reverse KL(student || teacher)")
+    max_length: int = Field(8192, description="longest teacher or student sequence in tokens; a longer pair "
+                            "is left out, never truncated")
     chunk_size: int = Field(1024, description="answer positions per chunk of the vocabulary projection")
-    gradient_checkpointing: bool = False
-    report_to: str = "none"
-    logging_steps: int = 1
-    save_steps: int | None = None
+    gradient_checkpointing: GradientCheckpointing = False
+    report_to: str = Field("none", description="transformers' report_to: none, wandb, tensorboard, ...")
+    logging_steps: int = Field(1, description="optimizer steps per train_log.jsonl line")
+    save_steps: SaveSteps = None
     seed: int = 0
 
 
@@ -231,57 +259,83 @@ class GRPOConfig(Section):
         "steps: grpo.max_steps; none: grpo.epochs. Both tokens and seconds are recorded either way",
     )
     temperature: float = 0.8
-    beta: float = 0.0
-    max_completion_length: int | None = None
+    beta: float = Field(0.0, description="weight of the KL to the base model (0: no reference model)")
+    max_completion_length: int | None = Field(None, description="default: generation.max_new_tokens")
+    max_grad_norm: MaxGradNorm = 1.0
+    gradient_checkpointing: GradientCheckpointing = False
+    save_steps: SaveSteps = None
     seed: int = 0
-
-
-_LEGACY_TEACHER_KEYS = {
-    "hint_context": "hint_context", "teacher_template": "template", "teacher_temperature": "temperature",
-    "teacher_top_k": "top_k", "teacher_retries": "retries", "max_pairs": "max_pairs",
-}
 
 
 class ReportConfig(Section):
     title: str | None = None
 
 
+# Keys that moved, old -> new: a config or --set that still uses an old key is read under the
+# new one, with a logged warning.
+MOVED_KEYS = {
+    "curate.hint_context": "teacher.hint_context", "curate.teacher_template": "teacher.template",
+    "curate.teacher_temperature": "teacher.temperature", "curate.teacher_top_k": "teacher.top_k",
+    "curate.teacher_retries": "teacher.retries", "curate.max_pairs": "teacher.max_pairs",
+    "distill.lora_r": "lora.r", "distill.lora_alpha": "lora.alpha", "distill.lora_dropout": "lora.dropout",
+    "distill.target_modules": "lora.target_modules",
+}
+
+
+def _move_keys(data: dict, source: str = "config") -> dict:
+    """``data`` with each old key of :data:`MOVED_KEYS` under its new name, and a warning that
+    names them; an old key set beside its new one to another value is an error."""
+    moved = []
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section, target = data.get(old_section), data.get(new_section) or {}
+        if not (isinstance(section, dict) and old_key in section and isinstance(target, dict)):
+            continue
+        value = section[old_key]
+        if target.get(new_key, value) != value:
+            raise PydanticCustomError("renamed_key", "{old}={value} and {new}={current}: {old} is the old name of "
+                                      "{new}; set only {new}",
+                                      {"old": old, "new": new, "value": repr(value), "current": repr(target[new_key])})
+        data = {**data, old_section: {k: v for k, v in section.items() if k != old_key},
+                new_section: {**target, new_key: value}}
+        moved.append(f"{old} -> {new}")
+    if moved:
+        log.warning("%s: renamed keys read under their new names (rename them there): %s", source, ", ".join(moved))
+    return data
+
+
 class RunConfig(Section):
+    """The whole run: a few top-level fields and one section per stage. A section left out
+    takes its defaults (:meth:`_read`)."""
+
     name: str = "default"
     runs_dir: str = "runs"
     seed: int = 0
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    prompt: PromptConfig = Field(default_factory=PromptConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    curate: CurateConfig = Field(default_factory=CurateConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    logits: LogitsConfig = Field(default_factory=LogitsConfig)
-    distill: DistillConfig = Field(default_factory=DistillConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
-    report: ReportConfig = Field(default_factory=ReportConfig)
+    model: ModelConfig
+    data: DataConfig
+    prompt: PromptConfig
+    generation: GenerationConfig
+    rollout: RolloutConfig
+    curate: CurateConfig
+    teacher: TeacherConfig
+    logits: LogitsConfig
+    lora: LoRAConfig
+    distill: DistillConfig
+    eval: EvalConfig
+    grpo: GRPOConfig
+    report: ReportConfig
 
     @model_validator(mode="before")
     @classmethod
-    def _legacy_teacher_keys(cls, data: Any) -> Any:
-        """Configs written before the teacher had its own stage kept its fields under
-        ``curate.teacher_*``; they are moved to ``teacher.*`` (with a warning)."""
-        if isinstance(data, dict) and isinstance(data.get("curate"), dict):
-            cur = dict(data["curate"])
-            moved = {}
-            for old, new in _LEGACY_TEACHER_KEYS.items():
-                if old in cur:
-                    moved[new] = cur.pop(old)
-            if moved:
-                warnings.warn(f"curate.{{{', '.join(_LEGACY_TEACHER_KEYS)}}} moved to the teacher section; "
-                              f"read {sorted(moved)} from curate", DeprecationWarning, stacklevel=2)
-                teacher = dict(data.get("teacher") or {})
-                for k, v in moved.items():
-                    teacher.setdefault(k, v)
-                data = {**data, "curate": cur, "teacher": teacher}
-        return data
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        """Old keys under their new names (:func:`_move_keys`; ``source`` from the validation
+        context names the file), then an empty mapping, i.e. the defaults, for each section left out."""
+        if not isinstance(data, dict):
+            return data
+        data = _move_keys(data, (info.context or {}).get("source", "config"))
+        sections = [name for name, f in cls.model_fields.items()
+                    if isinstance(f.annotation, type) and issubclass(f.annotation, Section)]
+        return {**dict.fromkeys(sections, {}), **data}
 
     @property
     def run_dir(self) -> Path:
@@ -330,14 +384,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     apply_overrides(data, overrides or [])
+    where = str(path) if path else "config"
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(data, context={"source": where})
     except ValidationError as exc:
-        where = str(path) if path else "config"
         lines = [f"{where}: invalid config"]
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            lines.append(f"  {loc}: {err['msg']}")
+            lines.append(f"  {loc}: {err['msg']}" if loc else f"  {err['msg']}")
         raise ConfigError("\n".join(lines)) from None
 
 

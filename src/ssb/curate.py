@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SSBError
+from .funnel import rollout_counts
 from .generation import derive_seed
 from .grading import same_answer
 from .rundir import Run, atomic_write_text, read_jsonl
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 OUTPUT = "selections.jsonl"
 OUTPUTS = (OUTPUT,)
-FORMATS = ("boxed", "hash", "answer_is", "other", "none")
 
 
 class CurateError(SSBError, RuntimeError):
@@ -91,20 +91,11 @@ def select_traces(row: dict, rng: random.Random, no_answer_is_wrong: bool = Fals
 
 
 def funnel(rows: list[dict], no_answer_is_wrong: bool) -> dict[str, Any]:
-    """Problems in, with a correct rollout, with a wrong one, with both; format mix."""
-    out = Counter()
-    formats = Counter({f: 0 for f in FORMATS})
-    wrong_ok = {"wrong", "no_answer"} if no_answer_is_wrong else {"wrong"}
-    for r in rows:
-        g = set(r["grades"])
-        out["problems_in"] += 1
-        out["with_correct"] += "correct" in g
-        out["with_wrong"] += bool(g & wrong_ok)
-        out["with_no_answer"] += "no_answer" in g
-        out["with_both"] += "correct" in g and bool(g & wrong_ok)
-        formats.update(r.get("formats", []))
-    return {**{k: out[k] for k in ("problems_in", "with_correct", "with_wrong", "with_no_answer", "with_both")},
-            "rollout_formats": dict(formats)}
+    """Problems in, with a correct rollout, with a wrong one, with both; format mix
+    (:func:`funnel.rollout_counts` under curate's manifest names)."""
+    c = rollout_counts(rows, no_answer_is_wrong)
+    counts = {k: c[k] for k in ("with_correct", "with_wrong", "with_no_answer", "with_both")}
+    return {"problems_in": c["problems"], **counts, "rollout_formats": c["formats"]}
 
 
 # ----------------------------------------------------------------------------- the stage

@@ -36,7 +36,7 @@ from . import distributed
 from .alignment import answer_slice, reply_ids
 from .config import ModelConfig
 from .losses import TeacherSignal, answer_hidden_states, distill_loss, logit_transform
-from .models import load_model, resolve_device
+from .models import load_model, lora_config, resolve_device
 from .rundir import read_jsonl
 from .teacher_logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
 
@@ -185,14 +185,6 @@ class JsonlLogCallback(TrainerCallback):
 # ----------------------------------------------------------------------------- the stage
 
 
-def _lora(model, dc):
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(r=dc.lora_r, lora_alpha=dc.lora_alpha, lora_dropout=dc.lora_dropout,
-                     target_modules=list(dc.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
-
-
 def _training_args(run, dc, device: torch.device) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(run.file("checkpoints")),
@@ -247,6 +239,7 @@ def resume_point(ckpt_dir: Path, log_path: Path) -> str | None:
 
 def run_distill(run) -> dict:
     """Train the LoRA student on ``pairs.jsonl`` + ``teacher/``; save it to ``student/``."""
+    from peft import get_peft_model
     from transformers import set_seed
 
     cfg, dc = run.cfg, run.cfg.distill
@@ -270,7 +263,7 @@ def run_distill(run) -> dict:
         set_seed(dc.seed)
         if dc.gradient_checkpointing:
             lm.model.enable_input_require_grads()
-        model = _lora(lm.model, dc)
+        model = get_peft_model(lm.model, lora_config(cfg.lora))
         log_path = run.file("train_log.jsonl")
         # distributed hook: the main process alone tidies checkpoints and the log, all resume from its answer
         resume = distributed.broadcast(resume_point(run.file("checkpoints"), log_path) if distributed.is_main() else None)

@@ -8,7 +8,7 @@ What is held equal to SSB, so the comparison is about the method:
 * the prompt: ``prompts.student_messages`` as a conversational prompt, which TRL renders
   with ``sanitize_control_tokens=True`` (``chat_template_kwargs``) so that the ids are those
   of ``prompts.render_prompt_ids``: a question's control-token text stays text;
-* the adapter: LoRA with ``cfg.distill``'s rank, alpha, dropout and target modules;
+* the adapter: the ``lora`` section, the one the SSB student gets (:func:`models.lora_config`);
 * the group size: ``num_generations = cfg.grpo.num_generations or cfg.rollout.k``;
 * the reward: 1.0 when ``grading.grade`` says correct, else 0.0 — nothing else;
 * the budget (``cfg.grpo.budget = "tokens"``): training stops once GRPO has generated as
@@ -231,16 +231,16 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
         num_train_epochs=g.epochs,
         max_steps=max_steps,
         logging_steps=1,
-        save_strategy="steps" if cfg.distill.save_steps else "no",
-        save_steps=cfg.distill.save_steps or 500,
+        save_strategy="steps" if g.save_steps else "no",
+        save_steps=g.save_steps or 500,
         report_to="none",
         seed=g.seed,
         bf16=dtype == torch.bfloat16,
         fp16=False,
         use_cpu=device.type == "cpu",
         use_vllm=False,
-        gradient_checkpointing=cfg.distill.gradient_checkpointing,
-        max_grad_norm=cfg.distill.max_grad_norm,
+        gradient_checkpointing=g.gradient_checkpointing,
+        max_grad_norm=g.max_grad_norm,
         log_completions=False,
         disable_tqdm=False,
         # TRL renders the conversational prompts itself: encode their contents as text, exactly
@@ -251,11 +251,10 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
 
 def run_grpo(run: Run) -> dict:
     """Train the GRPO baseline; returns the manifest stats."""
-    from peft import LoraConfig
     from trl import GRPOTrainer
 
     from .generation import stop_token_ids
-    from .models import load_model
+    from .models import load_model, lora_config
 
     cfg = run.cfg
     with run.stage_run("grpo") as info:
@@ -279,9 +278,6 @@ def run_grpo(run: Run) -> dict:
         loaded.model.generation_config.eos_token_id = stop_token_ids(loaded.tokenizer, loaded.model)
         param = next(loaded.model.parameters())
         args = grpo_args(run, num_generations, param.device, param.dtype, max_steps)
-        d = cfg.distill
-        lora = LoraConfig(r=d.lora_r, lora_alpha=d.lora_alpha, lora_dropout=d.lora_dropout,
-                          target_modules=list(d.target_modules), task_type="CAUSAL_LM")
         reward = CorrectnessReward(tokens_so_far)
         t0 = time.time()
         cb = _callbacks(reward, budget, log_path, t0, budget_seconds)
@@ -291,7 +287,7 @@ def run_grpo(run: Run) -> dict:
             args=args,
             train_dataset=build_dataset(problems, cfg.prompt),
             processing_class=loaded.tokenizer,
-            peft_config=lora,
+            peft_config=lora_config(cfg.lora),
             callbacks=[cb],
         )
         result = trainer.train(resume_from_checkpoint=resume)

@@ -9,7 +9,8 @@
 
 GGUF weights are dequantized by transformers (slow, ~20 s for the embedded model), so
 the first load saves a safetensors copy under ``$SSB_CACHE_DIR`` (default
-``~/.cache/ssb/models``) and later loads read that copy.
+``~/.cache/ssb/models``) and later loads read that copy. :func:`lora_config` is the LoRA
+adapter both trainers put on the loaded model.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 
 from .errors import SSBError
-from .config import ModelConfig
+from .config import LoRAConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,15 @@ def _save_gguf_cache(model, tok, path: Path) -> None:
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def lora_config(lc: LoRAConfig):
+    """PEFT's ``LoraConfig`` for the ``lora`` section: the adapter of the SSB student and of the
+    GRPO baseline alike."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=list(lc.target_modules),
+                      task_type="CAUSAL_LM")
 
 
 # ----------------------------------------------------------------------------- fingerprint

@@ -22,6 +22,14 @@ def _color(label: str, i: int) -> str:
     return COLORS.get(label, f"C{i % 10}")
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write and close ``fig``: every plot is saved the same way (PNG, 110 dpi)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def plot_funnel(f: dict, path: Path) -> Path:
     plt = _plt()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
@@ -48,10 +56,7 @@ def plot_funnel(f: dict, path: Path) -> Path:
         ax2.text(i, c, f"{c}", ha="center", va="bottom", fontsize=9)
     ax2.set_title(f"rollout outcomes (n={f['rollouts']})")
     ax2.set_ylim(0, max(counts + [1]) * 1.15)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- training curves
@@ -97,10 +102,7 @@ def plot_curves(recs: list[dict], panels: list[tuple[str, tuple[str, ...]]], tit
         if len(lines) > 1 or (hlines and ylabel in hlines):
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 SSB_PANELS = [("loss", ("loss", "kd", "ce", "reverse_kl")), ("grad norm", ("grad_norm",)),
@@ -144,10 +146,7 @@ def plot_accuracy(summaries: dict, path: Path) -> Path | None:
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("accuracy per benchmark")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def summaries_points(summaries: dict, bench: str) -> float:
@@ -193,7 +192,4 @@ def plot_lengths(results: dict, path: Path) -> Path | None:
         ax.set_ylabel("completion tokens")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("completion length per model")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .funnel import rollout_counts
 from .pipeline import SSB_STAGES
 from .plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
 from .rundir import Run, atomic_write_text, read_jsonl
@@ -38,34 +39,23 @@ def _num(x) -> str:
 
 
 def funnel_counts(run: Run) -> dict | None:
-    """Counts from ``rollouts.jsonl`` / ``pairs.jsonl``; None when rollouts never ran."""
+    """Counts from ``rollouts.jsonl`` (:func:`funnel.rollout_counts`) / ``pairs.jsonl``; None
+    when rollouts never ran."""
     rollouts = read_jsonl(run.file("rollouts.jsonl"))
     if not rollouts:
         return None
-    wrong_kinds = {"wrong"} | ({"no_answer"} if run.cfg.curate.no_answer_is_wrong else set())
-    outcomes: dict[str, int] = {}
-    with_correct = with_wrong = mixed = 0
-    for r in rollouts:
-        grades = r.get("grades", [])
-        for g in grades:
-            outcomes[g] = outcomes.get(g, 0) + 1
-        c = any(g == "correct" for g in grades)
-        w = any(g in wrong_kinds for g in grades)
-        with_correct += c
-        with_wrong += w
-        mixed += c and w
-    n_roll = sum(outcomes.values())
+    c = rollout_counts(rollouts, run.cfg.curate.no_answer_is_wrong)
     pairs = read_jsonl(run.file("pairs.jsonl"))
     cur, teach = run.stage("curate"), run.stage("teacher")
     return {
-        "problems": len(rollouts),
-        "rollouts": n_roll,
-        "rollout_accuracy": outcomes.get("correct", 0) / n_roll if n_roll else None,
-        "outcomes": outcomes,
-        "with_correct": with_correct,
-        "with_wrong": with_wrong,
-        # curate's own count (it groups answers by equivalence) when it ran
-        "mixed": cur.get("with_both", mixed),
+        "problems": c["problems"],
+        "rollouts": c["rollouts"],
+        "rollout_accuracy": c["outcomes"].get("correct", 0) / c["rollouts"] if c["rollouts"] else None,
+        "outcomes": c["outcomes"],
+        "with_correct": c["with_correct"],
+        "with_wrong": c["with_wrong"],
+        # curate's own count when it ran (the same count, as the curate stage last saw the rollouts)
+        "mixed": cur.get("with_both", c["with_both"]),
         "teacher_tried": teach.get("teacher_tried"),
         "pairs": len(pairs) if run.file("pairs.jsonl").exists() else None,
         "rejected_by_gate": teach.get("replies_rejected_by_gate") or {},

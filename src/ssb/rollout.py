@@ -24,10 +24,10 @@ import math
 import re
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 from . import distributed
+from .funnel import rollout_counts
 from .generate import load_generator
 from .generation import Generator, Sampling, derive_seed
 from .models import LoadedModel
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 OUTPUT = "rollouts.jsonl"
 OUTPUTS: tuple[str, ...] = (OUTPUT,)  # what this stage writes (`ssb run --force rollout` removes it)
-FORMATS = ("boxed", "hash", "answer_is", "other", "none")
 
 
 # ----------------------------------------------------------------------------- chunks
@@ -156,7 +155,7 @@ def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generato
         # distributed hook: the main process merges the shards in problem order; counts over processes
         distributed.merge(out_path, order=[p.id for p in problems])
         n_todo, new_tokens = distributed.all_sum(len(todo), new_tokens)
-        stats = rollout_stats(read_jsonl(out_path))
+        stats = rollout_counts(read_jsonl(out_path))
         stats.update(
             bad_gold=len(bad_gold), bad_gold_ids=bad_gold[:50],
             new_problems=n_todo, new_tokens=new_tokens,
@@ -173,42 +172,3 @@ def _bar(total: int):
     except ImportError:  # pragma: no cover
         return None
     return tqdm(total=total, desc="rollout", unit="problem", dynamic_ncols=True)
-
-
-# ----------------------------------------------------------------------------- stats
-
-
-def rollout_stats(records: list[dict]) -> dict[str, Any]:
-    """Counts over ``rollouts.jsonl``: yield (problems with both a correct and a wrong
-    answer), per-rollout accuracy, the answer-format mix, truncation, tokens."""
-    n_roll = correct = truncated = tokens = 0
-    with_correct = with_wrong = with_both = with_no_answer = 0
-    outcomes: Counter = Counter()
-    formats: Counter = Counter({f: 0 for f in FORMATS})
-    for r in records:
-        g = r["grades"]
-        n_roll += len(g)
-        outcomes.update(g)
-        formats.update(r.get("formats", []))
-        c, w = "correct" in g, "wrong" in g
-        correct += g.count("correct")
-        with_correct += c
-        with_wrong += w
-        with_both += c and w
-        with_no_answer += "no_answer" in g
-        truncated += sum(f == "length" for f in r.get("finish_reasons", []))
-        tokens += sum(r.get("completion_tokens", []))
-    return {
-        "problems": len(records),
-        "rollouts": n_roll,
-        "with_correct": with_correct,
-        "with_wrong": with_wrong,
-        "with_both": with_both,
-        "with_no_answer": with_no_answer,
-        "yield": round(with_both / len(records), 4) if records else 0.0,
-        "accuracy": round(correct / n_roll, 4) if n_roll else 0.0,
-        "outcomes": dict(outcomes),
-        "formats": dict(formats),
-        "truncated": truncated,
-        "generated_tokens": tokens,
-    }

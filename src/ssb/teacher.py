@@ -117,7 +117,7 @@ class Candidate:
             if tc.rollout_hint == "other_correct" and others:
                 return comps[idx], idx, self.hinted(comps[others[0]]), f"rollout:{others[0]}"
             answer = self.row["extracted"][idx] or self.problem.answer
-            return comps[idx], idx, self.hinted(f"The answer is {answer}."), "answer"
+            return comps[idx], idx, self.hinted(tc.answer_hint.replace("ANSWER", str(answer))), "answer"
         return None
 
 
