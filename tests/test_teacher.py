@@ -130,11 +130,13 @@ def test_hint_modes_and_max_pairs(tmp_path, tiny_model_dir, tiny_model, mode):
     assert pairs[0]["hint_context"] == mode
 
 
-@pytest.mark.parametrize("hint", ["other_correct", "answer"])
+@pytest.mark.parametrize("hint", ["other_correct", "answer", "answer_custom"])
 def test_rollout_solution_scores_the_rollout_without_showing_it(tmp_path, tiny_model_dir, tiny_model, hint):
     from ssb.teacher_logits import run_logits
 
-    run = teacher_run(tmp_path, tiny_model_dir, name=f"roll-{hint}", solution="rollout", rollout_hint=hint)
+    extra = {"answer_hint": "Final: ANSWER"} if hint == "answer_custom" else {}
+    run = teacher_run(tmp_path, tiny_model_dir, name=f"roll-{hint}", solution="rollout",
+                      rollout_hint=hint.removesuffix("_custom"), **extra)
     stats = run_teacher(run, loaded=tiny_model)  # no generator: nothing is generated
     pairs = read_jsonl(run.file("pairs.jsonl"))
     rollouts = {r["id"]: r for r in read_jsonl(run.file("rollouts.jsonl"))}
@@ -147,8 +149,9 @@ def test_rollout_solution_scores_the_rollout_without_showing_it(tmp_path, tiny_m
         if hint == "other_correct":
             other = 4 if p["scored_rollout"] == 0 else 0
             assert p["hint_correct"] == f"rollout:{other}" and rollouts[p["id"]]["completions"][other] in hinted
-        else:
-            assert p["hint_correct"] == "answer" and "The answer is " in hinted
+        else:  # the verified answer in the answer_hint wording (default: the boxed format the student uses)
+            want = f"Final: {p['answer']}" if extra else f"The answer is \\boxed{{{p['answer']}}}."
+            assert p["hint_correct"] == "answer" and want in hinted, hinted
     # the teacher store scores exactly the rollout's tokens
     run_logits(run)
     import json

@@ -159,10 +159,10 @@ class TeacherConfig(Section):
         "(else only the verified final answer), or always only the final answer",
     )
     answer_hint: str = Field(
-        "The answer is ANSWER.", pattern="ANSWER",
+        "The answer is \\boxed{ANSWER}.", pattern="ANSWER",
         description="wording of the verified final answer when the hint shows only the answer; ANSWER "
         "is replaced by it. The teacher's distribution over the answer line follows this wording, so "
-        "use the format the student is asked for (e.g. 'The answer is \\boxed{ANSWER}.')",
+        "keep it in the format the student is asked for (prompt.system)",
     )
     hint_context: Literal["contrastive", "correct_only", "none"] = "contrastive"
     template: str | None = Field(None, description="override of the hinted teacher prompt")
