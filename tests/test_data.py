@@ -238,7 +238,7 @@ def test_reasoning_gym_exclusion_and_shortfall(caplog):
 def test_basic_arithmetic_answers_match_questions():
     from fractions import Fraction
 
-    from ssb.data import _exact_value
+    from ssb.data_gym import _exact_value
 
     probs = reasoning_gym_problems([ReasoningGymTask(name="basic_arithmetic")], size=300, seed=3)
     assert len(probs) == 300

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ssb import compare as cmp
+from ssb import data_eval
 from ssb import evaluate as ev
 from ssb.config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig, RunConfig
 from ssb.rundir import Run, read_jsonl
@@ -218,12 +219,12 @@ def test_run_eval_holdout_avoids_training_problems(tmp_path, tiny_model_dir):
     assert drawn["candidates_drawn"] == (drawn["dropped_duplicates_of_training"] + drawn["dropped_repeats"]
                                          + drawn["kept"])
     # the saved set is reused (with the same counts), and a changed holdout config is refused rather than mixed
-    again, again_info = ev.holdout_problems(cfg.eval.holdout, set(), run.file("eval/holdout.problems.jsonl"))
+    again, again_info = data_eval.holdout_problems(cfg.eval.holdout, set(), run.file("eval/holdout.problems.jsonl"))
     assert [p.id for p in again] == [p["id"] for p in held]
     assert {k: again_info[k] for k in drawn} == drawn
     other = cfg.eval.holdout.model_copy(update={"seed": 8})
-    with pytest.raises(ev.EvalError, match="another eval.holdout"):
-        ev.holdout_problems(other, set(), run.file("eval/holdout.problems.jsonl"))
+    with pytest.raises(data_eval.EvalError, match="another eval.holdout"):
+        data_eval.holdout_problems(other, set(), run.file("eval/holdout.problems.jsonl"))
 
 
 # ----------------------------------------------------------------------------- held-out draw (issue 9, item 6)
@@ -241,7 +242,7 @@ def test_holdout_with_9600_training_problems_is_not_empty():
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml", ["data.limit=9600"])
     train = question_keys(load_problems(cfg.data))
     assert len(train) == 9600
-    probs, info = ev.holdout_problems(cfg.eval.holdout, train)
+    probs, info = data_eval.holdout_problems(cfg.eval.holdout, train)
     assert len(probs) == 200 and info["kept"] == 200 and info["exhausted"] is False
     assert not question_keys(probs) & train
     assert info["dropped_duplicates_of_training"] > 10_000  # what deduplication cost, in the summary
@@ -257,15 +258,15 @@ def test_holdout_exhausted_space_says_so(caplog):
     # one-digit two-term chain sums have 200 distinct questions: train on 150 of them
     train = question_keys(reasoning_gym_problems([ReasoningGymTask(**ONE_DIGIT)], size=150, seed=1))
     with caplog.at_level("WARNING"):
-        probs, info = ev.holdout_problems(holdout, train)
+        probs, info = data_eval.holdout_problems(holdout, train)
     assert 0 < len(probs) <= 50 and info["kept"] == len(probs) and info["exhausted"] is True
     assert "only" in caplog.text and "outside the training set" in caplog.text
 
     # train on all 200: nothing can be held out, and the error says why with the counts
     everything = question_keys(reasoning_gym_problems([ReasoningGymTask(**ONE_DIGIT)], size=200, seed=1))
     assert len(everything) == 200
-    with pytest.raises(ev.EvalError) as exc:
-        ev.holdout_problems(holdout, everything)
+    with pytest.raises(data_eval.EvalError) as exc:
+        data_eval.holdout_problems(holdout, everything)
     msg = str(exc.value)
     assert "no problem left outside the training set" in msg and "were training questions" in msg
     assert "data.limit" in msg and "kept 0 of the 100 wanted" in msg

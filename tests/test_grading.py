@@ -10,7 +10,8 @@ import pytest
 
 from ssb.config import ReasoningGymTask
 from ssb.data import Problem, load_benchmark, reasoning_gym_problems
-from ssb.grading import Outcome, _as_number, _math_equal, extract_answer, grade, same_answer
+from ssb.grading import Outcome, _math_equal, extract_answer, grade, same_answer
+from ssb.grading_answers import as_number
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_thousands_separators():
     for pred in ["1,800", "1800", "1{,}800", "\\$1,800.00"]:
         assert grade(_p("1800"), f"\\boxed{{{pred}}}").correct, pred
     assert not grade(_p("1800"), "\\boxed{1,801}").correct
-    assert _as_number("1,8") is None  # not a thousands grouping
+    assert as_number("1,8") is None  # not a thousands grouping
 
 
 def test_hash_and_answer_is_graded():
@@ -104,10 +105,10 @@ KNOWN_EQUAL_OTHER = {("5", "x=5")}
 
 
 def test_math500_perturbed_are_wrong(math500):
-    numeric = [p for p in math500 if _as_number(p.answer) is not None]
+    numeric = [p for p in math500 if as_number(p.answer) is not None]
     assert len(numeric) > 300
     for p in numeric:
-        n = _as_number(p.answer) + 1
+        n = as_number(p.answer) + 1
         plus1 = str(n.numerator) if n.denominator == 1 else str(float(n))
         assert grade(p, f"\\boxed{{{plus1}}}").outcome is Outcome.WRONG, (p.answer, plus1)
         assert _math_equal(p.answer, plus1, 10.0, shortcuts=False) is False, (p.answer, plus1)
@@ -185,9 +186,9 @@ def test_reasoning_gym_uses_task_scorer_not_math_verify():
 
 def test_thread_fallback_grades_the_same(monkeypatch):
     """Where no worker process can be started, checks run in threads with the same verdicts."""
-    import ssb.grading as grading
+    import ssb.grading_workers as grading_workers
 
-    monkeypatch.setattr(grading, "_use_threads", True)
+    monkeypatch.setattr(grading_workers, "_use_threads", True)
     with ThreadPoolExecutor(max_workers=2) as ex:
         got = list(ex.map(lambda a: grade(_p("\\frac{1}{2}"), f"\\boxed{{{a}}}").outcome, ["0.5", "\\dfrac12", "1/3"]))
     assert got == [Outcome.CORRECT, Outcome.CORRECT, Outcome.WRONG]
@@ -291,5 +292,5 @@ def test_magnitude_word_after_inline_math():
     assert grade(_p("5000000"), "So the answer is $5$ million.").correct
     assert not grade(_p("5"), "So the answer is $5$ million.").correct
     assert grade(_p("\\frac{1}{2}"), "The answer is $\\frac12$ dollars.").correct  # unit words still dropped
-    assert _as_number("5 million") == 5_000_000 and _as_number("3 dozen eggs") == 36
-    assert _as_number("2 thousand 500") is None
+    assert as_number("5 million") == 5_000_000 and as_number("3 dozen eggs") == 36
+    assert as_number("2 thousand 500") is None

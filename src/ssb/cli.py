@@ -68,7 +68,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    evaluate = _stage("evaluate", "evaluate_cli")
+    evaluate = _stage("cli_eval", "evaluate_cli")
     evaluate(args)
     return EXIT_OK
 

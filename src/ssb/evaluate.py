@@ -15,6 +15,10 @@ n > 1 sampled completions), pass@k for k <= n, completion-length statistics and 
 truncated count. ``compare.py`` pairs models on the same problem ids.
 Under ``accelerate launch`` each process evaluates its share of the problems into a shard
 file, merged in problem order by the main process (``distributed.py``).
+
+Here: loading the model to evaluate, generating, scoring, summarising, and the stage entry
+point :func:`run_eval`. Which problems a bench names (and the held-out set) is
+``data_eval.py``; what ``ssb eval``'s arguments mean is ``cli_eval.py``.
 """
 
 from __future__ import annotations
@@ -22,25 +26,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import SSBError
+from tqdm.auto import tqdm
+
 from . import distributed, stats
-from .config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, PromptConfig
-from .compare import load_results, load_summaries, paired_table, print_tables
+from .config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig
+from .data_eval import HOLDOUT_ALIASES, EvalError, bench_name, bench_problems, training_questions
+from .grading import grade
+from .prompts import student_messages
 from .rundir import JsonlWriter, Run, atomic_write_json, iter_batches, read_jsonl
 
 log = logging.getLogger(__name__)
-
-HOLDOUT = "holdout"
-HOLDOUT_ALIASES = ("holdout", "train_like")
-
-
-class EvalError(SSBError, RuntimeError):
-    pass
 
 
 def outputs(label: str) -> tuple[str, ...]:
@@ -50,135 +49,6 @@ def outputs(label: str) -> tuple[str, ...]:
     return (f"eval/{label}",)
 
 
-# ----------------------------------------------------------------------------- problems
-
-
-def training_questions(run: Run) -> set[str]:
-    """Normalised questions the run trains on: its data config's problems plus whatever
-    ``rollouts.jsonl`` holds (the holdout set must avoid both)."""
-    from .data import load_problems, normalize_question, question_keys
-
-    out = question_keys(load_problems(run.cfg.data))
-    for rec in read_jsonl(run.file("rollouts.jsonl")):
-        q = (rec.get("problem") or {}).get("question")
-        if q:
-            out.add(normalize_question(q))
-    return out
-
-
-def holdout_problems(holdout: DataConfig | None, exclude: set[str], cache: Path | None = None) -> tuple[list, dict]:
-    """Problems generated like the training data (another seed), distinct and never in
-    ``exclude`` (normalised training questions). The chosen set is saved to ``cache`` the
-    first time so every model of a run is scored on the same problems.
-
-    Returns ``(problems, info)``; ``info`` says how deduplication shaped the set (it shifts
-    the difficulty mix: small tasks lose their easiest, most repeated questions to the
-    training set): ``wanted``, ``candidates_drawn``, ``dropped_duplicates_of_training``,
-    ``dropped_repeats`` (a question drawn twice), ``dropped_duplicates`` (the two together),
-    ``kept``, and ``exhausted`` (True when the distinct questions outside training ran out
-    before ``wanted``). No problem left at all raises :class:`EvalError` with those counts."""
-    from .data import Problem, load_problems, normalize_question
-
-    if holdout is None:
-        raise EvalError("bench 'holdout' needs eval.holdout (a data config, e.g. reasoning_gym with another seed)")
-    spec = holdout.model_dump(mode="json")
-    sidecar = cache.with_suffix(".config.json") if cache is not None else None
-    info_path = cache.with_suffix(".info.json") if cache is not None else None
-    if cache is not None and cache.exists():
-        made_with = json.loads(sidecar.read_text()) if sidecar.exists() else None
-        if made_with is not None and made_with != spec:
-            raise EvalError(f"{cache} was drawn with another eval.holdout ({made_with}); delete it (and the "
-                            "eval/*/holdout.jsonl files) to draw the new holdout set")
-        probs = [Problem.from_dict(r) for r in read_jsonl(cache)]
-        saved = json.loads(info_path.read_text()) if info_path.exists() else {}
-        return probs, {**saved, "cache": str(cache), "kept": len(probs)}
-    stats: dict = {}
-    drawn = load_problems(holdout, exclude=exclude, stats=stats)  # reasoning-gym draws on past duplicates
-    seen: set[str] = set()
-    kept, repeats = [], 0
-    for p in drawn:  # other sources may repeat a question
-        key = normalize_question(p.question)
-        if key in seen or key in exclude:
-            repeats += 1
-            continue
-        seen.add(key)
-        kept.append(p)
-    of_training = stats.get("dropped_excluded", 0)
-    repeats += stats.get("dropped_repeats", 0)
-    info = {"source": holdout.source, "seed": holdout.seed, "excluded_training_questions": len(exclude),
-            "wanted": holdout.limit, "candidates_drawn": stats.get("candidates", len(drawn)),
-            "dropped_duplicates_of_training": of_training, "dropped_repeats": repeats,
-            "dropped_duplicates": of_training + repeats, "kept": len(kept),
-            "exhausted": bool(stats.get("exhausted")) or (holdout.limit is not None and len(kept) < holdout.limit)}
-    if stats.get("dropped_inconsistent"):
-        info["dropped_inconsistent"] = stats["dropped_inconsistent"]
-    counts = (f"drew {info['candidates_drawn']:,} candidates: {of_training:,} were training questions, "
-              f"{repeats:,} repeats; kept {len(kept):,} of the {holdout.limit or len(kept):,} wanted")
-    if not kept:
-        raise EvalError(
-            f"holdout: no problem left outside the training set ({counts}). The training data "
-            f"({len(exclude):,} questions) uses up the distinct questions eval.holdout can generate: widen "
-            "eval.holdout's task options, train on fewer problems (data.limit), or evaluate on another source")
-    if info["exhausted"]:
-        log.warning("holdout: only %d distinct problems outside the training set (%s); the held-out set is "
-                    "smaller than eval.holdout.limit", len(kept), counts)
-    elif info["dropped_duplicates"]:
-        log.info("holdout: %s", counts)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(sidecar, spec)
-        atomic_write_json(info_path, info)
-        with JsonlWriter(cache) as w:
-            for p in kept:
-                w.write(p.to_dict())
-    return kept, info
-
-
-def bench_problems(bench: str, eval_cfg: EvalConfig, exclude: set[str] | None = None,
-                   cache_dir: Path | None = None) -> tuple[list, dict]:
-    """Problems of one benchmark: a built-in name, a data file, or ``holdout``; the first
-    ``eval_cfg.limit`` of them (holdout: its own limit)."""
-    from .data import load_benchmark
-
-    if bench in HOLDOUT_ALIASES:
-        cache = cache_dir / f"{HOLDOUT}.problems.jsonl" if cache_dir is not None else None
-        probs, info = holdout_problems(eval_cfg.holdout, exclude or set(), cache)
-    elif Path(bench).suffix in (".jsonl", ".json", ".parquet", ".csv") or Path(bench).exists():
-        probs = load_data_file(bench)
-        info = {"source": str(bench)}
-    else:
-        probs = load_benchmark(bench, "test")
-        info = {"source": bench}
-    if eval_cfg.limit is not None and bench not in HOLDOUT_ALIASES:
-        probs = probs[: eval_cfg.limit]
-    ids = [p.id for p in probs]
-    if len(set(ids)) != len(ids):
-        raise EvalError(f"{bench}: problem ids are not unique; give the file an id column")
-    return probs, info
-
-
-def load_data_file(path: str | Path) -> list:
-    """Problems of a user file; its ``id`` column names them when every row has one,
-    else the row index does."""
-    from .data import DataError, load_problems
-
-    cfg = DataConfig(source=str(path), split="test", shuffle=False, limit=None, id_field="id")
-    try:
-        return load_problems(cfg)
-    except DataError as exc:
-        if exc.bad is None or exc.bad.field != "id":  # only a missing/duplicate id falls back to row numbers
-            raise
-        return load_problems(cfg.model_copy(update={"id_field": None}))
-
-
-def bench_name(bench: str) -> str:
-    """File-safe name of a benchmark (a data file is named after its stem)."""
-    if bench in HOLDOUT_ALIASES:
-        return HOLDOUT
-    name = Path(bench).stem if Path(bench).suffix else bench
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 # ----------------------------------------------------------------------------- model
 
 
@@ -186,7 +56,7 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
     """Load the base model and, when ``adapter`` is given, apply it with
     ``peft.PeftModel.from_pretrained``; ``merge`` folds it into the weights (plain
     weights generate faster with transformers; same function)."""
-    from .models import load_model
+    from .models import load_model  # imports torch: kept out of this module's import
 
     loaded = load_model(model_cfg)
     if adapter is None:
@@ -194,7 +64,7 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").exists():
         raise EvalError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
-    from peft import PeftModel
+    from peft import PeftModel  # heavy: imported only to apply an adapter
 
     model = PeftModel.from_pretrained(loaded.model, str(adapter))
     if merge:
@@ -204,7 +74,7 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
 
 
 def sampling_for(eval_cfg: EvalConfig, gen_cfg: GenerationConfig):
-    from .generation import Sampling
+    from .generation import Sampling  # imports torch: kept out of this module's import
 
     return Sampling(
         n=eval_cfg.n,
@@ -225,8 +95,6 @@ def _outcome_str(outcome: Any) -> str:
 
 def score_record(problem, completions: list) -> dict:
     """One JSONL line: the problem's completions graded with ``grading.grade``."""
-    from .grading import grade
-
     grades = [grade(problem, c.text) for c in completions]
     return {
         "id": problem.id,
@@ -255,11 +123,7 @@ def _check_settings(existing: list[dict], n: int, path: Path) -> None:
 def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling, path: Path,
                batch_size: int, desc: str = "") -> list[dict]:
     """Generate + grade the problems not yet in ``path``; return the records of ``problems``."""
-    from tqdm.auto import tqdm
-
-    from .prompts import student_messages
-
-    from .generation import derive_seed
+    from .generation import derive_seed  # imports torch: kept out of this module's import
 
     # distributed hook: records of the canonical file + shard files; todo = this process's share
     existing = {str(r["id"]): r for r in distributed.read_records(path)}
@@ -353,7 +217,7 @@ def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterab
 
     ``exclude``: normalised training questions the ``holdout`` bench must avoid.
     ``loaded``: an already loaded model (skips loading; ``adapter`` is then ignored)."""
-    from .generate import make_generator
+    from .generate import make_generator  # torch + backends: only when something is left to generate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -412,82 +276,3 @@ def run_eval(run: Run, label: str, adapter: str | Path | None = None) -> dict:
                           "correct": b.get("correct"), "truncated": b["truncated"],
                           "mean_tokens": b["completion_tokens"]["mean"]}
     return info
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _eval_cfg_from_args(base: EvalConfig, args) -> EvalConfig:
-    upd: dict[str, Any] = {}
-    if getattr(args, "data", None):
-        upd["benches"] = []  # --data replaces --bench
-    elif getattr(args, "bench", None):  # None: the config's eval.benches
-        upd["benches"] = [b.strip() for b in args.bench.split(",") if b.strip()]
-    for field in ("limit", "n", "temperature", "max_new_tokens"):
-        if getattr(args, field, None) is not None:
-            upd[field] = getattr(args, field)
-    if upd.get("n", base.n) > 1 and "temperature" not in upd and base.temperature <= 0:
-        upd["temperature"] = 0.7  # sampled pass@k needs a temperature; say so in the summary
-        log.warning("--n > 1 without --temperature: sampling at T=0.7")
-    return base.model_copy(update=upd)
-
-
-def _model_source(model: str, base: str | None) -> tuple[ModelConfig | None, Path | None, Run | None]:
-    """``(model config, adapter dir, run)`` for ``--model``: a run dir, an adapter dir
-    (inside a run or standalone), or a model id/path."""
-    path = Path(model)
-    if (path / "config.yaml").exists() and (path / "manifest.json").exists():
-        return None, None, Run.open(path)
-    if (path / "adapter_config.json").exists():
-        run = Run.open(path.parent) if (path.parent / "config.yaml").exists() else None
-        if base:
-            return ModelConfig(name_or_path=base), path, None
-        if run is not None:
-            return run.cfg.model, path, run
-        meta = json.loads((path / "adapter_config.json").read_text())
-        if not meta.get("base_model_name_or_path"):
-            raise EvalError(f"{path}: adapter does not name its base model; pass --base")
-        return ModelConfig(name_or_path=meta["base_model_name_or_path"]), path, None
-    return ModelConfig(name_or_path=model), None, None
-
-
-def evaluate_cli(args) -> dict:
-    """``ssb eval``: evaluate a model, an adapter, or every model of a run; print the tables."""
-    from .config import RunConfig, load_config
-
-    model_cfg, adapter, run = _model_source(args.model, getattr(args, "base", None))
-    cfg = run.cfg if run is not None else (load_config(args.config) if getattr(args, "config", None) else RunConfig())
-    eval_cfg = _eval_cfg_from_args(cfg.eval, args)
-    gen_cfg = cfg.generation
-    if getattr(args, "backend", None):
-        gen_cfg = gen_cfg.model_copy(update={"backend": args.backend})
-    exclude = training_questions(run) if run is not None and any(
-        b in HOLDOUT_ALIASES for b in eval_cfg.benches) else set()
-
-    jobs: list[tuple[str, ModelConfig, Path | None, Path]] = []
-    if model_cfg is None:  # a whole run: base + each adapter it has
-        for label, sub in (("base", None), ("ssb", "student"), ("grpo", "grpo")):
-            if sub is None or (run.file(sub) / "adapter_config.json").exists():
-                jobs.append((label, run.cfg.model, run.file(sub) if sub else None, run.file(f"eval/{label}")))
-    else:
-        label = adapter.name if adapter is not None else Path(model_cfg.name_or_path).name
-        if run is not None and adapter is not None:
-            label = {"student": "ssb", "grpo": "grpo"}.get(adapter.name, adapter.name)
-        out = Path(args.out) if getattr(args, "out", None) else (
-            run.file(f"eval/{label}") if run is not None else Path("eval") / bench_name(label))
-        jobs.append((label, model_cfg, adapter, out))
-
-    # summaries are keyed by output directory (the paired table pairs directories); each
-    # carries the model's label (run/adapter label or model name), which the tables show
-    summaries = {}
-    for label, mcfg, adp, out in jobs:
-        summaries[Path(out).name] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
-                                             data_file=getattr(args, "data", None), exclude=exclude, label=label)
-    out_dirs = {Path(o).parent for *_, o in jobs}
-    pairs = []
-    if len(out_dirs) == 1:  # every label lives side by side: compare them on shared problems
-        eval_dir = out_dirs.pop()
-        summaries = {**load_summaries(eval_dir), **summaries}
-        pairs = paired_table(load_results(eval_dir), seed=eval_cfg.seed)
-    print_tables(summaries, pairs)
-    return {"summaries": summaries, "paired": pairs}

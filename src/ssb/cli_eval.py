@@ -1,0 +1,98 @@
+"""``ssb eval``: what its arguments name, turned into :func:`ssb.evaluate.evaluate` calls.
+
+``--model`` is a run directory (base + every adapter of the run, then a paired table), an
+adapter directory (inside a run or standalone, its base from ``--base``, the run or the
+adapter's own config), or a model id/path. ``--bench``/``--data``/``--n``/... override the
+config's ``eval`` section.
+
+Kept apart from ``cli.py``, which imports no stage module at the top so that ``ssb --help``
+stays fast; ``cli.cmd_eval`` imports this module when ``ssb eval`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .compare import load_results, load_summaries, paired_table, print_tables
+from .config import EvalConfig, ModelConfig, RunConfig, load_config
+from .data_eval import HOLDOUT_ALIASES, EvalError, bench_name, training_questions
+from .evaluate import evaluate
+from .rundir import Run
+
+log = logging.getLogger(__name__)
+
+def _eval_cfg_from_args(base: EvalConfig, args) -> EvalConfig:
+    upd: dict[str, Any] = {}
+    if getattr(args, "data", None):
+        upd["benches"] = []  # --data replaces --bench
+    elif getattr(args, "bench", None):  # None: the config's eval.benches
+        upd["benches"] = [b.strip() for b in args.bench.split(",") if b.strip()]
+    for field in ("limit", "n", "temperature", "max_new_tokens"):
+        if getattr(args, field, None) is not None:
+            upd[field] = getattr(args, field)
+    if upd.get("n", base.n) > 1 and "temperature" not in upd and base.temperature <= 0:
+        upd["temperature"] = 0.7  # sampled pass@k needs a temperature; say so in the summary
+        log.warning("--n > 1 without --temperature: sampling at T=0.7")
+    return base.model_copy(update=upd)
+
+
+def _model_source(model: str, base: str | None) -> tuple[ModelConfig | None, Path | None, Run | None]:
+    """``(model config, adapter dir, run)`` for ``--model``: a run dir, an adapter dir
+    (inside a run or standalone), or a model id/path."""
+    path = Path(model)
+    if (path / "config.yaml").exists() and (path / "manifest.json").exists():
+        return None, None, Run.open(path)
+    if (path / "adapter_config.json").exists():
+        run = Run.open(path.parent) if (path.parent / "config.yaml").exists() else None
+        if base:
+            return ModelConfig(name_or_path=base), path, None
+        if run is not None:
+            return run.cfg.model, path, run
+        meta = json.loads((path / "adapter_config.json").read_text())
+        if not meta.get("base_model_name_or_path"):
+            raise EvalError(f"{path}: adapter does not name its base model; pass --base")
+        return ModelConfig(name_or_path=meta["base_model_name_or_path"]), path, None
+    return ModelConfig(name_or_path=model), None, None
+
+
+def evaluate_cli(args) -> dict:
+    """``ssb eval``: evaluate a model, an adapter, or every model of a run; print the tables."""
+    model_cfg, adapter, run = _model_source(args.model, getattr(args, "base", None))
+    cfg = run.cfg if run is not None else (load_config(args.config) if getattr(args, "config", None) else RunConfig())
+    eval_cfg = _eval_cfg_from_args(cfg.eval, args)
+    gen_cfg = cfg.generation
+    if getattr(args, "backend", None):
+        gen_cfg = gen_cfg.model_copy(update={"backend": args.backend})
+    exclude = training_questions(run) if run is not None and any(
+        b in HOLDOUT_ALIASES for b in eval_cfg.benches) else set()
+
+    jobs: list[tuple[str, ModelConfig, Path | None, Path]] = []
+    if model_cfg is None:  # a whole run: base + each adapter it has
+        for label, sub in (("base", None), ("ssb", "student"), ("grpo", "grpo")):
+            if sub is None or (run.file(sub) / "adapter_config.json").exists():
+                jobs.append((label, run.cfg.model, run.file(sub) if sub else None, run.file(f"eval/{label}")))
+    else:
+        label = adapter.name if adapter is not None else Path(model_cfg.name_or_path).name
+        if run is not None and adapter is not None:
+            label = {"student": "ssb", "grpo": "grpo"}.get(adapter.name, adapter.name)
+        out = Path(args.out) if getattr(args, "out", None) else (
+            run.file(f"eval/{label}") if run is not None else Path("eval") / bench_name(label))
+        jobs.append((label, model_cfg, adapter, out))
+
+    # summaries are keyed by output directory (the paired table pairs directories); each
+    # carries the model's label (run/adapter label or model name), which the tables show
+    summaries = {}
+    for label, mcfg, adp, out in jobs:
+        summaries[Path(out).name] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
+                                             data_file=getattr(args, "data", None), exclude=exclude, label=label)
+    out_dirs = {Path(o).parent for *_, o in jobs}
+    pairs = []
+    if len(out_dirs) == 1:  # every label lives side by side: compare them on shared problems
+        eval_dir = out_dirs.pop()
+        summaries = {**load_summaries(eval_dir), **summaries}
+        pairs = paired_table(load_results(eval_dir), seed=eval_cfg.seed)
+    print_tables(summaries, pairs)
+    return {"summaries": summaries, "paired": pairs}
