@@ -218,10 +218,13 @@ def test_curate_writes_selections_and_funnel(tmp_path, tiny_model_dir):
 
 
 def test_curate_keep_any_wrong_counts_the_problems_without_a_correct_rollout(tmp_path, tiny_model_dir):
+    from ssb.report import funnel_counts
+
     both = make_run(tmp_path, str(tiny_model_dir), name="both")
     fake_rollouts(both, unsolved=(1, 3))
     stats = run_curate(both)
     assert stats["selected"] == stats["with_both"] == 5 and "kept_without_correct" not in stats
+    assert funnel_counts(both)["kept_without_correct"] is None
     run = make_run(tmp_path, str(tiny_model_dir), name="any", curate={"keep": "any_wrong"})
     fake_rollouts(run, unsolved=(1, 3))
     stats = run_curate(run)
@@ -234,7 +237,7 @@ def test_curate_keep_any_wrong_counts_the_problems_without_a_correct_rollout(tmp
     # the problems with a correct rollout are selected exactly as with keep=both
     assert [s for s in sels.values() if s["correct_index"] is not None] == lines(both.file("selections.jsonl"))
     assert (stats["with_both"], stats["selected"], stats["kept_without_correct"]) == (5, 7, 2)
-    assert run.stage("curate")["kept_without_correct"] == 2
+    assert run.stage("curate")["kept_without_correct"] == 2 and funnel_counts(run)["kept_without_correct"] == 2
 
 
 # ----------------------------------------------------------------------------- the real embedded model
