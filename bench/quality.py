@@ -18,14 +18,18 @@ bootstrap over held-out problems (the same resample for every replicate and mode
 pairing is kept). With two replicates the spread between them is shown, not modelled.
 
 Ablation (replicate 0's rollouts reused, nothing regenerated): each arm changes one
-teacher setting of the committed config: ``generate`` (the hinted teacher writes the
-solution, as in the paper), ``contrastive`` (the paper's hint: another correct rollout, else
-the answer, and the most common wrong rollout), ``rollout`` / ``rollout_answer`` (the verified
-correct rollout is scored; the hinted prompt shows another correct rollout / only the final
-answer), ``no_hint`` (``teacher.hint_context=none``: the teacher sees the bare problem; with
-``solution: rollout`` teacher and student then see the same text, so this arm measures what
-the hint alone contributes). Each gets its own student, evaluated on the same held-out
-problems and paired against replicate 0's SSB student and the base.
+teacher (or curate) setting of the committed config: ``generate`` (the hinted teacher
+writes the solution, as in the paper), ``contrastive`` (the paper's hint: another correct
+rollout, else the answer, and the most common wrong rollout), ``rollout`` /
+``rollout_answer`` (the verified correct rollout is scored; the hinted prompt shows another
+correct rollout / only the final answer), ``no_hint`` (``teacher.hint_context=none``: the
+teacher sees the bare problem; with ``solution: rollout`` teacher and student then see the
+same text, so this arm measures what the hint alone contributes), ``unsolved``
+(``curate.keep=any_wrong``, beyond the paper: the problems whose rollouts are all wrong are
+kept too, and the teacher generates their solution with the gold answer as the hint,
+whatever ``teacher.solution`` says; the other problems get replicate 0's pairs, up to
+``teacher.max_pairs``). Each gets its own student, evaluated on the same held-out problems
+and paired against replicate 0's SSB student and the base.
 
 Writes ``bench/results/quality.json``: ``n_problems``; ``models.base|ssb|grpo`` with
 ``accuracy``, ``ci`` and ``no_answer_rate`` (pooled); ``diff_ssb_base``,
@@ -55,7 +59,7 @@ from ssb.rundir import Run, read_jsonl  # noqa: E402
 EVAL_STAGES = ["eval_base", "eval_ssb", "eval_grpo", "report"]
 CONTRASTIVE_TEMPLATE = ("A correct solution:\n{correct}\n\nA wrong solution (its answer {wrong_answer} is wrong):\n"
                         "{wrong}\n\n{question}")
-ABLATIONS = {  # each arm changes one teacher setting of the committed config
+ABLATIONS = {  # each arm changes one teacher (or curate) setting of the committed config
     "generate": ["teacher.solution=generate"],
     "no_hint": ["teacher.hint_context=none"],
     # the paper's contrastive hint: another correct rollout (else the answer) and the most common wrong one
@@ -63,6 +67,8 @@ ABLATIONS = {  # each arm changes one teacher setting of the committed config
                     "teacher.template=" + json.dumps(CONTRASTIVE_TEMPLATE)],
     "rollout_answer": ["teacher.solution=rollout", "teacher.rollout_hint=answer"],
     "rollout": ["teacher.solution=rollout", "teacher.rollout_hint=other_correct"],
+    # also teach the problems with only wrong rollouts (the teacher generates from the gold answer as hint)
+    "unsolved": ["curate.keep=any_wrong"],
 }
 
 

@@ -105,6 +105,7 @@ def test_report_on_full_synthetic_run(tmp_path):
     assert "token budget" in text and "38,000" in text
     assert "| no_leak | 7 |" in text and "pairs that passed every gate" not in text  # (that label is in the plot)
     assert "-0.800" in text
+    assert "only wrong rollouts" not in text and "without a correct rollout" not in text  # curate.keep=both
     # collapse guard: grpo's no-answer rate (5%) exceeds base's (0%) by more than 2 points; ssb's does not
     assert "| grpo | holdout | 5.0% |" in text
     flags = [ln for ln in text.splitlines() if ln.startswith("⚠")]
@@ -120,3 +121,20 @@ def test_report_when_nothing_ran(tmp_path):
     text = write_report(run).read_text()
     assert text.count("not run") >= 5
     assert not list(run.file("plots").glob("*.png"))
+
+
+def test_report_shows_the_problems_kept_without_a_correct_rollout(tmp_path):
+    from ssb.report import write_report
+
+    run = Run.create(RunConfig.model_validate({**_config(tmp_path, "unsolved").model_dump(),
+                                               "curate": {"keep": "any_wrong"}}))
+    with JsonlWriter(run.file("rollouts.jsonl")) as w:
+        for i, grades in enumerate([["correct", "wrong"], ["wrong", "wrong"], ["wrong", "no_answer"]]):
+            w.write({"id": f"p{i}", "grades": grades, "formats": ["boxed"] * 2})
+    run.set_stage("curate", status="done", with_both=1, selected=3, kept_without_correct=2)
+    run.set_stage("teacher", status="done", teacher_tried=3, pairs_written=2, solution="rollout",
+                  pairs_by_source={"rollout": 1, "generate": 1}, tried_without_correct=2, pairs_without_correct=1)
+    text = write_report(run).read_text()
+    assert "1 problems had both a correct and a wrong rollout; 2 problems with only wrong rollouts kept too" in text
+    assert "(rollout: 1, generate: 1); 1 of 2 problems without a correct rollout got a pair." in text
+    assert "| kept_without_correct | 2 |" in text

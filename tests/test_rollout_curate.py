@@ -82,6 +82,21 @@ def test_select_traces_picks_the_most_common_wrong_answer():
     assert select_traces({"grades": ["correct"], "extracted": ["7"]}, random.Random(0)) is None
 
 
+def test_keep_any_wrong_also_selects_problems_without_a_correct_rollout():
+    all_wrong = {"grades": ["wrong", "wrong", "no_answer", "wrong"], "extracted": ["3", "1/2", None, "0.5"],
+                 "finish_reasons": ["stop"] * 4}
+    assert select_traces(all_wrong, random.Random(0)) is None  # keep="both": the paper
+    sel = select_traces(all_wrong, random.Random(0), keep="any_wrong")
+    assert sel.correct_index is None and sel.wrong_index in (1, 3) and (sel.wrong_count, sel.wrong_groups) == (2, 2)
+    # a wrong rollout is still needed; a problem with a correct one is selected exactly as with "both"
+    no_wrong = {"grades": ["no_answer", "no_answer"], "extracted": [None, None]}
+    assert select_traces(no_wrong, random.Random(0), keep="any_wrong") is None
+    assert select_traces(no_wrong, random.Random(0), no_answer_is_wrong=True, keep="any_wrong").correct_index is None
+    mixed = {"grades": ["correct", "wrong", "wrong", "correct"], "extracted": ["7", "8", "9", "7"]}
+    for seed in range(10):
+        assert select_traces(mixed, random.Random(seed), keep="any_wrong") == select_traces(mixed, random.Random(seed))
+
+
 # ----------------------------------------------------------------------------- rollout (tiny model)
 
 
@@ -162,14 +177,17 @@ def test_rollout_resumes_after_kill(tmp_path, tiny_model_dir, tiny_model):
 # ----------------------------------------------------------------------------- curate (selection only)
 
 
-def fake_rollouts(run: Run) -> None:
+def fake_rollouts(run: Run, unsolved: tuple[int, ...] = ()) -> None:
     """rollouts.jsonl where even problems have two different correct traces and three wrong
-    ones (two of them equivalent); odd problems are all correct."""
+    ones (two of them equivalent); odd problems are all correct, except those in
+    ``unsolved``, whose five rollouts are all wrong (again "0.5" and "1/2" the most common)."""
     with run.file("rollouts.jsonl").open("w") as f:
         for i, (q, a) in enumerate(EASY[:10]):
             both = i % 2 == 0
             grades = ["correct", "wrong", "wrong", "wrong", "correct"] if both else ["correct"] * 5
             extracted = [a, "0.5", "1/2", "3", a] if both else [a] * 5
+            if i in unsolved:
+                grades, extracted = ["wrong"] * 5, ["3", "0.5", "1/2", "4", "1/2"]
             f.write(json.dumps({
                 "id": f"p{i:02d}", "problem": {"id": f"p{i:02d}", "question": q, "answer": a},
                 "completions": [f"Working for trace {j}: 1 + 1 = 2.\nSo the answer is \\boxed{{{e}}}."
@@ -197,6 +215,29 @@ def test_curate_writes_selections_and_funnel(tmp_path, tiny_model_dir):
     before = run.file("selections.jsonl").read_text()
     run_curate(run)
     assert run.file("selections.jsonl").read_text() == before
+
+
+def test_curate_keep_any_wrong_counts_the_problems_without_a_correct_rollout(tmp_path, tiny_model_dir):
+    from ssb.report import funnel_counts
+
+    both = make_run(tmp_path, str(tiny_model_dir), name="both")
+    fake_rollouts(both, unsolved=(1, 3))
+    stats = run_curate(both)
+    assert stats["selected"] == stats["with_both"] == 5 and "kept_without_correct" not in stats
+    assert funnel_counts(both)["kept_without_correct"] is None
+    run = make_run(tmp_path, str(tiny_model_dir), name="any", curate={"keep": "any_wrong"})
+    fake_rollouts(run, unsolved=(1, 3))
+    stats = run_curate(run)
+    sels = {s["id"]: s for s in lines(run.file("selections.jsonl"))}
+    assert list(sels) == ["p00", "p01", "p02", "p03", "p04", "p06", "p08"]
+    for pid in ("p01", "p03"):
+        s = sels[pid]
+        assert s["correct_index"] is None and s["correct_indices"] == [] and s["wrong_index"] in (1, 2, 4)
+        assert s["wrong_answer"] in ("0.5", "1/2") and (s["wrong_count"], s["wrong_groups"]) == (3, 3)
+    # the problems with a correct rollout are selected exactly as with keep=both
+    assert [s for s in sels.values() if s["correct_index"] is not None] == lines(both.file("selections.jsonl"))
+    assert (stats["with_both"], stats["selected"], stats["kept_without_correct"]) == (5, 7, 2)
+    assert run.stage("curate")["kept_without_correct"] == 2 and funnel_counts(run)["kept_without_correct"] == 2
 
 
 # ----------------------------------------------------------------------------- the real embedded model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -56,11 +57,11 @@ class ScriptedTeacher:
         return out
 
 
-def teacher_run(tmp_path, model_dir, name="t", **teacher) -> Run:
+def teacher_run(tmp_path, model_dir, name="t", curate=None, unsolved=(), **teacher) -> Run:
     example = {"question": "What is 1 + 1?", "solution": "Step 1: 1 + 1 = 2.\nSo the answer is \\boxed{2}."}
     run = make_run(tmp_path, str(model_dir), name=name, teacher={"template": CHAIN_TEMPLATE, **teacher},
-                   prompt={"examples": [example]})
-    fake_rollouts(run)
+                   prompt={"examples": [example]}, curate=curate or {})
+    fake_rollouts(run, unsolved)
     run_curate(run)
     return run
 
@@ -154,8 +155,6 @@ def test_rollout_solution_scores_the_rollout_without_showing_it(tmp_path, tiny_m
             assert p["hint_correct"] == "answer" and want in hinted, hinted
     # the teacher store scores exactly the rollout's tokens
     run_logits(run)
-    import json
-
     index = json.loads(run.file("teacher/index.json").read_text())
     tok = tiny_model.tokenizer
     for p, ex in zip(pairs, index["examples"]):
@@ -171,6 +170,63 @@ def test_generate_or_rollout_falls_back(tmp_path, tiny_model_dir, tiny_model):
     assert len(pairs) == 5 and stats["pairs_by_source"] == {"generate": 3, "rollout": 2}
     assert pairs["p02"]["solution_source"] == "rollout" and pairs["p02"]["rejected_replies"][0]["gate"] == "verified"
     assert pairs["p04"]["rejected_replies"][0]["gate"] == "no_leak"
+
+
+@pytest.mark.parametrize("mode", ["contrastive", "correct_only"])
+def test_keep_any_wrong_generates_from_the_gold_answer(tmp_path, tiny_model_dir, tiny_model, mode):
+    """solution=rollout, yet the problems without a correct rollout (p01, p03) are generated,
+    hinted with the gold answer in the answer_hint wording; p03's wrong replies fail `verified`."""
+    from ssb.teacher_logits import run_logits
+
+    q = [q for q, _ in EASY]
+    template = CHAIN_TEMPLATE if mode == "contrastive" else "{question}\n({correct})"
+    run = teacher_run(tmp_path, tiny_model_dir, name=f"unsolved-{mode}", curate={"keep": "any_wrong"},
+                      unsolved=(1, 3), solution="rollout", rollout_hint="answer", hint_context=mode,
+                      template=template, retries=1)
+    teacher = ScriptedTeacher(dict(EASY), fail=[q[3]])
+    stats = run_teacher(run, loaded=tiny_model, generator=teacher)
+    pairs = {p["id"]: p for p in read_jsonl(run.file("pairs.jsonl"))}
+    assert sorted(pairs) == ["p00", "p01", "p02", "p04", "p06", "p08"]
+    assert stats["pairs_by_source"] == {"rollout": 5, "generate": 1} and stats["teacher_tried"] == 7
+    assert (stats["tried_without_correct"], stats["pairs_without_correct"]) == (2, 1)
+    # only the two problems without a correct rollout reach the generator (p03 twice: retries=1)
+    assert sorted(next(x for x in q if x in c[-1]["content"]) for c in teacher.calls) == [q[1], q[3], q[3]]
+    p = pairs["p01"]
+    assert p["solution_source"] == "generate" and p["correct_index"] is None and p["scored_rollout"] is None
+    assert p["hint_correct"] == "answer" and p["rejected_replies"] == [] and p["teacher_attempts"] == 1
+    assert p["solution"] == "Step 1: 2 + 2 = 4.\nSo the answer is \\boxed{6}."  # passed every gate
+    hinted = p["teacher_messages"][-1]["content"]
+    assert "The answer is \\boxed{6}." in hinted and q[1] in hinted
+    wrong = read_jsonl(run.file("rollouts.jsonl"))[1]["completions"][p["wrong_index"]]
+    assert (wrong in hinted) == (mode == "contrastive")  # contrastive still shows the wrong trace
+    assert all(pairs[i]["solution_source"] == "rollout" for i in ("p00", "p02", "p04", "p06", "p08"))
+    r = {x["id"]: x for x in read_jsonl(run.file("teacher_rejects.jsonl"))}["p03"]
+    assert r["reasons"] == ["verified", "verified"] and r["rejected_replies"][0]["reason"] == "wrong"
+    run_logits(run)  # the teacher signal needs no correct rollout
+    index = json.loads(run.file("teacher/index.json").read_text())
+    assert [ex["id"] for ex in index["examples"]] == [p["id"] for p in read_jsonl(run.file("pairs.jsonl"))]
+
+
+def test_shows_work_reference_without_a_correct_rollout(tmp_path, tiny_model_dir):
+    """No correct rollout: shows_work measures against the first worked example, else only
+    checks that there is working."""
+    from ssb.teacher import Candidate
+
+    run = teacher_run(tmp_path, tiny_model_dir, curate={"keep": "any_wrong"}, unsolved=(1,))
+    rows = {r["id"]: r for r in read_jsonl(run.file("rollouts.jsonl"))}
+    sel = {s["id"]: s for s in read_jsonl(run.file("selections.jsonl"))}
+    c = Candidate(rows["p01"], sel["p01"], run.cfg)
+    assert c.reference() == (run.cfg.prompt.examples[0].solution, "worked example")
+    assert c.hint() == ("The answer is \\boxed{6}.", "answer")
+    short = "4 + 2 = 6. \\boxed{6}"  # working, but under half the example's 11 words
+    v = c.vet(short, "stop", "generate")
+    assert v.gate == "shows_work" and "the worked example's 11" in v.reason
+    assert c.vet("The answer is \\boxed{6}.", "stop", "generate").gate == "shows_work"  # answer only
+    bare = Candidate(rows["p01"], sel["p01"], run.cfg.model_copy(update={"prompt": run.cfg.prompt.model_copy(
+        update={"examples": []})}))
+    assert bare.reference() == (None, "worked example") and bare.vet(short, "stop", "generate").ok
+    solved = Candidate(rows["p00"], sel["p00"], run.cfg)
+    assert solved.reference() == (rows["p00"]["completions"][sel["p00"]["correct_index"]], "correct rollout")
 
 
 TEACHER_SCRIPT = """

@@ -122,9 +122,10 @@ class RolloutConfig(Section):
 
 
 class CurateConfig(Section):
-    no_answer_is_wrong: bool = Field(
-        False, description="count rollouts without an extractable answer as wrong traces"
-    )
+    no_answer_is_wrong: bool = Field(False, description="count rollouts without an extractable answer as wrong traces")
+    keep: Literal["both", "any_wrong"] = Field(
+        "both", description="both: problems with a correct and a wrong rollout (the paper); any_wrong: also those "
+        "with only wrong ones, whose solution the teacher generates with the gold answer as hint (teacher.answer_hint)")
     seed: int = 0
 
 
@@ -136,7 +137,8 @@ class GatesConfig(Section):
     leak_ngram: int = Field(3, description="words in a copied run that counts as a leak")
     shows_work: bool = Field(True, description="reject answer-only replies")
     min_work_fraction: float = Field(
-        0.5, description="shows_work: the reply has at least this fraction of the correct rollout's words")
+        0.5, description="shows_work: the reply has at least this fraction of the correct rollout's words (none "
+        "kept, curate.keep=any_wrong: of prompt.examples[0]'s solution; no examples: no length check)")
     consistent: bool = Field(True, description="reject replies whose arithmetic or stated answers "
                              "contradict the final answer")
     not_degenerate: bool = Field(True, description="reject repeated-line loops")
@@ -239,9 +241,8 @@ class EvalConfig(Section):
     top_p: float = 1.0
     max_new_tokens: int | None = Field(None, description="default: generation.max_new_tokens")
     seed: int = 0
-    holdout: DataConfig | None = Field(
-        None, description="held-out problems generated like the training data (e.g. reasoning-gym, other seed)"
-    )
+    holdout: DataConfig | None = Field(None, description="held-out problems generated like the training data "
+                                       "(e.g. reasoning-gym, other seed)")
 
 
 class GRPOConfig(Section):

@@ -4,10 +4,13 @@
 
 From ``rollouts.jsonl`` keep the problems with at least one correct and one wrong
 rollout (wrong = an extracted answer not equivalent to gold; no-answer rollouts count
-as wrong only with ``curate.no_answer_is_wrong``). Per kept problem:
+as wrong only with ``curate.no_answer_is_wrong``); with ``curate.keep: any_wrong`` also
+those whose rollouts are all wrong (beyond the paper: the teacher then generates their
+solution with the verified gold answer as the hint). Per kept problem:
 
 * one correct trace, at random (seeded; untruncated ones preferred), and the list of
-  every other finished correct trace (``solution: rollout`` uses them);
+  every other finished correct trace (``solution: rollout`` uses them); none
+  (``correct_index: null``, ``correct_indices: []``) for a problem without one;
 * a trace of the *most common* wrong answer: wrong answers are grouped by math
   equivalence (:func:`grading.same_answer`: "0.5" and "1/2" are one answer), the
   largest group wins, ties and the trace inside the group are drawn at random (seeded).
@@ -46,7 +49,7 @@ class CurateError(SSBError, RuntimeError):
 
 @dataclass
 class Selection:
-    correct_index: int
+    correct_index: int | None  # None: no correct rollout (kept only with keep="any_wrong")
     wrong_index: int
     wrong_answer: str | None  # None: a no-answer trace (no_answer_is_wrong)
     wrong_count: int  # rollouts in the chosen wrong-answer group
@@ -69,18 +72,20 @@ def group_answers(answers: list[tuple[int, str | None]], same=None) -> list[list
     return [members for _, members in groups]
 
 
-def select_traces(row: dict, rng: random.Random, no_answer_is_wrong: bool = False, same=None) -> Selection | None:
+def select_traces(row: dict, rng: random.Random, no_answer_is_wrong: bool = False, same=None,
+                  keep: str = "both") -> Selection | None:
     """The correct and most-common-wrong traces of one rollout record, or None when the
-    problem lacks a correct or a wrong rollout."""
+    problem lacks a wrong rollout, or a correct one with ``keep="both"``; with
+    ``keep="any_wrong"`` a problem without a correct rollout gets ``correct_index=None``."""
     grades = row["grades"]
     finish = row.get("finish_reasons") or ["stop"] * len(grades)
     correct = [i for i, g in enumerate(grades) if g == "correct"]
     wrong_ok = ("wrong", "no_answer") if no_answer_is_wrong else ("wrong",)
     wrong = [i for i, g in enumerate(grades) if g in wrong_ok]
-    if not correct or not wrong:
+    if not wrong or (not correct and keep != "any_wrong"):
         return None
     finished = [i for i in correct if finish[i] == "stop"]
-    ci = rng.choice(finished or correct)
+    ci = rng.choice(finished or correct) if correct else None
     answers = [(i, row["extracted"][i] if grades[i] == "wrong" else None) for i in wrong]
     groups = group_answers(answers, same)
     top = max(len(g) for g in groups)
@@ -111,16 +116,17 @@ def selection_record(row: dict, sel: Selection) -> dict[str, Any]:
         "wrong_answer": sel.wrong_answer,
         "wrong_count": sel.wrong_count,
         "wrong_groups": sel.wrong_groups,
-        # every finished correct rollout, the chosen one first (solution=rollout scores these)
-        "correct_indices": [sel.correct_index] + [i for i, g in enumerate(grades)
-                                                   if g == "correct" and finish[i] == "stop" and i != sel.correct_index],
+        # every finished correct rollout, the chosen one first (solution=rollout scores these); [] without one
+        "correct_indices": ([] if sel.correct_index is None else [sel.correct_index])
+        + [i for i, g in enumerate(grades) if g == "correct" and finish[i] == "stop" and i != sel.correct_index],
     }
 
 
 def run_curate(run: Run) -> dict:
-    """Write ``selections.jsonl`` (one line per problem with a correct and a wrong rollout)
-    from ``rollouts.jsonl``; return the funnel counts. Cheap and deterministic: it is
-    always recomputed in full."""
+    """Write ``selections.jsonl`` (one line per problem with a correct and a wrong rollout,
+    and with ``curate.keep: any_wrong`` per problem with only wrong ones) from
+    ``rollouts.jsonl``; return the funnel counts (``kept_without_correct`` too with
+    ``any_wrong``). Cheap and deterministic: it is always recomputed in full."""
     cc = run.cfg.curate
     rollouts = run.file("rollouts.jsonl")
     if not rollouts.exists():
@@ -129,16 +135,20 @@ def run_curate(run: Run) -> dict:
         rows = read_jsonl(rollouts)
         records = []
         for row in rows:
-            sel = select_traces(row, random.Random(derive_seed(cc.seed, row["id"])), cc.no_answer_is_wrong)
+            sel = select_traces(row, random.Random(derive_seed(cc.seed, row["id"])), cc.no_answer_is_wrong,
+                                keep=cc.keep)
             if sel is not None:
                 records.append(selection_record(row, sel))
         if not records:
-            log.warning("curate: no problem has both a correct and a wrong rollout (%d problems); try easier "
-                        "data, a larger rollout.k, curate.no_answer_is_wrong=true, or a stronger model", len(rows))
+            need = "a wrong rollout" if cc.keep == "any_wrong" else "both a correct and a wrong rollout"
+            log.warning("curate: no problem has %s (%d problems); try easier data, a larger rollout.k, "
+                        "curate.no_answer_is_wrong=true, or a stronger model", need, len(rows))
         atomic_write_text(run.file(OUTPUT), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         stats = funnel(rows, cc.no_answer_is_wrong)
         stats.update(selected=len(records),
                      wrong_group_sizes=dict(Counter(r["wrong_count"] for r in records)),
                      with_second_correct=sum(len(r["correct_indices"]) > 1 for r in records))
+        if cc.keep == "any_wrong":  # only then: with the paper's "both" the manifest and report are unchanged
+            stats["kept_without_correct"] = sum(r["correct_index"] is None for r in records)
         info.update(stats)
     return stats

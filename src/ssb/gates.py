@@ -14,7 +14,9 @@ teacher stage (``teacher.py``) runs them in this order and records the first tha
                    and no phrase of the hint labels ("A correct solution", ...) that points
                    at the provided solutions
 ``shows_work``     something besides the final-answer line, and at least
-                   ``min_work_fraction`` of the correct rollout's length in words
+                   ``min_work_fraction`` of the correct rollout's length in words (without
+                   one, ``curate.keep: any_wrong``: of the first worked example's solution;
+                   no example: no length check)
 ``consistent``     every stated answer agrees with the final one, and every checkable
                    arithmetic line ``a + b = c`` holds
 ``not_degenerate`` no line repeated ``max_line_repeats`` times, no back-to-back loops
@@ -137,16 +139,18 @@ def work_text(reply: str) -> str:
     return _STATED.sub(" ", reply)
 
 
-def shows_work(reply: str, reference: str | None, min_fraction: float, min_words: int = 6) -> tuple[bool, str]:
+def shows_work(reply: str, reference: str | None, min_fraction: float, min_words: int = 6,
+               reference_name: str = "correct rollout") -> tuple[bool, str]:
     """Working = a number or ``min_words`` words left once the answer statements are removed,
-    and at least ``min_fraction`` of the correct rollout's length."""
+    and at least ``min_fraction`` of the reference's length (the correct rollout, or what
+    ``reference_name`` says; no reference: no length check)."""
     rest = _tokens(work_text(reply))
     if not any(t[0].isdigit() for t in rest) and len(rest) < min_words:
         return False, "answer only: no working besides the final answer"
     if reference and min_fraction > 0:
         need = min_fraction * len(_tokens(reference))
         if len(_tokens(reply)) < need:
-            return False, (f"{len(_tokens(reply))} words, under {min_fraction:g} x the correct rollout's "
+            return False, (f"{len(_tokens(reply))} words, under {min_fraction:g} x the {reference_name}'s "
                            f"{len(_tokens(reference))}")
     return True, ""
 
@@ -268,8 +272,10 @@ class Verdict:
 
 
 def check_reply(reply: str, *, correct: bool, finished: bool, outcome: str, cfg: GatesConfig,
-                privileged: Privileged | None, reference: str | None) -> Verdict:
-    """Run the text gates (everything but ``plausible``, which needs the model) in order."""
+                privileged: Privileged | None, reference: str | None,
+                reference_name: str = "correct rollout") -> Verdict:
+    """Run the text gates (everything but ``plausible``, which needs the model) in order;
+    ``reference`` (named ``reference_name`` in a reason) is what ``shows_work`` measures length against."""
     if not (correct and finished):
         return Verdict(False, "verified", "truncated" if not finished else outcome)
     if cfg.no_leak and privileged is not None:
@@ -277,7 +283,7 @@ def check_reply(reply: str, *, correct: bool, finished: bool, outcome: str, cfg:
         if hits:
             return Verdict(False, "no_leak", "copies the hinted prompt: " + ", ".join(repr(h) for h in hits[:3]), hits)
     if cfg.shows_work:
-        ok, why = shows_work(reply, reference, cfg.min_work_fraction)
+        ok, why = shows_work(reply, reference, cfg.min_work_fraction, reference_name=reference_name)
         if not ok:
             return Verdict(False, "shows_work", why)
     if cfg.consistent:

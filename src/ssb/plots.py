@@ -35,13 +35,15 @@ def plot_funnel(f: dict, path: Path) -> Path:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     steps = [("training problems", f["problems"]), ("≥1 correct rollout", f["with_correct"]),
              ("correct and wrong rollouts", f["mixed"])]
+    if f.get("kept_without_correct") is not None:  # curate.keep=any_wrong
+        steps.append(("+ kept with only wrong rollouts", f["mixed"] + f["kept_without_correct"]))
     if f.get("teacher_tried") is not None:
         steps.append(("sent to the hinted teacher", f["teacher_tried"]))
     if f["pairs"] is not None:
         steps.append(("pairs that passed every gate", f["pairs"]))
     names = [s[0] for s in steps][::-1]
     vals = [s[1] for s in steps][::-1]
-    bars = ax.barh(names, vals, color=["#1f5f91", "#2b7bba", "#6aa5d2", "#a6c8e4", "#c9dcec"][-len(vals):])
+    bars = ax.barh(names, vals, color=["#174a72", "#1f5f91", "#2b7bba", "#6aa5d2", "#a6c8e4", "#c9dcec"][-len(vals):])
     for b, v in zip(bars, vals):
         share = f" ({100 * v / f['problems']:.0f}%)" if f["problems"] else ""
         ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {v}{share}", va="center", fontsize=9)

@@ -3,8 +3,9 @@
 Everything is read from the run directory (manifest, rollouts, pairs, training logs,
 eval files); any stage that has not run is shown as "not run" instead of failing:
 
-* curation funnel: problems -> problems with both a correct and a wrong rollout ->
-  verified teacher pairs (plus the rollout outcome mix);
+* curation funnel: problems -> problems with both a correct and a wrong rollout (and,
+  with ``curate.keep: any_wrong``, those kept with only wrong ones) -> verified teacher
+  pairs (plus the rollout outcome mix);
 * SSB training curves (loss / KD, grad norm, answer tokens per example) from ``train_log.jsonl``;
 * GRPO reward and completion length per step from ``grpo_log.jsonl``, and the token budget;
 * the benchmark table base / GRPO / SSB with 95% intervals and paired differences,
@@ -56,6 +57,7 @@ def funnel_counts(run: Run) -> dict | None:
         "with_wrong": c["with_wrong"],
         # curate's own count when it ran (the same count, as the curate stage last saw the rollouts)
         "mixed": cur.get("with_both", c["with_both"]),
+        "kept_without_correct": cur.get("kept_without_correct") if run.cfg.curate.keep == "any_wrong" else None,
         "teacher_tried": teach.get("teacher_tried"),
         "pairs": len(pairs) if run.file("pairs.jsonl").exists() else None,
         "rejected_by_gate": teach.get("replies_rejected_by_gate") or {},
@@ -122,9 +124,12 @@ def _gate_lines(f: dict, teach: dict) -> list[str]:
     """Teacher replies rejected per gate (a problem may be retried, so replies > problems)."""
     if not teach:
         return [f"Teacher: {NOT_RUN}."]
+    by_source = ", ".join(f"{k}: {v}" for k, v in (teach.get("pairs_by_source") or {}).items()) or "none"
+    unsolved = "" if teach.get("pairs_without_correct") is None else (  # curate.keep=any_wrong
+        f"; {teach['pairs_without_correct']} of {teach.get('tried_without_correct')} problems without a correct "
+        "rollout got a pair")
     lines = [f"Solution source: `{teach.get('solution', 'generate')}`; {teach.get('teacher_tried', 0)} problems "
-             f"sent to the teacher, {teach.get('pairs_written', 0)} pairs kept "
-             f"({', '.join(f'{k}: {v}' for k, v in (teach.get('pairs_by_source') or {}).items()) or 'none'}).", "",
+             f"sent to the teacher, {teach.get('pairs_written', 0)} pairs kept ({by_source}){unsolved}.", "",
              "| gate | replies rejected |", "|---|---:|"]
     lines += [f"| {g} | {n} |" for g, n in f.get("rejected_by_gate", {}).items()]
     if teach.get("student_logprob_mean") is not None:
@@ -199,8 +204,11 @@ def write_report(run: Run) -> Path:
     else:
         acc = f"{100 * f['rollout_accuracy']:.1f}%" if f["rollout_accuracy"] is not None else "—"
         pairs_txt = f"{f['pairs']} verified pairs" if f["pairs"] is not None else f"pairs: {NOT_RUN}"
+        unsolved = "" if f["kept_without_correct"] is None else (
+            f"; {f['kept_without_correct']} problems with only wrong rollouts kept too "
+            "(`curate.keep: any_wrong`, the gold answer as hint)")
         md += [f"{f['problems']} problems × K = {cfg.rollout.k} rollouts; per-rollout accuracy {acc}; "
-               f"{f['mixed']} problems had both a correct and a wrong rollout; {pairs_txt}.", ""]
+               f"{f['mixed']} problems had both a correct and a wrong rollout{unsolved}; {pairs_txt}.", ""]
         _img(md, plot_funnel(f, plots / "funnel.png"), run, "curation funnel")
         md += _kv_table(stages.get("curate", {})) + [""]
         md += ["### Teacher gates", ""] + _gate_lines(f, stages.get("teacher", {})) + [""]

@@ -14,6 +14,14 @@ Where it comes from is ``teacher.solution``:
   (``rollout_hint: other_correct``), else only the verified final answer;
 * ``generate_or_rollout``: the rollout when no generated reply passes the gates.
 
+A problem without a correct rollout (kept by ``curate.keep: any_wrong``, beyond the paper)
+has no rollout to score or show: its solution is generated whatever ``teacher.solution``
+says (``solution_source: generate``, ``correct_index: null``), and the hint in the
+template's ``{correct}`` place is the verified gold answer in ``teacher.answer_hint``'s
+wording (``hint_correct: answer``); ``contrastive`` still shows the wrong trace. The gates
+are the same; ``shows_work`` measures length against the first worked example's solution
+(``prompt.examples``) instead of the correct rollout, or skips the length check without one.
+
 Every candidate goes through :func:`gates.check_reply` (verified, no_leak, shows_work,
 consistent, not_degenerate) and, when enabled, the ``plausible`` gate (its score, the
 reply's mean log-prob per token under the bare student prompt, is always recorded).
@@ -75,6 +83,21 @@ class Candidate:
     def id(self) -> str:
         return self.row["id"]
 
+    @property
+    def has_correct(self) -> bool:
+        """False for a problem kept without a correct rollout (``curate.keep: any_wrong``)."""
+        return self.sel["correct_index"] is not None
+
+    def answer_hint(self, answer: object) -> str:
+        return self.cfg.teacher.answer_hint.replace("ANSWER", str(answer))
+
+    def hint(self) -> tuple[str, str]:
+        """(what the hinted prompt shows as correct, its ``hint_correct`` label): the chosen
+        correct rollout, or without one the gold answer in ``teacher.answer_hint``'s wording."""
+        if self.has_correct:
+            return self.row["completions"][self.sel["correct_index"]], f"rollout:{self.sel['correct_index']}"
+        return self.answer_hint(self.problem.answer), "answer"
+
     def hinted(self, correct_text: str | None) -> list[dict]:
         tc = self.cfg.teacher
         wrong = self.row["completions"][self.sel["wrong_index"]]
@@ -88,14 +111,22 @@ class Candidate:
                                                student_text=self.problem.question)
         return self._privileged
 
-    def reference(self) -> str:
-        return self.row["completions"][self.sel["correct_index"]]
+    def reference(self) -> tuple[str | None, str]:
+        """(text, name) that ``shows_work`` measures a reply's length against: the correct
+        rollout; without one the first worked example's solution; (None, ...) when there is
+        no example either, and only the length criterion is skipped."""
+        if self.has_correct:
+            return self.row["completions"][self.sel["correct_index"]], "correct rollout"
+        examples = self.cfg.prompt.examples
+        return (examples[0].solution if examples else None), "worked example"
 
     def vet(self, text: str, finish_reason: str, source: str) -> Verdict:
         g = grade(self.problem, text)
         self.formats.append(g.fmt)
+        reference, name = self.reference()
         v = check_reply(text, correct=g.correct, finished=finish_reason == "stop", outcome=g.outcome.value,
-                        cfg=self.cfg.teacher.gates, privileged=self.privileged(), reference=self.reference())
+                        cfg=self.cfg.teacher.gates, privileged=self.privileged(), reference=reference,
+                        reference_name=name)
         if not v.ok:
             self.reject(text, source, v.gate, v.reason)
         return v
@@ -105,8 +136,10 @@ class Candidate:
 
     def rollout_solution(self) -> tuple[str, int, list[dict], str] | None:
         """(rollout text, its index, the hinted messages that score it, hint kind) for the
-        first correct rollout that passes the gates."""
+        first correct rollout that passes the gates; None without one."""
         tc = self.cfg.teacher
+        if not self.has_correct:
+            return None
         comps = self.row["completions"]
         indices = self.sel.get("correct_indices") or [self.sel["correct_index"]]
         for idx in indices:
@@ -117,7 +150,7 @@ class Candidate:
             if tc.rollout_hint == "other_correct" and others:
                 return comps[idx], idx, self.hinted(comps[others[0]]), f"rollout:{others[0]}"
             answer = self.row["extracted"][idx] or self.problem.answer
-            return comps[idx], idx, self.hinted(tc.answer_hint.replace("ANSWER", str(answer))), "answer"
+            return comps[idx], idx, self.hinted(self.answer_hint(answer)), "answer"
         return None
 
 
@@ -207,10 +240,12 @@ def run_teacher(run: Run, loaded: LoadedModel | None = None, generator: Generato
         new_tokens, gen_seconds = 0, 0.0
         if todo and n_pairs < cap:
             generate = tc.solution in ("generate", "generate_or_rollout")
+            # no correct rollout (curate.keep=any_wrong): nothing to score, generated whatever teacher.solution says
+            generate_any = generate or any(s["correct_index"] is None for s in todo)
             # the model scores plausibility; on a vLLM run its HF copy sits on the CPU, so only when asked
-            need_model = generate or tc.gates.plausible or cfg.generation.backend != "vllm"
+            need_model = generate_any or tc.gates.plausible or cfg.generation.backend != "vllm"
             if need_model:
-                loaded, generator = _load(run, loaded, generator, generate)
+                loaded, generator = _load(run, loaded, generator, generate_any)
             sampling = Sampling(n=1, temperature=tc.temperature, top_k=tc.top_k,
                                 max_new_tokens=cfg.generation.max_new_tokens, seed=tc.seed)
             size = max(1, cfg.generation.batch_size)
@@ -220,13 +255,14 @@ def run_teacher(run: Run, loaded: LoadedModel | None = None, generator: Generato
                     chunk = [Candidate(rows[s["id"]], s, cfg) for s in todo[pos : pos + min(size, cap - n_pairs)]]
                     pos += len(chunk)
                     found: dict[str, dict] = {}
-                    if generate:
-                        secs, toks = _generate_round(chunk, generator, sampling, found)
+                    to_generate = chunk if generate else [c for c in chunk if not c.has_correct]
+                    if to_generate:
+                        secs, toks = _generate_round(to_generate, generator, sampling, found)
                         gen_seconds += secs
                         new_tokens += toks
                     if tc.solution in ("rollout", "generate_or_rollout"):
                         for c in chunk:
-                            if c.id in found:
+                            if c.id in found or not c.has_correct:
                                 continue
                             got = c.rollout_solution()
                             if got is not None:
@@ -252,7 +288,12 @@ def run_teacher(run: Run, loaded: LoadedModel | None = None, generator: Generato
                                            "reasons": [x["gate"] for x in c.rejected], "teacher_tokens": c.tokens,
                                            "teacher_formats": c.formats, "hint_context": tc.hint_context,
                                            "solution": tc.solution})
-        stats = teacher_stats(read_jsonl(pairs_path), read_jsonl(rejects_path))
+        all_pairs, all_rejects = read_jsonl(pairs_path), read_jsonl(rejects_path)
+        stats = teacher_stats(all_pairs, all_rejects)
+        if cfg.curate.keep == "any_wrong":  # only then: with the paper's "both" the manifest is unchanged
+            unsolved = {s["id"] for s in selections if s["correct_index"] is None}
+            stats.update(tried_without_correct=sum(r["id"] in unsolved for r in all_pairs + all_rejects),
+                         pairs_without_correct=sum(r["id"] in unsolved for r in all_pairs))
         stats.update(selected=len(selections), max_pairs=tc.max_pairs, solution=tc.solution,
                      hint_context=tc.hint_context,
                      max_pairs_reached=tc.max_pairs is not None and stats["pairs_written"] >= tc.max_pairs,
@@ -266,7 +307,8 @@ def _generate_round(chunk: list[Candidate], generator: Generator, sampling: Samp
                     found: dict[str, dict]) -> tuple[float, int]:
     """Sample the hinted teacher for every candidate, with retries, until a reply passes."""
     tc = chunk[0].cfg.teacher
-    msgs = {c.id: c.hinted(c.reference()) for c in chunk}
+    hints = {c.id: c.hint() for c in chunk}
+    msgs = {c.id: c.hinted(hints[c.id][0]) for c in chunk}
     pending, secs, toks = list(chunk), 0.0, 0
     for attempt in range(1 + max(0, tc.retries)):
         if not pending:
@@ -281,7 +323,7 @@ def _generate_round(chunk: list[Candidate], generator: Generator, sampling: Samp
             c.attempts += 1
             toks += comp.completion_tokens
             if c.vet(comp.text, comp.finish_reason, "generate").ok:
-                hint = f"rollout:{c.sel['correct_index']}" if tc.hint_context != "none" else None
+                hint = hints[c.id][1] if tc.hint_context != "none" else None
                 found[c.id] = pair_record(c, msgs[c.id], comp.text, "generate", c.attempts, None, hint)
             else:
                 still.append(c)
