@@ -15,14 +15,11 @@ import logging
 import random
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .config import DataConfig
 from .data_files import SUFFIXES, LoadResult, load_file, load_hf_dataset, validate_file
 from .data_gym import reasoning_gym_problems
 from .problem import BadRow, DataError, Problem, normalize_question, question_keys
-
-if TYPE_CHECKING:
-    from .config import DataConfig
 
 __all__ = ["BENCHMARKS", "BadRow", "DataError", "LoadResult", "Problem", "load_benchmark", "load_file",
            "load_hf_dataset", "load_problems", "normalize_question", "question_keys", "reasoning_gym_problems",

@@ -7,12 +7,9 @@ from __future__ import annotations
 import ast
 import logging
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
+from .config import ReasoningGymTask
 from .problem import DataError, Problem, jsonable, normalize_question
-
-if TYPE_CHECKING:
-    from .config import ReasoningGymTask
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,12 @@ import time
 from pathlib import Path
 
 from . import distributed
+from .data import load_problems
 from .errors import SSBError
+from .grading import grade
 from .pipeline import SSB_STAGES
+from .problem import Problem
+from .prompts import student_messages
 from .rundir import JsonlWriter, Run, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -62,8 +66,6 @@ class GRPOError(SSBError, RuntimeError):
 
 def training_problems(run: Run) -> list:
     """The problems SSB drew rollouts from (``rollouts.jsonl``), else ``load_problems(cfg.data)``."""
-    from .data import Problem, load_problems
-
     recs = read_jsonl(run.file("rollouts.jsonl"))
     if recs:
         return [Problem.from_dict(r["problem"]) for r in recs]
@@ -85,8 +87,6 @@ def build_dataset(problems: list, prompt_cfg):
     """A ``datasets.Dataset`` with conversational ``prompt`` and the problem as JSON."""
     from datasets import Dataset
 
-    from .prompts import student_messages
-
     rows = [{"prompt": student_messages(prompt_cfg, p.question), "problem_json": json.dumps(p.to_dict())}
             for p in problems]
     return Dataset.from_list(rows)
@@ -106,15 +106,11 @@ class CorrectnessReward:
         self._cache: dict[str, object] = {}
 
     def _problem(self, problem_json: str):
-        from .data import Problem
-
         if problem_json not in self._cache:
             self._cache[problem_json] = Problem.from_dict(json.loads(problem_json))
         return self._cache[problem_json]
 
     def __call__(self, prompts, completions, problem_json, completion_ids=None, **_):
-        from .grading import grade
-
         if completion_ids is not None:
             self.generated_tokens += sum(len(ids) for ids in completion_ids)
         self.completions += len(completions)
@@ -253,8 +249,8 @@ def run_grpo(run: Run) -> dict:
     """Train the GRPO baseline; returns the manifest stats."""
     from trl import GRPOTrainer
 
-    from .generation import stop_token_ids
-    from .models import load_model, lora_config
+    from .generation import stop_token_ids  # lazy: torch, loaded only when training starts (as trl is)
+    from .models import load_model, lora_config  # lazy: torch
 
     cfg = run.cfg
     with run.stage_run("grpo") as info:

@@ -27,10 +27,13 @@ import time
 from typing import Any
 
 from . import distributed
+from .data import load_problems
 from .funnel import rollout_counts
 from .generate import load_generator
 from .generation import Generator, Sampling, derive_seed
+from .grading import grade
 from .models import LoadedModel
+from .prompts import student_messages
 from .rundir import JsonlWriter, Run, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -103,10 +106,6 @@ def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generato
                 problems: list | None = None) -> dict:
     """Roll out every problem of ``run.cfg.data`` (or of ``problems``, a prefix of them when
     drawing in chunks) not yet in ``rollouts.jsonl``; return stats."""
-    from .data import load_problems
-    from .grading import grade
-    from .prompts import student_messages
-
     cfg = run.cfg
     out_path = run.file(OUTPUT)
     with run.stage_run("rollout") as info:
