@@ -74,7 +74,8 @@ def topk_warning(temperature: float) -> str | None:
 # ----------------------------------------------------------------------------- computing
 
 
-def _pad_batch(seqs: list[list[int]], prompt_lens: list[int], reply_lens: list[int], pad_id: int):
+def pad_batch(seqs: list[list[int]], prompt_lens: list[int], reply_lens: list[int], pad_id: int):
+    """Right-padded ``[B, T]`` ids, attention mask and answer-position mask of ``seqs``."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -90,8 +91,8 @@ def _pad_batch(seqs: list[list[int]], prompt_lens: list[int], reply_lens: list[i
 def teacher_hidden(model, pairs: list[AlignedPair], pad_id: int) -> list[torch.Tensor]:
     """Post-norm hidden states ``[reply_len, H]`` of each teacher sequence at its answer positions."""
     dev = next(model.parameters()).device
-    ids, attn, answer = _pad_batch([p.teacher_ids for p in pairs], [len(p.teacher_prompt_ids) for p in pairs],
-                                   [len(p.reply_ids) for p in pairs], pad_id)
+    ids, attn, answer = pad_batch([p.teacher_ids for p in pairs], [len(p.teacher_prompt_ids) for p in pairs],
+                                  [len(p.reply_ids) for p in pairs], pad_id)
     h = answer_hidden_states(model, ids.to(dev), attn.to(dev), answer.to(dev))
     return list(h.split([len(p.reply_ids) for p in pairs]))
 
@@ -104,7 +105,7 @@ def check_head(model, pair: AlignedPair, pad_id: int) -> float:
     recomputation, so a model whose logits still differ (post-processing ssb does not know) is
     refused with :class:`TeacherStoreError`."""
     dev = next(model.parameters()).device
-    ids, attn, answer = _pad_batch([pair.teacher_ids], [len(pair.teacher_prompt_ids)], [len(pair.reply_ids)], pad_id)
+    ids, attn, answer = pad_batch([pair.teacher_ids], [len(pair.teacher_prompt_ids)], [len(pair.reply_ids)], pad_id)
     logits = model(input_ids=ids.to(dev), attention_mask=attn.to(dev), logits_to_keep=answer.to(dev)).logits
     head = model.get_output_embeddings()
     (h,) = teacher_hidden(model, [pair], pad_id)
