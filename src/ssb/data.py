@@ -64,7 +64,7 @@ def load_benchmark(name: str, split: str = "test") -> list[Problem]:
 # ----------------------------------------------------------------------------- dispatch
 
 
-def load_problems(cfg: "DataConfig", exclude: set[str] | None = None, stats: dict | None = None) -> list[Problem]:
+def load_problems(cfg: DataConfig, exclude: set[str] | None = None, stats: dict | None = None) -> list[Problem]:
     """Problems described by a :class:`~ssb.config.DataConfig`: shuffled with ``cfg.seed``
     when ``cfg.shuffle``, then cut to ``cfg.limit``. Questions in ``exclude`` (normalised)
     are dropped. ``stats`` (a dict) receives what the exclusion did: ``candidates``,
