@@ -156,7 +156,7 @@ def terminal_tables(summaries: dict[str, dict], pairs: list[dict] | None = None)
     """The two rich tables, laid out to stay readable in an 80-column terminal: no vertical
     rules, one space between columns, headers never cut (long model names wrap instead);
     what one problem is worth goes under the accuracy table, one value per benchmark."""
-    from rich import box
+    from rich import box  # lazy: ~0.06 s, only for terminal tables (report needs none)
     from rich.table import Table
 
     def table(title: str, heads: list[str], widths: dict[str, int], caption: str | None = None) -> Table:
@@ -189,7 +189,7 @@ def terminal_tables(summaries: dict[str, dict], pairs: list[dict] | None = None)
 
 def print_tables(summaries: dict[str, dict], pairs: list[dict] | None = None, console=None) -> None:
     """Rich tables on the terminal: accuracy with counts and interval, then paired differences."""
-    from rich.console import Console
+    from rich.console import Console  # lazy: see terminal_tables
 
     console = console or Console()
     for t in terminal_tables(summaries, pairs):

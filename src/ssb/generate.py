@@ -139,7 +139,7 @@ class HFGenerator:
         share, leaving every prompt at least one token of its own (the step that yields the
         first logits). None when there is none, or the model's cache is not plain full
         attention (sliding-window or recurrent layers would see the padding differently)."""
-        from transformers import DynamicCache
+        from transformers import DynamicCache  # lazy: ~1.4 s, as in models.py
         from transformers.cache_utils import DynamicLayer
 
         first = prompts[0]
@@ -171,7 +171,7 @@ class HFGenerator:
     @torch.no_grad()
     def _generate_batch(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling,
                         shared: tuple[tuple[int, ...], Any] | None = None) -> list[Completion]:
-        from transformers import GenerationConfig as HFGenConfig
+        from transformers import GenerationConfig as HFGenConfig  # lazy: ~1.4 s, as in models.py
         from transformers import LogitsProcessorList
 
         width = max(len(p) for p in prompts)

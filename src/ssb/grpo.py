@@ -85,7 +85,7 @@ def token_budget(run: Run) -> tuple[int | None, str]:
 
 def build_dataset(problems: list, prompt_cfg):
     """A ``datasets.Dataset`` with conversational ``prompt`` and the problem as JSON."""
-    from datasets import Dataset
+    from datasets import Dataset  # lazy: heavy (pyarrow), like trl and torch below only when training
 
     rows = [{"prompt": student_messages(prompt_cfg, p.question), "problem_json": json.dumps(p.to_dict())}
             for p in problems]
@@ -135,7 +135,7 @@ def seconds_budget(run: Run) -> tuple[float | None, str]:
 
 def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0: float,
                budget_seconds: float | None = None):
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback  # lazy: ~1.4 s, only when training
 
     class BudgetAndLog(TrainerCallback):
         """Stops training once the token budget is spent; writes one log line per step."""
@@ -183,7 +183,7 @@ def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0
 def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int]:
     """Last checkpoint (or None) and the generated-token count logged up to it; log lines
     after the checkpoint are dropped so the log matches the resumed state."""
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint  # lazy: ~1.4 s, only when training
 
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     recs = read_jsonl(log_path)
@@ -203,7 +203,7 @@ def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int]:
 
 def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
     """TRL ``GRPOConfig`` from the run config (CPU-safe: no vLLM, bf16 only when the model is)."""
-    import torch
+    import torch  # lazy: the budget and reward code (and its tests) load without torch or trl
     from trl import GRPOConfig as TRLGRPOConfig
 
     cfg = run.cfg
@@ -247,7 +247,7 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
 
 def run_grpo(run: Run) -> dict:
     """Train the GRPO baseline; returns the manifest stats."""
-    from trl import GRPOTrainer
+    from trl import GRPOTrainer  # lazy: see grpo_args
 
     from .generation import stop_token_ids  # lazy: torch, loaded only when training starts (as trl is)
     from .models import load_model, lora_config  # lazy: torch

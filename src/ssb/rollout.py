@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from . import distributed
 from .data import load_problems
 from .funnel import rollout_counts
@@ -73,7 +75,7 @@ def gold_parses(problem, timeout: float = 5.0) -> bool:
     box: list = []
 
     def parse():
-        from math_verify import parse as mv_parse
+        from math_verify import parse as mv_parse  # lazy: heavy (sympy), only for a gold answer to check
 
         logging.getLogger("math_verify.parser").setLevel(logging.ERROR)  # "timeout disabled" notice
         box.append(bool(mv_parse("\\boxed{" + gold + "}", parsing_timeout=None)))
@@ -166,8 +168,4 @@ def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generato
 
 
 def _bar(total: int):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return None
     return tqdm(total=total, desc="rollout", unit="problem", dynamic_ncols=True)

@@ -37,6 +37,9 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from .errors import SSBError
 from .alignment import AlignedPair, AlignmentError, align_pair, answer_slice
@@ -149,7 +152,6 @@ def _shard_name(i: int) -> str:
 
 
 def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -160,8 +162,6 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> No
 
 
 def _read_shard_meta(path: Path) -> dict:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["ssb"])
@@ -231,8 +231,6 @@ def _write_index(out: Path, settings: dict, shards: list[dict]) -> dict:
 
 def run_logits(run) -> dict:
     """Compute the teacher signal for every pair in ``pairs.jsonl`` into ``teacher/``."""
-    from tqdm.auto import tqdm
-
     cfg, lc = run.cfg, run.cfg.logits
     pairs = read_jsonl(run.file("pairs.jsonl"))
     if not pairs:
@@ -365,8 +363,6 @@ class TeacherStore:
 
     # -- rows
     def _file(self, name: str):
-        from safetensors import safe_open
-
         if name not in self._files:
             self._files[name] = safe_open(str(self.path / name), framework="pt")
         return self._files[name]
