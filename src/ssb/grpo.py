@@ -34,6 +34,7 @@ from pathlib import Path
 from . import distributed
 from .data import load_problems
 from .errors import SSBError
+from .generation import stop_token_ids
 from .grading import grade
 from .pipeline import SSB_STAGES
 from .problem import Problem
@@ -249,8 +250,7 @@ def run_grpo(run: Run) -> dict:
     """Train the GRPO baseline; returns the manifest stats."""
     from trl import GRPOTrainer  # lazy: see grpo_args
 
-    from .generation import stop_token_ids  # lazy: torch, loaded only when training starts (as trl is)
-    from .models import load_model, lora_config  # lazy: torch
+    from .models import load_model, lora_config  # lazy: torch, loaded only when training starts (as trl is)
 
     cfg = run.cfg
     with run.stage_run("grpo") as info:

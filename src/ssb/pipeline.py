@@ -22,6 +22,7 @@ from typing import Callable
 
 from . import distributed
 from .config import RunConfig
+from .curate import run_curate
 from .data import load_problems
 from .errors import SSBError
 from .evaluate import run_eval
@@ -94,7 +95,6 @@ def draw_until_pairs(run: Run) -> dict:
     Each stage resumes as usual, so a killed draw goes on where it stopped."""
     # lazy: these import torch; the pipeline stays importable without it (cli, report and grpo
     # import it, and every other stage is imported by name when it runs)
-    from .curate import run_curate
     from .generate import load_generator
     from .rollout import run_rollout
     from .teacher import run_teacher
