@@ -44,7 +44,7 @@ from ssb.alignment import align_pair
 from ssb.config import DistillConfig, LoRAConfig
 from ssb.losses import TeacherSignal, answer_hidden_states, distill_loss, reference_loss
 from ssb.models import load_model, lora_config
-from ssb.teacher_logits import encode, teacher_hidden
+from ssb.teacher_logits import encode, pad_batch, teacher_hidden
 
 ROOT = Path(__file__).resolve().parent
 GSM8K = ROOT.parent / "src" / "ssb" / "benchmarks" / "gsm8k" / "train.jsonl"
@@ -75,11 +75,9 @@ def lora(model, r: int = 32):
 
 
 def batch_tensors(pairs, pad_id, student=True):
-    from ssb.teacher_logits import _pad_batch
-
     seqs = [p.student_ids if student else p.teacher_ids for p in pairs]
     plen = [len(p.student_prompt_ids if student else p.teacher_prompt_ids) for p in pairs]
-    return _pad_batch(seqs, plen, [len(p.reply_ids) for p in pairs], pad_id)
+    return pad_batch(seqs, plen, [len(p.reply_ids) for p in pairs], pad_id)
 
 
 # ----------------------------------------------------------------------------- 1 + 2: storage and fidelity

@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from ssb import stats  # noqa: E402
 from ssb.config import load_config  # noqa: E402
-from ssb.evaluate import evaluate, training_questions  # noqa: E402
+from ssb.data_eval import training_questions  # noqa: E402
+from ssb.evaluate import evaluate  # noqa: E402
 from ssb.pipeline import SSB_STAGES, run_pipeline  # noqa: E402
 from ssb.rundir import Run, read_jsonl  # noqa: E402
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from ssb.alignment import AlignmentError, align_pair, end_of_turn_ids, reply_ids
+from ssb.alignment import AlignmentError, align_pair, reply_ids
+from ssb.prompts import end_of_turn_ids
 
 SYSTEM = {"role": "system", "content": "You are a careful math tutor."}
 STUDENT = [SYSTEM, {"role": "user", "content": "Tom has 3 apples and buys 4 more. How many?"}]

@@ -12,8 +12,8 @@ import torch
 from ssb.config import GenerationConfig
 from ssb.engine_llamacpp import sample_numpy
 from ssb.engine_vllm import vllm_completions, vllm_requests
-from ssb.generate import HFGenerator, make_generator
-from ssb.generation import Completion, GenerationError, Sampling, finish, stop_token_ids, warp_logits
+from ssb.generate import HFGenerator, make_generator, warp_logits
+from ssb.generation import Completion, GenerationError, Sampling, finish, stop_token_ids
 from ssb.models import LoadedModel
 from ssb.prompts import ChatTemplateError
 

@@ -5,6 +5,9 @@
     ssb eval --model PATH_OR_RUN --bench gsm8k,math500,aime2024
     ssb data show|validate ...      ssb model info|merge ...     ssb config show CONFIG
 
+Imports of ssb modules are inside the commands, each marked: ``config`` pulls in pydantic
+(~0.3 s) and ``models`` torch, and ``ssb --help`` needs neither.
+
 Errors meant for the user (every :class:`ssb.errors.SSBError`, and a missing or unreadable
 file) print as ``ssb: error: MESSAGE`` with exit status 1; ``--debug`` shows the traceback
 instead. Anything else is a bug and keeps its traceback.
@@ -13,18 +16,14 @@ instead. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 import time
 
+from .errors import SSBError
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-def _stage(module: str, func: str):
-    """Import a stage entry point lazily (keeps `ssb --help` fast)."""
-    return getattr(importlib.import_module(f"ssb.{module}"), func)
 
 
 def _print_json(obj) -> None:
@@ -35,8 +34,8 @@ def _print_json(obj) -> None:
 
 
 def cmd_run(args) -> int:
-    from .config import load_config
-    from .pipeline import run_pipeline
+    from .config import load_config  # lazy: pydantic, keeps `ssb --help` fast
+    from .pipeline import run_pipeline  # lazy: pydantic, keeps `ssb --help` fast
 
     cfg = load_config(args.config, args.set)
     if args.name:
@@ -46,13 +45,13 @@ def cmd_run(args) -> int:
 
 
 def _open_run(args):
-    from .rundir import Run
+    from .rundir import Run  # lazy: pydantic, keeps `ssb --help` fast
 
     return Run.open(args.run, args.set)
 
 
 def cmd_stage(args) -> int:
-    from .pipeline import STAGES  # the one list of stages (imported late: keeps `ssb --help` fast)
+    from .pipeline import STAGES  # lazy: pydantic, keeps `ssb --help` fast
 
     stage = next(s for s in STAGES if s.name == args.command)
     stats = stage.run(_open_run(args))
@@ -61,15 +60,17 @@ def cmd_stage(args) -> int:
 
 
 def cmd_report(args) -> int:
-    fn = _stage("report", "write_report")
-    path = fn(_open_run(args))
+    from .report import write_report  # lazy: pydantic, keeps `ssb --help` fast
+
+    path = write_report(_open_run(args))
     print(f"wrote {path}")
     return EXIT_OK
 
 
 def cmd_eval(args) -> int:
-    evaluate = _stage("cli_eval", "evaluate_cli")
-    evaluate(args)
+    from .cli_eval import evaluate_cli  # lazy: pydantic, keeps `ssb --help` fast
+
+    evaluate_cli(args)
     return EXIT_OK
 
 
@@ -77,19 +78,19 @@ def cmd_eval(args) -> int:
 
 
 def cmd_data_show(args) -> int:
-    from rich.console import Console
+    from rich.console import Console  # lazy: ~0.06 s, only for the table
     from rich.table import Table
 
-    from .config import DataConfig, ReasoningGymTask
+    from .config import DataConfig, ReasoningGymTask  # lazy: pydantic, keeps `ssb --help` fast
+    from .data import load_problems  # lazy: pydantic, keeps `ssb --help` fast
 
-    data = _stage("data", "load_problems")
     if args.source == "reasoning_gym":
         tasks = [ReasoningGymTask(name=t) for t in (args.task or ["chain_sum"])]
         cfg = DataConfig(source="reasoning_gym", tasks=tasks, limit=args.limit, seed=args.seed, shuffle=False)
     else:
         cfg = DataConfig(source=args.source, split=args.split, limit=args.limit, shuffle=False,
                          question_field=args.question_field, answer_field=args.answer_field)
-    problems = data(cfg)
+    problems = load_problems(cfg)
     if args.json:
         for p in problems:
             print(json.dumps(p.to_dict(), ensure_ascii=False))
@@ -105,9 +106,10 @@ def cmd_data_show(args) -> int:
 
 
 def cmd_data_validate(args) -> int:
-    validate = _stage("data", "validate_file")
-    report = validate(args.file, question_field=args.question_field, answer_field=args.answer_field,
-                      id_field=args.id_field)
+    from .data import validate_file  # lazy: pydantic, keeps `ssb --help` fast
+
+    report = validate_file(args.file, question_field=args.question_field, answer_field=args.answer_field,
+                           id_field=args.id_field)
     _print_json(report)
     for w in report.get("warnings", []):
         print(f"ssb: warning: {args.file}: {w}", file=sys.stderr)
@@ -124,11 +126,11 @@ def cmd_data_validate(args) -> int:
 
 
 def cmd_model_info(args) -> int:
-    from rich.console import Console
+    from rich.console import Console  # lazy: ~0.06 s, only for the table
     from rich.table import Table
 
-    from .config import ModelConfig
-    from .models import fingerprint, load_model, model_summary
+    from .config import ModelConfig  # lazy: pydantic, keeps `ssb --help` fast
+    from .models import fingerprint, load_model, model_summary  # lazy: torch
 
     cfg = ModelConfig(name_or_path=args.model, gguf_file=args.gguf_file, device=args.device,
                       trust_remote_code=args.trust_remote_code)
@@ -146,16 +148,16 @@ def cmd_model_info(args) -> int:
 
 
 def cmd_model_merge(args) -> int:
-    from .config import ModelConfig
+    from .config import ModelConfig  # lazy: pydantic, keeps `ssb --help` fast
+    from .distill import merge_adapter  # lazy: torch, transformers
 
-    merge = _stage("distill", "merge_adapter")
-    out = merge(ModelConfig(name_or_path=args.base), args.adapter, args.out)
+    out = merge_adapter(ModelConfig(name_or_path=args.base), args.adapter, args.out)
     print(f"wrote merged model to {out}")
     return EXIT_OK
 
 
 def cmd_config_show(args) -> int:
-    from .config import dump_config, load_config
+    from .config import dump_config, load_config  # lazy: pydantic, keeps `ssb --help` fast
 
     print(dump_config(load_config(args.config, args.set)), end="")
     return EXIT_OK
@@ -272,8 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "fn", None):
         parser.print_help()
         return EXIT_USAGE
-    from .errors import SSBError
-
     t0 = time.time()
     try:
         code = args.fn(args)

@@ -21,7 +21,8 @@ LABEL_ORDER = ("base", "grpo", "ssb")  # reference first: differences read "late
 # ----------------------------------------------------------------------------- comparisons
 
 
-def _label_key(label: str) -> tuple[int, str]:
+def label_key(label: str) -> tuple[int, str]:
+    """Sort key for model labels: ``LABEL_ORDER`` first, in that order, then the rest by name."""
     return (LABEL_ORDER.index(label) if label in LABEL_ORDER else len(LABEL_ORDER), label)
 
 
@@ -43,7 +44,7 @@ def paired_table(results: dict[str, dict[str, list[dict]]], seed: int = 0) -> li
     problem ids both evaluated. Row: ``bench, a, b, n, diff`` (a minus b), ``ci``,
     ``p_value``, ``test``, ``a_only``/``b_only`` (problems only one of them solved)."""
     rows = []
-    labels = sorted(results, key=_label_key)
+    labels = sorted(results, key=label_key)
     for ref, other in combinations(labels, 2):
         for bench in sorted(set(results[ref]) & set(results[other])):
             a = {str(r["id"]): r for r in results[other][bench]}
@@ -91,7 +92,7 @@ def summary_rows(summaries: dict[str, dict]) -> list[dict]:
     """Flatten ``{label: summary}`` into one row per (bench, label) for printing."""
     rows = []
     names = display_names(summaries)
-    for label in sorted(summaries, key=_label_key):
+    for label in sorted(summaries, key=label_key):
         for bench, b in sorted(summaries[label].get("benches", {}).items()):
             if not b.get("n_problems"):
                 continue
@@ -155,7 +156,7 @@ def terminal_tables(summaries: dict[str, dict], pairs: list[dict] | None = None)
     """The two rich tables, laid out to stay readable in an 80-column terminal: no vertical
     rules, one space between columns, headers never cut (long model names wrap instead);
     what one problem is worth goes under the accuracy table, one value per benchmark."""
-    from rich import box
+    from rich import box  # lazy: ~0.06 s, only for terminal tables (report needs none)
     from rich.table import Table
 
     def table(title: str, heads: list[str], widths: dict[str, int], caption: str | None = None) -> Table:
@@ -188,7 +189,7 @@ def terminal_tables(summaries: dict[str, dict], pairs: list[dict] | None = None)
 
 def print_tables(summaries: dict[str, dict], pairs: list[dict] | None = None, console=None) -> None:
     """Rich tables on the terminal: accuracy with counts and interval, then paired differences."""
-    from rich.console import Console
+    from rich.console import Console  # lazy: see terminal_tables
 
     console = console or Console()
     for t in terminal_tables(summaries, pairs):

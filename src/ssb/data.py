@@ -15,14 +15,11 @@ import logging
 import random
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .config import DataConfig
 from .data_files import SUFFIXES, LoadResult, load_file, load_hf_dataset, validate_file
 from .data_gym import reasoning_gym_problems
 from .problem import BadRow, DataError, Problem, normalize_question, question_keys
-
-if TYPE_CHECKING:
-    from .config import DataConfig
 
 __all__ = ["BENCHMARKS", "BadRow", "DataError", "LoadResult", "Problem", "load_benchmark", "load_file",
            "load_hf_dataset", "load_problems", "normalize_question", "question_keys", "reasoning_gym_problems",
@@ -67,7 +64,7 @@ def load_benchmark(name: str, split: str = "test") -> list[Problem]:
 # ----------------------------------------------------------------------------- dispatch
 
 
-def load_problems(cfg: "DataConfig", exclude: set[str] | None = None, stats: dict | None = None) -> list[Problem]:
+def load_problems(cfg: DataConfig, exclude: set[str] | None = None, stats: dict | None = None) -> list[Problem]:
     """Problems described by a :class:`~ssb.config.DataConfig`: shuffled with ``cfg.seed``
     when ``cfg.shuffle``, then cut to ``cfg.limit``. Questions in ``exclude`` (normalised)
     are dropped. ``stats`` (a dict) receives what the exclusion did: ``candidates``,

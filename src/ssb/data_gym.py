@@ -7,12 +7,9 @@ from __future__ import annotations
 import ast
 import logging
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
+from .config import ReasoningGymTask
 from .problem import DataError, Problem, jsonable, normalize_question
-
-if TYPE_CHECKING:
-    from .config import ReasoningGymTask
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +57,7 @@ def _entry_is_consistent(task: str, entry: dict) -> bool:
         return False
 
 
-def _split_by_weight(size: int, tasks: list["ReasoningGymTask"]) -> list[int]:
+def _split_by_weight(size: int, tasks: list[ReasoningGymTask]) -> list[int]:
     """Largest-remainder split of ``size`` over the task weights."""
     total = sum(t.weight for t in tasks)
     if total <= 0:
@@ -73,7 +70,7 @@ def _split_by_weight(size: int, tasks: list["ReasoningGymTask"]) -> list[int]:
     return counts
 
 
-def _draw_task(task: "ReasoningGymTask", want: int, seed: int, seen: set[str], exclude: set[str],
+def _draw_task(task: ReasoningGymTask, want: int, seed: int, seen: set[str], exclude: set[str],
                stats: dict) -> list[Problem]:
     """Up to ``want`` problems whose questions are neither in ``seen`` (drawn already) nor
     in ``exclude``; ``stats`` gets the counts (candidates, dropped, kept, exhausted)."""
@@ -135,7 +132,7 @@ def _draw_task(task: "ReasoningGymTask", want: int, seed: int, seen: set[str], e
 
 
 def reasoning_gym_problems(
-    tasks: list["ReasoningGymTask"], size: int, seed: int, exclude: set[str] | None = None,
+    tasks: list[ReasoningGymTask], size: int, seed: int, exclude: set[str] | None = None,
     stats: dict | None = None,
 ) -> list[Problem]:
     """Draw ``size`` problems from reasoning-gym tasks, split by weight.

@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from . import distributed
 from .alignment import answer_slice, reply_ids
@@ -239,8 +239,7 @@ def resume_point(ckpt_dir: Path, log_path: Path) -> str | None:
 
 def run_distill(run) -> dict:
     """Train the LoRA student on ``pairs.jsonl`` + ``teacher/``; save it to ``student/``."""
-    from peft import get_peft_model
-    from transformers import set_seed
+    from peft import get_peft_model  # lazy: ~3 s more than transformers, only to train or merge
 
     cfg, dc = run.cfg, run.cfg.distill
     distributed.check_supported("distillation")  # distributed hook: FSDP / ZeRO-3 shard the LM head
@@ -302,7 +301,7 @@ def run_distill(run) -> dict:
 
 def merge_adapter(model_cfg: ModelConfig | str, adapter_dir: str | Path, out_dir: str | Path) -> dict:
     """``ssb model merge``: base + LoRA adapter -> a standalone model directory (+ tokenizer)."""
-    from peft import PeftModel
+    from peft import PeftModel  # lazy: see run_distill
 
     lm = load_model(model_cfg, device="cpu")
     merged = PeftModel.from_pretrained(lm.model, str(adapter_dir)).merge_and_unload()

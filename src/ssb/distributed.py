@@ -80,7 +80,7 @@ def launched_world_size() -> int:
 
 
 def _dist():
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: rundir imports this module and stays torch-free
 
     return dist if dist.is_available() else None
 
@@ -90,7 +90,7 @@ def init() -> None:
     dist = _dist()
     if launched_world_size() <= 1 or dist is None or dist.is_initialized():
         return
-    import torch
+    import torch  # lazy: see _dist
     from accelerate import PartialState
 
     timeout = timedelta(seconds=_env_int("SSB_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))

@@ -12,6 +12,9 @@ prompt; the n samples of one prompt copy the whole prompt's cache from their lea
 from __future__ import annotations
 
 import logging
+import os
+from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -36,8 +39,6 @@ def _gguf_path(gen_cfg: GenerationConfig, loaded: LoadedModel) -> str:
     if gen_cfg.gguf_path:
         return gen_cfg.gguf_path
     if loaded.gguf_file:
-        from pathlib import Path
-
         p = Path(loaded.source) / loaded.gguf_file
         if p.exists():
             return str(p)
@@ -55,7 +56,7 @@ def _llamacpp_unsupported_model(loaded: LoadedModel) -> str | None:
 
 def _import_llama_cpp():
     try:
-        import llama_cpp
+        import llama_cpp  # optional extra ssb[llamacpp]: imported when the backend is chosen
     except ImportError as exc:
         raise GenerationError(
             "generation.backend=llamacpp but llama-cpp-python is not installed: "
@@ -90,8 +91,6 @@ class _LlamaCppEngine:
 
     def __init__(self, path: str, parallel: int, n_ctx_seq: int, n_threads: int | None = None,
                  prefix_cache: bool = True):
-        import os
-
         self.L = L = _import_llama_cpp()
         L.llama_backend_init()
         self.model = L.llama_model_load_from_file(path.encode(), L.llama_model_default_params())
@@ -148,8 +147,6 @@ class _LlamaCppEngine:
         sibling slots (``llama_memory_seq_cp``), each sibling sampling its own first token
         from the leader's logits. With ``prefix_cache`` the prefix all prompts share is
         decoded once into ``prefix_seq`` and each leader starts from a copy of it."""
-        from collections import deque
-
         if not items:
             return
         L = self.L

@@ -9,9 +9,12 @@ and ``max_tokens`` never asks for more than the room a prompt leaves, like the h
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from .config import GenerationConfig, ModelConfig
@@ -94,7 +97,7 @@ class VLLMGenerator:
     def __init__(self, gen_cfg: GenerationConfig, loaded: LoadedModel, model_cfg: ModelConfig | None,
                  adapter: str | None = None):
         try:
-            import vllm  # noqa: F401
+            import vllm  # noqa: F401 - optional extra ssb[vllm]: imported when the backend is chosen
         except ImportError as exc:
             raise GenerationError(
                 "generation.backend=vllm but vLLM is not installed: `pip install ssb[vllm]` on a CUDA "
@@ -130,7 +133,7 @@ class VLLMGenerator:
 
     def generate(self, conversations, sampling: Sampling, progress: bool | str = True,
                  seeds: list[int] | None = None) -> list[list[Completion]]:
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # optional (see __init__)
 
         prompts = render_all(self.tok, conversations)
         reqs, kws = vllm_requests(prompts, sampling, seeds, self.stops, self.max_model_len)
@@ -143,7 +146,7 @@ class VLLMGenerator:
         params = [SamplingParams(**kws[i]) for i in keep]
         lora = None
         if self.adapter is not None:
-            from vllm.lora.request import LoRARequest
+            from vllm.lora.request import LoRARequest  # optional (see __init__)
 
             lora = LoRARequest("adapter", 1, self.adapter)
         t0 = time.time()
@@ -159,17 +162,12 @@ class VLLMGenerator:
 def _save_adapter_if_peft(model) -> str | None:
     if not hasattr(model, "peft_config"):
         return None
-    import tempfile
-
     path = tempfile.mkdtemp(prefix="ssb-vllm-adapter-")
     model.save_pretrained(path)
     return path
 
 
 def _adapter_rank(path: str) -> int:
-    import json
-    from pathlib import Path
-
     cfg = json.loads((Path(path) / "adapter_config.json").read_text())
     r = int(cfg.get("r", 16))
     return max(8, 2 ** math.ceil(math.log2(r)))

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from . import distributed, stats
 from .config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig
 from .data_eval import HOLDOUT_ALIASES, EvalError, bench_name, bench_problems, training_questions
+from .generation import Sampling, derive_seed
 from .grading import grade
 from .prompts import student_messages
 from .rundir import JsonlWriter, Run, atomic_write_json, iter_batches, read_jsonl
@@ -74,8 +75,6 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
 
 
 def sampling_for(eval_cfg: EvalConfig, gen_cfg: GenerationConfig):
-    from .generation import Sampling  # imports torch: kept out of this module's import
-
     return Sampling(
         n=eval_cfg.n,
         temperature=eval_cfg.temperature,
@@ -123,8 +122,6 @@ def _check_settings(existing: list[dict], n: int, path: Path) -> None:
 def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling, path: Path,
                batch_size: int, desc: str = "") -> list[dict]:
     """Generate + grade the problems not yet in ``path``; return the records of ``problems``."""
-    from .generation import derive_seed  # imports torch: kept out of this module's import
-
     # distributed hook: records of the canonical file + shard files; todo = this process's share
     existing = {str(r["id"]): r for r in distributed.read_records(path)}
     _check_settings(list(existing.values()), sampling.n, path)

@@ -54,16 +54,43 @@ from .generation import (
     finish,
     model_context_length,
     render_all,
-    sample_rows,
     sequence_seeds,
     shared_prefix_len,
     stop_token_ids,
-    warp_logits,
 )
 from .models import LoadedModel, load_model
 from .rundir import Run
 
 log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- sampling math (hf backend)
+
+
+def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Temperature, top-k and top-p applied to ``[rows, vocab]`` logits (float32 out)."""
+    x = logits.float() / temperature
+    if top_k and top_k < x.shape[-1]:
+        kth = torch.topk(x, top_k, dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_x, order = torch.sort(x, dim=-1, descending=True)
+        probs = sorted_x.softmax(-1)
+        # drop a token when the mass before it already reaches top_p (always keep the first)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        sorted_x = sorted_x.masked_fill(drop, float("-inf"))
+        x = torch.full_like(x, float("-inf")).scatter(-1, order, sorted_x)
+    return x
+
+
+def sample_rows(warped: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: one token per row from ``uniforms`` in [0, 1)."""
+    probs = warped.softmax(-1)
+    cdf = probs.cumsum(-1)
+    u = uniforms.to(cdf.device, cdf.dtype).unsqueeze(-1) * cdf[..., -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    return idx.clamp_(max=warped.shape[-1] - 1)
+
 
 class _SeededSampler:
     """A transformers logits processor that samples each row with its own RNG and forces
@@ -139,7 +166,7 @@ class HFGenerator:
         share, leaving every prompt at least one token of its own (the step that yields the
         first logits). None when there is none, or the model's cache is not plain full
         attention (sliding-window or recurrent layers would see the padding differently)."""
-        from transformers import DynamicCache
+        from transformers import DynamicCache  # lazy: ~1.4 s, as in models.py
         from transformers.cache_utils import DynamicLayer
 
         first = prompts[0]
@@ -171,7 +198,7 @@ class HFGenerator:
     @torch.no_grad()
     def _generate_batch(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling,
                         shared: tuple[tuple[int, ...], Any] | None = None) -> list[Completion]:
-        from transformers import GenerationConfig as HFGenConfig
+        from transformers import GenerationConfig as HFGenConfig  # lazy: ~1.4 s, as in models.py
         from transformers import LogitsProcessorList
 
         width = max(len(p) for p in prompts)

@@ -1,8 +1,9 @@
 """Generation records and the helpers every backend shares: what a sampling request is
 (:class:`Sampling`), what comes back (:class:`Completion`), the :class:`Generator` protocol,
 per-sequence seeds, stop tokens (the end-of-turn list lives in :mod:`prompts`, shared with
-:mod:`alignment`), cutting a reply at its stop token (:func:`finish`), the progress bar and the
-sampling math (temperature / top-k / top-p, inverse-CDF sampling).
+:mod:`alignment`), cutting a reply at its stop token (:func:`finish`) and the progress bar. No
+torch here (the hf backend's sampling math lives in ``generate.py``), so the modules that only
+need these records (evaluate, curate, grpo) import them without loading torch.
 
 The backends (``generate.py``: hf and the factory; ``engine_llamacpp.py``; ``engine_vllm.py``)
 import from here and nothing here imports them, so the import graph has no cycle.
@@ -15,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import torch
 from tqdm.auto import tqdm
 
 from .errors import SSBError
@@ -174,31 +174,3 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-# ----------------------------------------------------------------------------- sampling math
-
-
-def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Temperature, top-k and top-p applied to ``[rows, vocab]`` logits (float32 out)."""
-    x = logits.float() / temperature
-    if top_k and top_k < x.shape[-1]:
-        kth = torch.topk(x, top_k, dim=-1).values[..., -1:]
-        x = x.masked_fill(x < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_x, order = torch.sort(x, dim=-1, descending=True)
-        probs = sorted_x.softmax(-1)
-        # drop a token when the mass before it already reaches top_p (always keep the first)
-        drop = (probs.cumsum(-1) - probs) >= top_p
-        sorted_x = sorted_x.masked_fill(drop, float("-inf"))
-        x = torch.full_like(x, float("-inf")).scatter(-1, order, sorted_x)
-    return x
-
-
-def sample_rows(warped: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF sampling: one token per row from ``uniforms`` in [0, 1)."""
-    probs = warped.softmax(-1)
-    cdf = probs.cumsum(-1)
-    u = uniforms.to(cdf.device, cdf.dtype).unsqueeze(-1) * cdf[..., -1:]
-    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    return idx.clamp_(max=warped.shape[-1] - 1)

@@ -80,7 +80,7 @@ def _serve(req: dict):
 def _worker_main() -> None:
     """Worker process loop: one JSON request per stdin line, one JSON reply per line."""
     try:
-        import resource
+        import resource  # Unix only: elsewhere the worker runs without the memory cap
 
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
     except (ImportError, ValueError, OSError):

@@ -32,8 +32,13 @@ import time
 from pathlib import Path
 
 from . import distributed
+from .data import load_problems
 from .errors import SSBError
+from .generation import stop_token_ids
+from .grading import grade
 from .pipeline import SSB_STAGES
+from .problem import Problem
+from .prompts import student_messages
 from .rundir import JsonlWriter, Run, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -62,8 +67,6 @@ class GRPOError(SSBError, RuntimeError):
 
 def training_problems(run: Run) -> list:
     """The problems SSB drew rollouts from (``rollouts.jsonl``), else ``load_problems(cfg.data)``."""
-    from .data import Problem, load_problems
-
     recs = read_jsonl(run.file("rollouts.jsonl"))
     if recs:
         return [Problem.from_dict(r["problem"]) for r in recs]
@@ -83,9 +86,7 @@ def token_budget(run: Run) -> tuple[int | None, str]:
 
 def build_dataset(problems: list, prompt_cfg):
     """A ``datasets.Dataset`` with conversational ``prompt`` and the problem as JSON."""
-    from datasets import Dataset
-
-    from .prompts import student_messages
+    from datasets import Dataset  # lazy: heavy (pyarrow), like trl and torch below only when training
 
     rows = [{"prompt": student_messages(prompt_cfg, p.question), "problem_json": json.dumps(p.to_dict())}
             for p in problems]
@@ -106,15 +107,11 @@ class CorrectnessReward:
         self._cache: dict[str, object] = {}
 
     def _problem(self, problem_json: str):
-        from .data import Problem
-
         if problem_json not in self._cache:
             self._cache[problem_json] = Problem.from_dict(json.loads(problem_json))
         return self._cache[problem_json]
 
     def __call__(self, prompts, completions, problem_json, completion_ids=None, **_):
-        from .grading import grade
-
         if completion_ids is not None:
             self.generated_tokens += sum(len(ids) for ids in completion_ids)
         self.completions += len(completions)
@@ -139,7 +136,7 @@ def seconds_budget(run: Run) -> tuple[float | None, str]:
 
 def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0: float,
                budget_seconds: float | None = None):
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback  # lazy: ~1.4 s, only when training
 
     class BudgetAndLog(TrainerCallback):
         """Stops training once the token budget is spent; writes one log line per step."""
@@ -187,7 +184,7 @@ def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0
 def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int]:
     """Last checkpoint (or None) and the generated-token count logged up to it; log lines
     after the checkpoint are dropped so the log matches the resumed state."""
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint  # lazy: ~1.4 s, only when training
 
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     recs = read_jsonl(log_path)
@@ -207,7 +204,7 @@ def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int]:
 
 def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
     """TRL ``GRPOConfig`` from the run config (CPU-safe: no vLLM, bf16 only when the model is)."""
-    import torch
+    import torch  # lazy: the budget and reward code (and its tests) load without torch or trl
     from trl import GRPOConfig as TRLGRPOConfig
 
     cfg = run.cfg
@@ -251,10 +248,9 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
 
 def run_grpo(run: Run) -> dict:
     """Train the GRPO baseline; returns the manifest stats."""
-    from trl import GRPOTrainer
+    from trl import GRPOTrainer  # lazy: see grpo_args
 
-    from .generation import stop_token_ids
-    from .models import load_model, lora_config
+    from .models import load_model, lora_config  # lazy: torch, loaded only when training starts (as trl is)
 
     cfg = run.cfg
     with run.stage_run("grpo") as info:

@@ -22,7 +22,10 @@ from typing import Callable
 
 from . import distributed
 from .config import RunConfig
+from .curate import run_curate
+from .data import load_problems
 from .errors import SSBError
+from .evaluate import run_eval
 from .rundir import Run
 
 log = logging.getLogger("ssb")
@@ -49,8 +52,6 @@ class Stage:
 
     def run(self, run: Run):
         if self.label is not None:
-            from .evaluate import run_eval
-
             return run_eval(run, self.label, adapter=run.file(self.adapter) if self.adapter else None)
         return getattr(importlib.import_module(f"ssb.{self.module}"), self.func)(run)
 
@@ -92,8 +93,8 @@ def draw_until_pairs(run: Run) -> dict:
     problems, a chunk at a time, until ``teacher.max_pairs`` pairs exist or the problems run
     out (rolling out all 7,473 GSM8K problems for 256 pairs wastes most of the compute).
     Each stage resumes as usual, so a killed draw goes on where it stopped."""
-    from .data import load_problems
-    from .curate import run_curate
+    # lazy: these import torch; the pipeline stays importable without it (cli, report and grpo
+    # import it, and every other stage is imported by name when it runs)
     from .generate import load_generator
     from .rollout import run_rollout
     from .teacher import run_teacher

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .compare import label_key
+
 COLORS = {"base": "#8c8c8c", "grpo": "#e07b39", "ssb": "#2b7bba"}
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # lazy: ~0.7 s, paid only when a plot is drawn (pyplot after the Agg backend)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -118,10 +120,8 @@ GRPO_PANELS = [("reward (fraction correct)", ("reward",)), ("completion length (
 
 def plot_accuracy(summaries: dict, path: Path) -> Path | None:
     """Grouped bars per benchmark with 95% error bars and k/n labels."""
-    from .compare import _label_key
-
     plt = _plt()
-    labels = sorted(summaries, key=_label_key)
+    labels = sorted(summaries, key=label_key)
     benches = sorted({b for s in summaries.values() for b, v in s.get("benches", {}).items() if v.get("n_problems")})
     if not benches:
         return None
@@ -161,10 +161,8 @@ def summaries_points(summaries: dict, bench: str) -> float:
 
 def plot_lengths(results: dict, path: Path) -> Path | None:
     """Completion length (tokens) per model and benchmark: box plots with the mean marked."""
-    from .compare import _label_key
-
     plt = _plt()
-    labels = sorted(results, key=_label_key)
+    labels = sorted(results, key=label_key)
     benches = sorted({b for r in results.values() for b in r})
     if not benches:
         return None

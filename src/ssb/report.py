@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .compare import compare, load_results, load_summaries, markdown_tables
 from .funnel import rollout_counts
-from .pipeline import SSB_STAGES
+from .pipeline import SSB_STAGES, STAGE_NAMES
 from .plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
 from .rundir import Run, atomic_write_text, read_jsonl
 
@@ -69,8 +70,6 @@ def funnel_counts(run: Run) -> dict | None:
 
 def _stage_table(manifest: dict) -> list[str]:
     stages = manifest.get("stages", {})
-    from .pipeline import STAGE_NAMES
-
     lines = ["| stage | status | seconds |", "|---|---|---|"]
     for name in STAGE_NAMES + [s for s in stages if s not in STAGE_NAMES]:
         if name == "report":
@@ -158,8 +157,6 @@ def collapse_flags(summaries: dict, base: str = "base", margin: float = 0.02) ->
 
 def write_report(run: Run) -> Path:
     """Write ``report.md`` and ``plots/*.png`` for ``run``; returns the report path."""
-    from .compare import compare, load_results, load_summaries, markdown_tables
-
     plots = run.file("plots")
     plots.mkdir(parents=True, exist_ok=True)
     manifest = run.manifest()

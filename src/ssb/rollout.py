@@ -26,11 +26,16 @@ import threading
 import time
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from . import distributed
+from .data import load_problems
 from .funnel import rollout_counts
 from .generate import load_generator
 from .generation import Generator, Sampling, derive_seed
+from .grading import grade
 from .models import LoadedModel
+from .prompts import student_messages
 from .rundir import JsonlWriter, Run, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -70,7 +75,7 @@ def gold_parses(problem, timeout: float = 5.0) -> bool:
     box: list = []
 
     def parse():
-        from math_verify import parse as mv_parse
+        from math_verify import parse as mv_parse  # lazy: heavy (sympy), only for a gold answer to check
 
         logging.getLogger("math_verify.parser").setLevel(logging.ERROR)  # "timeout disabled" notice
         box.append(bool(mv_parse("\\boxed{" + gold + "}", parsing_timeout=None)))
@@ -103,10 +108,6 @@ def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generato
                 problems: list | None = None) -> dict:
     """Roll out every problem of ``run.cfg.data`` (or of ``problems``, a prefix of them when
     drawing in chunks) not yet in ``rollouts.jsonl``; return stats."""
-    from .data import load_problems
-    from .grading import grade
-    from .prompts import student_messages
-
     cfg = run.cfg
     out_path = run.file(OUTPUT)
     with run.stage_run("rollout") as info:
@@ -167,8 +168,4 @@ def run_rollout(run: Run, loaded: LoadedModel | None = None, generator: Generato
 
 
 def _bar(total: int):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return None
     return tqdm(total=total, desc="rollout", unit="problem", dynamic_ncols=True)

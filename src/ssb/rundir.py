@@ -19,6 +19,7 @@ import platform
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -33,8 +34,6 @@ from .files import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl
 
 
 def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for name in ("ssb", "torch", "transformers", "peft", "accelerate", "trl", "datasets",
                  "safetensors", "math-verify", "reasoning-gym", "vllm", "llama-cpp-python"):

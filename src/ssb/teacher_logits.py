@@ -37,6 +37,9 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from .errors import SSBError
 from .alignment import AlignedPair, AlignmentError, align_pair, answer_slice
@@ -74,7 +77,8 @@ def topk_warning(temperature: float) -> str | None:
 # ----------------------------------------------------------------------------- computing
 
 
-def _pad_batch(seqs: list[list[int]], prompt_lens: list[int], reply_lens: list[int], pad_id: int):
+def pad_batch(seqs: list[list[int]], prompt_lens: list[int], reply_lens: list[int], pad_id: int):
+    """Right-padded ``[B, T]`` ids, attention mask and answer-position mask of ``seqs``."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -90,8 +94,8 @@ def _pad_batch(seqs: list[list[int]], prompt_lens: list[int], reply_lens: list[i
 def teacher_hidden(model, pairs: list[AlignedPair], pad_id: int) -> list[torch.Tensor]:
     """Post-norm hidden states ``[reply_len, H]`` of each teacher sequence at its answer positions."""
     dev = next(model.parameters()).device
-    ids, attn, answer = _pad_batch([p.teacher_ids for p in pairs], [len(p.teacher_prompt_ids) for p in pairs],
-                                   [len(p.reply_ids) for p in pairs], pad_id)
+    ids, attn, answer = pad_batch([p.teacher_ids for p in pairs], [len(p.teacher_prompt_ids) for p in pairs],
+                                  [len(p.reply_ids) for p in pairs], pad_id)
     h = answer_hidden_states(model, ids.to(dev), attn.to(dev), answer.to(dev))
     return list(h.split([len(p.reply_ids) for p in pairs]))
 
@@ -104,7 +108,7 @@ def check_head(model, pair: AlignedPair, pad_id: int) -> float:
     recomputation, so a model whose logits still differ (post-processing ssb does not know) is
     refused with :class:`TeacherStoreError`."""
     dev = next(model.parameters()).device
-    ids, attn, answer = _pad_batch([pair.teacher_ids], [len(pair.teacher_prompt_ids)], [len(pair.reply_ids)], pad_id)
+    ids, attn, answer = pad_batch([pair.teacher_ids], [len(pair.teacher_prompt_ids)], [len(pair.reply_ids)], pad_id)
     logits = model(input_ids=ids.to(dev), attention_mask=attn.to(dev), logits_to_keep=answer.to(dev)).logits
     head = model.get_output_embeddings()
     (h,) = teacher_hidden(model, [pair], pad_id)
@@ -148,7 +152,6 @@ def _shard_name(i: int) -> str:
 
 
 def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -159,8 +162,6 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> No
 
 
 def _read_shard_meta(path: Path) -> dict:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["ssb"])
@@ -230,8 +231,6 @@ def _write_index(out: Path, settings: dict, shards: list[dict]) -> dict:
 
 def run_logits(run) -> dict:
     """Compute the teacher signal for every pair in ``pairs.jsonl`` into ``teacher/``."""
-    from tqdm.auto import tqdm
-
     cfg, lc = run.cfg, run.cfg.logits
     pairs = read_jsonl(run.file("pairs.jsonl"))
     if not pairs:
@@ -364,8 +363,6 @@ class TeacherStore:
 
     # -- rows
     def _file(self, name: str):
-        from safetensors import safe_open
-
         if name not in self._files:
             self._files[name] = safe_open(str(self.path / name), framework="pt")
         return self._files[name]
