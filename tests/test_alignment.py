@@ -2,7 +2,7 @@
 
 import pytest
 
-from ssb.alignment import AlignmentError, align_pair, reply_ids
+from ssb.alignment import AlignmentError, align_pair, prompt_and_reply_ids
 from ssb.prompts import end_of_turn_ids
 
 SYSTEM = {"role": "system", "content": "You are a careful math tutor."}
@@ -24,7 +24,7 @@ def tok(request, embedded_tokenizer, chatml_tokenizer):
 
 @pytest.mark.parametrize("msgs", [STUDENT, TEACHER, TEACHER[1:]], ids=["student", "teacher", "no-system"])
 def test_prompt_plus_reply_is_the_rendered_conversation(tok, msgs):
-    prompt, reply = reply_ids(tok, msgs, SOLUTION)
+    prompt, reply = prompt_and_reply_ids(tok, msgs, SOLUTION)
     full = _full(tok, msgs, SOLUTION)
     # prompt ‖ reply is the whole rendering up to and including the end-of-turn token; what the
     # template adds after it (ChatML's "\n" between turns) is whitespace the model never generates
@@ -62,13 +62,13 @@ def _plain_template(tok, gen_prompt):
 
 def test_template_without_end_of_turn_is_refused(embedded_tokenizer):
     with pytest.raises(AlignmentError, match="end-of-turn"):
-        reply_ids(_plain_template(embedded_tokenizer, "assistant:\\n"), STUDENT, SOLUTION)
+        prompt_and_reply_ids(_plain_template(embedded_tokenizer, "assistant:\\n"), STUDENT, SOLUTION)
 
 
 def test_prompt_that_merges_with_the_reply_is_refused(embedded_tokenizer):
     # "assistant: " + "He" tokenises as "assistant:" + " He": the prompt is no token prefix
     with pytest.raises(AlignmentError, match="prefix"):
-        reply_ids(_plain_template(embedded_tokenizer, "assistant: "), STUDENT, SOLUTION)
+        prompt_and_reply_ids(_plain_template(embedded_tokenizer, "assistant: "), STUDENT, SOLUTION)
 
 
 def test_generation_stops_where_training_replies_end(embedded_model):
@@ -79,5 +79,5 @@ def test_generation_stops_where_training_replies_end(embedded_model):
     tok = embedded_model.tokenizer
     stops = set(stop_token_ids(tok, embedded_model.model))
     assert stops == end_of_turn_ids(tok)
-    _, reply = reply_ids(tok, [{"role": "user", "content": "1 + 1?"}], "2")
+    _, reply = prompt_and_reply_ids(tok, [{"role": "user", "content": "1 + 1?"}], "2")
     assert reply[-1] in stops

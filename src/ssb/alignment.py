@@ -49,7 +49,7 @@ class AlignedPair:
         return self.student_prompt_ids + self.reply_ids
 
 
-def reply_ids(tokenizer, messages: list[Message], reply: str) -> tuple[list[int], list[int]]:
+def prompt_and_reply_ids(tokenizer, messages: list[Message], reply: str) -> tuple[list[int], list[int]]:
     """(prompt ids with generation prompt, reply ids ending with the end-of-turn token)."""
     prompt = render_prompt_ids(tokenizer, messages)
     full = chat_ids(tokenizer, messages + [{"role": "assistant", "content": reply}], add_generation_prompt=False)
@@ -73,8 +73,8 @@ def reply_ids(tokenizer, messages: list[Message], reply: str) -> tuple[list[int]
 def align_pair(tokenizer, teacher_messages: list[Message], student_messages: list[Message], solution: str,
                max_length: int | None = None) -> AlignedPair:
     """Teacher and student inputs over the same reply ids; refuses sequences over ``max_length``."""
-    t_prompt, reply = reply_ids(tokenizer, teacher_messages, solution)
-    s_prompt, s_reply = reply_ids(tokenizer, student_messages, solution)
+    t_prompt, reply = prompt_and_reply_ids(tokenizer, teacher_messages, solution)
+    s_prompt, s_reply = prompt_and_reply_ids(tokenizer, student_messages, solution)
     if s_reply != reply:
         raise AlignmentError("the template renders the same reply differently after the teacher and "
                              "student prompts; the reply tokens would not align")

@@ -33,7 +33,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from . import distributed
-from .alignment import answer_slice, reply_ids
+from .alignment import answer_slice, prompt_and_reply_ids
 from .config import ModelConfig
 from .losses import TeacherSignal, answer_hidden_states, distill_loss, logit_transform
 from .models import load_model, lora_config, resolve_device
@@ -96,7 +96,7 @@ def build_items(pairs: list[dict], store: TeacherStore, tokenizer, max_length: i
             stats["not_in_store"] += 1
             continue
         stored = store.reply_ids(pid)
-        prompt, reply = reply_ids(tokenizer, rec["student_messages"], rec["solution"])
+        prompt, reply = prompt_and_reply_ids(tokenizer, rec["student_messages"], rec["solution"])
         if reply != stored:
             raise TeacherStoreError(f"pair {pid}: reply tokens differ from the teacher store's; pairs.jsonl "
                                     "changed since `ssb logits` (rerun it)")
