@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from ssb.config import GatesConfig, PromptConfig, WorkedExample
-from ssb.gates import (arithmetic_errors, check_reply, degenerate, privileged_text, shows_work,
-                       stated_answers, word_ngrams)
+from ssb.gates import (arithmetic_errors, asks_boxed, check_reply, degenerate, privileged_text, shows_work,
+                       stated_answers, well_formed, word_ngrams)
 from ssb.prompts import TEACHER_TEMPLATE
 
 CHAIN_TEMPLATE = """{question}
@@ -32,10 +32,11 @@ QUESTION = "State the final answer to the following arithmetic problem: 54 + 86 
 REFERENCE = "54 + 86 = 140.\n\nThe answer is \\boxed{140}."
 
 
-def verdict(reply: str, template=CHAIN_TEMPLATE, mode="contrastive", cfg=None, correct=True, finished=True):
+def verdict(reply: str, template=CHAIN_TEMPLATE, mode="contrastive", cfg=None, correct=True, finished=True,
+            want_boxed=True):
     priv = privileged_text(PROMPT, template, mode, 3, student_text=QUESTION)
     return check_reply(reply, correct=correct, finished=finished, outcome="correct" if correct else "wrong",
-                       cfg=cfg or GatesConfig(), privileged=priv, reference=REFERENCE)
+                       cfg=cfg or GatesConfig(), privileged=priv, reference=REFERENCE, want_boxed=want_boxed)
 
 
 @pytest.mark.parametrize("reply", [
@@ -75,6 +76,29 @@ def test_leak_gate_follows_the_configured_template():
     assert verdict("54 + 86 = 140, so the final answer is 140.\n\n\\boxed{140}").ok
 
 
+# both read in the pairs of a CPU default run (solution=rollout): the student learns to drop \boxed, or to ramble on
+@pytest.mark.parametrize("reply,needle", [
+    ("54 + 86 = 140.\n\nThe answer is 140.", "not in \\boxed{}"),
+    ("54 + 86 = 140.\n\nThe answer is \\boxed{140}.\n\nThe answer to a multiple of 10 is usually left in the "
+     "final answer as 140.", "16 words after the final answer"),
+])
+def test_badly_formed_reply_is_rejected(reply, needle):
+    v = verdict(reply)
+    assert v.gate == "well_formed" and needle in v.reason, (v.gate, v.reason)
+
+
+def test_well_formed_follows_the_prompt_and_its_settings():
+    assert asks_boxed(PROMPT)
+    hash_prompt = PromptConfig(system="Solve it. End with '#### N'.")
+    assert not asks_boxed(hash_prompt)
+    unboxed = "54 + 86 = 140.\n\nThe answer is 140."
+    assert verdict(unboxed, want_boxed=False).ok  # a prompt that does not ask for \boxed
+    assert verdict("54 + 86 = 140.\n\nThe answer is \\boxed{140}. I hope it is correct.").ok  # 5 words: allowed
+    assert well_formed("\\boxed{140} and then a much longer ramble that keeps going", True, 6)[0] is False
+    assert well_formed("\\boxed{140} and then a much longer ramble that keeps going", True, -1)[0] is True
+    assert verdict(unboxed, cfg=GatesConfig(well_formed=False)).ok
+
+
 def test_leak_gate_can_be_switched_off():
     v = verdict("A correct solution: 54 + 86 = 140.\n\nThe answer is \\boxed{140}.", cfg=GatesConfig(no_leak=False))
     assert v.ok
@@ -82,7 +106,7 @@ def test_leak_gate_can_be_switched_off():
 
 @pytest.mark.parametrize("reply", ["The correct answer is \\boxed{140}.", "\\boxed{140}", "The answer is: 140"])
 def test_answer_only_reply_is_rejected(reply):
-    v = verdict(reply, cfg=GatesConfig(no_leak=False))
+    v = verdict(reply, cfg=GatesConfig(no_leak=False), want_boxed=False)
     assert v.gate == "shows_work" and "answer only" in v.reason
 
 

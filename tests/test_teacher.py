@@ -87,7 +87,7 @@ def test_teacher_gates_build_pairs_and_record_rejects(tmp_path, tiny_model_dir, 
     assert rejects["p06"]["reasons"] == ["no_leak", "no_leak"]
     assert "a correct solution" in rejects["p06"]["rejected_replies"][0]["reason"]
     assert rejects["p08"]["reasons"] == ["shows_work", "shows_work"]
-    assert stats["replies_rejected_by_gate"] == {"verified": 3, "no_leak": 2, "shows_work": 2, "consistent": 0,
+    assert stats["replies_rejected_by_gate"] == {"verified": 3, "well_formed": 0, "no_leak": 2, "shows_work": 2, "consistent": 0,
                                                  "not_degenerate": 0, "plausible": 0}
     assert stats["teacher_tried"] == 5 and stats["pairs_written"] == 2 and stats["teacher_tokens"] == 3 * 9
     assert run.stage("teacher")["replies_rejected_by_gate"]["no_leak"] == 2

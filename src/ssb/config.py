@@ -132,6 +132,9 @@ class CurateConfig(Section):
 class GatesConfig(Section):
     """Quality gates on every teacher reply (see gates.py). Each is on by default."""
 
+    well_formed: bool = Field(True, description="reject replies whose final answer is not in the format the "
+                              "prompt asks for (\\boxed{}) or that go on for more than max_words_after_answer")
+    max_words_after_answer: int = Field(6, description="well_formed: words allowed after the answer (-1: any)")
     no_leak: bool = Field(True, description="reject replies that copy the hinted prompt's own wording "
                           "or refer to the provided solutions")
     leak_ngram: int = Field(3, description="words in a copied run that counts as a leak")
@@ -156,10 +159,8 @@ class TeacherConfig(Section):
         "generate_or_rollout: the rollout when no generated reply passes the gates",
     )
     rollout_hint: Literal["other_correct", "answer"] = Field(
-        "other_correct",
-        description="solution=rollout: the hinted prompt shows another correct rollout when there is one "
-        "(else only the verified final answer), or always only the final answer",
-    )
+        "other_correct", description="solution=rollout: the hinted prompt shows another correct rollout when there "
+        "is one (else only the verified final answer), or always only the final answer")
     answer_hint: str = Field(
         "The answer is \\boxed{ANSWER}.", pattern="ANSWER",
         description="wording of the verified final answer when the hint shows only the answer; ANSWER "
@@ -223,8 +224,7 @@ class DistillConfig(Section):
     kd_weight: float = Field(1.0, description="weight of the forward KL(teacher || student)")
     ce_weight: float = Field(0.0, description="weight of cross-entropy on the teacher's reply tokens")
     reverse_kl_weight: float = Field(0.0, description="weight of the reverse KL(student || teacher)")
-    max_length: int = Field(8192, description="longest teacher or student sequence in tokens; a longer pair "
-                            "is left out, never truncated")
+    max_length: int = Field(8192, description="longest teacher or student sequence in tokens (longer: left out)")
     chunk_size: int = Field(1024, description="answer positions per chunk of the vocabulary projection")
     gradient_checkpointing: GradientCheckpointing = False
     report_to: str = Field("none", description="transformers' report_to: none, wandb, tensorboard, ...")

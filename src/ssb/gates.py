@@ -9,6 +9,9 @@ teacher stage (``teacher.py``) runs them in this order and records the first tha
 
 =================  ===========================================================================
 ``verified``       the final answer grades correct and the reply ended on its own
+``well_formed``    the final answer is stated the way the prompt asks (in ``\\boxed{}`` when the
+                   system prompt or a worked example uses it) and at most
+                   ``max_words_after_answer`` words follow it: the student learns to stop there
 ``no_leak``        no run of ``leak_ngram`` words copied from the hinted prompt's fixed text
                    (derived from the configured template, minus what the student also sees),
                    and no phrase of the hint labels ("A correct solution", ...) that points
@@ -41,7 +44,7 @@ from .config import GatesConfig, PromptConfig
 from .grading import extract_answer, same_answer
 from .prompts import teacher_prompt
 
-GATE_ORDER = ("verified", "no_leak", "shows_work", "consistent", "not_degenerate", "plausible")
+GATE_ORDER = ("verified", "well_formed", "no_leak", "shows_work", "consistent", "not_degenerate", "plausible")
 
 _TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:[.,]\d+)*")
 _STOP = frozenset(
@@ -239,6 +242,25 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
+def asks_boxed(prompt: PromptConfig) -> bool:
+    """The prompt asks for the answer in ``\\boxed{}``: its system prompt or a worked example uses it."""
+    return any("\\boxed" in t for t in [prompt.system] + [e.solution for e in prompt.examples])
+
+
+def well_formed(reply: str, want_boxed: bool, max_words_after: int) -> tuple[bool, str]:
+    """The answer in the asked-for format (``want_boxed``: a ``\\boxed{}``) and the reply ending
+    there: at most ``max_words_after`` words after the last answer statement (< 0: no limit)."""
+    boxes = _boxed_spans(reply)
+    if want_boxed and not boxes:
+        return False, "final answer not in \\boxed{} as the prompt asks"
+    ends = [end for _, end, _ in boxes] + [m.end() for m in _STATED.finditer(reply)]
+    if max_words_after >= 0 and ends:
+        after = _tokens(reply[max(ends):])
+        if len(after) > max_words_after:
+            return False, f"{len(after)} words after the final answer: {' '.join(after[:8])!r}..."
+    return True, ""
+
+
 # ----------------------------------------------------------------------------- loops
 
 
@@ -273,11 +295,16 @@ class Verdict:
 
 def check_reply(reply: str, *, correct: bool, finished: bool, outcome: str, cfg: GatesConfig,
                 privileged: Privileged | None, reference: str | None,
-                reference_name: str = "correct rollout") -> Verdict:
+                reference_name: str = "correct rollout", want_boxed: bool = False) -> Verdict:
     """Run the text gates (everything but ``plausible``, which needs the model) in order;
-    ``reference`` (named ``reference_name`` in a reason) is what ``shows_work`` measures length against."""
+    ``reference`` (named ``reference_name`` in a reason) is what ``shows_work`` measures length against;
+    ``want_boxed``: the prompt asks for the answer in ``\\boxed{}`` (``well_formed``)."""
     if not (correct and finished):
         return Verdict(False, "verified", "truncated" if not finished else outcome)
+    if cfg.well_formed:
+        ok, why = well_formed(reply, want_boxed, cfg.max_words_after_answer)
+        if not ok:
+            return Verdict(False, "well_formed", why)
     if cfg.no_leak and privileged is not None:
         hits = privileged.leaks(reply)
         if hits:

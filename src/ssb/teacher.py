@@ -22,7 +22,7 @@ wording (``hint_correct: answer``); ``contrastive`` still shows the wrong trace.
 are the same; ``shows_work`` measures length against the first worked example's solution
 (``prompt.examples``) instead of the correct rollout, or skips the length check without one.
 
-Every candidate goes through :func:`gates.check_reply` (verified, no_leak, shows_work,
+Every candidate goes through :func:`gates.check_reply` (verified, well_formed, no_leak, shows_work,
 consistent, not_degenerate) and, when enabled, the ``plausible`` gate (its score, the
 reply's mean log-prob per token under the bare student prompt, is always recorded).
 Passing solutions go to ``pairs.jsonl``; problems with none go to
@@ -43,7 +43,7 @@ from .alignment import align_pair, answer_slice
 from .config import RunConfig
 from .data import Problem
 from .errors import SSBError
-from .gates import GATE_ORDER, Privileged, Verdict, check_reply, privileged_text
+from .gates import GATE_ORDER, Privileged, Verdict, asks_boxed, check_reply, privileged_text
 from .generate import make_generator
 from .generation import Generator, Sampling, derive_seed
 from .grading import grade
@@ -126,7 +126,7 @@ class Candidate:
         reference, name = self.reference()
         v = check_reply(text, correct=g.correct, finished=finish_reason == "stop", outcome=g.outcome.value,
                         cfg=self.cfg.teacher.gates, privileged=self.privileged(), reference=reference,
-                        reference_name=name)
+                        reference_name=name, want_boxed=asks_boxed(self.cfg.prompt))
         if not v.ok:
             self.reject(text, source, v.gate, v.reason)
         return v
