@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ssb.losses import TeacherSignal, answer_hidden_states, distill_loss, reference_loss
+from ssb.losses import TeacherSignal, answer_hidden_states, auto_chunk_size, distill_loss, reference_loss
 from ssb.teacher_logits import encode
 
 N, H, V = 37, 16, 50
@@ -31,6 +31,18 @@ class _Head(torch.nn.Module):
         super().__init__()
         self.weight = torch.nn.Parameter(W)
         self.bias = None
+
+
+def test_default_chunk_follows_the_vocabulary(setup, monkeypatch):
+    """No chunk_size: rows per chunk = 2^25 / vocab, so a large vocabulary gets short chunks."""
+    assert (auto_chunk_size(49_152), auto_chunk_size(151_936), auto_chunk_size(10**8)) == (682, 220, 16)
+    W, h_s, h_t, _ = setup
+    ref, g_ref = _grad(lambda h: reference_loss(h @ W.t(), h_t @ W.t(), temperature=2.0), h_s)
+    monkeypatch.setattr("ssb.losses.CHUNK_LOGITS", 20 * V)  # 20 rows per chunk: 2 chunks of the 37 rows
+    assert auto_chunk_size(V) == 20
+    out, g = _grad(lambda h: distill_loss(h, W, None, TeacherSignal("hidden", hidden=h_t)).loss, h_s)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("T", [1.0, 2.0])

@@ -158,9 +158,8 @@ class TeacherConfig(Section):
         "correct rollout itself is the solution the hinted teacher scores (no generation, leak-free); "
         "generate_or_rollout: the rollout when no generated reply passes the gates",
     )
-    rollout_hint: Literal["other_correct", "answer"] = Field(
-        "other_correct", description="solution=rollout: the hinted prompt shows another correct rollout when there "
-        "is one (else only the verified final answer), or always only the final answer")
+    rollout_hint: Literal["other_correct", "answer"] = Field("other_correct", description="solution=rollout: the "
+        "hinted prompt shows another correct rollout if any (else the verified answer), or only the answer")
     answer_hint: str = Field(
         "The answer is \\boxed{ANSWER}.", pattern="ANSWER",
         description="wording of the verified final answer when the hint shows only the answer; ANSWER "
@@ -225,7 +224,8 @@ class DistillConfig(Section):
     ce_weight: float = Field(0.0, description="weight of cross-entropy on the teacher's reply tokens")
     reverse_kl_weight: float = Field(0.0, description="weight of the reverse KL(student || teacher)")
     max_length: int = Field(8192, description="longest teacher or student sequence in tokens (longer: left out)")
-    chunk_size: int = Field(1024, description="answer positions per chunk of the vocabulary projection")
+    chunk_size: int | None = Field(None, description="answer positions per chunk of the vocabulary projection; "
+                                   "None: 2^25 / vocab (682 rows at 49k, 220 at 152k: ~128 MiB per logits tensor)")
     gradient_checkpointing: GradientCheckpointing = False
     report_to: str = Field("none", description="transformers' report_to: none, wandb, tensorboard, ...")
     logging_steps: int = Field(1, description="optimizer steps per train_log.jsonl line")

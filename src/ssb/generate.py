@@ -11,13 +11,15 @@ backends share live in ``generation.py``::
 
 Backends (``generation.backend``):
 
-* ``hf``: transformers ``generate`` over length-sorted batches with the KV cache; CPU and
-  GPU; works with a ``PeftModel``. The reference backend. With ``generation.prefix_cache``
+* ``hf``: the transformers model decoding length-sorted batches token by token with a
+  ``DynamicCache``; CPU and GPU; works with a ``PeftModel``. The reference backend. A row
+  that has stopped leaves the batch (``batch_select_indices`` on the cache), so the finished
+  rows stop computing while a long reply goes on. With ``generation.prefix_cache``
   (default) the token prefix that every prompt of a call shares (system prompt + worked
-  examples) is encoded once into a ``DynamicCache``; each batch copies it, encodes only the
-  distinct prompt suffixes (the n samples of a prompt share one), row-expands that cache to
-  its n samples and hands it to ``generate``. Rows are laid out ``prefix | padding | suffix``
-  with the attention mask zero on the padding, so positions stay exact per row.
+  examples) is encoded once; each batch copies it, encodes only the distinct prompt
+  suffixes (the n samples of a prompt share one) and row-expands that cache to its n
+  samples. Rows are laid out ``prefix | padding | suffix`` with the attention mask zero on
+  the padding, so positions stay exact per row.
 * ``llamacpp`` (``engine_llamacpp.py``): llama-cpp-python on the model's GGUF file, many
   sequences decoded together in one shared KV cache (llama.cpp's batch API); CPU. The shared
   prefix is decoded once and copied to every sequence slot (``llama_memory_seq_cp``).
@@ -92,29 +94,11 @@ def sample_rows(warped: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return idx.clamp_(max=warped.shape[-1] - 1)
 
 
-class _SeededSampler:
-    """A transformers logits processor that samples each row with its own RNG and forces
-    that token (greedy decoding then picks it): per-sequence reproducible sampling."""
-
-    def __init__(self, seeds: list[int], sampling: Sampling):
-        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
-        self.s = sampling
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        warped = warp_logits(scores, self.s.temperature, self.s.top_k, self.s.top_p)
-        u = torch.cat([torch.rand(1, generator=g) for g in self.gens])
-        tok = sample_rows(warped, u)
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(-1, tok.unsqueeze(-1), 0.0)
-        return out
-
-
-
 # ----------------------------------------------------------------------------- hf backend
 
 
 class HFGenerator:
-    """Batched transformers ``generate``: sequences sorted by prompt length, ``batch_size`` at
+    """Batched decoding with the KV cache: sequences sorted by prompt length, ``batch_size`` at
     a time, n > 1 by repeating the prompt. ``prefix_cache``: encode the prefix shared by all
     prompts once and the shared prompt of the n samples once (see the module docstring);
     without it, rows are left-padded and every row encodes its whole prompt."""
@@ -198,9 +182,6 @@ class HFGenerator:
     @torch.no_grad()
     def _generate_batch(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling,
                         shared: tuple[tuple[int, ...], Any] | None = None) -> list[Completion]:
-        from transformers import GenerationConfig as HFGenConfig  # lazy: ~1.4 s, as in models.py
-        from transformers import LogitsProcessorList
-
         width = max(len(p) for p in prompts)
         max_new = sampling.max_new_tokens
         if self.ctx is not None:
@@ -220,21 +201,55 @@ class HFGenerator:
             mask[r, :n_pre] = 1
             mask[r, width - len(p) + n_pre:] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        kwargs: dict[str, Any] = {}
-        if shared is not None:
-            kwargs["past_key_values"] = self._prompt_cache(prompts, ids, mask, shared[1], n_pre)
-        # An explicit config: the model's own defaults (sampling, repetition penalty) never leak in.
-        gcfg = HFGenConfig(max_new_tokens=max_new, do_sample=False, eos_token_id=list(self.stops),
-                           pad_token_id=self.pad_id, use_cache=True)
-        procs = LogitsProcessorList([] if sampling.greedy else [_SeededSampler(seeds, sampling)])
-        res = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gcfg,
-                                  logits_processor=procs, **kwargs)
-        new = res[:, width:].tolist()
+        cache = self._prompt_cache(prompts, ids, mask, shared[1], n_pre) if shared is not None else None
+        new = self._decode(ids, mask, cache, max_new, seeds, sampling)
         stops = set(self.stops)
         return [finish(self.tok, len(p), row, stops) for p, row in zip(prompts, new)]
 
+    def _decode(self, ids, mask, cache, max_new: int, seeds: list[int], sampling: Sampling) -> list[list[int]]:
+        """Token-by-token decoding with the KV cache (``cache``: every row's prompt but its last
+        token, or None), one seeded sample per row and step; a row that emits a stop token
+        leaves the batch (its cache rows are dropped), so a few long replies no longer keep
+        the finished rows computing. Per-row RNGs: a row's sample is the same whatever it
+        shares the batch with, and the same as a batch that keeps every row to the end."""
+        from transformers import DynamicCache  # lazy: ~1.4 s, as in models.py
+
+        if cache is None:
+            cache = DynamicCache(config=self.model.config)
+        gens = None if sampling.greedy else [torch.Generator().manual_seed(s) for s in seeds]
+        stops = set(self.stops)
+        out: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        rows = list(range(ids.shape[0]))  # the original row of each batch row
+        pos = (mask.cumsum(-1) - 1).clamp_(min=0)
+        past = cache.get_seq_length()
+        step_ids, step_pos, last = ids[:, past:], pos[:, past:], pos[:, -1:]
+        for _ in range(max_new):
+            logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+            if gens is None:
+                tok = logits.argmax(-1)
+            else:
+                u = torch.cat([torch.rand(1, generator=gens[r]) for r in rows])
+                tok = sample_rows(warp_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p), u)
+            keep = []
+            for b, t in enumerate(tok.tolist()):
+                out[rows[b]].append(t)
+                if t not in stops:
+                    keep.append(b)
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                sel = torch.tensor(keep, dtype=torch.long, device=ids.device)
+                cache.batch_select_indices(sel)
+                tok, mask, last = tok[sel], mask[sel], last[sel]
+                rows = [rows[b] for b in keep]
+            last = last + 1
+            step_ids, step_pos = tok.unsqueeze(-1), last
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
+        return out
+
     def _prompt_cache(self, prompts, ids, mask, prefix_cache, n_pre: int):
-        """The KV cache of every row's prompt but its last token (``generate`` encodes that
+        """The KV cache of every row's prompt but its last token (``_decode`` encodes that
         one and samples from it): the shared prefix copied, then the distinct suffixes
         encoded once each and their rows repeated for the samples that share them."""
         index: dict[tuple[int, ...], int] = {}  # distinct prompt -> its number

@@ -21,9 +21,9 @@ Scaled heads: some families post-process the head's output (Gemma 2/3 soft-cap i
 model's own; teacher_logits.check_head verifies this on a real sequence and refuses a model
 whose logits still differ.
 
-Memory: :class:`_ChunkedDistill` projects ``chunk_size`` positions at a time onto
-the vocabulary, computes the chunk's loss and its gradient with respect to the
-hidden states right away (local autograd) and keeps only that ``[N, H]`` gradient
+Memory: :class:`_ChunkedDistill` projects ``chunk_size`` positions at a time (default: as many
+as make a 128 MiB ``[rows, V]`` tensor, :func:`auto_chunk_size`) onto the vocabulary, computes
+the chunk's loss and its gradient with respect to the hidden states right away (local autograd) and keeps only that ``[N, H]`` gradient
 for the backward pass, so no ``N × V`` tensor (teacher or student) outlives a chunk.
 """
 
@@ -245,13 +245,25 @@ class _ChunkedDistill(torch.autograd.Function):
         return grads[0], grads[1], grads[2], None, None, None
 
 
+CHUNK_LOGITS = 2**25  # logits per chunk: a [rows, vocab] float32 tensor of 128 MiB
+
+
+def auto_chunk_size(vocab_size: int) -> int:
+    """Answer positions per chunk so that one ``[rows, vocab]`` float32 tensor is 128 MiB: a
+    chunk holds about ten such tensors at its peak (student and teacher logits, their
+    log-softmaxes, the KL's terms, the gradient), so the peak no longer grows with the
+    vocabulary: 682 rows at SmolLM2's 49,152, 220 at Qwen2.5's 151,936."""
+    return max(16, CHUNK_LOGITS // max(int(vocab_size), 1))
+
+
 def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor | None,
                  teacher: TeacherSignal, targets: torch.Tensor | None = None, *, temperature: float = 2.0,
                  kd_weight: float = 1.0, ce_weight: float = 0.0, reverse_kl_weight: float = 0.0,
-                 chunk_size: int = 1024, normalizer: float | torch.Tensor | None = None,
+                 chunk_size: int | None = None, normalizer: float | torch.Tensor | None = None,
                  logit_transform: LogitTransform | None = None) -> LossParts:
     """Chunked distillation loss at answer positions (see the module docstring). ``logit_transform``
-    is the model's post-head transform (:func:`logit_transform`), applied to student and teacher."""
+    is the model's post-head transform (:func:`logit_transform`), applied to student and teacher.
+    ``chunk_size``: answer positions per chunk; None: :func:`auto_chunk_size` of the vocabulary."""
     n = student_hidden.shape[0]
     if len(teacher) != n:
         raise ValueError(f"teacher signal has {len(teacher)} rows, student {n} answer positions")
@@ -260,7 +272,8 @@ def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_b
     if ce_weight and targets is None:
         raise ValueError("ce_weight > 0 needs the reply token ids (targets)")
     norm = float(normalizer) if normalizer is not None else float(max(n, 1))
-    opts = (float(temperature), float(kd_weight), float(ce_weight), float(reverse_kl_weight), int(chunk_size), norm,
+    chunk = int(chunk_size) if chunk_size else auto_chunk_size(head_weight.shape[0])
+    opts = (float(temperature), float(kd_weight), float(ce_weight), float(reverse_kl_weight), chunk, norm,
             logit_transform)
     loss, parts = _ChunkedDistill.apply(student_hidden, head_weight, head_bias, teacher, targets, opts)
     return LossParts(loss, parts[0], parts[1], parts[2], n)
