@@ -250,7 +250,9 @@ def write_results(args, base_cfg, runs, arm_runs, records, qdir, holdout, t0) ->
         st = run.manifest()["stages"]
         entry = {"arm": arm, "overrides": ABLATIONS[arm], "pairs": st.get("teacher", {}).get("pairs_written"),
                  "pairs_by_source": st.get("teacher", {}).get("pairs_by_source"),
-                 "teacher_tokens": st.get("teacher", {}).get("teacher_tokens"), "run_dir": str(run.path)}
+                 "teacher_tokens": st.get("teacher", {}).get("teacher_tokens"), "run_dir": str(run.path),
+                 # the gates the arm's pairs went through (an arm trained before a gate existed lacks it)
+                 "teacher_rejected_by_gate": st.get("teacher", {}).get("replies_rejected_by_gate")}
         if label in vec:
             entry.update(accuracy=sum(vec[label]) / len(ids), no_answer_rate=nar[label],
                          diff_vs_base=paired(vec[label], vec["base"]))
