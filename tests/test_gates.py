@@ -104,7 +104,8 @@ def test_leak_gate_can_be_switched_off():
     assert v.ok
 
 
-@pytest.mark.parametrize("reply", ["The correct answer is \\boxed{140}.", "\\boxed{140}", "The answer is: 140"])
+@pytest.mark.parametrize("reply", ["The correct answer is \\boxed{140}.", "\\boxed{140}", "The answer is: 140",
+                                   "140.\n\nThe answer is \\boxed{140}."])  # the last read in a generated pair
 def test_answer_only_reply_is_rejected(reply):
     v = verdict(reply, cfg=GatesConfig(no_leak=False), want_boxed=False)
     assert v.gate == "shows_work" and "answer only" in v.reason

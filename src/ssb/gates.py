@@ -143,11 +143,13 @@ def work_text(reply: str) -> str:
 
 
 def shows_work(reply: str, reference: str | None, min_fraction: float, min_words: int = 6,
-               reference_name: str = "correct rollout") -> tuple[bool, str]:
-    """Working = a number or ``min_words`` words left once the answer statements are removed,
-    and at least ``min_fraction`` of the reference's length (the correct rollout, or what
+               reference_name: str = "correct rollout", answer: str | None = None) -> tuple[bool, str]:
+    """Working = a number or ``min_words`` words left once the answer statements are removed
+    (the final ``answer`` restated, ``121.`` before ``\\boxed{121}``, is not working), and at
+    least ``min_fraction`` of the reference's length (the correct rollout, or what
     ``reference_name`` says; no reference: no length check)."""
-    rest = _tokens(work_text(reply))
+    value = _eval_arith(answer) if answer else None
+    rest = [t for t in _tokens(work_text(reply)) if value is None or not t[0].isdigit() or _eval_arith(t) != value]
     if not any(t[0].isdigit() for t in rest) and len(rest) < min_words:
         return False, "answer only: no working besides the final answer"
     if reference and min_fraction > 0:
@@ -310,7 +312,8 @@ def check_reply(reply: str, *, correct: bool, finished: bool, outcome: str, cfg:
         if hits:
             return Verdict(False, "no_leak", "copies the hinted prompt: " + ", ".join(repr(h) for h in hits[:3]), hits)
     if cfg.shows_work:
-        ok, why = shows_work(reply, reference, cfg.min_work_fraction, reference_name=reference_name)
+        ok, why = shows_work(reply, reference, cfg.min_work_fraction, reference_name=reference_name,
+                             answer=extract_answer(reply)[0])
         if not ok:
             return Verdict(False, "shows_work", why)
     if cfg.consistent:
