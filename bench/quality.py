@@ -1,7 +1,7 @@
 """Quality benchmark: base vs SSB vs GRPO, replicated, on held-out problems of the default task.
 
     python bench/quality.py --replicates 2 [--config configs/default.yaml] [--n 500]
-                            [--ablation rollout,no_hint,rollout_answer | --ablation none]
+                            [--ablation rollout_answer,no_hint,contrastive,unsolved | --ablation none]
 
 Replicate 0 is ``ssb run CONFIG`` exactly as committed (its own evaluation stages only with
 ``--full-first-run``, the benchmark evaluates everything itself); replicate r > 0 is the
@@ -17,19 +17,19 @@ Newcombe interval). Pooled, the mean over replicates, with a 95% interval from a
 bootstrap over held-out problems (the same resample for every replicate and model, so the
 pairing is kept). With two replicates the spread between them is shown, not modelled.
 
-Ablation (replicate 0's rollouts reused, nothing regenerated): each arm changes one
-teacher (or curate) setting of the committed config: ``generate`` (the hinted teacher
-writes the solution, as in the paper), ``contrastive`` (the paper's hint: another correct
-rollout, else the answer, and the most common wrong rollout), ``rollout`` /
-``rollout_answer`` (the verified correct rollout is scored; the hinted prompt shows another
-correct rollout / only the final answer), ``no_hint`` (``teacher.hint_context=none``: the
-teacher sees the bare problem; with ``solution: rollout`` teacher and student then see the
-same text, so this arm measures what the hint alone contributes), ``unsolved``
-(``curate.keep=any_wrong``, beyond the paper: the problems whose rollouts are all wrong are
-kept too, and the teacher generates their solution with the gold answer as the hint,
-whatever ``teacher.solution`` says; the other problems get replicate 0's pairs, up to
-``teacher.max_pairs``). Each gets its own student, evaluated on the same held-out problems
-and paired against replicate 0's SSB student and the base.
+Ablation (replicate 0's rollouts reused, nothing regenerated): each arm changes teacher (or
+curate) settings of the committed config (``solution: generate``, answer-only hint):
+``rollout_answer`` / ``rollout`` (the verified correct rollout is the solution and the hinted
+teacher only scores it; the hinted prompt shows only the final answer / another correct
+rollout), ``no_hint`` (rollout solutions, ``teacher.hint_context=none``: teacher and student
+see the same text, the control), ``contrastive`` (rollout solutions with the paper's hint:
+another correct rollout, else the answer, and the most common wrong rollout), ``unsolved``
+(rollout solutions plus ``curate.keep=any_wrong``, beyond the paper: the problems whose
+rollouts are all wrong are kept too, and the teacher generates their solution with the gold
+answer as the hint; the other problems get replicate 0's pairs, up to ``teacher.max_pairs``),
+``generate`` (for configs whose default is another source). Each gets its own student,
+evaluated on the same held-out problems and paired against replicate 0's SSB student and the
+base. An arm's ``teacher_rejected_by_gate`` shows the gates its pairs went through.
 
 Writes ``bench/results/quality.json``: ``n_problems``; ``models.base|ssb|grpo`` with
 ``accuracy``, ``ci`` and ``no_answer_rate`` (pooled); ``diff_ssb_base``,
@@ -60,16 +60,18 @@ from ssb.rundir import Run, read_jsonl  # noqa: E402
 EVAL_STAGES = ["eval_base", "eval_ssb", "eval_grpo", "report"]
 CONTRASTIVE_TEMPLATE = ("A correct solution:\n{correct}\n\nA wrong solution (its answer {wrong_answer} is wrong):\n"
                         "{wrong}\n\n{question}")
-ABLATIONS = {  # each arm changes one teacher (or curate) setting of the committed config
+ABLATIONS = {  # each arm changes teacher (or curate) settings of the committed config (solution: generate)
     "generate": ["teacher.solution=generate"],
-    "no_hint": ["teacher.hint_context=none"],
-    # the paper's contrastive hint: another correct rollout (else the answer) and the most common wrong one
-    "contrastive": ["teacher.hint_context=contrastive", "teacher.rollout_hint=other_correct",
-                    "teacher.template=" + json.dumps(CONTRASTIVE_TEMPLATE)],
     "rollout_answer": ["teacher.solution=rollout", "teacher.rollout_hint=answer"],
     "rollout": ["teacher.solution=rollout", "teacher.rollout_hint=other_correct"],
+    # the control: rollout solutions and no hint, so teacher and student see the same text (KL 0)
+    "no_hint": ["teacher.solution=rollout", "teacher.hint_context=none"],
+    # the paper's contrastive hint (another correct rollout, else the answer, and the most common
+    # wrong one), on rollout solutions so that only the hint differs from rollout_answer
+    "contrastive": ["teacher.solution=rollout", "teacher.hint_context=contrastive", "teacher.rollout_hint=other_correct",
+                    "teacher.template=" + json.dumps(CONTRASTIVE_TEMPLATE)],
     # also teach the problems with only wrong rollouts (the teacher generates from the gold answer as hint)
-    "unsolved": ["curate.keep=any_wrong"],
+    "unsolved": ["teacher.solution=rollout", "curate.keep=any_wrong"],
 }
 
 
@@ -131,7 +133,7 @@ def main() -> int:
     ap.add_argument("--replicates", type=int, default=2)
     ap.add_argument("--n", type=int, default=500, help="held-out problems")
     ap.add_argument("--seed", type=int, default=20261122, help="seed of the held-out problems")
-    ap.add_argument("--ablation", default="generate,no_hint,contrastive",
+    ap.add_argument("--ablation", default="rollout_answer,no_hint,contrastive",
                     help=f"comma-separated arms ({', '.join(ABLATIONS)}) on replicate 0's rollouts, or 'none'")
     ap.add_argument("--full-first-run", action="store_true",
                     help="replicate 0 runs every stage of `ssb run` (its own 200-problem evals and report too)")
