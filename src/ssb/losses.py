@@ -23,8 +23,9 @@ whose logits still differ.
 
 Memory: :class:`_ChunkedDistill` projects ``chunk_size`` positions at a time (default: as many
 as make a 128 MiB ``[rows, V]`` tensor, :func:`auto_chunk_size`) onto the vocabulary, computes
-the chunk's loss and its gradient with respect to the hidden states right away (local autograd) and keeps only that ``[N, H]`` gradient
-for the backward pass, so no ``N × V`` tensor (teacher or student) outlives a chunk.
+the chunk's loss and its gradient with respect to the hidden states right away (local
+autograd) and keeps only that ``[N, H]`` gradient for the backward pass, so no ``N × V``
+tensor (teacher or student) outlives a chunk.
 """
 
 from __future__ import annotations
