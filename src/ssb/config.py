@@ -96,7 +96,7 @@ class PromptConfig(Section):
 
 class GenerationConfig(Section):
     backend: Literal["hf", "llamacpp", "vllm"] = "hf"
-    batch_size: int = Field(32, description="sequences decoded together (hf backend)")
+    batch_size: int = Field(128, description="sequences decoded together (continuous batching)")
     prefix_cache: bool = Field(
         True,
         description="encode the prompt prefix shared by all sequences (system prompt, worked examples) "

@@ -11,15 +11,17 @@ backends share live in ``generation.py``::
 
 Backends (``generation.backend``):
 
-* ``hf``: the transformers model decoding length-sorted batches token by token with a
-  ``DynamicCache``; CPU and GPU; works with a ``PeftModel``. The reference backend. A row
-  that has stopped leaves the batch (``batch_select_indices`` on the cache), so the finished
-  rows stop computing while a long reply goes on. With ``generation.prefix_cache``
-  (default) the token prefix that every prompt of a call shares (system prompt + worked
-  examples) is encoded once; each batch copies it, encodes only the distinct prompt
-  suffixes (the n samples of a prompt share one) and row-expands that cache to its n
-  samples. Rows are laid out ``prefix | padding | suffix`` with the attention mask zero on
-  the padding, so positions stay exact per row.
+* ``hf``: the transformers model decoding token by token with the KV cache, continuous
+  batching: up to ``batch_size`` sequences (longest prompts first) step together; a row that
+  stops goes idle and, once a quarter of the rows are free, one copy of the cache drops the
+  idle rows and the columns nobody attends to and appends waiting sequences (``kv_cache.py``,
+  whose cache layer writes each step in place instead of concatenating). CPU and GPU; works
+  with a ``PeftModel``. The reference backend. With ``generation.prefix_cache`` (default)
+  the token prefix that every prompt of a call shares (system prompt + worked examples) is
+  encoded once; joining rows copy it, encode only their distinct prompt suffixes (the n
+  samples of a prompt share one) and row-expand that cache to their n samples. Rows are laid
+  out ``prefix | padding | own tokens`` with the attention mask zero on the padding and
+  explicit position ids, so every token sits at its own position whatever the padding.
 * ``llamacpp`` (``engine_llamacpp.py``): llama-cpp-python on the model's GGUF file, many
   sequences decoded together in one shared KV cache (llama.cpp's batch API); CPU. The shared
   prefix is decoded once and copied to every sequence slot (``llama_memory_seq_cp``).
@@ -38,8 +40,9 @@ on which other sequences share its batch: a resumed stage reproduces the same ou
 
 from __future__ import annotations
 
-import copy
 import logging
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -94,14 +97,69 @@ def sample_rows(warped: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return idx.clamp_(max=warped.shape[-1] - 1)
 
 
+def sample_tokens(logits: torch.Tensor, sampling: Sampling, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``[rows, vocab]`` logits. With top-k and no top-p only the k
+    candidates are softmaxed and searched, in vocabulary order: the same inverse-CDF draw as
+    over the whole masked vocabulary (its other entries add exact zeros) at a fraction of the
+    cost. (A tie at the k-th logit keeps exactly k here, all tied candidates in warp_logits.)"""
+    k = sampling.top_k
+    if not k or k >= logits.shape[-1] or sampling.top_p < 1.0:
+        return sample_rows(warp_logits(logits, sampling.temperature, k, sampling.top_p), uniforms)
+    vals, ids = torch.topk(logits.float() / sampling.temperature, k, dim=-1)
+    ids, order = ids.sort(dim=-1)
+    return ids.gather(-1, sample_rows(vals.gather(-1, order), uniforms).unsqueeze(-1)).squeeze(-1)
+
+
 # ----------------------------------------------------------------------------- hf backend
 
 
+@dataclass
+class _Running:
+    """The rows being decoded together: a cache laid out ``[shared prefix | padding | own
+    tokens]`` per row (the mask zero on the padding), the token each row feeds next and its
+    position, and per row its job, seeded RNG, tokens so far, token budget and whether it is
+    still generating (a finished row idles until the batch is next rebuilt)."""
+
+    PER_ROW = ("jobs", "rngs", "outs", "budgets", "live")
+
+    cache: Any
+    mask: torch.Tensor  # [rows, cached columns]
+    next_ids: torch.Tensor  # [rows]
+    next_pos: torch.Tensor  # [rows]
+    jobs: list
+    rngs: list
+    outs: list
+    budgets: list
+    live: list
+    joinable: bool = True  # False for a model whose cache is not plain full attention: no rows join
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    @property
+    def n_live(self) -> int:
+        return sum(self.live)
+
+    def take_lists(self, rows: list[int]) -> None:
+        for name in self.PER_ROW:
+            old = getattr(self, name)
+            setattr(self, name, [old[b] for b in rows])
+
+    def keep_live(self) -> None:
+        """Drop the idle rows (one copy of the cache)."""
+        rows = [b for b, ok in enumerate(self.live) if ok]
+        sel = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(sel)
+        self.mask, self.next_ids, self.next_pos = self.mask[sel], self.next_ids[sel], self.next_pos[sel]
+        self.take_lists(rows)
+
+
 class HFGenerator:
-    """Batched decoding with the KV cache: sequences sorted by prompt length, ``batch_size`` at
-    a time, n > 1 by repeating the prompt. ``prefix_cache``: encode the prefix shared by all
-    prompts once and the shared prompt of the n samples once (see the module docstring);
-    without it, rows are left-padded and every row encodes its whole prompt."""
+    """Continuous batching with the KV cache: up to ``batch_size`` sequences decode together
+    (the longest prompts first, n > 1 by repeating the prompt); a row that stops leaves and,
+    once a quarter of the rows are free, waiting sequences join. ``prefix_cache``: the prefix
+    shared by all prompts is encoded once and the prompt the n samples share once (see the
+    module docstring); without it every row encodes its whole prompt."""
 
     backend = "hf"
 
@@ -130,14 +188,24 @@ class HFGenerator:
         out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
         shared = self._shared_prefix(prompts) if self.prefix_cache and prompts else None
         bar = Progress(len(jobs), progress, self.backend)
+        stops = set(self.stops)
+
+        def done(job: tuple[int, int], gen_ids: list[int]) -> None:
+            c = finish(self.tok, len(prompts[job[0]]), gen_ids, stops)
+            out[job[0]][job[1]] = c
+            bar.update(1, c.completion_tokens)
+
+        queue: deque[tuple[tuple[int, int], int]] = deque()
+        for job in jobs:
+            n_prompt = len(prompts[job[0]])
+            budget = sampling.max_new_tokens if self.ctx is None else min(sampling.max_new_tokens, self.ctx - n_prompt)
+            if budget <= 0:  # the prompt alone fills the context: nothing can be generated
+                log.warning("prompt of %d tokens leaves no room in the %s-token context", n_prompt, self.ctx)
+                done(job, [])
+            else:
+                queue.append((job, budget))
         try:
-            for b in range(0, len(jobs), self.batch_size):
-                batch = jobs[b : b + self.batch_size]
-                comps = self._generate_batch([prompts[i] for i, _ in batch],
-                                             [seq_seeds[i][j] for i, j in batch], sampling, shared)
-                for (i, j), c in zip(batch, comps):
-                    out[i][j] = c
-                bar.update(len(batch), sum(c.completion_tokens for c in comps))
+            self._run(queue, prompts, seq_seeds, sampling, shared, done)
         finally:
             bar.close()
         return out  # type: ignore[return-value]
@@ -146,13 +214,10 @@ class HFGenerator:
 
     @torch.no_grad()
     def _shared_prefix(self, prompts: list[list[int]]) -> tuple[tuple[int, ...], Any] | None:
-        """``(prefix ids, DynamicCache of them, batch 1)`` for the longest prefix all prompts
-        share, leaving every prompt at least one token of its own (the step that yields the
-        first logits). None when there is none, or the model's cache is not plain full
-        attention (sliding-window or recurrent layers would see the padding differently)."""
-        from transformers import DynamicCache  # lazy: ~1.4 s, as in models.py
-        from transformers.cache_utils import DynamicLayer
-
+        """``(prefix ids, cache of them, batch 1)`` for the longest prefix all prompts share,
+        leaving every prompt at least one token of its own (the step that yields the first
+        logits). None when there is none, or the model's cache is not plain full attention
+        (sliding-window or recurrent layers would see the padding differently)."""
         first = prompts[0]
         n = shared_prefix_len(prompts)
         if n < 1:
@@ -160,8 +225,10 @@ class HFGenerator:
         key = tuple(first[:n])
         if self._prefix is not None and self._prefix[0] == key:
             return self._prefix
-        cache = DynamicCache(config=self.model.config)
-        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+        from .kv_cache import spare_room_cache  # lazy: imports transformers
+
+        cache = spare_room_cache(self.model)
+        if cache is None:
             log.info("prefix cache off: the model has non-full-attention cache layers")
             self.prefix_cache = False
             return None
@@ -170,108 +237,121 @@ class HFGenerator:
         self._prefix = (key, cache)
         return self._prefix
 
-    @staticmethod
-    def _rows_of(cache, index: list[int]):
-        """A new cache whose row r is row ``index[r]`` of ``cache`` (``cache`` stays as it is)."""
-        c = copy.deepcopy(cache)
-        c.batch_select_indices(torch.tensor(index, dtype=torch.long, device=c.layers[0].keys.device))
-        return c
-
-    # ------------------------------------------------------------------ one batch
+    # ------------------------------------------------------------------ the decode loop
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling,
-                        shared: tuple[tuple[int, ...], Any] | None = None) -> list[Completion]:
-        width = max(len(p) for p in prompts)
-        max_new = sampling.max_new_tokens
-        if self.ctx is not None:
-            max_new = min(max_new, self.ctx - width)
-        if max_new <= 0:  # the prompt alone fills the context: nothing can be generated
-            log.warning("prompt of %d tokens leaves no room in the %s-token context", width, self.ctx)
-            return [Completion("", [], "length", len(p), 0) for p in prompts]
-        # Rows: [shared prefix | padding | own suffix] (no prefix: plain left padding). The
-        # mask is zero on the padding and position ids come from its cumsum, so every
-        # token sits at its own position whatever the padding.
+    def _run(self, queue, prompts, seq_seeds, sampling: Sampling, shared, done) -> None:
+        """Decode every queued ``(job, budget)``: admit up to ``batch_size`` rows and step them
+        together. A finished row stays in the batch, idle, until a quarter of the rows (or all
+        that still wait) can join: one copy of the cache then drops the idle rows and the
+        columns nobody attends to and appends the new rows (dropping rows one step at a time
+        would copy the whole cache nearly every step). ``done(job, tokens)`` per sequence."""
         n_pre = len(shared[0]) if shared is not None else 0
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for r, p in enumerate(prompts):
+        refill = max(1, self.batch_size // 4)
+        run: _Running | None = None
+        while queue or run:
+            free = self.batch_size - (run.n_live if run else 0)
+            if queue and (not run or (run.joinable and free >= min(refill, len(queue)))):
+                take = [queue.popleft() for _ in range(min(free, len(queue)))]
+                new = self._admit(take, prompts, seq_seeds, sampling, shared)
+                run = new if not run else self._merge(run, new, n_pre)
+            elif run and len(run) - run.n_live >= max(1, len(run) // 4):
+                run.keep_live()  # nothing (more) can join: drop the idle rows
+            run = self._step(run, sampling, done)
+
+    def _admit(self, take, prompts, seq_seeds, sampling: Sampling, shared) -> _Running:
+        """Rows for ``take``: the KV cache of every prompt but its last token (the first step
+        feeds that one), laid out ``[shared prefix | padding | own suffix]``: the prefix
+        copied, the distinct suffixes encoded once each and their rows repeated for the
+        samples that share them. Without a shared prefix, plain left padding."""
+        rows = [prompts[job[0]] for job, _ in take]
+        n_pre = len(shared[0]) if shared is not None else 0
+        width = max(len(p) for p in rows)
+        if width < 2:
+            raise GenerationError("a prompt of fewer than 2 tokens: nothing to condition on")
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, p in enumerate(rows):
             ids[r, :n_pre] = torch.tensor(p[:n_pre], dtype=torch.long)
             ids[r, width - len(p) + n_pre:] = torch.tensor(p[n_pre:], dtype=torch.long)
             mask[r, :n_pre] = 1
             mask[r, width - len(p) + n_pre:] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = self._prompt_cache(prompts, ids, mask, shared[1], n_pre) if shared is not None else None
-        new = self._decode(ids, mask, cache, max_new, seeds, sampling)
-        stops = set(self.stops)
-        return [finish(self.tok, len(p), row, stops) for p, row in zip(prompts, new)]
-
-    def _decode(self, ids, mask, cache, max_new: int, seeds: list[int], sampling: Sampling) -> list[list[int]]:
-        """Token-by-token decoding with the KV cache (``cache``: every row's prompt but its last
-        token, or None), one seeded sample per row and step; a row that emits a stop token
-        leaves the batch (its cache rows are dropped), so a few long replies no longer keep
-        the finished rows computing. Per-row RNGs: a row's sample is the same whatever it
-        shares the batch with, and the same as a batch that keeps every row to the end."""
-        from transformers import DynamicCache  # lazy: ~1.4 s, as in models.py
-
-        if cache is None:
-            cache = DynamicCache(config=self.model.config)
-        gens = None if sampling.greedy else [torch.Generator().manual_seed(s) for s in seeds]
-        stops = set(self.stops)
-        out: list[list[int]] = [[] for _ in range(ids.shape[0])]
-        rows = list(range(ids.shape[0]))  # the original row of each batch row
-        pos = (mask.cumsum(-1) - 1).clamp_(min=0)
-        past = cache.get_seq_length()
-        step_ids, step_pos, last = ids[:, past:], pos[:, past:], pos[:, -1:]
-        for _ in range(max_new):
-            logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
-            if gens is None:
-                tok = logits.argmax(-1)
-            else:
-                u = torch.cat([torch.rand(1, generator=gens[r]) for r in rows])
-                tok = sample_rows(warp_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p), u)
-            keep = []
-            for b, t in enumerate(tok.tolist()):
-                out[rows[b]].append(t)
-                if t not in stops:
-                    keep.append(b)
-            if not keep:
-                break
-            if len(keep) < len(rows):
-                sel = torch.tensor(keep, dtype=torch.long, device=ids.device)
-                cache.batch_select_indices(sel)
-                tok, mask, last = tok[sel], mask[sel], last[sel]
-                rows = [rows[b] for b in keep]
-            last = last + 1
-            step_ids, step_pos = tok.unsqueeze(-1), last
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
-        return out
-
-    def _prompt_cache(self, prompts, ids, mask, prefix_cache, n_pre: int):
-        """The KV cache of every row's prompt but its last token (``_decode`` encodes that
-        one and samples from it): the shared prefix copied, then the distinct suffixes
-        encoded once each and their rows repeated for the samples that share them."""
         index: dict[tuple[int, ...], int] = {}  # distinct prompt -> its number
         uniq_rows: list[int] = []  # first row of each distinct prompt
         uniq_of_row: list[int] = []
-        for r, p in enumerate(prompts):
+        for r, p in enumerate(rows):
             if tuple(p) not in index:
                 index[tuple(p)] = len(uniq_rows)
                 uniq_rows.append(r)
             uniq_of_row.append(index[tuple(p)])
-        width = ids.shape[1]
-        if width - 1 == n_pre:  # every prompt is the prefix + one token
-            return self._rows_of(prefix_cache, [0] * len(prompts))
-        cache = self._rows_of(prefix_cache, [0] * len(uniq_rows))
-        sel = torch.tensor(uniq_rows, dtype=torch.long, device=ids.device)
-        u_mask = mask[sel, : width - 1]
-        pos = (u_mask.cumsum(-1) - 1).clamp_(min=0)
-        self.model(input_ids=ids[sel, n_pre : width - 1], attention_mask=u_mask,
-                   position_ids=pos[:, n_pre:], past_key_values=cache, use_cache=True, logits_to_keep=1)
-        if len(uniq_rows) != len(prompts):
-            cache.batch_select_indices(torch.tensor(uniq_of_row, dtype=torch.long, device=ids.device))
-        return cache
+        dev = self.device
+        ids, mask = ids.to(dev), mask.to(dev)
+        n_u = len(uniq_rows)
+        from .kv_cache import plain_cache, spare_room_cache  # lazy: imports transformers
+
+        if shared is not None:
+            cache = spare_room_cache(self.model, [(lay.keys.expand(n_u, -1, -1, -1), lay.values.expand(n_u, -1, -1, -1))
+                                                  for lay in shared[1].layers])
+        else:  # sliding-window / recurrent layers: the model's own cache, rows never join a running batch
+            cache = spare_room_cache(self.model) or plain_cache(self.model)
+        from .kv_cache import SpareRoomLayer
+
+        joinable = isinstance(cache.layers[0], SpareRoomLayer)
+        if width - 1 > n_pre:
+            sel = torch.tensor(uniq_rows, dtype=torch.long, device=dev)
+            u_mask = mask[sel, : width - 1]
+            pos = (u_mask.cumsum(-1) - 1).clamp_(min=0)
+            self.model(input_ids=ids[sel, n_pre : width - 1], attention_mask=u_mask, position_ids=pos[:, n_pre:],
+                       past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if n_u != len(rows) or width - 1 == n_pre:  # rows of their distinct prompt (and real tensors, not views)
+            cache.batch_select_indices(torch.tensor(uniq_of_row, dtype=torch.long, device=dev))
+        gens = None if sampling.greedy else [torch.Generator().manual_seed(seq_seeds[job[0]][job[1]]) for job, _ in take]
+        return _Running(cache=cache, mask=mask[:, : width - 1], next_ids=ids[:, -1],
+                        next_pos=torch.tensor([len(p) - 1 for p in rows], dtype=torch.long, device=dev),
+                        jobs=[job for job, _ in take], rngs=gens or [None] * len(take),
+                        outs=[[] for _ in take], budgets=[b for _, b in take], live=[True] * len(take),
+                        joinable=joinable)
+
+    @staticmethod
+    def _merge(run: _Running, new: _Running, n_pre: int) -> _Running:
+        """``run``'s live rows and ``new``'s in one batch (``kv_cache.merge``)."""
+        from .kv_cache import merge  # lazy: imports transformers
+
+        live = [b for b, ok in enumerate(run.live) if ok]
+        rows = None if len(live) == len(run) else torch.tensor(live, dtype=torch.long, device=run.mask.device)
+        run.mask = merge(run.cache, run.mask, rows, new.cache, new.mask, n_pre)
+        if rows is not None:
+            run.next_ids, run.next_pos = run.next_ids[rows], run.next_pos[rows]
+            run.take_lists(live)
+        run.next_ids = torch.cat([run.next_ids, new.next_ids])
+        run.next_pos = torch.cat([run.next_pos, new.next_pos])
+        for name in _Running.PER_ROW:
+            getattr(run, name).extend(getattr(new, name))
+        return run
+
+    def _step(self, run: _Running, sampling: Sampling, done) -> _Running | None:
+        """One token for every row; a live row that emits a stop token or spends its budget is
+        handed to ``done`` and goes idle (None once no row is live). Per-row RNGs, drawn only
+        for live rows: a row's sample is the same whatever it shares the batch with."""
+        mask = torch.cat([run.mask, run.mask.new_ones((len(run), 1))], dim=-1)
+        logits = self.model(input_ids=run.next_ids[:, None], attention_mask=mask, position_ids=run.next_pos[:, None],
+                            past_key_values=run.cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        run.mask = mask
+        if sampling.greedy:
+            tok = logits.argmax(-1)
+        else:
+            u = torch.cat([torch.rand(1, generator=g) if ok else torch.zeros(1) for g, ok in zip(run.rngs, run.live)])
+            tok = sample_tokens(logits, sampling, u)
+        stops = set(self.stops)
+        for b, t in enumerate(tok.tolist()):
+            if not run.live[b]:
+                continue
+            run.outs[b].append(t)
+            if t in stops or len(run.outs[b]) >= run.budgets[b]:
+                done(run.jobs[b], run.outs[b])
+                run.live[b] = False
+        run.next_ids, run.next_pos = tok, run.next_pos + 1
+        return run if run.n_live else None
 
 
 # ----------------------------------------------------------------------------- factory

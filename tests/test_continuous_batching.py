@@ -1,0 +1,74 @@
+"""Continuous batching in the hf backend: rows that finish go idle and waiting sequences join
+the running batch (its KV cache merged, padding after the shared prefix); no output changes."""
+
+from __future__ import annotations
+
+import torch
+
+from ssb.generate import HFGenerator, sample_rows, sample_tokens, warp_logits
+from ssb.generation import Sampling
+
+from test_prefix_cache import CONVS
+
+
+def ids(out):
+    return [[c.token_ids for c in cs] for cs in out]
+
+
+def spy_merges(gen: HFGenerator) -> list[int]:
+    """Record how many rows each merge appends (the real merge runs)."""
+    calls: list[int] = []
+    real = gen._merge
+
+    def merge(run, new, n_pre):
+        calls.append(len(new))
+        return real(run, new, n_pre)
+
+    gen._merge = merge
+    return calls
+
+
+def test_joined_rows_decode_as_if_alone(embedded_model):
+    sampled = Sampling(n=2, temperature=0.8, top_k=50, max_new_tokens=24, seed=3)
+    for s in (Sampling(max_new_tokens=24), sampled):
+        alone = HFGenerator(embedded_model, batch_size=1, prefix_cache=False).generate(CONVS, s, progress=False)
+        for prefix in (True, False):
+            gen = HFGenerator(embedded_model, batch_size=3, prefix_cache=prefix)
+            merges = spy_merges(gen)
+            out = gen.generate(CONVS, s, progress=False)
+            assert merges, "no row joined a running batch"
+            assert ids(out) == ids(alone), (s, prefix)
+            lengths = {c.completion_tokens for cs in out for c in cs}
+            assert len(lengths) > 1  # replies of different lengths: rows finished at different steps
+
+
+def test_idle_rows_leave_when_nothing_can_join(embedded_model, monkeypatch):
+    from ssb.generate import _Running
+
+    dropped: list[int] = []
+    real = _Running.keep_live
+
+    def keep_live(self):
+        dropped.append(len(self) - self.n_live)
+        real(self)
+
+    monkeypatch.setattr(_Running, "keep_live", keep_live)
+    s = Sampling(n=4, temperature=0.7, top_k=50, max_new_tokens=40, seed=1)
+    out = HFGenerator(embedded_model, batch_size=8).generate(CONVS[:2], s, progress=False)
+    assert dropped and all(d >= 2 for d in dropped)  # a quarter of the 8 rows idle before a copy
+    alone = HFGenerator(embedded_model, batch_size=1).generate(CONVS[:2], s, progress=False)
+    assert ids(out) == ids(alone)
+
+
+def test_topk_sampling_fast_path_draws_the_same_tokens():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 4096, generator=g) * 3
+    u = torch.rand(64, generator=g)
+    s = Sampling(temperature=0.7, top_k=40)
+    ref = sample_rows(warp_logits(logits, 0.7, 40, 1.0), u)
+    assert torch.equal(sample_tokens(logits, s, u), ref)
+    top = torch.topk(logits, 40, dim=-1).indices
+    assert bool((top == ref[:, None]).any(-1).all())  # every draw is one of the row's top-k
+    # top-p goes through the full-vocabulary path
+    sp = Sampling(temperature=0.7, top_k=40, top_p=0.9)
+    assert torch.equal(sample_tokens(logits, sp, u), sample_rows(warp_logits(logits, 0.7, 40, 0.9), u))
