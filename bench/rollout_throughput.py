@@ -2,8 +2,9 @@
 
   (a) a faithful baseline: HF ``generate`` one sequence at a time (as the paper's
       reference code samples its rollouts), sampling with the model's own sampler,
-  (b) our hf backend, batched: length-sorted, left-padded batches with the KV cache,
-      every row encoding its whole prompt (``generation.prefix_cache: false``),
+  (b) our hf backend, batched: continuous batching with the KV cache (up to ``--hf-batch``
+      rows; a finished row's place goes to a waiting sequence), every row encoding its whole
+      prompt (``generation.prefix_cache: false``),
   (c) our hf backend with prefix reuse (``prefix_cache: true``, the default): the prefix
       all prompts share is encoded once, the prompt the K samples share once,
   (d) our llamacpp backend (llama-cpp-python on the Q4_1 GGUF, continuous batching, with
@@ -50,8 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "rollout_throughput.json"
 
 WORKLOADS = {
-    "gsm8k": dict(problems=8, k=4, max_new_tokens=256, baseline_seqs=3),
-    "chain_sum": dict(problems=16, k=4, max_new_tokens=64, baseline_seqs=6),
+    "gsm8k": dict(problems=16, k=4, max_new_tokens=256, baseline_seqs=3),
+    "chain_sum": dict(problems=64, k=4, max_new_tokens=64, baseline_seqs=6),
 }
 
 
@@ -174,8 +175,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--problems", type=int, default=None, help="override every workload's problem count")
     ap.add_argument("--baseline-seqs", type=int, default=None, help="override the baseline's sequence count")
-    ap.add_argument("--hf-batch", type=int, default=32)
-    ap.add_argument("--llamacpp-parallel", type=int, default=16)
+    ap.add_argument("--hf-batch", type=int, default=GenerationConfig().batch_size,
+                    help="rows decoded together by the hf backend (default: generation.batch_size's default)")
+    ap.add_argument("--llamacpp-parallel", type=int, default=64, help="llama.cpp sequence slots")
     ap.add_argument("--skip", default="", help="comma list of a,b,c,d to skip")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads (0: torch's default); on a machine other processes load, 1 avoids "

@@ -86,6 +86,23 @@ def sample_numpy(logits: np.ndarray, sampling: Sampling, rng: np.random.Generato
     return int(order[min(i, len(order) - 1)])
 
 
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may use (hyperthread siblings counted once,
+    from /sys); half the logical CPUs where the topology cannot be read."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = list(range(os.cpu_count() or 2))
+    cores = set()
+    for c in cpus:
+        try:
+            sib = Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read_text().strip()
+        except OSError:
+            return max(1, len(cpus) // 2)
+        cores.add(sib)
+    return max(1, len(cores))
+
+
 class _LlamaCppEngine:
     """Owns the llama.cpp model and a context with ``parallel`` sequence slots."""
 
@@ -104,10 +121,10 @@ class _LlamaCppEngine:
         self.prefix_cache = prefix_cache
         self.prefix_seq = self.parallel  # one more sequence than slots: it holds the shared prefix
         self.max_ctx_seq = n_ctx_seq
-        # llama.cpp's own default: one thread per physical core (half the logical CPUs). Its
-        # worker threads spin-wait, so oversubscribing a busy machine costs 10x or more.
+        # One thread per physical core we may run on (llama.cpp's worker threads spin-wait, so
+        # oversubscribing, e.g. one per hyperthread on a busy machine, costs 10x or more).
         env = os.environ.get("SSB_LLAMACPP_THREADS")
-        self.n_threads = n_threads or (int(env) if env else max(1, (os.cpu_count() or 2) // 2))
+        self.n_threads = n_threads or (int(env) if env else physical_cores())
         self.ctx = None
         self.ctx_seq = 0
         self.n_batch = 1024
@@ -271,7 +288,7 @@ class LlamaCppGenerator:
         self.stops = stop_token_ids(self.tok, loaded.model)
         self.engine = _LlamaCppEngine(
             _gguf_path(gen_cfg, loaded),
-            parallel=parallel or min(16, max(1, gen_cfg.batch_size)),
+            parallel=parallel or min(64, max(1, gen_cfg.batch_size)),
             n_ctx_seq=gen_cfg.n_ctx,
             n_threads=n_threads,
             prefix_cache=gen_cfg.prefix_cache,
