@@ -4,7 +4,7 @@
 
 ``MODE``: ``dense`` (the full-vocabulary reference: the whole teacher logits tensor, full softmaxes)
 or ``ours`` (hidden-store rows for the answer positions + the chunked loss), ``_ckpt`` appended for
-gradient checkpointing. Prints one JSON line: the peak RSS of each stage (teacher load, forward,
+gradient checkpointing. Prints one JSON line: the peak RSS and seconds of each stage (teacher load, forward,
 loss, backward, optimizer), step seconds and tokens/s. ``DIR`` holds the batch written by
 ``distill_memory.py`` (``batch.json``, ``dense.safetensors``, ``hidden.safetensors``).
 """
@@ -106,15 +106,20 @@ def one_step(mode: str, workdir: Path, steps: int, T: float = 2.0, shape: str = 
     rss_before = rss_mb()
     reset_peak_rss()
     stages: dict[str, float] = {}
+    stage_seconds: dict[str, float] = {}
+    clock = [0.0]
 
-    def mark(stage: str) -> None:  # peak RSS since the previous mark (first step only)
+    def mark(stage: str) -> None:  # peak RSS and seconds since the previous mark (first step only)
         if not times:
+            now = time.perf_counter()
             stages[stage] = round(peak_rss_mb(), 1)
+            stage_seconds[stage] = round(now - clock[0], 3)
             reset_peak_rss()
+            clock[0] = time.perf_counter()
 
     times: list[float] = []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0 = clock[0] = time.perf_counter()
         if mode == "dense":
             # the reference recipe: load the full teacher logits, full student logits, full softmaxes, mask after
             t_all = load_file(str(workdir / "dense.safetensors"))["logits"]
@@ -152,7 +157,7 @@ def one_step(mode: str, workdir: Path, steps: int, T: float = 2.0, shape: str = 
     best = min(times)
     return {"mode": mode + ("_ckpt" if ckpt else ""), "shape": shape, "gradient_checkpointing": ckpt,
             "peak_rss_mb": max(stages.values()), "rss_before_step_mb": round(rss_before, 1),
-            "stage_peak_rss_mb": stages, "load_peak_rss_mb": round(load_peak, 1),
+            "stage_peak_rss_mb": stages, "stage_seconds": stage_seconds, "load_peak_rss_mb": round(load_peak, 1),
             "step_seconds": [round(t, 3) for t in times], "tokens_per_step": tokens,
             "answer_tokens_per_step": int(answer.sum()), "tokens_per_s": round(tokens / best, 1)}
 
