@@ -72,3 +72,25 @@ def test_topk_sampling_fast_path_draws_the_same_tokens():
     # top-p goes through the full-vocabulary path
     sp = Sampling(temperature=0.7, top_k=40, top_p=0.9)
     assert torch.equal(sample_tokens(logits, sp, u), sample_rows(warp_logits(logits, 0.7, 40, 0.9), u))
+
+
+def test_sliding_window_model_keeps_static_batches(embedded_tokenizer):
+    """A model whose cache is not plain full attention (Mistral with a sliding window): no
+    prefix reuse, no rows joining a running batch, and the same outputs as one at a time."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from ssb.models import LoadedModel
+
+    torch.manual_seed(0)
+    tok = embedded_tokenizer
+    cfg = MistralConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, sliding_window=16,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    lm = LoadedModel(MistralForCausalLM(cfg).eval(), tok, "tiny-mistral", "", None, 0.0, False)
+    s = Sampling(n=2, temperature=1.0, top_k=50, max_new_tokens=6, seed=2)
+    gen = HFGenerator(lm, batch_size=3)
+    merges = spy_merges(gen)
+    out = gen.generate(CONVS, s, progress=False)
+    assert not merges and gen.prefix_cache is False
+    alone = HFGenerator(lm, batch_size=1).generate(CONVS, s, progress=False)
+    assert ids(out) == ids(alone)

@@ -287,15 +287,13 @@ class HFGenerator:
         dev = self.device
         ids, mask = ids.to(dev), mask.to(dev)
         n_u = len(uniq_rows)
-        from .kv_cache import plain_cache, spare_room_cache  # lazy: imports transformers
+        from .kv_cache import SpareRoomLayer, plain_cache, spare_room_cache  # lazy: imports transformers
 
-        if shared is not None:
+        if shared is not None:  # the prefix's keys/values, one (expanded, not copied) row per distinct prompt
             cache = spare_room_cache(self.model, [(lay.keys.expand(n_u, -1, -1, -1), lay.values.expand(n_u, -1, -1, -1))
                                                   for lay in shared[1].layers])
-        else:  # sliding-window / recurrent layers: the model's own cache, rows never join a running batch
+        else:  # a model with sliding-window / recurrent layers gets its own cache: its rows never join a batch
             cache = spare_room_cache(self.model) or plain_cache(self.model)
-        from .kv_cache import SpareRoomLayer
-
         joinable = isinstance(cache.layers[0], SpareRoomLayer)
         if width - 1 > n_pre:
             sel = torch.tensor(uniq_rows, dtype=torch.long, device=dev)
