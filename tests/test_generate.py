@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssb.config import GenerationConfig
-from ssb.engine_llamacpp import sample_numpy
+from ssb.engine_llamacpp import physical_cores, sample_numpy
 from ssb.engine_vllm import vllm_completions, vllm_requests
 from ssb.generate import HFGenerator, make_generator, warp_logits
 from ssb.generation import Completion, GenerationError, Sampling, finish, stop_token_ids
@@ -170,3 +170,13 @@ def test_llamacpp_matches_hf_start_and_is_seeded(embedded_model):
     shared = gen.generate(conv, Sampling(n=3, max_new_tokens=8), progress=False)
     assert all(c.token_ids == cs[0].token_ids for cs in shared for c in cs)
     assert [cs[0].token_ids[:4] for cs in shared] == [cs[0].token_ids[:4] for cs in greedy]
+
+
+def test_llamacpp_threads_default_to_physical_cores():
+    import os
+
+    n = physical_cores()
+    assert 1 <= n <= len(os.sched_getaffinity(0))
+    siblings = {open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read().strip()
+                for c in os.sched_getaffinity(0)}
+    assert n == len(siblings)
