@@ -140,6 +140,9 @@ class _Running:
     def n_live(self) -> int:
         return sum(self.live)
 
+    def live_rows(self) -> list[int]:
+        return [b for b, ok in enumerate(self.live) if ok]
+
     def take_lists(self, rows: list[int]) -> None:
         for name in self.PER_ROW:
             old = getattr(self, name)
@@ -147,7 +150,7 @@ class _Running:
 
     def keep_live(self) -> None:
         """Drop the idle rows (one copy of the cache)."""
-        rows = [b for b, ok in enumerate(self.live) if ok]
+        rows = self.live_rows()
         sel = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
         self.cache.batch_select_indices(sel)
         self.mask, self.next_ids, self.next_pos = self.mask[sel], self.next_ids[sel], self.next_pos[sel]
@@ -156,8 +159,8 @@ class _Running:
 
 class HFGenerator:
     """Continuous batching with the KV cache: up to ``batch_size`` sequences decode together
-    (the longest prompts first, n > 1 by repeating the prompt); a row that stops leaves and,
-    once a quarter of the rows are free, waiting sequences join. ``prefix_cache``: the prefix
+    (the longest prompts first, n > 1 by repeating the prompt); a row that stops goes idle
+    and, once a quarter of the rows are free, waiting sequences take the idle rows' places. ``prefix_cache``: the prefix
     shared by all prompts is encoded once and the prompt the n samples share once (see the
     module docstring); without it every row encodes its whole prompt."""
 
@@ -315,7 +318,7 @@ class HFGenerator:
         """``run``'s live rows and ``new``'s in one batch (``kv_cache.merge``)."""
         from .kv_cache import merge  # lazy: imports transformers
 
-        live = [b for b, ok in enumerate(run.live) if ok]
+        live = run.live_rows()
         rows = None if len(live) == len(run) else torch.tensor(live, dtype=torch.long, device=run.mask.device)
         run.mask = merge(run.cache, run.mask, rows, new.cache, new.mask, n_pre)
         if rows is not None:
