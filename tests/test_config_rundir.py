@@ -1,6 +1,8 @@
 """Config loading/overrides and the run directory (manifest, atomic writes, JSONL resume)."""
 
 import json
+
+import yaml
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,7 @@ def test_legacy_teacher_keys_under_curate_are_moved(tmp_path, caplog):
     p = tmp_path / "old.yaml"
     p.write_text("curate:\n  teacher_retries: 5\n  max_pairs: 7\n  hint_context: none\n  no_answer_is_wrong: true\n")
     cfg = load_config(p)
-    assert (cfg.teacher.retries, cfg.teacher.max_pairs, cfg.teacher.hint_context) == (5, 7, "none")
+    assert (cfg.teacher.retries, cfg.teacher.max_pairs, cfg.teacher.hint) == (5, 7, "none")
     assert cfg.curate.no_answer_is_wrong is True
     assert f"{p}: renamed keys" in caplog.text and "curate.teacher_retries -> teacher.retries" in caplog.text
 
@@ -127,3 +129,27 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_json(tmp_path / "m.json", {"a": 1})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
     assert [f.name for f in tmp_path.iterdir()] == ["m.json"]
+
+
+@pytest.mark.parametrize("old, solution, want", [
+    ({"hint_context": "correct_only"}, "generate", "correct"),  # generate showed the rollout, whatever rollout_hint said
+    ({"hint_context": "correct_only", "rollout_hint": "answer"}, "generate", "correct"),
+    ({"hint_context": "correct_only", "rollout_hint": "answer"}, "rollout", "answer"),
+    ({"hint_context": "correct_only", "rollout_hint": "other_correct"}, "rollout", "correct"),
+    ({"rollout_hint": "answer"}, "rollout", "contrastive"),  # hint_context's old default
+    ({"hint_context": "none"}, "generate", "none"),
+])
+def test_old_hint_keys_read_as_teacher_hint(tmp_path, caplog, old, solution, want):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"teacher": {"solution": solution, **old}}))
+    with caplog.at_level("WARNING"):
+        cfg = load_config(p)
+    assert cfg.teacher.hint == want
+    assert f"read as teacher.hint={want}" in caplog.text and "set teacher.hint instead" in caplog.text
+
+
+def test_old_hint_key_against_a_different_teacher_hint_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="teacher.hint='answer' and the old"):
+        load_config(None, ["teacher.hint_context=correct_only", "teacher.hint=answer"])
+    assert load_config(None, ["teacher.hint_context=none", "teacher.hint=none"]).teacher.hint == "none"
+    assert load_config(None).teacher.hint == "answer"

@@ -53,7 +53,7 @@ def test_paper_config_context_holds_the_hinted_teacher_prompt(embedded_tokenizer
     trace = tok.decode([tok.encode(" seven")[0]] * n)  # a rollout of max_new_tokens tokens
     question = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips " * 4
     msgs = teacher_messages(cfg.prompt, question, correct=trace, wrong=trace, wrong_answer="72",
-                            mode=cfg.teacher.hint_context, template=cfg.teacher.template,
+                            mode=cfg.teacher.hint, template=cfg.teacher.template,
                             examples=cfg.teacher.examples)
     prompt = len(render_prompt_ids(tok, msgs))
     assert prompt > 2 * n  # the measurement really holds two full traces

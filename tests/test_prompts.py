@@ -25,8 +25,8 @@ def test_contrastive_shows_both_responses_and_labels_the_wrong_one():
     assert "\\boxed{ANSWER}" in text
 
 
-def test_correct_only_hides_the_wrong_response():
-    text = teacher_prompt(Q, GOOD, BAD, "12", mode="correct_only")
+def test_correct_hides_the_wrong_response():
+    text = teacher_prompt(Q, GOOD, BAD, "12", mode="correct")
     assert Q in text and GOOD in text
     assert BAD not in text and "incorrect" not in text
     assert "A response that reaches the correct answer" in text
@@ -63,8 +63,8 @@ def test_template_override_and_validation():
         teacher_prompt(Q, GOOD, BAD, "12", template="no placeholders")
     with pytest.raises(TemplateError, match="wrong"):
         teacher_prompt(Q, GOOD, BAD, "12", template="{question} {correct}", mode="contrastive")
-    assert teacher_prompt(Q, GOOD, template="{question} {correct}", mode="correct_only") == f"{Q} {GOOD}"
-    with pytest.raises(TemplateError, match="hint_context"):
+    assert teacher_prompt(Q, GOOD, template="{question} {correct}", mode="correct") == f"{Q} {GOOD}"
+    with pytest.raises(TemplateError, match="teacher.hint"):
         teacher_prompt(Q, GOOD, BAD, "12", mode="bogus")
 
 

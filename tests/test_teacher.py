@@ -57,9 +57,13 @@ class ScriptedTeacher:
         return out
 
 
+ANSWER_TEMPLATE = "{question}\n({correct})"  # configs/default.yaml's
+
+
 def teacher_run(tmp_path, model_dir, name="t", curate=None, unsolved=(), **teacher) -> Run:
     example = {"question": "What is 1 + 1?", "solution": "Step 1: 1 + 1 = 2.\nSo the answer is \\boxed{2}."}
-    run = make_run(tmp_path, str(model_dir), name=name, teacher={"template": CHAIN_TEMPLATE, **teacher},
+    run = make_run(tmp_path, str(model_dir), name=name,
+                   teacher={"template": CHAIN_TEMPLATE, "hint": "contrastive", **teacher},
                    prompt={"examples": [example]}, curate=curate or {})
     fake_rollouts(run, unsolved)
     run_curate(run)
@@ -116,9 +120,9 @@ def test_contradiction_and_plausible_gate(tmp_path, tiny_model_dir, tiny_model):
     assert "2 + 2 = 5" in r["p00"]["rejected_replies"][0]["reason"]
 
 
-@pytest.mark.parametrize("mode", ["correct_only", "none"])
+@pytest.mark.parametrize("mode", ["correct", "none"])
 def test_hint_modes_and_max_pairs(tmp_path, tiny_model_dir, tiny_model, mode):
-    run = make_run(tmp_path, str(tiny_model_dir), teacher={"hint_context": mode, "max_pairs": 2})
+    run = make_run(tmp_path, str(tiny_model_dir), teacher={"hint": mode, "max_pairs": 2})
     fake_rollouts(run)
     run_curate(run)
     teacher = ScriptedTeacher(dict(EASY))
@@ -127,17 +131,17 @@ def test_hint_modes_and_max_pairs(tmp_path, tiny_model_dir, tiny_model, mode):
     assert len(pairs) == 2 and stats["max_pairs_reached"] and len(teacher.calls) == 2
     user = pairs[0]["teacher_messages"][-1]["content"]
     sel = read_jsonl(run.file("selections.jsonl"))[0]
-    assert (f"trace {sel['correct_index']}" in user) == (mode == "correct_only") and "trace 1" not in user
-    assert pairs[0]["hint_context"] == mode
+    assert (f"trace {sel['correct_index']}" in user) == (mode == "correct") and "trace 1" not in user
+    assert pairs[0]["hint"] == mode
 
 
-@pytest.mark.parametrize("hint", ["other_correct", "answer", "answer_custom"])
+@pytest.mark.parametrize("hint", ["correct", "answer", "answer_custom"])
 def test_rollout_solution_scores_the_rollout_without_showing_it(tmp_path, tiny_model_dir, tiny_model, hint):
     from ssb.teacher_logits import run_logits
 
     extra = {"answer_hint": "Final: ANSWER"} if hint == "answer_custom" else {}
     run = teacher_run(tmp_path, tiny_model_dir, name=f"roll-{hint}", solution="rollout",
-                      rollout_hint=hint.removesuffix("_custom"), **extra)
+                      hint=hint.removesuffix("_custom"), template=ANSWER_TEMPLATE, **extra)
     stats = run_teacher(run, loaded=tiny_model)  # no generator: nothing is generated
     pairs = read_jsonl(run.file("pairs.jsonl"))
     rollouts = {r["id"]: r for r in read_jsonl(run.file("rollouts.jsonl"))}
@@ -147,7 +151,7 @@ def test_rollout_solution_scores_the_rollout_without_showing_it(tmp_path, tiny_m
         assert p["solution"] == scored and p["solution_source"] == "rollout"
         hinted = p["teacher_messages"][-1]["content"]
         assert scored not in hinted  # the teacher never sees the trace it scores
-        if hint == "other_correct":
+        if hint == "correct":
             other = 4 if p["scored_rollout"] == 0 else 0
             assert p["hint_correct"] == f"rollout:{other}" and rollouts[p["id"]]["completions"][other] in hinted
         else:  # the verified answer in the answer_hint wording (default: the boxed format the student uses)
@@ -172,16 +176,16 @@ def test_generate_or_rollout_falls_back(tmp_path, tiny_model_dir, tiny_model):
     assert pairs["p04"]["rejected_replies"][0]["gate"] == "no_leak"
 
 
-@pytest.mark.parametrize("mode", ["contrastive", "correct_only"])
+@pytest.mark.parametrize("mode", ["contrastive", "answer"])
 def test_keep_any_wrong_generates_from_the_gold_answer(tmp_path, tiny_model_dir, tiny_model, mode):
     """solution=rollout, yet the problems without a correct rollout (p01, p03) are generated,
     hinted with the gold answer in the answer_hint wording; p03's wrong replies fail `verified`."""
     from ssb.teacher_logits import run_logits
 
     q = [q for q, _ in EASY]
-    template = CHAIN_TEMPLATE if mode == "contrastive" else "{question}\n({correct})"
+    template = CHAIN_TEMPLATE if mode == "contrastive" else ANSWER_TEMPLATE
     run = teacher_run(tmp_path, tiny_model_dir, name=f"unsolved-{mode}", curate={"keep": "any_wrong"},
-                      unsolved=(1, 3), solution="rollout", rollout_hint="answer", hint_context=mode,
+                      unsolved=(1, 3), solution="rollout", hint=mode,
                       template=template, retries=1)
     teacher = ScriptedTeacher(dict(EASY), fail=[q[3]])
     stats = run_teacher(run, loaded=tiny_model, generator=teacher)
@@ -241,7 +245,7 @@ run_teacher(Run.open(sys.argv[1]), generator=ScriptedTeacher(dict(EASY), delay=0
 
 def test_teacher_resumes_after_kill(tmp_path, tiny_model_dir, tiny_model):
     run = make_run(tmp_path, str(tiny_model_dir), generation={"batch_size": 1, "max_new_tokens": 12},
-                   teacher={"template": CHAIN_TEMPLATE})
+                   teacher={"template": CHAIN_TEMPLATE, "hint": "contrastive"})
     fake_rollouts(run)
     run_curate(run)
     script = tmp_path / "teach.py"
@@ -252,3 +256,48 @@ def test_teacher_resumes_after_kill(tmp_path, tiny_model_dir, tiny_model):
     stats = run_teacher(Run.open(run.path), loaded=tiny_model, generator=ScriptedTeacher(dict(EASY)))
     ids = [p["id"] for p in read_jsonl(out)]
     assert ids == ["p00", "p02", "p04", "p06", "p08"] and stats["pairs_written"] == 5
+
+
+@pytest.mark.parametrize("solution", ["generate", "rollout"])
+def test_the_teacher_turn_shows_what_teacher_hint_names(tmp_path, tiny_model_dir, solution):
+    """The hinted last turn of p00 for each ``teacher.hint``, rendered and read. p00's rollouts:
+    0 and 4 correct (``5``), 1 and 2 the most common wrong answer (``0.5`` = ``1/2``), 3 wrong."""
+    from ssb.teacher import Candidate
+
+    q, trace = EASY[0][0], "Working for trace {}: 1 + 1 = 2.\nSo the answer is \\boxed{{{}}}.".format
+    seen = {}
+    for hint, template in [("answer", ANSWER_TEMPLATE), ("correct", ANSWER_TEMPLATE), ("none", ANSWER_TEMPLATE),
+                           ("contrastive", CHAIN_TEMPLATE), ("answer", None), ("none", None)]:
+        run = teacher_run(tmp_path, tiny_model_dir, name=f"{solution}-{hint}-{template is None}", solution=solution,
+                          hint=hint, template=template)
+        row = read_jsonl(run.file("rollouts.jsonl"))[0]
+        sel = read_jsonl(run.file("selections.jsonl"))[0]
+        c = Candidate(row, sel, run.cfg)
+        if solution == "generate":
+            shown, label = c.hint()
+            text, correct = c.hinted(shown)[-1]["content"], sel["correct_index"]
+        else:  # the correct rollout is the solution: the hint never shows it, but the other correct one
+            _, scored, msgs, label = c.rollout_solution()
+            text, correct = msgs[-1]["content"], 4 if scored == 0 else 0
+        wrong = trace(sel["wrong_index"], row["extracted"][sel["wrong_index"]])
+        seen[hint, template is None] = text
+        if template is None:  # the built-in template: instructions + the hint's own section
+            assert q in text and "Write a complete solution" in text and "Working for trace" not in text
+            assert ("## The verified final answer\nThe answer is \\boxed{5}." in text) == (hint == "answer")
+            continue
+        want = {"answer": f"{q}\n(The answer is \\boxed{{5}}.)",
+                "correct": f"{q}\n({trace(correct, 5)})",
+                "none": q,
+                "contrastive": CHAIN_TEMPLATE.replace("{question}", q).replace("{correct}", trace(correct, 5))
+                .replace("{wrong_answer}", sel["wrong_answer"]).replace("{wrong}", wrong)}[hint]
+        assert text == want, (hint, text)
+        assert label == {"answer": "answer", "none": None}.get(hint, f"rollout:{correct}")
+    assert seen["none", True] != seen["answer", True]
+
+
+def test_a_template_showing_the_wrong_rollout_needs_the_contrastive_hint(tmp_path, tiny_model_dir):
+    from ssb.prompts import TemplateError
+
+    run = teacher_run(tmp_path, tiny_model_dir, hint="answer")  # CHAIN_TEMPLATE shows {wrong}
+    with pytest.raises(TemplateError, match="teacher.hint=answer does not"):
+        run_teacher(run)

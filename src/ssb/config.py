@@ -158,15 +158,20 @@ class TeacherConfig(Section):
         "correct rollout itself is the solution the hinted teacher scores (no generation, leak-free); "
         "generate_or_rollout: the rollout when no generated reply passes the gates",
     )
-    rollout_hint: Literal["other_correct", "answer"] = Field("other_correct", description="solution=rollout: the "
-        "hinted prompt shows another correct rollout if any (else the verified answer), or only the answer")
     answer_hint: str = Field(
         "The answer is \\boxed{ANSWER}.", pattern="ANSWER",
-        description="wording of the verified final answer when the hint shows only the answer; ANSWER "
+        description="wording of the verified final answer wherever the hint shows the answer; ANSWER "
         "is replaced by it. The teacher's distribution over the answer line follows this wording, so "
         "keep it in the format the student is asked for (prompt.system)",
     )
-    hint_context: Literal["contrastive", "correct_only", "none"] = "contrastive"
+    hint: Literal["answer", "correct", "contrastive", "none"] = Field(
+        "answer",
+        description="what the hinted prompt shows besides the question. answer: the verified final answer in "
+        "answer_hint's wording; correct: one verified correct rollout (solution=rollout: never the rollout being "
+        "scored, another correct one, else the answer); contrastive (the paper): a correct rollout as in correct "
+        "plus the most common wrong rollout; none: nothing, teacher and student see the same text (the control). "
+        "A problem without a correct rollout (curate.keep=any_wrong) shows the answer where a rollout would be",
+    )
     template: str | None = Field(None, description="override of the hinted teacher prompt")
     examples: bool = Field(True, description="the teacher sees prompt.examples as earlier turns, like the "
                            "student, so its distribution over the reply follows the format the student is taught")
@@ -176,6 +181,41 @@ class TeacherConfig(Section):
     max_pairs: int | None = Field(256, description="stop after this many verified pairs")
     gates: GatesConfig = Field(default_factory=GatesConfig)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_hint_keys(cls, data: Any) -> Any:
+        """``hint_context`` / ``rollout_hint`` (before ``hint``) read as the ``hint`` that does
+        what they did (:func:`old_hint`), with a warning that says so."""
+        if not isinstance(data, dict) or not ({"hint_context", "rollout_hint"} & data.keys()):
+            return data
+        data = dict(data)
+        context, rollout = data.pop("hint_context", None), data.pop("rollout_hint", None)
+        hint = old_hint(context, rollout, data.get("solution", "generate"))
+        if data.get("hint", hint) != hint:
+            raise PydanticCustomError("renamed_key", "teacher.hint={hint} and the old teacher.hint_context/"
+                                      "rollout_hint, which mean teacher.hint={old}: set only teacher.hint",
+                                      {"hint": repr(data["hint"]), "old": hint})
+        old = ", ".join(f"{k}={v}" for k, v in (("hint_context", context), ("rollout_hint", rollout)) if v)
+        log.warning("teacher.%s is read as teacher.hint=%s (what it did with teacher.solution=%s); "
+                    "set teacher.hint instead", old, hint, data.get("solution", "generate"))
+        return {**data, "hint": hint}
+
+
+def old_hint(hint_context: str | None, rollout_hint: str | None, solution: str) -> str:
+    """The ``teacher.hint`` that shows what the old keys showed. ``hint_context`` (default
+    ``contrastive``) said whether a correct / wrong rollout is shown; ``rollout_hint`` (default
+    ``other_correct``) acted only with ``solution: rollout``, where ``answer`` showed the answer
+    in place of another correct rollout. With ``solution: generate`` the chosen correct rollout
+    was shown, whatever ``rollout_hint`` said. Old ``contrastive`` + ``rollout_hint: answer``
+    (answer + wrong rollout) has no exact new form: it maps to ``contrastive``."""
+    context = hint_context or "contrastive"
+    if context not in ("contrastive", "correct_only", "none"):
+        raise PydanticCustomError("old_hint", "teacher.hint_context={value} is not one of contrastive, correct_only, "
+                                  "none (and is an old key: set teacher.hint)", {"value": repr(context)})
+    if context == "correct_only":
+        return "answer" if solution == "rollout" and rollout_hint == "answer" else "correct"
+    return context
 
 
 class LogitsConfig(Section):
@@ -274,7 +314,7 @@ class ReportConfig(Section):
 
 # Keys that moved, old -> new: a config or --set that still uses an old key is read under the
 # new one, with a logged warning.
-MOVED_KEYS = {
+MOVED_KEYS = {  # teacher.hint_context / teacher.rollout_hint then map to teacher.hint (TeacherConfig)
     "curate.hint_context": "teacher.hint_context", "curate.teacher_template": "teacher.template",
     "curate.teacher_temperature": "teacher.temperature", "curate.teacher_top_k": "teacher.top_k",
     "curate.teacher_retries": "teacher.retries", "curate.max_pairs": "teacher.max_pairs",

@@ -7,7 +7,7 @@
   message contents are always encoded as text, so a question, trace or solution that
   contains ``<|im_end|>``-style strings cannot open or close turns
   (``special_token_hits`` finds such strings for ``ssb data validate``).
-* the hinted teacher prompt (problem + a correct and a wrong attempt) lives below it.
+* the hinted teacher prompt (problem + the hint of ``teacher.hint``) lives below it.
 """
 
 from __future__ import annotations
@@ -121,15 +121,18 @@ def special_token_hits(text: str, tokenizer=None) -> list[str]:
 
 # ----------------------------------------------------------------------------- hinted teacher
 #
-# The teacher is the same base model, shown the problem together with one of its own
-# correct rollouts and (``contrastive``) the most common wrong one, and asked for a fresh,
-# standalone, error-aware solution. Everything it is told lives in TEACHER_TEMPLATE and
-# the CONTEXT_BLOCKS below; ``curate.teacher_template`` overrides the template.
+# The teacher is the same base model, shown the problem together with a hint
+# (``teacher.hint``: the verified answer, one of its own correct rollouts, or that and the
+# most common wrong one), and asked for a fresh, standalone, error-aware solution. Everything it is told lives in TEACHER_TEMPLATE and
+# the CONTEXT_BLOCKS below; ``teacher.template`` overrides the template.
 #
 # Placeholders (replaced by name; any other braces, like \boxed{}, are left alone):
 #   {question} {intro} {context} {correct} {wrong} {wrong_answer}
 
-HINT_MODES = ("contrastive", "correct_only", "none")
+# What the hinted prompt shows (``teacher.hint``): the verified final answer, one verified
+# correct rollout, the paper's correct + most common wrong rollout, or nothing (the control).
+# ``{correct}`` holds the answer (in ``teacher.answer_hint``'s wording) or the correct trace.
+HINT_MODES = ("answer", "correct", "contrastive", "none")
 
 TEACHER_TEMPLATE = """\
 Here is a math problem{intro}.
@@ -148,18 +151,20 @@ other responses, attempts, students or hints.
 """
 
 CONTEXT_INTROS = {
+    "answer": ", followed by its verified final answer",
+    "correct": ", followed by an earlier response to it that reaches the correct answer",
     "contrastive": ", followed by two earlier responses to it: one reaches the correct answer, "
                    "the other is incorrect",
-    "correct_only": ", followed by an earlier response to it that reaches the correct answer",
     "none": "",
 }
 
 CONTEXT_BLOCKS = {
+    "answer": "\n## The verified final answer\n{correct}\n",
+    "correct": "\n## A response that reaches the correct answer\n{correct}\n",
     "contrastive": (
         "\n## A response that reaches the correct answer\n{correct}\n\n"
         "## A response that is incorrect ({wrong_note})\n{wrong}\n"
     ),
-    "correct_only": "\n## A response that reaches the correct answer\n{correct}\n",
     "none": "",
 }
 
@@ -177,13 +182,16 @@ def _fill(template: str, values: dict[str, str]) -> str:
 def check_teacher_template(template: str, mode: str) -> None:
     """A teacher template must show the question and, in a hint mode, the hint."""
     if mode not in HINT_MODES:
-        raise TemplateError(f"unknown hint_context {mode!r}; use one of {', '.join(HINT_MODES)}")
+        raise TemplateError(f"unknown teacher.hint {mode!r}; use one of {', '.join(HINT_MODES)}")
     if "{question}" not in template:
-        raise TemplateError("curate.teacher_template must contain {question}")
+        raise TemplateError("teacher.template must contain {question}")
     if mode != "none" and "{context}" not in template and "{correct}" not in template:
-        raise TemplateError(f"curate.teacher_template must contain {{context}} or {{correct}} for hint_context={mode}")
+        raise TemplateError(f"teacher.template must contain {{context}} or {{correct}} for teacher.hint={mode}")
     if mode == "contrastive" and "{context}" not in template and "{wrong}" not in template:
-        raise TemplateError("curate.teacher_template must contain {context} or {wrong} for hint_context=contrastive")
+        raise TemplateError("teacher.template must contain {context} or {wrong} for teacher.hint=contrastive")
+    if mode in ("answer", "correct") and re.search(r"\{(wrong|wrong_answer|wrong_note)\}", template):
+        raise TemplateError(f"teacher.template shows the wrong rollout ({{wrong}}, {{wrong_answer}} or {{wrong_note}}), "
+                            f"which teacher.hint={mode} does not: remove it, or set teacher.hint=contrastive")
 
 
 def teacher_prompt(question: str, correct: str | None = None, wrong: str | None = None,
@@ -194,10 +202,10 @@ def teacher_prompt(question: str, correct: str | None = None, wrong: str | None 
     check_teacher_template(template, mode)
     if mode == "none" and re.search(r"\{(correct|wrong|wrong_answer)\}", template):
         return question.strip()  # a template that places the hints itself has nothing to show without them
-    if mode in ("contrastive", "correct_only") and not correct:
-        raise ValueError(f"hint_context={mode} needs a correct response")
+    if mode != "none" and not correct:
+        raise ValueError(f"teacher.hint={mode} needs the {'answer' if mode == 'answer' else 'correct response'}")
     if mode == "contrastive" and wrong is None:
-        raise ValueError("hint_context=contrastive needs an incorrect response")
+        raise ValueError("teacher.hint=contrastive needs an incorrect response")
     note = f"its final answer, {wrong_answer}, is wrong" if wrong_answer else "it reaches no valid final answer"
     values = {
         "question": question.strip(),

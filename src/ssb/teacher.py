@@ -6,19 +6,27 @@ For every problem of ``selections.jsonl`` (curate) one solution becomes a traini
 Where it comes from is ``teacher.solution``:
 
 * ``generate`` (the paper): the same base model answers the hinted prompt of
-  :func:`prompts.teacher_messages` (problem + correct + most common wrong rollout) at
-  ``teacher.temperature``, up to ``1 + teacher.retries`` samples;
+  :func:`prompts.teacher_messages` at ``teacher.temperature``, up to ``1 + teacher.retries``
+  samples;
 * ``rollout``: the verified correct rollout itself is the solution, and the hinted
-  prompt only *scores* it. The prompt must not hold the very trace it scores (the teacher
-  would copy it from its context), so it shows another correct rollout where there is one
-  (``rollout_hint: other_correct``), else only the verified final answer;
+  prompt only *scores* it;
 * ``generate_or_rollout``: the rollout when no generated reply passes the gates.
 
-A problem without a correct rollout (kept by ``curate.keep: any_wrong``, beyond the paper)
-has no rollout to score or show: its solution is generated whatever ``teacher.solution``
-says (``solution_source: generate``, ``correct_index: null``), and the hint in the
-template's ``{correct}`` place is the verified gold answer in ``teacher.answer_hint``'s
-wording (``hint_correct: answer``); ``contrastive`` still shows the wrong trace. The gates
+What the hinted prompt shows is ``teacher.hint`` (:meth:`Candidate.hint`), in every mode:
+
+* ``answer``: the verified final answer in ``teacher.answer_hint``'s wording;
+* ``correct``: the selected correct rollout; with ``solution: rollout`` never the trace
+  being scored (the teacher would copy it from its context) but another correct rollout,
+  else the answer;
+* ``contrastive`` (the paper): what ``correct`` shows, plus the most common wrong rollout;
+* ``none``: the bare question (teacher = student, the control).
+
+Each pair records it (``hint``) and what stood in the ``{correct}`` place
+(``hint_correct``: ``rollout:I``, ``answer`` or null). A problem without a correct rollout
+(kept by ``curate.keep: any_wrong``, beyond the paper) has no rollout to score or show: its
+solution is generated whatever ``teacher.solution`` says (``solution_source: generate``,
+``correct_index: null``), and a rollout in the hint is replaced by the gold answer in
+``teacher.answer_hint``'s wording; ``contrastive`` still shows the wrong trace. The gates
 are the same; ``shows_work`` measures length against the first worked example's solution
 (``prompt.examples``) instead of the correct rollout, or skips the length check without one.
 
@@ -91,23 +99,38 @@ class Candidate:
     def answer_hint(self, answer: object) -> str:
         return self.cfg.teacher.answer_hint.replace("ANSWER", str(answer))
 
-    def hint(self) -> tuple[str, str]:
-        """(what the hinted prompt shows as correct, its ``hint_correct`` label): the chosen
-        correct rollout, or without one the gold answer in ``teacher.answer_hint``'s wording."""
-        if self.has_correct:
-            return self.row["completions"][self.sel["correct_index"]], f"rollout:{self.sel['correct_index']}"
-        return self.answer_hint(self.problem.answer), "answer"
+    def hint(self, scored: int | None = None) -> tuple[str | None, str | None]:
+        """(what the hinted prompt shows in the ``{correct}`` place, its ``hint_correct`` label)
+        for ``teacher.hint``: the verified answer in ``teacher.answer_hint``'s wording
+        (``answer``), a correct rollout (``correct``, ``contrastive``) or nothing (``none``).
+        ``scored``: the rollout being scored as the solution, never shown: another correct
+        rollout takes its place, else the answer. Without a correct rollout: the gold answer."""
+        mode = self.cfg.teacher.hint
+        if mode == "none":
+            return None, None
+        if mode != "answer" and self.has_correct:
+            comps = self.row["completions"]
+            indices = self.sel.get("correct_indices") or [self.sel["correct_index"]]
+            if scored is None:
+                return comps[self.sel["correct_index"]], f"rollout:{self.sel['correct_index']}"
+            others = [j for j in indices if j != scored and comps[j].strip() != comps[scored].strip()]
+            if others:
+                return comps[others[0]], f"rollout:{others[0]}"
+        answer = self.problem.answer
+        if scored is not None:
+            answer = self.row["extracted"][scored] or answer  # verified equal to the gold answer
+        return self.answer_hint(answer), "answer"
 
     def hinted(self, correct_text: str | None) -> list[dict]:
         tc = self.cfg.teacher
         wrong = self.row["completions"][self.sel["wrong_index"]]
         return teacher_messages(self.cfg.prompt, self.problem.question, correct_text, wrong,
-                                self.sel["wrong_answer"], tc.hint_context, tc.template, tc.examples)
+                                self.sel["wrong_answer"], tc.hint, tc.template, tc.examples)
 
     def privileged(self) -> Privileged:
         tc = self.cfg.teacher
         if self._privileged is None:
-            self._privileged = privileged_text(self.cfg.prompt, tc.template, tc.hint_context, tc.gates.leak_ngram,
+            self._privileged = privileged_text(self.cfg.prompt, tc.template, tc.hint, tc.gates.leak_ngram,
                                                student_text=self.problem.question)
         return self._privileged
 
@@ -135,9 +158,8 @@ class Candidate:
         self.rejected.append({"source": source, "gate": gate, "reason": reason, "text": text[:400]})
 
     def rollout_solution(self) -> tuple[str, int, list[dict], str] | None:
-        """(rollout text, its index, the hinted messages that score it, hint kind) for the
+        """(rollout text, its index, the hinted messages that score it, hint label) for the
         first correct rollout that passes the gates; None without one."""
-        tc = self.cfg.teacher
         if not self.has_correct:
             return None
         comps = self.row["completions"]
@@ -146,11 +168,8 @@ class Candidate:
             v = self.vet(comps[idx], "stop", "rollout")
             if not v.ok:
                 continue
-            others = [j for j in indices if j != idx and comps[j].strip() != comps[idx].strip()]
-            if tc.rollout_hint == "other_correct" and others:
-                return comps[idx], idx, self.hinted(comps[others[0]]), f"rollout:{others[0]}"
-            answer = self.row["extracted"][idx] or self.problem.answer
-            return comps[idx], idx, self.hinted(self.answer_hint(answer)), "answer"
+            text, label = self.hint(scored=idx)
+            return comps[idx], idx, self.hinted(text), label
         return None
 
 
@@ -172,7 +191,7 @@ def pair_record(c: Candidate, messages: list[dict], solution: str, source: str, 
         "wrong_answer": c.sel["wrong_answer"],
         "wrong_count": c.sel["wrong_count"],
         "wrong_groups": c.sel["wrong_groups"],
-        "hint_context": tc.hint_context,
+        "hint": tc.hint,
         "teacher_attempts": attempts,
         "teacher_tokens": c.tokens,
         "teacher_formats": c.formats,
@@ -224,7 +243,7 @@ def run_teacher(run: Run, loaded: LoadedModel | None = None, generator: Generato
     """Build ``pairs.jsonl`` from ``selections.jsonl``; return the funnel stats."""
     cfg, tc = run.cfg, run.cfg.teacher
     if tc.template:
-        check_teacher_template(tc.template, tc.hint_context)
+        check_teacher_template(tc.template, tc.hint)
     sel_path = run.file("selections.jsonl")
     if not sel_path.exists():
         raise TeacherError(f"{sel_path} not found: run `ssb curate --run {run.path}` first")
@@ -286,7 +305,7 @@ def run_teacher(run: Run, loaded: LoadedModel | None = None, generator: Generato
                         elif r is None:
                             rejects.write({"id": c.id, "attempts": c.attempts, "rejected_replies": c.rejected,
                                            "reasons": [x["gate"] for x in c.rejected], "teacher_tokens": c.tokens,
-                                           "teacher_formats": c.formats, "hint_context": tc.hint_context,
+                                           "teacher_formats": c.formats, "hint": tc.hint,
                                            "solution": tc.solution})
         all_pairs, all_rejects = read_jsonl(pairs_path), read_jsonl(rejects_path)
         stats = teacher_stats(all_pairs, all_rejects)
@@ -295,7 +314,7 @@ def run_teacher(run: Run, loaded: LoadedModel | None = None, generator: Generato
             stats.update(tried_without_correct=sum(r["id"] in unsolved for r in all_pairs + all_rejects),
                          pairs_without_correct=sum(r["id"] in unsolved for r in all_pairs))
         stats.update(selected=len(selections), max_pairs=tc.max_pairs, solution=tc.solution,
-                     hint_context=tc.hint_context,
+                     hint=tc.hint,
                      max_pairs_reached=tc.max_pairs is not None and stats["pairs_written"] >= tc.max_pairs,
                      new_teacher_tokens=new_tokens,
                      tokens_per_s=round(new_tokens / gen_seconds, 1) if gen_seconds > 0 else None)
@@ -323,8 +342,7 @@ def _generate_round(chunk: list[Candidate], generator: Generator, sampling: Samp
             c.attempts += 1
             toks += comp.completion_tokens
             if c.vet(comp.text, comp.finish_reason, "generate").ok:
-                hint = hints[c.id][1] if tc.hint_context != "none" else None
-                found[c.id] = pair_record(c, msgs[c.id], comp.text, "generate", c.attempts, None, hint)
+                found[c.id] = pair_record(c, msgs[c.id], comp.text, "generate", c.attempts, None, hints[c.id][1])
             else:
                 still.append(c)
         pending = still
