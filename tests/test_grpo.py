@@ -81,3 +81,45 @@ def test_reward_is_correctness_only():
     assert r(prompts=[None] * 3, completions=comps, problem_json=[pj] * 3, completion_ids=[[1, 2], [3], [4]]) \
         == [1.0, 0.0, 0.0]
     assert r.generated_tokens == 4 and r.completions == 3
+
+
+def test_grpo_time_budget_counts_every_invocation(tmp_path, tiny_model_dir):
+    """SSB's side: seconds_total adds an interrupted and a resumed invocation. GRPO's side: a
+    run resumed from its checkpoint goes on with its clock, so the budget it spent before the
+    kill still counts (without that it would train to max_steps)."""
+    from ssb.grpo import run_grpo, seconds_budget
+
+    run = _run(tmp_path, tiny_model_dir, budget="seconds", max_steps=2, save_steps=1)
+    with pytest.raises(KeyboardInterrupt), run.stage_run("distill"):
+        raise KeyboardInterrupt
+    run.set_stage("distill", seconds=30.0, seconds_total=30.0)  # 30 s spent, then killed
+    with run.stage_run("distill"):
+        pass
+    assert run.stage("distill")["seconds"] < 1 and 30 <= run.stage_seconds("distill") < 31
+    run.set_stage("distill", seconds_total=1e6)
+    assert seconds_budget(run)[0] == 1e6
+    first = run_grpo(run)  # two steps, checkpoints after each
+    assert first["steps"] == 2 and first["stopped_by"] == "max_steps"
+    spent = read_jsonl(run.file("grpo_log.jsonl"))[-1]["seconds"]
+    # the resumed run may train two more steps, but its budget is what the first one already spent
+    run.set_stage("distill", seconds_total=spent + 0.001)
+    run.set_stage("grpo", status="interrupted")
+    run.cfg.grpo.max_steps = 4
+    second = run_grpo(run)
+    assert second["resumed_from"].endswith("checkpoint-2")
+    assert second["steps"] == 3 and second["stopped_by"] == "time budget"
+    log = read_jsonl(run.file("grpo_log.jsonl"))
+    assert [r["step"] for r in log] == [1, 2, 3] and log[2]["seconds"] > log[1]["seconds"] == spent
+    assert run.stage_seconds("grpo") > run.stage("grpo")["seconds"]  # both invocations
+
+
+def test_force_resets_a_stage_total(tmp_path, tiny_model_dir):
+    run = _run(tmp_path, tiny_model_dir)
+    run.set_stage("rollout", status="done", seconds=5.0, seconds_total=12.0)
+    with run.stage_run("rollout"):
+        pass
+    assert 12 <= run.stage_seconds("rollout") < 13
+    run.set_stage("rollout", status="pending")  # what `ssb run --force rollout` does
+    with run.stage_run("rollout"):
+        pass
+    assert run.stage_seconds("rollout") < 1

@@ -15,9 +15,13 @@ What is held equal to SSB, so the comparison is about the method:
   many completion tokens as SSB's rollouts + hinted teacher did (manifest stages
   ``rollout.generated_tokens`` + ``teacher.teacher_tokens``); without those counts it
   falls back to ``grpo.max_steps`` / ``grpo.epochs``. ``budget = "seconds"`` instead stops
-  once GRPO has trained as long as SSB's rollout + curate + logits + distill stages took
-  (used on CPU, where TRL's one-group-at-a-time generation is far slower per token than
-  ssb's batched rollouts). Tokens and seconds are recorded whichever budget is used.
+  once GRPO has trained as long as SSB's stages (``pipeline.SSB_STAGES``: rollout, curate,
+  teacher, logits, distill) took; note that wall-clock rewards whichever implementation
+  is faster, not the method (TRL generates one group at a time). Tokens and seconds are
+  recorded whichever budget is used.
+* resumes count: SSB's stages report ``seconds_total`` over every invocation
+  (:meth:`Run.stage_seconds`), and a resumed GRPO continues its clock and token count from
+  its last checkpoint (its log's last kept line).
 
 Outputs: ``grpo/`` (PEFT adapter + tokenizer), ``grpo_log.jsonl`` (one line per optimizer
 step: reward, completion length, loss, kl, grad norm, lr, cumulative generated tokens)
@@ -125,13 +129,13 @@ class CorrectnessReward:
 
 
 def seconds_budget(run: Run) -> tuple[float | None, str]:
-    """Wall-clock SSB spent on its training stages (rollouts, teacher, logits, distillation)."""
+    """Wall-clock SSB spent on its stages (``SSB_STAGES``), every invocation of each counted."""
     if run.cfg.grpo.budget != "seconds":
         return None, f"budget={run.cfg.grpo.budget}"
-    secs = [run.stage(s).get("seconds") for s in SSB_STAGES]
+    secs = [run.stage_seconds(s) for s in SSB_STAGES]
     if not any(secs):
         return None, "no stage timings in the manifest (SSB stages not run): max_steps/epochs"
-    return float(sum(x or 0 for x in secs)), "manifest: seconds of " + " + ".join(SSB_STAGES)
+    return float(sum(x or 0 for x in secs)), "manifest: seconds_total of " + " + ".join(SSB_STAGES)
 
 
 def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0: float,
@@ -181,9 +185,9 @@ def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0
 # ----------------------------------------------------------------------------- resume
 
 
-def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int]:
-    """Last checkpoint (or None) and the generated-token count logged up to it; log lines
-    after the checkpoint are dropped so the log matches the resumed state."""
+def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int, float]:
+    """Last checkpoint (or None), the generated tokens and training seconds logged up to it;
+    log lines after the checkpoint are dropped so the log matches the resumed state."""
     from transformers.trainer_utils import get_last_checkpoint  # lazy: ~1.4 s, only when training
 
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
@@ -191,12 +195,14 @@ def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int]:
     if last is None:
         if log_path.exists() and distributed.is_main():  # distributed hook: one writer
             log_path.unlink()
-        return None, 0
+        return None, 0, 0.0
     step = int(Path(last).name.split("-")[-1])
     keep = [r for r in recs if r.get("step", 0) <= step]
     if distributed.is_main():  # distributed hook: one writer
         log_path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    return last, int(keep[-1]["generated_tokens"]) if keep else 0
+    if not keep:
+        return last, 0, 0.0
+    return last, int(keep[-1]["generated_tokens"]), float(keep[-1].get("seconds", 0.0))
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -223,8 +229,7 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
         top_p=cfg.rollout.top_p,
         beta=g.beta,
         learning_rate=g.lr,
-        # with a token or time budget the stopping step is unknown up front: keep the lr constant
-        lr_scheduler_type="constant" if g.budget in ("tokens", "seconds") else "linear",
+        lr_scheduler_type=g.lr_scheduler,
         num_train_epochs=g.epochs,
         max_steps=max_steps,
         logging_steps=1,
@@ -267,7 +272,7 @@ def run_grpo(run: Run) -> dict:
         max_steps = cfg.grpo.max_steps if cfg.grpo.max_steps else -1
         log_path = run.file("grpo_log.jsonl")
         with distributed.main_process_first():  # distributed hook: others read the log once it is trimmed
-            resume, tokens_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
+            resume, tokens_so_far, seconds_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
 
         loaded = load_model(cfg.model)
         # stop at end-of-turn exactly like generation.py does for rollouts and eval
@@ -275,7 +280,7 @@ def run_grpo(run: Run) -> dict:
         param = next(loaded.model.parameters())
         args = grpo_args(run, num_generations, param.device, param.dtype, max_steps)
         reward = CorrectnessReward(tokens_so_far)
-        t0 = time.time()
+        t0 = time.time() - seconds_so_far  # a resumed run's clock goes on from its checkpoint
         cb = _callbacks(reward, budget, log_path, t0, budget_seconds)
         trainer = GRPOTrainer(
             model=loaded.model,

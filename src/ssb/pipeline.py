@@ -103,7 +103,6 @@ def draw_until_pairs(run: Run) -> dict:
     problems = load_problems(cfg.data)
     chunk, cap = max(1, cfg.data.draw_chunk or len(problems)), cfg.teacher.max_pairs
     generator, loaded, end, pairs = None, None, 0, 0
-    seconds = dict.fromkeys(DRAWN_STAGES, 0.0)
     while end < len(problems) and (cap is None or pairs < cap):
         end = min(len(problems), end + chunk)
         if generator is None:
@@ -112,10 +111,7 @@ def draw_until_pairs(run: Run) -> dict:
         run_rollout(run, loaded=loaded, generator=generator, problems=problems[:end])
         run_curate(run)
         pairs = run_teacher(run, loaded=loaded, generator=generator)["pairs_written"]
-        for s in DRAWN_STAGES:
-            seconds[s] += run.stage(s).get("seconds") or 0.0
-    for s in DRAWN_STAGES:  # what each stage cost over all chunks (GRPO's seconds budget reads it)
-        run.set_stage(s, seconds=round(seconds[s], 2), seconds_over_chunks=True)
+    # each chunk re-enters the stages: their seconds_total is what they cost over all chunks
     info = {"problems_drawn": end, "problems_available": len(problems), "draw_chunk": chunk, "pairs": pairs}
     run.update_manifest(draw=info)
     return info

@@ -97,15 +97,21 @@ def _img(md: list[str], path: Path | None, run: Run, alt: str) -> None:
         md.append("")
 
 
+def _total_seconds(stage: dict) -> float | None:
+    """A stage's wall-clock over every invocation (``Run.stage_seconds`` on a manifest entry)."""
+    return stage.get("seconds_total", stage.get("seconds"))
+
+
 def _budget_lines(manifest: dict) -> list[str]:
     st = manifest.get("stages", {})
     ssb_tokens = [st.get("rollout", {}).get("generated_tokens"), st.get("teacher", {}).get("teacher_tokens")]
     ssb_total = sum(t for t in ssb_tokens if t is not None) if any(t is not None for t in ssb_tokens) else None
-    ssb_secs = sum(st.get(s, {}).get("seconds") or 0 for s in SSB_STAGES)
+    ssb_secs = sum(_total_seconds(st.get(s, {})) or 0 for s in SSB_STAGES)
     g = st.get("grpo", {})
-    lines = ["| | SSB (rollouts + teacher + logits + distill) | GRPO |", "|---|---|---|",
+    lines = [f"| | SSB ({' + '.join(SSB_STAGES)}) | GRPO |", "|---|---|---|",
              f"| generated tokens | {_num(ssb_total)} | {_num(g.get('generated_tokens'))} |",
-             f"| wall-clock seconds | {_num(round(ssb_secs, 1)) if ssb_secs else '—'} | {_num(g.get('seconds'))} |",
+             f"| wall-clock seconds (all invocations) | {_num(round(ssb_secs, 1)) if ssb_secs else '—'} "
+             f"| {_num(_total_seconds(g))} |",
              f"| optimizer steps | {_num(st.get('distill', {}).get('steps') or st.get('distill', {}).get('global_step'))} "
              f"| {_num(g.get('steps'))} |"]
     if g.get("stopped_by"):

@@ -130,24 +130,41 @@ class Run:
         st.update(fields)
         self.save_manifest(m)
 
+    def stage_seconds(self, name: str) -> float | None:
+        """Wall-clock a stage has cost since it was last reset (``seconds_total``: every
+        invocation, interrupted and resumed ones included); None when it never ran."""
+        st = self.stage(name)
+        total = st.get("seconds_total", st.get("seconds"))
+        return None if total is None else float(total)
+
     @contextmanager
     def stage_run(self, name: str) -> Iterator[dict]:
         """Mark a stage running; on success record status, timing and whatever the body put
-        in the yielded dict (counts, stats). On error or Ctrl-C the stage stays resumable."""
+        in the yielded dict (counts, stats). On error or Ctrl-C the stage stays resumable.
+
+        ``seconds`` is this invocation's wall-clock; ``seconds_total`` adds every earlier
+        invocation since the stage was last reset (``--force`` sets it ``pending``), so a
+        killed and resumed stage reports what it cost in all (GRPO's budget reads it)."""
         info: dict[str, Any] = {}
         t0 = time.time()
+        prev = self.stage(name)
+        carried = 0.0 if prev.get("status") in (None, "pending") else float(
+            prev.get("seconds_total", prev.get("seconds")) or 0.0)
+
+        def timing() -> dict:
+            secs = time.time() - t0
+            return {"seconds": round(secs, 2), "seconds_total": round(carried + secs, 2)}
+
         self.set_stage(name, status="running", started=now_iso())
         try:
             yield info
         except KeyboardInterrupt:
-            self.set_stage(name, status="interrupted", seconds=round(time.time() - t0, 2))
+            self.set_stage(name, status="interrupted", **timing())
             raise
         except BaseException as exc:
-            self.set_stage(name, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
-                           seconds=round(time.time() - t0, 2))
+            self.set_stage(name, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], **timing())
             raise
-        self.set_stage(name, status="done", finished=now_iso(), seconds=round(time.time() - t0, 2),
-                       error=None, **info)
+        self.set_stage(name, status="done", finished=now_iso(), error=None, **timing(), **info)
 
 
 def iter_batches(items: list, size: int) -> Iterable[list]:
