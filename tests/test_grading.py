@@ -294,3 +294,65 @@ def test_magnitude_word_after_inline_math():
     assert grade(_p("\\frac{1}{2}"), "The answer is $\\frac12$ dollars.").correct  # unit words still dropped
     assert as_number("5 million") == 5_000_000 and as_number("3 dozen eggs") == 36
     assert as_number("2 thousand 500") is None
+
+
+# ----------------------------------------------------------------------------- words that change the value
+
+
+@pytest.mark.parametrize(
+    "gold, pred",
+    [
+        ("5", "5 pi"),
+        ("5", "5\\pi"),
+        ("5", "5π"),
+        ("5", "5 \\text{ pi}"),  # math-verify alone drops \text{...} and calls this 5
+        ("5", "5 infinity"),
+        ("2", "2 and up"),
+        ("2", "2\\text{ and up}"),
+        ("2", "2 or more"),
+        ("5", "5x"),
+        ("5", "5 x"),
+        ("5", "5 \\text{ x}"),
+        ("5", "5 e"),
+        ("5", "5i"),
+        ("3", "3 plus 4"),
+        ("3", "3 plus four"),
+        ("5", "5 to 7"),
+        ("5", "5 over 2"),
+        ("5", "5 minus"),
+    ],
+)
+def test_value_changing_word_after_a_number_is_wrong(gold, pred):
+    g = grade(_p(gold), f"The answer is \\boxed{{{pred}}}.")
+    assert g.outcome is Outcome.WRONG and g.extracted == pred, (gold, pred, g)
+    assert not same_answer(gold, pred) and not same_answer(pred, gold)
+
+
+@pytest.mark.parametrize(
+    "gold, pred",
+    [
+        ("5", "5 cm"),
+        ("5", "5 apples"),
+        ("5", "5\\text{ cm}"),
+        ("12", "12 km per hour"),
+        ("12", "12\\text{ km per hour}"),
+        ("3", "3 hours"),
+        ("7", "7 dollars"),
+        ("5", "$5"),
+        ("5", "5\\%"),
+        ("90", "90^\\circ"),
+        ("5", "5 more"),  # "how many more": still the number
+        ("4", "4 times"),  # "how many times": still the number
+    ],
+)
+def test_unit_words_after_a_number_still_pass(gold, pred):
+    assert grade(_p(gold), f"The answer is \\boxed{{{pred}}}.").correct, (gold, pred)
+
+
+def test_value_changing_words_do_not_affect_other_answers():
+    # an expression that merely contains such a word is still checked by math-verify
+    assert grade(_p("5\\pi"), "\\boxed{5\\pi}").correct
+    assert grade(_p("5\\pi"), "\\boxed{\\pi \\cdot 5}").correct
+    assert grade(_p("2k"), "\\boxed{2k}").correct
+    assert not grade(_p("2k"), "\\boxed{2}").correct
+    assert as_number("5 pi") is None and as_number("5 x") is None and as_number("12 km per hour") == 12

@@ -52,6 +52,48 @@ def test_square_and_add_matches_newcombe_1998_unpaired_example():
     assert lo == pytest.approx(0.0524, abs=1e-4) and hi == pytest.approx(0.3339, abs=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        # Newcombe (1998) "Improved confidence intervals for the difference between binomial
+        # proportions based on paired data", Stat Med 17:2635-2650, method-10 limits of the
+        # paper's worked examples, table (e, f, g, h) = (a, b, c, d):
+        ((36, 12, 2, 0), (0.2, 0.0569, 0.3404)),
+        ((18, 12, 2, 18), (0.2, 0.0562, 0.3290)),  # uncorrected phi gives [0.0618, 0.3239]
+        ((53, 0, 0, 1), (0.0, -0.0729, 0.0729)),  # uncorrected phi gives [-0.0640, 0.0640]
+        ((0, 30, 0, 0), (1.0, 0.8395, 1.0)),
+        # Fagerland, Lydersen & Laake, "Statistical Analysis of Contingency Tables" ch. 8, Cavo
+        # et al. (2012) complete response before/after consolidation, (59, 6, 16, 80): Newcombe
+        # square-and-add -0.0621 (-0.1186 to -0.0046), as printed by their R package
+        # contingencytables (tests/testthat chapter 8); uncorrected phi gives [-0.1174, -0.0059]
+        ((59, 6, 16, 80), (-0.0621, -0.1186, -0.0046)),
+    ],
+)
+def test_newcombe_paired_matches_published_examples(table, expected):
+    d, lo, hi = stats.newcombe_paired(*table)
+    assert d == pytest.approx(expected[0], abs=1e-4)
+    assert lo == pytest.approx(expected[1], abs=1e-4) and hi == pytest.approx(expected[2], abs=1e-4)
+
+
+def test_newcombe_paired_uses_continuity_corrected_phi():
+    # the issue's table: with phi corrected as in the method the interval reaches below 0
+    # (not significant, like exact McNemar on 12 vs 4: p = 0.077); the uncorrected phi
+    # gave [+0.0007, +0.0806]
+    d, lo, hi = stats.newcombe_paired(150, 12, 4, 34)
+    assert d == pytest.approx(0.04)
+    assert lo == pytest.approx(-0.0005, abs=1e-4) and hi == pytest.approx(0.0817, abs=1e-4)
+    assert lo < 0 < hi and stats.mcnemar_exact(12, 4) > 0.05
+    # 0 <= a*d - b*c <= n/2 sets phi to 0: the interval equals the independent-samples one
+    # (uncorrected, phi would be 1/35 here)
+    _, lo, hi = stats.newcombe_paired(3, 4, 2, 3)  # a*d - b*c = 1 <= n/2 = 6
+    _, ilo, ihi = stats.square_and_add(7 / 12, stats.wilson(7, 12), 5 / 12, stats.wilson(5, 12))
+    assert (lo, hi) == (pytest.approx(ilo), pytest.approx(ihi))
+    # a*d - b*c = 25 > n/2 = 12.5 keeps a positive phi: narrower than independent samples
+    _, lo, hi = stats.newcombe_paired(5, 5, 5, 10)
+    _, ilo, ihi = stats.square_and_add(10 / 25, stats.wilson(10, 25), 10 / 25, stats.wilson(10, 25))
+    assert hi - lo < ihi - ilo
+
+
 def test_paired_diff_table_and_interval():
     x = [1] * 30 + [1] * 9 + [0] * 1 + [0] * 60  # 30 both, 9 x-only, 1 y-only, 60 neither
     y = [1] * 30 + [0] * 9 + [1] * 1 + [0] * 60

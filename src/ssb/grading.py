@@ -10,6 +10,9 @@
    - plain numbers are compared exactly in-process ("$1,800.00" == "1800"); a magnitude
      word right after the number scales it ("5 million" == 5000000, "3 dozen" == 36), and
      a number followed by a magnitude word elsewhere is not read as a plain number;
+   - a number followed by a word that changes its value (a single letter, a constant or
+     an operation or range in words: "5 x", "5π", "5 pi", "3 plus 4", "2 and up") is
+     never equal to a plain number (math-verify would drop such words inside ``\\text{}``);
    - everything else goes to math-verify (gold first, both wrapped in ``\\boxed{}``).
 
 Grading never raises on a completion: every completion gets an outcome (correct, wrong,
@@ -25,7 +28,7 @@ import logging
 from dataclasses import dataclass
 from enum import Enum
 
-from .grading_answers import as_number, extract_answer
+from .grading_answers import extract_answer, read_number
 from .grading_workers import TIMED_OUT, bounded, close_workers
 from .problem import Problem
 
@@ -40,9 +43,11 @@ def _math_equal(gold: str, pred: str, timeout: float, shortcuts: bool = True) ->
     if shortcuts:
         if " ".join(gold.split()) == " ".join(pred.split()):
             return True
-        g, p = as_number(gold), as_number(pred)
+        (g, g_changed), (p, p_changed) = read_number(gold), read_number(pred)
         if g is not None and p is not None:
             return g == p
+        if (g is not None and p_changed) or (p is not None and g_changed):
+            return False  # "5 pi" vs 5: math-verify would drop such words inside \text{}
     result = bounded({"op": "equal", "gold": gold, "pred": pred}, timeout)
     return None if result is TIMED_OUT else bool(result)
 

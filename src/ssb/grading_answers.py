@@ -2,8 +2,10 @@
 
 :func:`extract_answer` takes the last ``\\boxed{...}`` / ``\\fbox{...}``, else GSM8K's
 ``#### N``, else "the answer is N". :func:`as_number` reads "$1,800.00", "18 dollars" or
-"5 million" as an exact number. Both are linear in the text's length (model output can be
-anything), and neither imports more than the standard library.
+"5 million" as an exact number; :func:`read_number` also tells when a number is followed
+by a word that changes its value ("5 pi", "2 and up", "5 x") rather than by unit words.
+All are linear in the text's length (model output can be anything), and none imports
+more than the standard library.
 """
 
 from __future__ import annotations
@@ -98,6 +100,13 @@ _MAX_DIGITS = 4000  # below Python's int/str conversion limit (4300)
 # magnitude words scale the number before them ("5 million" = 5000000, "3 dozen" = 36)
 SCALE_WORDS = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12,
                "dozen": 12, "lakh": 10**5, "crore": 10**7}
+# words that make "<number> <word>" something other than the number: constants, and
+# operations, alternatives or ranges in words ("5 pi", "3 plus 4", "2 and up", "2 or more",
+# "5 to 7"). Words that say what the number counts stay units ("5 more", "5 times",
+# "12 km per hour"); an operand after them is a number, a letter or a constant, which
+# makes the answer not a plain number anyway.
+VALUE_WORDS = frozenset({"pi", "inf", "infty", "infinity",
+                         "and", "or", "plus", "minus", "over", "divided", "to", "sqrt", "root"})
 
 
 def _scale_of(word: str) -> int | None:
@@ -111,32 +120,45 @@ def _scale_of(word: str) -> int | None:
     return 0 if any(w.startswith(k) for k in SCALE_WORDS) else None
 
 
-def as_number(s: str) -> Fraction | None:
-    """A plain number, tolerating $, thousands separators, %, degrees and unit words
-    ("$1,800.00", "18 dollars", "90^\\circ"); magnitude words right after the number scale
-    it ("5 million", "2.5 thousand dollars", "3 dozen"). None for anything else, including
-    a magnitude word anywhere else ("5 dollars million", "2 thousand 500") and numbers of
-    more than 4000 digits."""
+def read_number(s: str) -> tuple[Fraction | None, bool]:
+    """``(value, changed)``: ``value`` is :func:`as_number`'s reading of ``s``; ``changed``
+    is True when ``s`` is a number followed by words of which one changes its value: a
+    single letter ("5 x", "5x", "5π", "5 e": a variable or constant) or one of
+    :data:`VALUE_WORDS` ("5 pi", "2 and up"), before any other word that is not a unit
+    word. ``value`` is None whenever ``changed`` is True."""
     s = re.sub(r"\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}", r" \1 ", s)
     s = s.replace("\\$", "").replace("$", "").replace("{,}", ",").replace("\\!", "").replace("\\%", "")
     s = re.sub(r"\^\{?\\circ\}?|%|\\,|\\ ", " ", s).strip()
     m = _NUMBER.match(s)
     if not m:
-        return None
+        return None, False
     digits = m.group(0).replace(",", "")
     if len(digits) > _MAX_DIGITS:
-        return None
+        return None, False
     value = Fraction(digits)
     scaling = True
     for word in s[m.end() :].split():  # unit words: letters only, 2+ of them
+        if len(word.rstrip(".")) == 1 and word[0].isalpha():  # a variable or constant
+            return None, True
         if not _UNIT_WORD.fullmatch(word):
-            return None
+            return None, False
+        if word.rstrip(".").lower() in VALUE_WORDS:
+            return None, True
         factor = _scale_of(word)
         if factor is None:
             scaling = False
         elif factor == 0 or not scaling:
-            return None
+            return None, False
         else:
             value *= factor
-    return value
+    return value, False
 
+
+def as_number(s: str) -> Fraction | None:
+    """A plain number, tolerating $, thousands separators, %, degrees and unit words
+    ("$1,800.00", "18 dollars", "90^\\circ", "12 km per hour"); magnitude words right after
+    the number scale it ("5 million", "2.5 thousand dollars", "3 dozen"). None for anything
+    else, including a magnitude word anywhere else ("5 dollars million", "2 thousand 500"),
+    a word that changes the value ("5 pi", "2 and up", "5 x"; see :func:`read_number`) and
+    numbers of more than 4000 digits."""
+    return read_number(s)[0]

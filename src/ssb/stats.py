@@ -5,9 +5,11 @@
   ``1 - C(n-c, k) / C(n, k)`` for ``n`` samples of which ``c`` are correct.
 * :func:`mcnemar_exact` — exact McNemar test: two-sided binomial test on the
   discordant pairs (``b`` won by A only, ``c`` won by B only) with p = 1/2.
-* :func:`paired_diff` — difference of two paired proportions with Newcombe's (1998)
-  "method 10" interval (Wilson score limits of both margins combined with the
-  phi correlation of the 2x2 table); deterministic, good coverage at small n.
+* :func:`paired_diff` — difference of two paired proportions with Newcombe's (1998,
+  Stat Med 17:2635-2650) "method 10" interval: Wilson score limits of both margins
+  combined by square-and-add with the continuity-corrected phi correlation of the
+  2x2 table (the variant of that paper and of Fagerland, Lydersen & Laake's
+  reference implementation); deterministic, good coverage at small n.
 * :func:`paired_bootstrap` — seeded paired bootstrap of a mean difference, for
   per-problem scores that are not 0/1 (mean accuracy over n sampled completions),
   with a sign-flip permutation p-value.
@@ -113,7 +115,13 @@ def newcombe_paired(a: int, b: int, c: int, d: int, z: float = Z95) -> tuple[flo
     """Difference ``p1 - p2`` of paired proportions and Newcombe's method-10 interval.
 
     ``a`` both correct, ``b`` only the first, ``c`` only the second, ``d`` neither;
-    p1 = (a+b)/n, p2 = (a+c)/n. Returns ``(diff, low, high)``."""
+    p1 = (a+b)/n, p2 = (a+c)/n. Returns ``(diff, low, high)``; ``(0, -1, 1)`` when n = 0.
+
+    The Wilson intervals of p1 and p2 are combined by :func:`square_and_add` with the
+    continuity-corrected phi of Newcombe (1998, Stat Med 17:2635-2650): ``cross =
+    a*d - b*c`` becomes ``cross - n/2`` if ``cross > n/2`` and 0 if ``0 <= cross <= n/2``
+    (a negative ``cross`` is kept); ``phi = cross / sqrt((a+b)(c+d)(a+c)(b+d))``, or 0
+    when any of those four margins is 0."""
     n = a + b + c + d
     if n == 0:
         return (0.0, -1.0, 1.0)
@@ -121,14 +129,20 @@ def newcombe_paired(a: int, b: int, c: int, d: int, z: float = Z95) -> tuple[flo
     l1, u1 = wilson(a + b, n, z)
     l2, u2 = wilson(a + c, n, z)
     margins = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / math.sqrt(margins) if margins > 0 else 0.0
+    cross = a * d - b * c  # Newcombe's continuity correction of phi's numerator
+    if cross > n / 2:
+        cross -= n / 2
+    elif cross >= 0:
+        cross = 0
+    phi = cross / math.sqrt(margins) if margins > 0 else 0.0
     return square_and_add(p1, (l1, u1), p2, (l2, u2), phi)
 
 
 def square_and_add(p1: float, ci1: tuple[float, float], p2: float, ci2: tuple[float, float],
                    phi: float = 0.0) -> tuple[float, float, float]:
     """Newcombe's square-and-add combination of two Wilson intervals into an interval for
-    ``p1 - p2``; ``phi`` is their correlation (0 for independent samples)."""
+    ``p1 - p2``; ``phi`` is their correlation (0 for independent samples). Returns
+    ``(p1 - p2, low, high)`` with the limits clipped to [-1, 1]."""
     (l1, u1), (l2, u2) = ci1, ci2
     diff = p1 - p2
     dl = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
@@ -139,8 +153,9 @@ def square_and_add(p1: float, ci1: tuple[float, float], p2: float, ci2: tuple[fl
 def paired_diff(x: Sequence[bool], y: Sequence[bool]) -> dict:
     """Paired comparison of two 0/1 vectors over the same problems (x minus y).
 
-    Returns ``diff``, ``ci`` (Newcombe method 10), ``p_mcnemar`` (exact), the
-    discordant counts ``x_only`` / ``y_only`` and ``n``."""
+    Returns ``n``, ``diff``, ``ci`` (Newcombe method 10, see :func:`newcombe_paired`),
+    ``ci_method``, ``p_value`` (exact McNemar, see :func:`mcnemar_exact`), ``test`` and
+    the discordant counts ``x_only`` / ``y_only``."""
     a, b, c, d = discordant_counts(x, y)
     diff, lo, hi = newcombe_paired(a, b, c, d)
     return {
