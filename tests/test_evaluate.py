@@ -158,8 +158,70 @@ def test_evaluate_user_jsonl_writes_records_and_resumes(tmp_path, tiny_model, ti
     assert again[2]["completions"] == recs[2]["completions"]
 
     # n > 1 against records made with n = 1: a clear error, not a silent mix
-    with pytest.raises(ev.EvalError, match="number of completions"):
+    with pytest.raises(ev.EvalError, match=r"n=1, this eval asks 2 \(--n"):
         ev.evaluate(*args[:5], EvalConfig(benches=[], n=2, temperature=0.7), out, data_file=data, loaded=tiny_model)
+
+
+def test_rerun_with_other_settings_or_model_is_refused_not_relabelled(tmp_path, tiny_model, tiny_model_dir):
+    """Records say what made them; a rerun into the same directory that asks for other
+    sampling settings or another model is refused (before loading anything) instead of
+    writing the new settings over the old records; the same settings resume."""
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+
+    from ssb.models import load_model
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    data = _write_problems(tmp_path / "mine.jsonl")
+    out = tmp_path / "eval" / "tiny"
+    mcfg, gen = ModelConfig(name_or_path=str(model_dir), device="cpu"), GenerationConfig(batch_size=4, max_new_tokens=6)
+
+    def run(eval_cfg, adapter=None, loaded=None):
+        return ev.evaluate(mcfg, adapter, [], PromptConfig(), gen, eval_cfg, out, data_file=data, loaded=loaded)
+
+    run(EvalConfig(benches=[], max_new_tokens=4), loaded=tiny_model)
+    recs = read_jsonl(out / "mine.jsonl")
+    assert [r["id"] for r in recs] == ["q0", "q1", "q2"]
+    for r in recs:
+        assert r["sampling"] == {"n": 1, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 4, "seed": 0}
+        assert r["model"] == {"base": str(model_dir.resolve()), "adapter_sha256": None}
+        assert r["completion_tokens"][0] <= 4
+    jsonl, summary = (out / "mine.jsonl").read_bytes(), (out / "summary.json").read_text()
+
+    # the same settings: every id is there, nothing is generated (the weights are gone, so
+    # loading the model would fail), the records stay as they were
+    (model_dir / "model.safetensors").unlink()
+    s = run(EvalConfig(benches=[], max_new_tokens=4))
+    assert s["max_new_tokens"] == 4 and s["benches"]["mine"]["n_problems"] == 3
+    assert (out / "mine.jsonl").read_bytes() == jsonl
+
+    # other settings: refused, naming the setting, both values and the flag; nothing rewritten
+    with pytest.raises(ev.EvalError, match=r"max_new_tokens=4, this eval asks 8 \(--max-new-tokens") as exc:
+        run(EvalConfig(benches=[], max_new_tokens=8))
+    assert "mine.jsonl" in str(exc.value) and "--out" in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(ev.EvalError, match=r"temperature=0.0, this eval asks 0.7 \(--temperature"):
+        run(EvalConfig(benches=[], max_new_tokens=4, temperature=0.7))
+    with pytest.raises(ev.EvalError, match=r"seed=0, this eval asks 3 \(eval.seed"):
+        run(EvalConfig(benches=[], max_new_tokens=4, seed=3))
+    assert (out / "mine.jsonl").read_bytes() == jsonl
+    assert json.loads((out / "summary.json").read_text())["max_new_tokens"] == 4
+
+    # another model into the same directory: an adapter (a real, saved LoRA) is refused too
+    peft_model = get_peft_model(load_model(str(tiny_model_dir), device="cpu").model,
+                                LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ev.EvalError, match=r"adapter_sha256=None, this eval asks '[0-9a-f]{64}' \(--model"):
+        run(EvalConfig(benches=[], max_new_tokens=4), adapter=tmp_path / "adapter")
+
+    # records of an older ssb (no settings recorded) cannot be vouched for
+    (out / "mine.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k not in ("sampling", "model")}) + "\n" for r in recs))
+    with pytest.raises(ev.EvalError, match="written before ssb recorded their sampling settings"):
+        run(EvalConfig(benches=[], max_new_tokens=4))
+    assert json.loads((out / "summary.json").read_text()) == json.loads(summary) | {
+        "seconds": json.loads((out / "summary.json").read_text())["seconds"]}
 
 
 def test_evaluate_sampled_pass_at_k(tmp_path, tiny_model, tiny_model_dir):
@@ -212,6 +274,10 @@ def test_run_eval_holdout_avoids_training_problems(tmp_path, tiny_model_dir):
     assert len(held) == 5 and not {normalize_question(p["question"]) for p in held} & train
     assert run.stage_done("eval_base")
     assert cmp.compare(run) == []  # a single label: nothing to pair
+    # the stage rerun with another eval.max_new_tokens: refused, pointing at --force eval_base
+    longer = Run(run.path, cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_new_tokens": 8})}))
+    with pytest.raises(ev.EvalError, match=r"max_new_tokens=4, this eval asks 8 .*--force eval_base"):
+        ev.run_eval(longer, "base")
     # the summary says how deduplication shaped the set
     drawn = json.loads(run.file("eval/base/summary.json").read_text())["benches"]["holdout"]["problems"]
     assert drawn["kept"] == 5 and drawn["wanted"] == 5 and drawn["exhausted"] is False

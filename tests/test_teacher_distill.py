@@ -297,3 +297,28 @@ def test_resume_point_skips_a_checkpoint_killed_while_saving(tmp_path):
     log.write_text(json.dumps({"step": 1}) + "\n")
     (ck / "checkpoint-1" / "trainer_state.json").write_text('{"glob')  # torn
     assert resume_point(ck, log) is None and not log.exists()
+
+
+def test_warmup_ratio_is_a_share_of_the_optimizer_steps(tmp_path, tiny_model_dir):
+    """distill.warmup_ratio=0.5 over 10 optimizer steps: the Trainer's own scheduler, built
+    from the stage's training arguments, warms the lr up over steps 0-5, then decays it."""
+    from ssb.config import ConfigError
+    from ssb.distill import DistillTrainer, _training_args
+
+    run = make_run(tmp_path, tiny_model_dir, distill={"warmup_ratio": 0.5, "lr": 1e-3, "lr_scheduler": "linear"})
+    dc = run.cfg.distill
+    trainer = DistillTrainer(model=torch.nn.Linear(2, 2), args=_training_args(run, dc, torch.device("cpu")),
+                             distill_cfg=dc, store_kind="hidden", store_temperature=None)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert lrs == pytest.approx([0.0, 2e-4, 4e-4, 6e-4, 8e-4, 1e-3, 8e-4, 6e-4, 4e-4, 2e-4])
+    assert trainer.args.get_warmup_steps(7) == 4  # ceil(0.5 * 7): a share, whatever the step count
+
+    # 1 or more would be read as a number of steps: refused, naming the field
+    for bad in (1.0, 2.0, -0.1):
+        with pytest.raises(ConfigError, match=r"distill.warmup_ratio=.* set distill.warmup_ratio in \[0, 1\)"):
+            _training_args(run, dc.model_copy(update={"warmup_ratio": bad}), torch.device("cpu"))

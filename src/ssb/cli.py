@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated: gsm8k,math500,aime2024,holdout (default: the run's eval.benches, else gsm8k)")
     sp.add_argument("--data", default=None, help="a JSONL/Parquet/CSV of problems instead of --bench")
     sp.add_argument("--limit", type=int, default=None)
-    sp.add_argument("--n", type=int, default=1, help="completions per problem (pass@k for k <= n)")
+    sp.add_argument("--n", type=int, default=None,
+                    help="completions per problem (pass@k for k <= n; default: the config's eval.n)")
     sp.add_argument("--temperature", type=float, default=None)
     sp.add_argument("--max-new-tokens", type=int, default=None)
     sp.add_argument("--backend", default=None, choices=["hf", "llamacpp", "vllm"])

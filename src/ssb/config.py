@@ -255,7 +255,7 @@ class DistillConfig(Section):
     grad_accum: int = Field(1, description="device steps per optimizer step")
     lr: float = 2e-4
     lr_scheduler: str = Field("linear", description="a transformers scheduler: linear, cosine, constant, ...")
-    warmup_ratio: float = Field(0.0, description="share of the optimizer steps that warm the lr up")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the optimizer steps that warm the lr up")
     weight_decay: float = 0.0
     max_grad_norm: MaxGradNorm = 1.0
     temperature: float = Field(2.0, description="T of the teacher and student distributions the KL compares "
@@ -289,6 +289,8 @@ class GRPOConfig(Section):
     enabled: bool = True
     num_generations: int | None = Field(None, description="default: rollout.k")
     lr: float = 2e-5
+    lr_scheduler: str = Field("constant", description="a transformers scheduler; with a tokens or seconds budget "
+                              "the stopping step is unknown, so a decaying one decays over epochs/max_steps instead")
     epochs: float = 1
     batch_size: int = Field(8, description="completions per device step (multiple of num_generations)")
     grad_accum: int = 1
@@ -296,7 +298,8 @@ class GRPOConfig(Section):
     budget: Literal["tokens", "seconds", "steps", "none"] = Field(
         "tokens",
         description="tokens: stop once GRPO generated as many tokens as SSB's rollouts+teacher; "
-        "seconds: once it ran as long as SSB's rollout+curate+logits+distill stages; "
+        "seconds: once it ran as long as SSB's rollout+curate+teacher+logits+distill stages (all invocations "
+        "of each, resumes included; wall-clock rewards the faster implementation, not the method); "
         "steps: grpo.max_steps; none: grpo.epochs. Both tokens and seconds are recorded either way",
     )
     temperature: float = 0.8

@@ -34,7 +34,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from . import distributed
 from .alignment import answer_slice, prompt_and_reply_ids
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig
 from .losses import TeacherSignal, answer_hidden_states, distill_loss, logit_transform
 from .models import load_model, lora_config, resolve_device
 from .rundir import read_jsonl
@@ -186,6 +186,14 @@ class JsonlLogCallback(TrainerCallback):
 
 
 def _training_args(run, dc, device: torch.device) -> TrainingArguments:
+    """The Trainer's arguments for ``distill`` (``dc``). ``distill.warmup_ratio`` goes to
+    ``warmup_steps`` as a float in [0, 1), which transformers 5 reads as a share of the
+    optimizer steps (``TrainingArguments.get_warmup_steps``: ``ceil(ratio * steps)``; it has
+    no ``warmup_ratio`` any more); a value outside [0, 1), which it would read as a step
+    count, raises :class:`ConfigError`."""
+    if not 0 <= dc.warmup_ratio < 1:
+        raise ConfigError(f"distill.warmup_ratio={dc.warmup_ratio} is not a share of the optimizer steps: "
+                          "set distill.warmup_ratio in [0, 1)")
     return TrainingArguments(
         output_dir=str(run.file("checkpoints")),
         num_train_epochs=dc.epochs,
@@ -193,7 +201,7 @@ def _training_args(run, dc, device: torch.device) -> TrainingArguments:
         gradient_accumulation_steps=dc.grad_accum,
         learning_rate=dc.lr,
         lr_scheduler_type=dc.lr_scheduler,
-        warmup_steps=dc.warmup_ratio,
+        warmup_steps=float(dc.warmup_ratio),  # < 1: a share of the steps (see the docstring)
         weight_decay=dc.weight_decay,
         max_grad_norm=dc.max_grad_norm,
         logging_steps=dc.logging_steps,
@@ -254,6 +262,7 @@ def run_distill(run) -> dict:
         if msg := topk_warning(dc.temperature):
             warnings.warn(msg)
     with run.stage_run("distill") as info:
+        args = _training_args(run, dc, resolve_device(cfg.model.device))  # checks settings before loading
         lm = load_model(cfg.model)
         store.check_model(lm.model, lm.tokenizer, lm.name)
         items, stats = build_items(pairs, store, lm.tokenizer, dc.max_length)
@@ -267,7 +276,7 @@ def run_distill(run) -> dict:
         # distributed hook: the main process alone tidies checkpoints and the log, all resume from its answer
         resume = distributed.broadcast(resume_point(run.file("checkpoints"), log_path) if distributed.is_main() else None)
         trainer = DistillTrainer(
-            model=model, args=_training_args(run, dc, resolve_device(cfg.model.device)),
+            model=model, args=args,
             train_dataset=DistillDataset(items, store),
             data_collator=DistillCollator(lm.tokenizer.pad_token_id, store.kind),
             callbacks=[JsonlLogCallback(log_path)],

@@ -13,6 +13,17 @@ finish so a killed eval resumes where it stopped; then ``<out>/summary.json`` wi
 accuracy, its 95% interval (Wilson for 0/1 scores, paired-bootstrap over problems for
 n > 1 sampled completions), pass@k for k <= n, completion-length statistics and the
 truncated count. ``compare.py`` pairs models on the same problem ids.
+
+Every record carries what made it: ``sampling`` (the :class:`~ssb.generation.Sampling`
+fields: n, temperature, top_k, top_p, max_new_tokens, seed) and ``model`` (the base model's
+``name_or_path``, a local path resolved to an absolute one, and the sha256 of the adapter's
+files, None for the base model). An output directory holds one model at one setting: before
+loading anything, :func:`evaluate` compares the records of every bench it is asked for and
+of every bench ``summary.json`` already lists with what this eval asks, and refuses with an
+:class:`EvalError` naming each difference and the flag / config field that set it, never
+regenerating or relabelling on its own (``ssb eval``: pass ``--out`` or delete the file; a
+pipeline stage: ``ssb run CONFIG --force eval_<label>``). Records written before ssb
+recorded these (no ``sampling`` key) are refused the same way: what made them is unknown.
 Under ``accelerate launch`` each process evaluates its share of the problems into a shard
 file, merged in problem order by the main process (``distributed.py``).
 
@@ -24,6 +35,7 @@ point :func:`run_eval`. Which problems a bench names (and the held-out set) is
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -74,7 +86,9 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
     return dataclasses.replace(loaded, model=model, name=f"{loaded.name} + {adapter}")
 
 
-def sampling_for(eval_cfg: EvalConfig, gen_cfg: GenerationConfig):
+def sampling_for(eval_cfg: EvalConfig, gen_cfg: GenerationConfig) -> Sampling:
+    """The eval's :class:`Sampling`: ``eval.*`` with top-k off and ``eval.max_new_tokens``
+    falling back to ``generation.max_new_tokens``."""
     return Sampling(
         n=eval_cfg.n,
         temperature=eval_cfg.temperature,
@@ -85,6 +99,81 @@ def sampling_for(eval_cfg: EvalConfig, gen_cfg: GenerationConfig):
     )
 
 
+# ----------------------------------------------------------------------------- what made a record
+
+# where each recorded setting comes from: named in the error that refuses a mismatch
+SETTING_SOURCES = {
+    "n": "--n / eval.n",
+    "temperature": "--temperature / eval.temperature",
+    "top_k": "top-k is always off in evals",
+    "top_p": "eval.top_p",
+    "max_new_tokens": "--max-new-tokens / eval.max_new_tokens, default generation.max_new_tokens",
+    "seed": "eval.seed",
+    "base": "--model / --base / model.name_or_path",
+    "adapter_sha256": "--model: another or re-trained adapter",
+}
+FIX_CLI = "pass --out to write elsewhere or delete {path}"
+
+
+def adapter_digest(adapter: str | Path | None) -> str | None:
+    """sha256 over the names and bytes of an adapter directory's ``adapter_*`` files (config
+    and weights, sorted by name); None without an adapter. A re-trained adapter at the same
+    path gets another digest, a moved one keeps its own."""
+    if adapter is None:
+        return None
+    h = hashlib.sha256()
+    for f in sorted(Path(adapter).glob("adapter_*")):
+        if f.is_file():
+            h.update(f.name.encode() + b"\0")
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def model_identity(model_cfg: ModelConfig, adapter: str | Path | None) -> dict:
+    """The ``model`` stamp of a record: ``base`` (``model.name_or_path``; a local path made
+    absolute, so a relative and an absolute spelling match) and ``adapter_sha256``
+    (:func:`adapter_digest`)."""
+    base = model_cfg.name_or_path
+    if Path(base).exists():
+        base = str(Path(base).resolve())
+    return {"base": base, "adapter_sha256": adapter_digest(adapter)}
+
+
+def record_stamp(sampling: Sampling, model: dict | None = None) -> dict:
+    """The keys :func:`score_record` adds to each record: ``sampling`` (every
+    :class:`Sampling` field) and ``model`` (:func:`model_identity`, when given)."""
+    stamp: dict[str, Any] = {"sampling": dataclasses.asdict(sampling)}
+    if model is not None:
+        stamp["model"] = dict(model)
+    return stamp
+
+
+def _check_settings(existing: list[dict], stamp: dict, path: Path, fix: str = FIX_CLI) -> None:
+    """Raise :class:`EvalError` unless every record of ``existing`` carries the ``sampling``
+    (and, when ``stamp`` has one, ``model``) of ``stamp``: one line naming each differing
+    setting (first differing record), where it is set (:data:`SETTING_SOURCES`) and ``fix``
+    (``{path}`` filled in). Records without a ``sampling`` key predate settings recording and
+    are refused too."""
+    for rec in existing:
+        if "sampling" not in rec or ("model" in stamp and "model" not in rec):
+            raise EvalError(
+                f"{path} holds records written before ssb recorded their sampling settings and model "
+                f"(e.g. {rec.get('id')!r}), so this eval cannot tell whether they match it: "
+                + fix.format(path=path))
+        diffs = []
+        for section in ("sampling", "model"):
+            if section not in stamp:
+                continue
+            for key, want in stamp[section].items():
+                have = rec[section].get(key, "<unrecorded>")
+                if have != want:
+                    diffs.append(f"{key}={have!r}, this eval asks {want!r} ({SETTING_SOURCES.get(key, key)})")
+        if diffs:
+            raise EvalError(f"{path} was generated with " + "; ".join(diffs) + ": " + fix.format(path=path))
+
+
 # ----------------------------------------------------------------------------- per-sample records
 
 
@@ -92,8 +181,9 @@ def _outcome_str(outcome: Any) -> str:
     return str(getattr(outcome, "value", outcome))
 
 
-def score_record(problem, completions: list) -> dict:
-    """One JSONL line: the problem's completions graded with ``grading.grade``."""
+def score_record(problem, completions: list, stamp: dict | None = None) -> dict:
+    """One JSONL line: the problem's completions graded with ``grading.grade``, then the keys
+    of ``stamp`` (:func:`record_stamp`: the settings and model that made them)."""
     grades = [grade(problem, c.text) for c in completions]
     return {
         "id": problem.id,
@@ -107,24 +197,21 @@ def score_record(problem, completions: list) -> dict:
         "completion_tokens": [int(c.completion_tokens) for c in completions],
         "finish_reasons": [c.finish_reason for c in completions],
         "prompt_tokens": int(completions[0].prompt_tokens) if completions else 0,
+        **(stamp or {}),
     }
 
 
-def _check_settings(existing: list[dict], n: int, path: Path) -> None:
-    bad = [r["id"] for r in existing if len(r.get("completions", [])) != n]
-    if bad:
-        raise EvalError(
-            f"{path} holds records with another number of completions than n={n} (e.g. {bad[0]!r}); "
-            "delete it or write to another --out"
-        )
+def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling: Sampling, path: Path,
+               batch_size: int, desc: str = "", model: dict | None = None, fix: str = FIX_CLI) -> list[dict]:
+    """Generate + grade the problems not yet in ``path``; return the records of ``problems``.
 
-
-def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling, path: Path,
-               batch_size: int, desc: str = "") -> list[dict]:
-    """Generate + grade the problems not yet in ``path``; return the records of ``problems``."""
+    Each new record is stamped with :func:`record_stamp` (``sampling``, and ``model``: a
+    :func:`model_identity`); records already in ``path`` that another setting or model made
+    raise :class:`EvalError` (:func:`_check_settings`, ``fix`` says what to do)."""
+    stamp = record_stamp(sampling, model)
     # distributed hook: records of the canonical file + shard files; todo = this process's share
     existing = {str(r["id"]): r for r in distributed.read_records(path)}
-    _check_settings(list(existing.values()), sampling.n, path)
+    _check_settings(list(existing.values()), stamp, path, fix)
     todo = [p for p in distributed.shard(problems) if str(p.id) not in existing]
     # one generator batch per call (hf): progress and a JSONL flush after each; vLLM
     # schedules its own batches, so it gets bigger calls
@@ -139,7 +226,7 @@ def eval_bench(generator, problems: list, prompt_cfg: PromptConfig, sampling, pa
                 seeds = [derive_seed(sampling.seed, p.id) for p in batch]
                 outs = generator.generate(convs, sampling, progress=False, seeds=seeds)
                 for p, comps in zip(batch, outs):
-                    rec = score_record(p, comps)
+                    rec = score_record(p, comps, stamp)
                     w.write(rec)
                     existing[str(p.id)] = rec
                 bar.update(len(batch))
@@ -208,12 +295,18 @@ def summarize(records: list[dict], seed: int = 0) -> dict:
 def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterable[str],
              prompt_cfg: PromptConfig, gen_cfg: GenerationConfig, eval_cfg: EvalConfig,
              out_dir: str | Path, data_file: str | Path | None = None,
-             exclude: set[str] | None = None, label: str | None = None, loaded=None) -> dict:
+             exclude: set[str] | None = None, label: str | None = None, loaded=None,
+             fix: str = FIX_CLI) -> dict:
     """Evaluate one model (base or base + adapter) on ``benches`` (plus ``data_file``) and
     write ``out_dir/<bench>.jsonl`` and ``out_dir/summary.json``; return the summary.
 
+    Records already in ``out_dir`` (of these benches and of those ``summary.json`` lists)
+    that other sampling settings or another model made raise :class:`EvalError` before any
+    model is loaded; ``fix`` is the remedy the message ends with (``{path}``: the file).
+
     ``exclude``: normalised training questions the ``holdout`` bench must avoid.
-    ``loaded``: an already loaded model (skips loading; ``adapter`` is then ignored)."""
+    ``loaded``: an already loaded model (skips loading; ``adapter`` is then not applied but
+    still identifies the model in the records)."""
     from .generate import make_generator  # torch + backends: only when something is left to generate
 
     out_dir = Path(out_dir)
@@ -231,6 +324,16 @@ def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterab
     if adapter is not None and gen_cfg.backend == "llamacpp":
         raise EvalError("generation.backend=llamacpp cannot apply a PEFT adapter (the GGUF has base weights); "
                         "use --backend hf or vllm")
+    sampling = sampling_for(eval_cfg, gen_cfg)
+    model_id = model_identity(model_cfg, adapter)
+    summary_path = out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    # one model at one setting per directory: what is there (asked for or already summarised)
+    # must match, or the summary below would relabel it
+    stamp = record_stamp(sampling, model_id)
+    for name in dict.fromkeys([*problem_sets, *summary.get("benches", {})]):
+        path = out_dir / f"{name}.jsonl"
+        _check_settings(distributed.read_records(path), stamp, path, fix)
     pending = any(str(p.id) not in {str(r["id"]) for r in read_jsonl(out_dir / f"{name}.jsonl")}
                   for name, (probs, _) in problem_sets.items() for p in probs)
     generator = None
@@ -238,9 +341,6 @@ def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterab
         if loaded is None:
             loaded = load_for_eval(model_cfg, adapter, merge=gen_cfg.backend == "hf")
         generator = make_generator(gen_cfg, loaded, model_cfg, str(adapter) if adapter else None)
-    sampling = sampling_for(eval_cfg, gen_cfg)
-    summary_path = out_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     model_name = loaded.name if loaded is not None else summary.get("model", model_cfg.name_or_path)
     summary.update(label=label or out_dir.name, model=model_name,
                    adapter=str(adapter) if adapter else None, n=eval_cfg.n,
@@ -249,7 +349,7 @@ def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterab
     summary.setdefault("benches", {})
     for name, (problems, info) in problem_sets.items():
         records = eval_bench(generator, problems, prompt_cfg, sampling, out_dir / f"{name}.jsonl",
-                             gen_cfg.batch_size, desc=f"{summary['label']}/{name}")
+                             gen_cfg.batch_size, desc=f"{summary['label']}/{name}", model=model_id, fix=fix)
         summary["benches"][name] = {**summarize(records, eval_cfg.seed), "problems": info}
         if distributed.is_main():  # distributed hook: one writer
             atomic_write_json(summary_path, summary)
@@ -267,7 +367,8 @@ def run_eval(run: Run, label: str, adapter: str | Path | None = None) -> dict:
     with run.stage_run(f"eval_{label}") as info:
         exclude = training_questions(run) if needs_holdout else set()
         summary = evaluate(cfg.model, adapter, cfg.eval.benches, cfg.prompt, cfg.generation, cfg.eval,
-                           run.file(f"eval/{label}"), exclude=exclude, label=label)
+                           run.file(f"eval/{label}"), exclude=exclude, label=label,
+                           fix=f"`ssb run CONFIG --force eval_{label}` regenerates it, or delete {{path}}")
         for name, b in summary["benches"].items():
             info[name] = {"accuracy": b["accuracy"], "ci": b["ci"], "n_problems": b["n_problems"],
                           "correct": b.get("correct"), "truncated": b["truncated"],
