@@ -1,78 +1,79 @@
-"""Quality benchmark: base vs SSB vs GRPO, replicated, on held-out problems of the default task.
+"""Quality benchmark: base vs SSB (per teacher hint) vs GRPO, replicated, on held-out problems.
 
-    python bench/quality.py --replicates 2 [--config configs/default.yaml] [--n 500]
-                            [--ablation rollout_answer,no_hint,contrastive,unsolved | --ablation none]
+    python bench/quality.py [--config configs/default.yaml] [--replicates 2] [--n 400]
+                            [--arms answer,correct,contrastive,none] [--grpo-lrs 2e-5,6e-5,2e-4]
 
-Replicate 0 is ``ssb run CONFIG`` exactly as committed (its own evaluation stages only with
-``--full-first-run``, the benchmark evaluates everything itself); replicate r > 0 is the
-same config with other training problems (``data.seed + r``) and other sampling and
-training seeds (rollout, curate, teacher, distill, GRPO), so one run of one seed is not
-all we see. Every model is evaluated (greedy pass@1, the training prompt) on the same
-``--n`` held-out problems, drawn like the training problems with another seed and
-deduplicated against the training problems of every replicate; the base model is
-deterministic, so it is evaluated once.
+Replicates. Replicate 0 is ``ssb run CONFIG`` as committed (its training stages; the
+benchmark evaluates everything itself); replicate r > 0 is the same config with other
+training problems (``data.seed + r``) and other sampling and training seeds (rollout,
+curate, teacher, distill, GRPO).
 
-Pooling: per replicate, the paired difference on the held-out problems (exact McNemar,
-Newcombe interval). Pooled, the mean over replicates, with a 95% interval from a
-bootstrap over held-out problems (the same resample for every replicate and model, so the
-pairing is kept). With two replicates the spread between them is shown, not modelled.
+Arms. Each arm is one ``teacher.hint`` value (``answer``: the verified final answer;
+``correct``: a verified correct rollout; ``contrastive``: the paper's correct + most common
+wrong rollout; ``none``: the bare question, the control) and is trained on every replicate
+from that replicate's rollouts (copied, never regenerated), with everything else as in the
+config. The config's own hint is the arm reported as ``ssb``. ``contrastive`` needs a
+template that shows the wrong rollout: :data:`CONTRASTIVE_TEMPLATE` (the config's template
+with the wrong rollout added) is used.
 
-Ablation (replicate 0's rollouts reused, nothing regenerated): each arm changes teacher (or
-curate) settings of the committed config (``solution: generate``, answer-only hint):
-``rollout_answer`` / ``rollout`` (the verified correct rollout is the solution and the hinted
-teacher only scores it; the hinted prompt shows only the final answer / another correct
-rollout), ``no_hint`` (rollout solutions, ``teacher.hint_context=none``: teacher and student
-see the same text, the control), ``contrastive`` (rollout solutions with the paper's hint:
-another correct rollout, else the answer, and the most common wrong rollout), ``unsolved``
-(rollout solutions plus ``curate.keep=any_wrong``, beyond the paper: the problems whose
-rollouts are all wrong are kept too, and the teacher generates their solution with the gold
-answer as the hint; the other problems get replicate 0's pairs, up to ``teacher.max_pairs``),
-``generate`` (for configs whose default is another source). Each gets its own student,
-evaluated on the same held-out problems and paired against replicate 0's SSB student and the
-base. An arm's ``teacher_rejected_by_gate`` shows the gates its pairs went through.
+GRPO. Its learning rate is chosen by a stated rule, never on the held-out problems: on
+replicate 0, GRPO is trained once per ``--grpo-lrs`` value (same problems, prompt, LoRA and
+budget as the config says) and each student is evaluated on a *validation* draw (problems
+generated like the training data with ``--val-seed``, deduplicated against every replicate's
+training problems and the held-out set); the highest validation accuracy wins, ties to the
+lower learning rate. That run is replicate 0's GRPO; the other replicates train with the
+chosen value. The schedule is ``grpo.lr_scheduler`` of the config (constant by default: with
+a budget the stopping step is not known in advance). The budget is the config's
+(``grpo.budget``); both sides' wall-clock (all invocations) and generated tokens are recorded
+per replicate, so a reader sees what a wall-clock match gave each side.
 
-Writes ``bench/results/quality.json``: ``n_problems``; ``models.base|ssb|grpo`` with
-``accuracy``, ``ci`` and ``no_answer_rate`` (pooled); ``diff_ssb_base``,
-``diff_ssb_grpo``, ``diff_grpo_base`` (pooled ``value``/``ci``); ``replicates`` (per
-replicate: ``seed``, the three diffs, ``pairs``, accuracies, no-answer rates, run
-facts); ``ablation`` entries. Nothing is tuned on these problems.
+Evaluation. Every model greedy pass@1 with the training prompt on the same ``--n`` held-out
+problems (``--seed``, deduplicated against every replicate's training problems); the base
+model is deterministic and evaluated once. Per replicate, paired differences with
+``stats.paired_diff`` (Newcombe's method 10 with the continuity-corrected phi; exact
+McNemar). Pooled over replicates: the mean, with a 95% interval from a bootstrap over
+held-out problems (one resample for every replicate and model, so the pairing is kept).
+
+Writes ``bench/results/quality.json`` (rendered into the docs by ``bench/render.py``):
+``provenance`` (commit, dirty paths, config), ``config``, ``n_problems``, ``holdout``,
+``validation``, ``models`` (base / ssb / grpo pooled), ``diff_ssb_base``, ``diff_ssb_grpo``,
+``diff_grpo_base``, ``arms`` (per hint: pooled accuracy, differences against base, GRPO and
+the config's arm, pairs and gate counts per replicate), ``grpo`` (settings and the learning
+rate selection), ``replicates`` (seeds, run directories, compute of both sides).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from _meta import provenance  # noqa: E402
 from ssb import stats  # noqa: E402
 from ssb.config import load_config  # noqa: E402
 from ssb.data_eval import training_questions  # noqa: E402
 from ssb.evaluate import evaluate  # noqa: E402
 from ssb.pipeline import SSB_STAGES, run_pipeline  # noqa: E402
+from ssb.problem import normalize_question  # noqa: E402
 from ssb.rundir import Run, read_jsonl  # noqa: E402
 
-EVAL_STAGES = ["eval_base", "eval_ssb", "eval_grpo", "report"]
-CONTRASTIVE_TEMPLATE = ("A correct solution:\n{correct}\n\nA wrong solution (its answer {wrong_answer} is wrong):\n"
-                        "{wrong}\n\n{question}")
-ABLATIONS = {  # each arm changes teacher (or curate) settings of the committed config (solution: generate)
-    "generate": ["teacher.solution=generate"],
-    "rollout_answer": ["teacher.solution=rollout", "teacher.rollout_hint=answer"],
-    "rollout": ["teacher.solution=rollout", "teacher.rollout_hint=other_correct"],
-    # the control: rollout solutions and no hint, so teacher and student see the same text (KL 0)
-    "no_hint": ["teacher.solution=rollout", "teacher.hint_context=none"],
-    # the paper's contrastive hint (another correct rollout, else the answer, and the most common
-    # wrong one), on rollout solutions so that only the hint differs from rollout_answer
-    "contrastive": ["teacher.solution=rollout", "teacher.hint_context=contrastive", "teacher.rollout_hint=other_correct",
-                    "teacher.template=" + json.dumps(CONTRASTIVE_TEMPLATE)],
-    # also teach the problems with only wrong rollouts (the teacher generates from the gold answer as hint)
-    "unsolved": ["teacher.solution=rollout", "curate.keep=any_wrong"],
-}
+TRAIN_STAGES = ["curate", "teacher", "logits", "distill"]
+CONTRASTIVE_TEMPLATE = ("{question}\n({correct})\n\nA wrong solution (its answer {wrong_answer} is wrong):\n{wrong}")
+HINTS = ("answer", "correct", "contrastive", "none")
+POOLING = ("mean over replicates; 95% CI from 4000 bootstrap resamples of held-out problems (the same resample "
+           "for every replicate and model, so the pairing is kept)")
+PER_REPLICATE = "Newcombe (1998) method 10, continuity-corrected phi; exact McNemar p"
+LR_RULE = ("GRPO trained on replicate 0 once per candidate learning rate; each student evaluated greedy on the "
+           "validation draw; highest validation accuracy wins, ties to the lower learning rate")
 
 
 def replicate_overrides(cfg, r: int) -> list[str]:
@@ -81,6 +82,13 @@ def replicate_overrides(cfg, r: int) -> list[str]:
     return [f"data.seed={cfg.data.seed + r}", f"rollout.seed={cfg.rollout.seed + r}",
             f"curate.seed={cfg.curate.seed + r}", f"teacher.seed={cfg.teacher.seed + r}",
             f"distill.seed={cfg.distill.seed + r}", f"grpo.seed={cfg.grpo.seed + r}"]
+
+
+def arm_overrides(hint: str) -> list[str]:
+    out = [f"teacher.hint={hint}"]
+    if hint == "contrastive":
+        out.append("teacher.template=" + json.dumps(CONTRASTIVE_TEMPLATE))
+    return out
 
 
 def correct_vector(records: list[dict], ids: list[str]) -> list[bool]:
@@ -126,168 +134,262 @@ def bootstrap_pooled(vectors: dict[str, list[list[bool]]], pairs: list[tuple[str
             "diffs": {p: {"value": point[p[0]] - point[p[1]], "ci": ci(ddraws[p])} for p in pairs}}
 
 
+def dirty_paths() -> list[str]:
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                         text=True).stdout
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def copy_rollouts(src: Run, dst: Run, stages: tuple[str, ...] = ("rollout",)) -> None:
+    """``dst`` starts from ``src``'s rollouts (and the manifest entries of ``stages``, so
+    budgets and compute read the same numbers); nothing is regenerated."""
+    if not dst.file("rollouts.jsonl").exists():
+        dst.file("rollouts.jsonl").write_bytes(src.file("rollouts.jsonl").read_bytes())
+    for s in stages:
+        dst.set_stage(s, **src.stage(s))
+
+
+def train_arm(args, name: str, r: int, hint: str, main: Run) -> Run:
+    """The SSB student of one hint on replicate ``r``'s rollouts."""
+    cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r{r}-{hint}"]
+                      + replicate_overrides(load_config(args.config), r) + arm_overrides(hint))
+    run = Run.create(cfg)
+    copy_rollouts(main, run)
+    run_pipeline(cfg, only=TRAIN_STAGES)
+    return run
+
+
+def train_grpo(args, name: str, r: int, lr: float, main: Run) -> Run:
+    """GRPO on replicate ``r``'s problems with learning rate ``lr``; SSB's stage records are
+    copied from ``main`` so its budget is that replicate's SSB cost."""
+    cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r{r}-grpo-lr{lr:g}", f"grpo.lr={lr}"]
+                      + replicate_overrides(load_config(args.config), r))
+    run = Run.create(cfg)
+    copy_rollouts(main, run, SSB_STAGES)
+    run_pipeline(cfg, only=["grpo"])
+    return run
+
+
+def side_compute(run: Run, stages: tuple[str, ...]) -> dict:
+    return {"seconds": round(sum(run.stage_seconds(s) or 0 for s in stages), 1),
+            "seconds_by_stage": {s: run.stage_seconds(s) for s in stages}}
+
+
+# ----------------------------------------------------------------------------- main
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
     ap.add_argument("--replicates", type=int, default=2)
-    ap.add_argument("--n", type=int, default=500, help="held-out problems")
+    ap.add_argument("--n", type=int, default=400, help="held-out problems")
     ap.add_argument("--seed", type=int, default=20261122, help="seed of the held-out problems")
-    ap.add_argument("--ablation", default="rollout_answer,no_hint,contrastive",
-                    help=f"comma-separated arms ({', '.join(ABLATIONS)}) on replicate 0's rollouts, or 'none'")
-    ap.add_argument("--full-first-run", action="store_true",
-                    help="replicate 0 runs every stage of `ssb run` (its own 200-problem evals and report too)")
+    ap.add_argument("--val-n", type=int, default=200, help="validation problems (GRPO's learning rate)")
+    ap.add_argument("--val-seed", type=int, default=20261129, help="seed of the validation problems")
+    ap.add_argument("--arms", default="answer,correct,contrastive,none", help=f"teacher.hint values ({', '.join(HINTS)})")
+    ap.add_argument("--grpo-lrs", default="2e-5,6e-5,2e-4", help="GRPO learning rates tried on the validation draw")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
     args = ap.parse_args()
-    arms = [] if args.ablation in ("", "none") else args.ablation.split(",")
-    for a in arms:
-        if a not in ABLATIONS:
-            raise SystemExit(f"unknown ablation arm {a!r}; choose from {', '.join(ABLATIONS)}")
-
     t0 = time.time()
+    prov = {**provenance(args.config), "dirty_paths": dirty_paths()}
     base_cfg = load_config(args.config, [f"runs_dir={args.runs_dir}"])
     if base_cfg.eval.holdout is None:
         raise SystemExit(f"{args.config}: eval.holdout is not set; the quality benchmark needs held-out problems")
+    arms = [a for a in args.arms.split(",") if a]
+    if base_cfg.teacher.hint not in arms:
+        arms.insert(0, base_cfg.teacher.hint)
+    for a in arms:
+        if a not in HINTS:
+            raise SystemExit(f"unknown arm {a!r}; arms are teacher.hint values: {', '.join(HINTS)}")
+    lrs = sorted(float(x) for x in args.grpo_lrs.split(",") if x)
     name = base_cfg.name
-    runs: list[tuple[int, Run]] = []
-    for r in range(args.replicates):
+    R = range(args.replicates)
+
+    # 1. the config as committed (training stages) on every replicate: rollouts + the config's arm
+    mains: dict[int, Run] = {}
+    for r in R:
         cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r{r}"]
                           + replicate_overrides(base_cfg, r))
-        t_run = time.time()
-        full = r == 0 and args.full_first_run
-        run = run_pipeline(cfg, skip=None if full else EVAL_STAGES)
-        if full and not run.manifest().get("wall_seconds_full_run"):
-            run.update_manifest(wall_seconds_full_run=round(time.time() - t_run, 1))
-        runs.append((r, run))
+        mains[r] = run_pipeline(cfg, only=["rollout"] + TRAIN_STAGES)
 
-    # the held-out set: one for everybody, deduplicated against every replicate's training problems
+    # 2. held-out and validation problems, deduplicated against every replicate's training problems
+    qdir = Path(args.runs_dir) / f"{name}-quality"
+    exclude: set[str] = set()
+    for run in mains.values():
+        exclude |= training_questions(run)
     holdout = base_cfg.eval.holdout.model_copy(update={"limit": args.n, "seed": args.seed})
     eval_cfg = base_cfg.eval.model_copy(update={"holdout": holdout, "benches": ["holdout"], "limit": None})
-    qdir = Path(args.runs_dir) / f"{name}-quality" / "eval"
-    exclude: set[str] = set()
-    for _, run in runs:
-        exclude |= training_questions(run)
-    models: dict[str, tuple[Path | None, Path]] = {"base": (None, qdir / "base")}
-    for r, run in runs:
-        for label, sub in (("ssb", "student"), ("grpo", "grpo")):
-            if (run.file(sub) / "adapter_config.json").exists():
-                models[f"r{r}-{label}"] = (run.file(sub), qdir / f"r{r}-{label}")
     records: dict[str, list[dict]] = {}
 
-    def run_evals():
-        for label, (adapter, out) in models.items():
-            if label not in records:
-                evaluate(base_cfg.model, adapter, ["holdout"], base_cfg.prompt, base_cfg.generation, eval_cfg, out,
-                         exclude=exclude, label=label)
-                records[label] = read_jsonl(out / "holdout.jsonl")
+    def run_eval(label: str, adapter: Path | None, cfg=eval_cfg, where: Path = qdir / "eval", excl=exclude):
+        if label not in records:
+            evaluate(base_cfg.model, adapter, ["holdout"], base_cfg.prompt, base_cfg.generation, cfg, where / label,
+                     exclude=excl, label=label)
+            records[label] = read_jsonl(where / label / "holdout.jsonl")
+        return records[label]
 
-    run_evals()
-    arm_runs: dict[str, Run] = {}
-    write_results(args, base_cfg, runs, arm_runs, records, qdir, holdout, t0)
-    # ablation arms: replicate 0's rollouts, one teacher setting changed; the JSON is rewritten after each
-    r0 = runs[0][1]
-    for arm in arms:
-        cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r0-{arm}"] + ABLATIONS[arm])
-        run = Run.create(cfg)
-        if not run.file("rollouts.jsonl").exists():
-            run.file("rollouts.jsonl").write_bytes(r0.file("rollouts.jsonl").read_bytes())
-            run.set_stage("rollout", **{k: v for k, v in r0.stage("rollout").items()})
-        run_pipeline(cfg, only=["curate", "teacher", "logits", "distill"])
-        arm_runs[arm] = run
-        if (run.file("student") / "adapter_config.json").exists():
-            models[f"r0-{arm}"] = (run.file("student"), qdir / f"r0-{arm}")
-            run_evals()
-        write_results(args, base_cfg, runs, arm_runs, records, qdir, holdout, t0)
+    run_eval("base", None)
+    held = {normalize_question(r["question"]) for r in records["base"]}
+    val_holdout = base_cfg.eval.holdout.model_copy(update={"limit": args.val_n, "seed": args.val_seed})
+    val_cfg = eval_cfg.model_copy(update={"holdout": val_holdout})
+    val_exclude = exclude | held
+
+    def run_val(label: str, adapter: Path | None):
+        return run_eval(f"val-{label}", adapter, val_cfg, qdir / "val", val_exclude)
+
+    # 3. GRPO's learning rate on the validation draw (replicate 0), then GRPO on every replicate
+    selection = []
+    grpo_runs: dict[int, Run] = {}
+    for lr in lrs:
+        run = train_grpo(args, name, 0, lr, mains[0])
+        recs = run_val(f"grpo-lr{lr:g}", run.file("grpo"))
+        k = sum(bool(x["correct"][0]) for x in recs)
+        st = run.stage("grpo")
+        selection.append({"lr": lr, "val_accuracy": k / len(recs), "val_ci": list(stats.wilson(k, len(recs))),
+                          "steps": st.get("steps"), "generated_tokens": st.get("generated_tokens"),
+                          "seconds": run.stage_seconds("grpo"), "run_dir": str(run.path)})
+        print(f"[grpo lr {lr:g}] validation accuracy {k}/{len(recs)}", flush=True)
+    best = max(selection, key=lambda s: (s["val_accuracy"], -s["lr"]))
+    chosen = best["lr"]
+    base_val = run_val("base", None)
+    grpo_runs[0] = Run.open(best["run_dir"])
+    for r in R:
+        if r > 0:
+            grpo_runs[r] = train_grpo(args, name, r, chosen, mains[r])
+        run_eval(f"r{r}-grpo", grpo_runs[r].file("grpo"))
+
+    # 4. the hint arms on every replicate (the config's own arm is the main run)
+    arm_runs: dict[tuple[str, int], Run] = {}
+    for hint in arms:
+        for r in R:
+            run = mains[r] if hint == base_cfg.teacher.hint else train_arm(args, name, r, hint, mains[r])
+            arm_runs[hint, r] = run
+            if (run.file("student") / "adapter_config.json").exists():
+                run_eval(f"r{r}-{hint}", run.file("student"))
+        write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection, chosen,
+                      base_val, t0)
+    out = write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection, chosen,
+                        base_val, t0)
+    print_summary(out)
     print(f"\nsaved {args.out}")
     return 0
 
 
-def write_results(args, base_cfg, runs, arm_runs, records, qdir, holdout, t0) -> dict:
+def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection, chosen,
+                  base_val, t0) -> dict:
     ids = [str(r["id"]) for r in records["base"]]
-    vec = {label: correct_vector(recs, ids) for label, recs in records.items()}
+    vec = {label: correct_vector(recs, ids) for label, recs in records.items() if not label.startswith("val-")}
     nar = {label: no_answer_rate(recs) for label, recs in records.items()}
-    holdout_info = json.loads((qdir / "base" / "summary.json").read_text())["benches"]["holdout"].get("problems")
+    R = sorted(mains)
+    default = base_cfg.teacher.hint
+
+    def pooled_entry(model: str, labels: list[str]) -> dict:
+        return {"per_replicate_accuracy": [sum(vec[x]) / len(ids) for x in labels],
+                "no_answer_rate": sum(nar[x] for x in labels) / len(labels)}
+
+    # pooled vectors: base (deterministic, one eval) repeated per replicate so pairs line up
+    models = {"base": ["base"] * len(R), "grpo": [f"r{r}-grpo" for r in R]}
+    for hint in arms:
+        models[f"ssb:{hint}"] = [f"r{r}-{hint}" for r in R]
+    models = {m: labels for m, labels in models.items() if all(x in vec for x in labels)}
+    pairs = []
+    for m in models:
+        if m.startswith("ssb:"):
+            pairs += [(m, "base"), (m, "grpo")] + ([(m, f"ssb:{default}")] if m != f"ssb:{default}" else [])
+    pairs.append(("grpo", "base"))
+    pairs = [p for p in pairs if p[0] in models and p[1] in models]
+    pooled = bootstrap_pooled({m: [vec[x] for x in labels] for m, labels in models.items()}, pairs)
+
+    def diff(a: str, b: str) -> dict | None:
+        if (a, b) not in pooled["diffs"]:
+            return None
+        per = [paired(vec[x], vec[y]) for x, y in zip(models[a], models[b])]
+        return {**pooled["diffs"][a, b], "per_replicate": per}
+
+    out_models = {}
+    for m, labels in models.items():
+        if m in ("base", "grpo") or m == f"ssb:{default}":
+            key = "ssb" if m.startswith("ssb:") else m
+            out_models[key] = {**pooled["models"][m], **pooled_entry(m, labels[:1] if m == "base" else labels)}
+
+    arm_out = {}
+    for hint in arms:
+        m = f"ssb:{hint}"
+        runs = [arm_runs[hint, r] for r in R if (hint, r) in arm_runs]
+        teach = [run.stage("teacher") for run in runs]
+        entry = {"hint": hint, "config_default": hint == default,
+                 "overrides": [] if hint == default else arm_overrides(hint),
+                 "run_dirs": [str(run.path) for run in runs],
+                 "pairs": [t.get("pairs_written") for t in teach],
+                 "teacher_tokens": [t.get("teacher_tokens") for t in teach],
+                 "teacher_rejected_by_gate": [t.get("replies_rejected_by_gate") for t in teach]}
+        if m in models:
+            entry.update(pooled["models"][m], **pooled_entry(m, models[m]),
+                         vs_base=diff(m, "base"), vs_grpo=diff(m, "grpo"),
+                         vs_config_default=diff(m, f"ssb:{default}") if hint != default else None)
+        arm_out[hint] = entry
 
     reps = []
-    for r, run in runs:
-        st = run.manifest()["stages"]
-        rep = {"replicate": r, "seed": {"data": run.cfg.data.seed, "rollout": run.cfg.rollout.seed,
-                                        "teacher": run.cfg.teacher.seed, "distill": run.cfg.distill.seed,
-                                        "grpo": run.cfg.grpo.seed},
-               "run_dir": str(run.path), "pairs": st.get("teacher", {}).get("pairs_written"),
-               "teacher_rejected_by_gate": st.get("teacher", {}).get("replies_rejected_by_gate"),
-               "rollout_accuracy": st.get("rollout", {}).get("accuracy"),
-               "ssb_seconds": round(sum(st.get(s, {}).get("seconds") or 0 for s in SSB_STAGES), 1),
-               "grpo_seconds": st.get("grpo", {}).get("train_seconds"),
-               "grpo_steps": st.get("grpo", {}).get("steps")}
-        for label in ("ssb", "grpo"):
-            if f"r{r}-{label}" in vec:
-                rep[f"accuracy_{label}"] = sum(vec[f"r{r}-{label}"]) / len(ids)
-                rep[f"no_answer_rate_{label}"] = nar[f"r{r}-{label}"]
-        if f"r{r}-ssb" in vec:
-            rep["diff_ssb_base"] = paired(vec[f"r{r}-ssb"], vec["base"])
-        if f"r{r}-ssb" in vec and f"r{r}-grpo" in vec:
-            rep["diff_ssb_grpo"] = paired(vec[f"r{r}-ssb"], vec[f"r{r}-grpo"])
-        if f"r{r}-grpo" in vec:
-            rep["diff_grpo_base"] = paired(vec[f"r{r}-grpo"], vec["base"])
-        reps.append(rep)
+    for r in R:
+        main = mains[r]
+        st = main.manifest()["stages"]
+        g = grpo_runs[r].stage("grpo") if r in grpo_runs else {}
+        ssb_tokens = (st.get("rollout", {}).get("generated_tokens") or 0) + (st.get("teacher", {}).get("teacher_tokens") or 0)
+        reps.append({
+            "replicate": r,
+            "seed": {"data": main.cfg.data.seed, "rollout": main.cfg.rollout.seed, "curate": main.cfg.curate.seed,
+                     "teacher": main.cfg.teacher.seed, "distill": main.cfg.distill.seed, "grpo": main.cfg.grpo.seed},
+            "run_dir": str(main.path), "rollout_accuracy": st.get("rollout", {}).get("accuracy"),
+            "ssb": {**side_compute(main, SSB_STAGES), "generated_tokens": ssb_tokens,
+                    "rollouts": st.get("rollout", {}).get("completions")},
+            "grpo": {"run_dir": str(grpo_runs[r].path) if r in grpo_runs else None,
+                     "seconds": grpo_runs[r].stage_seconds("grpo") if r in grpo_runs else None,
+                     "train_seconds": g.get("train_seconds"), "steps": g.get("steps"),
+                     "completions": g.get("completions"), "generated_tokens": g.get("generated_tokens"),
+                     "budget_seconds": g.get("budget_seconds"), "budget_tokens": g.get("budget_tokens"),
+                     "stopped_by": g.get("stopped_by")},
+        })
 
-    pooled_vecs = {"base": [vec["base"]] * len(runs),
-                   "ssb": [vec[f"r{r}-ssb"] for r, _ in runs if f"r{r}-ssb" in vec],
-                   "grpo": [vec[f"r{r}-grpo"] for r, _ in runs if f"r{r}-grpo" in vec]}
-    pooled_vecs = {k: v for k, v in pooled_vecs.items() if v}
-    # pair replicate-wise: only replicates that have both models
-    pooled = bootstrap_pooled(pooled_vecs, [p for p in (("ssb", "base"), ("ssb", "grpo"), ("grpo", "base"))
-                                            if p[0] in pooled_vecs and p[1] in pooled_vecs])
-    out_models = {}
-    for m, v in pooled["models"].items():
-        labels = ["base"] if m == "base" else [f"r{r}-{m}" for r, _ in runs if f"r{r}-{m}" in vec]
-        out_models[m] = {**v, "ci_method": "bootstrap over held-out problems, mean over replicates",
-                         "no_answer_rate": sum(nar[x] for x in labels) / len(labels),
-                         "per_replicate_accuracy": [sum(vec[x]) / len(ids) for x in labels]}
-
-    ablation = []
-    for arm, run in arm_runs.items():
-        label = f"r0-{arm}"
-        st = run.manifest()["stages"]
-        entry = {"arm": arm, "overrides": ABLATIONS[arm], "pairs": st.get("teacher", {}).get("pairs_written"),
-                 "pairs_by_source": st.get("teacher", {}).get("pairs_by_source"),
-                 "teacher_tokens": st.get("teacher", {}).get("teacher_tokens"), "run_dir": str(run.path),
-                 # the gates the arm's pairs went through (an arm trained before a gate existed lacks it)
-                 "teacher_rejected_by_gate": st.get("teacher", {}).get("replies_rejected_by_gate")}
-        if label in vec:
-            entry.update(accuracy=sum(vec[label]) / len(ids), no_answer_rate=nar[label],
-                         diff_vs_base=paired(vec[label], vec["base"]))
-            if "r0-ssb" in vec:
-                entry["diff_vs_main"] = paired(vec[label], vec["r0-ssb"])
-        ablation.append(entry)
-
-    d = pooled["diffs"]
+    gc = base_cfg.grpo
+    holdout_info = json.loads((qdir / "eval" / "base" / "summary.json").read_text())["benches"]["holdout"].get("problems")
+    val_info = json.loads((qdir / "val" / "val-base" / "summary.json").read_text())["benches"]["holdout"].get("problems")
     out = {
-        "config": str(Path(args.config).resolve().relative_to(ROOT)),
+        "provenance": prov,
+        "commit": prov["commit"],
+        "config": prov["config"]["path"],
         "bench": "holdout",
-        "holdout": {"task": [t.model_dump() for t in holdout.tasks], "seed": args.seed,
-                    "deduplicated_against_training_of_all_replicates": True, "draw": holdout_info},
-        "decoding": "greedy pass@1, same prompt (system + worked example) as training",
+        "decoding": "greedy pass@1, the training prompt (system + worked example)",
         "n_problems": len(ids),
-        "n_replicates": len(runs),
-        "pooling": "mean over replicates of the paired difference; 95% CI from 4000 bootstrap resamples of "
-                   "held-out problems (same resample for every replicate and model)",
+        "n_replicates": len(R),
+        "holdout": {"task": [t.model_dump() for t in base_cfg.eval.holdout.tasks], "seed": args.seed,
+                    "deduplicated_against_training_of_all_replicates": True, "draw": holdout_info},
+        "validation": {"seed": args.val_seed, "n": len(base_val), "deduplicated_against": "training and held-out",
+                       "base_accuracy": sum(bool(x["correct"][0]) for x in base_val) / len(base_val),
+                       "draw": val_info},
+        "interval_method": {"per_replicate": PER_REPLICATE, "pooled": POOLING},
         "models": out_models,
-        "diff_ssb_base": d.get(("ssb", "base")),
-        "diff_ssb_grpo": d.get(("ssb", "grpo")),
-        "diff_grpo_base": d.get(("grpo", "base")),
-        "no_answer_rate": {m: v["no_answer_rate"] for m, v in out_models.items()},
+        "diff_ssb_base": diff(f"ssb:{default}", "base"),
+        "diff_ssb_grpo": diff(f"ssb:{default}", "grpo"),
+        "diff_grpo_base": diff("grpo", "base"),
+        "arms": arm_out,
+        "grpo": {"settings": {"lr": chosen, "lr_scheduler": gc.lr_scheduler, "budget": gc.budget,
+                              "batch_size": gc.batch_size, "num_generations": gc.num_generations or base_cfg.rollout.k,
+                              "temperature": gc.temperature, "beta": gc.beta, "epochs": gc.epochs,
+                              "lora": base_cfg.lora.model_dump()},
+                 "selection": {"rule": LR_RULE, "candidates": selection, "chosen_lr": chosen}},
+        "ssb_settings": {"hint": default, "solution": base_cfg.teacher.solution, "lr": base_cfg.distill.lr,
+                         "lr_scheduler": base_cfg.distill.lr_scheduler, "epochs": base_cfg.distill.epochs,
+                         "temperature": base_cfg.distill.temperature},
         "replicates": reps,
-        "ablation_main": {"teacher.solution": base_cfg.teacher.solution, "teacher.hint_context": base_cfg.teacher.hint_context,
-                          "teacher.rollout_hint": base_cfg.teacher.rollout_hint},
-        "ablation": ablation,
+        "load_average_at_write": list(os.getloadavg()),
         "wall_seconds_this_invocation": round(time.time() - t0, 1),
-        "default_run_wall_seconds": runs[0][1].manifest().get("wall_seconds_full_run"),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print_summary(out)
     return out
 
 
@@ -298,21 +400,18 @@ def _pt(d: dict | None) -> str:
 
 
 def print_summary(out: dict) -> None:
-    print(f"\nquality benchmark: {out['n_problems']} held-out problems, {out['n_replicates']} replicates\n")
-    print(f"{'model':<6} {'accuracy':>9}  {'95% CI':<16} {'no answer':>9}  per replicate")
+    print(f"\nquality benchmark: {out['n_problems']} held-out problems, {out['n_replicates']} replicates, "
+          f"GRPO lr {out['grpo']['selection']['chosen_lr']:g}\n")
     for m, v in out["models"].items():
         reps = ", ".join(f"{100 * a:.1f}" for a in v["per_replicate_accuracy"])
-        print(f"{m:<6} {100 * v['accuracy']:>8.1f}%  [{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}]"
-              f"{'':<3} {100 * v['no_answer_rate']:>8.1f}%  {reps}")
+        print(f"{m:<6} {100 * v['accuracy']:>6.1f}%  [{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}]  ({reps})")
     for key in ("diff_ssb_base", "diff_ssb_grpo", "diff_grpo_base"):
-        print(f"{key:<15} pooled {_pt(out[key])}   per replicate: "
-              + "; ".join(_pt(r.get(key)) for r in out["replicates"]))
-    if out["ablation"]:
-        print(f"\n{'ablation (replicate 0)':<24} {'pairs':>5} {'accuracy':>9}  {'vs base':<26} vs the config as committed")
-        for a in out["ablation"]:
-            acc = f"{100 * a['accuracy']:.1f}%" if "accuracy" in a else "—"
-            print(f"{a['arm']:<24} {a['pairs'] or 0:>5} {acc:>9}  {_pt(a.get('diff_vs_base')):<26} "
-                  f"{_pt(a.get('diff_vs_main'))}")
+        print(f"{key:<15} {_pt(out[key])}")
+    print()
+    for hint, a in out["arms"].items():
+        if "accuracy" in a:
+            print(f"hint={hint:<12} pairs {a['pairs']}  {100 * a['accuracy']:.1f}%  vs base {_pt(a['vs_base'])}  "
+                  f"vs grpo {_pt(a['vs_grpo'])}  vs config {_pt(a.get('vs_config_default'))}")
 
 
 if __name__ == "__main__":
