@@ -357,6 +357,8 @@ def main() -> None:
         "grad_cosine": res["grad_cosine"] >= tg["grad_cosine"],
         "peak_mem_ratio": (res["peak_mem_ratio"] or 0) >= tg["peak_mem_ratio"],
         "tokens_per_s_ratio": (res["tokens_per_s_ratio"] or 0) >= tg["tokens_per_s_ratio"]}.items() if not ok]
+    from _meta import provenance  # bench/_meta.py: commit, versions, machine of this result
+    res["provenance"] = provenance()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(table(res))

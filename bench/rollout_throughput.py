@@ -224,6 +224,8 @@ def main(argv=None) -> int:
             print(f"{wname:<11}(a) {a['note']}: ~{a['extrapolated_seconds_all']} s")
         print(f"{wname:<11}best / sequential = {w['speedup_best_vs_sequential']}")
     print(f"speedup_best_vs_sequential (min over workloads) = {result['speedup_best_vs_sequential']}")
+    from _meta import provenance  # bench/_meta.py: commit, config, versions, machine of this result
+    result["provenance"] = provenance(ROOT / "configs" / "default.yaml")  # the chain_sum workload's config
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

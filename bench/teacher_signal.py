@@ -148,7 +148,9 @@ def main() -> int:
     for name, r in results.items():
         print(f"{name:14} {r['argmax_miss']:11.3f} {r['early_end']:9.3f} {r['mean_logprob']:8.3f} "
               f"{r['answer_argmax_acc']:8.3f} {r['answer_logprob']:7.3f} {r['boxed_argmax_acc']:8.3f} {r['boxed_prob']:6.3f}")
-    out = {"run": str(run.path), "pairs": len(pairs), "model": run.cfg.model.name_or_path, "results": results}
+    from _meta import provenance  # bench/_meta.py: commit, config (the run's resolved one), versions, machine
+    out = {"run": str(run.path), "pairs": len(pairs), "model": run.cfg.model.name_or_path, "results": results,
+           "provenance": provenance(run.file("config.yaml"))}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nsaved {args.out}")
