@@ -52,7 +52,7 @@ from distill_step import lora, qwen_shape_model, run_step_subprocess
 from ssb.alignment import align_pair
 from ssb.losses import TeacherSignal, answer_hidden_states, distill_loss, reference_loss
 from ssb.models import load_model
-from ssb.teacher_logits import encode, pad_batch, teacher_hidden
+from ssb.stages.logits import encode, pad_batch, teacher_hidden
 
 ROOT = Path(__file__).resolve().parent
 GSM8K = ROOT.parent / "src" / "ssb" / "benchmarks" / "gsm8k" / "train.jsonl"

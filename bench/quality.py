@@ -60,13 +60,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _meta import provenance  # noqa: E402
 from ssb import stats  # noqa: E402
 from ssb.config import load_config  # noqa: E402
-from ssb.data_eval import training_questions  # noqa: E402
-from ssb.evaluate import evaluate  # noqa: E402
-from ssb.pipeline import SSB_STAGES, run_pipeline  # noqa: E402
-from ssb.problem import normalize_question  # noqa: E402
-from ssb.rundir import Run, read_jsonl  # noqa: E402
+from ssb.data.heldout import training_questions  # noqa: E402
+from ssb.data.problem import normalize_question  # noqa: E402
+from ssb.jsonl import read_jsonl  # noqa: E402
+from ssb.pipeline import run_pipeline  # noqa: E402
+from ssb.rundir import Run  # noqa: E402
+from ssb.stages import stage_names  # noqa: E402
+from ssb.stages.evaluate import evaluate  # noqa: E402
 
-TRAIN_STAGES = ["curate", "teacher", "logits", "distill"]
+SSB_STAGES = stage_names(counts_toward_ssb_cost=True)  # what SSB spends (the stage table)
+TRAIN_STAGES = [s for s in SSB_STAGES if s != "rollout"]  # each arm reruns these on shared rollouts
 CONTRASTIVE_TEMPLATE = ("{question}\n({correct})\n\nA wrong solution (its answer {wrong_answer} is wrong):\n{wrong}")
 HINTS = ("answer", "correct", "contrastive", "none")
 POOLING = ("mean over replicates; 95% CI from 4000 bootstrap resamples of held-out problems (the same resample "

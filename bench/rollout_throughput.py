@@ -40,10 +40,10 @@ from pathlib import Path
 import torch
 
 from ssb.config import GenerationConfig, PromptConfig, load_config
-from ssb.data import load_benchmark, load_problems
-from ssb.engine_llamacpp import LlamaCppGenerator
-from ssb.generate import HFGenerator
-from ssb.generation import Sampling, derive_seed, stop_token_ids
+from ssb.data.load import load_benchmark, load_problems
+from ssb.generation.engine import Sampling, derive_seed, stop_token_ids
+from ssb.generation.hf import HFGenerator
+from ssb.generation.llamacpp import LlamaCppGenerator
 from ssb.models import load_model
 from ssb.prompts import render_prompt_ids, student_messages
 

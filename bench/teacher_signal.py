@@ -42,9 +42,10 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
 from ssb.alignment import align_pair, answer_slice  # noqa: E402
+from ssb.jsonl import read_jsonl  # noqa: E402
 from ssb.models import load_model  # noqa: E402
 from ssb.prompts import teacher_prompt  # noqa: E402
-from ssb.rundir import Run, read_jsonl  # noqa: E402
+from ssb.rundir import Run  # noqa: E402
 
 CONTRASTIVE = ("A correct solution:\n{correct}\n\nA wrong solution (its answer {wrong_answer} is wrong):\n"
                "{wrong}\n\n{question}")

@@ -74,7 +74,7 @@ def test_prompt_that_merges_with_the_reply_is_refused(embedded_tokenizer):
 def test_generation_stops_where_training_replies_end(embedded_model):
     """Generation's stop ids and alignment's end-of-turn ids come from one list and agree on
     the embedded model's template: a generated reply ends on a token training treats as its end."""
-    from ssb.generation import stop_token_ids
+    from ssb.generation.engine import stop_token_ids
 
     tok = embedded_model.tokenizer
     stops = set(stop_token_ids(tok, embedded_model.model))

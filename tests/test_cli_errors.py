@@ -79,15 +79,17 @@ def test_every_package_error_derives_from_ssberror():
     import ssb
     from ssb.errors import SSBError
 
-    loose = []
-    for mod in pkgutil.iter_modules(ssb.__path__):
-        if mod.name in ("engine_vllm", "engine_llamacpp"):
+    loose, seen = [], []
+    for mod in pkgutil.walk_packages(ssb.__path__, "ssb."):  # subpackages' modules too
+        if mod.name in ("ssb.generation.vllm", "ssb.generation.llamacpp"):
             continue  # optional backends: their modules import only when installed
-        m = importlib.import_module(f"ssb.{mod.name}")
+        m = importlib.import_module(mod.name)
+        seen.append(mod.name)
         for name, obj in vars(m).items():
             if (isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == m.__name__
                     and not name.startswith("_") and not issubclass(obj, SSBError)):
                 loose.append(f"{mod.name}.{name}")
+    assert "ssb.stages.teacher" in seen and "ssb.data.load" in seen  # the walk reached the subpackages
     assert loose == []
 
 
@@ -131,7 +133,7 @@ def test_validate_reads_a_utf8_bom(tmp_path, capsys):
         code, report, err = _validate(capsys, p)
         assert code == 0, err
         assert report["rows"] == rows and report["ok"] == rows and report["bad"] == []
-    from ssb.data import load_file
+    from ssb.data.files import load_file
 
     assert load_file(cs).problems[0].question == "Café?"
 
@@ -183,7 +185,8 @@ def test_validate_other_field_names_says_how_to_map(tmp_path, capsys):
 
 def test_bom_and_other_fields_through_a_config(tmp_path):
     from ssb.config import DataConfig
-    from ssb.data import DataError, load_problems
+    from ssb.data.problem import DataError
+    from ssb.data.load import load_problems
 
     p = tmp_path / "x.jsonl"
     p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"problem": "P?", "final": "9"}).encode() + b"\n")

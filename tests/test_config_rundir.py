@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ssb.config import ConfigError, RunConfig, dump_config, load_config
-from ssb.rundir import JsonlWriter, Run, atomic_write_json, read_jsonl
+from ssb.jsonl import JsonlWriter, atomic_write_json, read_jsonl
+from ssb.rundir import Run
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 

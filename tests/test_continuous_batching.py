@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ssb.generate import HFGenerator, sample_rows, sample_tokens, warp_logits
-from ssb.generation import Sampling
+from ssb.generation.engine import Sampling
+from ssb.generation.hf import HFGenerator, sample_rows, sample_tokens, warp_logits
 
 from test_prefix_cache import CONVS
 
@@ -43,7 +43,7 @@ def test_joined_rows_decode_as_if_alone(embedded_model):
 
 
 def test_idle_rows_leave_when_nothing_can_join(embedded_model, monkeypatch):
-    from ssb.generate import _Running
+    from ssb.generation.hf import _Running
 
     dropped: list[int] = []
     real = _Running.keep_live

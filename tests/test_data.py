@@ -8,19 +8,10 @@ from pathlib import Path
 import pytest
 
 from ssb.config import DataConfig, ReasoningGymTask
-from ssb.data import (
-    BENCHMARKS,
-    DataError,
-    Problem,
-    load_benchmark,
-    load_file,
-    load_hf_dataset,
-    load_problems,
-    normalize_question,
-    question_keys,
-    reasoning_gym_problems,
-    validate_file,
-)
+from ssb.data.files import load_file, load_hf_dataset, validate_file
+from ssb.data.gym import reasoning_gym_problems
+from ssb.data.load import BENCHMARKS, load_benchmark, load_problems
+from ssb.data.problem import DataError, Problem, normalize_question, question_keys
 
 # ----------------------------------------------------------------------------- benchmarks
 
@@ -238,7 +229,7 @@ def test_reasoning_gym_exclusion_and_shortfall(caplog):
 def test_basic_arithmetic_answers_match_questions():
     from fractions import Fraction
 
-    from ssb.data_gym import _exact_value
+    from ssb.data.gym import _exact_value
 
     probs = reasoning_gym_problems([ReasoningGymTask(name="basic_arithmetic")], size=300, seed=3)
     assert len(probs) == 300

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ssb import distributed
-from ssb.rundir import JsonlWriter, read_jsonl
+from ssb.jsonl import JsonlWriter, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssb.engine_vllm import vllm_outputs, vllm_requests
-from ssb.generation import Sampling
+from ssb.generation.engine import Sampling
+from ssb.generation.vllm import vllm_outputs, vllm_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 

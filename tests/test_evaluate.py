@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from ssb import compare as cmp
-from ssb import data_eval
-from ssb import evaluate as ev
 from ssb.config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig, RunConfig
-from ssb.rundir import Run, read_jsonl
+from ssb.data import heldout
+from ssb.jsonl import read_jsonl
+from ssb.rundir import Run
+from ssb.stages import evaluate as ev
 
 
 def _rec(pid, correct, tokens=None, finish=None):
@@ -267,7 +268,8 @@ def test_run_eval_holdout_avoids_training_problems(tmp_path, tiny_model_dir):
     run = Run.create(cfg)
     info = ev.run_eval(run, "base")
     assert info["holdout"]["n_problems"] == 5
-    from ssb.data import load_problems, normalize_question
+    from ssb.data.load import load_problems
+    from ssb.data.problem import normalize_question
 
     train = {normalize_question(p.question) for p in load_problems(cfg.data)}
     held = read_jsonl(run.file("eval/holdout.problems.jsonl"))
@@ -285,12 +287,12 @@ def test_run_eval_holdout_avoids_training_problems(tmp_path, tiny_model_dir):
     assert drawn["candidates_drawn"] == (drawn["dropped_duplicates_of_training"] + drawn["dropped_repeats"]
                                          + drawn["kept"])
     # the saved set is reused (with the same counts), and a changed holdout config is refused rather than mixed
-    again, again_info = data_eval.holdout_problems(cfg.eval.holdout, set(), run.file("eval/holdout.problems.jsonl"))
+    again, again_info = heldout.holdout_problems(cfg.eval.holdout, set(), run.file("eval/holdout.problems.jsonl"))
     assert [p.id for p in again] == [p["id"] for p in held]
     assert {k: again_info[k] for k in drawn} == drawn
     other = cfg.eval.holdout.model_copy(update={"seed": 8})
-    with pytest.raises(data_eval.EvalError, match="another eval.holdout"):
-        data_eval.holdout_problems(other, set(), run.file("eval/holdout.problems.jsonl"))
+    with pytest.raises(heldout.EvalError, match="another eval.holdout"):
+        heldout.holdout_problems(other, set(), run.file("eval/holdout.problems.jsonl"))
 
 
 # ----------------------------------------------------------------------------- held-out draw (issue 9, item 6)
@@ -303,12 +305,13 @@ def test_holdout_with_9600_training_problems_is_not_empty():
     so the holdout seed (12345) re-draws training entries for its first ~16,000 indices;
     the held-out set used to come back empty. Now the draw goes on past them."""
     from ssb.config import load_config
-    from ssb.data import load_problems, question_keys
+    from ssb.data.load import load_problems
+    from ssb.data.problem import question_keys
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml", ["data.limit=9600"])
     train = question_keys(load_problems(cfg.data))
     assert len(train) == 9600
-    probs, info = data_eval.holdout_problems(cfg.eval.holdout, train)
+    probs, info = heldout.holdout_problems(cfg.eval.holdout, train)
     assert len(probs) == 200 and info["kept"] == 200 and info["exhausted"] is False
     assert not question_keys(probs) & train
     assert info["dropped_duplicates_of_training"] > 10_000  # what deduplication cost, in the summary
@@ -318,21 +321,22 @@ def test_holdout_with_9600_training_problems_is_not_empty():
 
 def test_holdout_exhausted_space_says_so(caplog):
     from ssb.config import DataConfig, ReasoningGymTask
-    from ssb.data import question_keys, reasoning_gym_problems
+    from ssb.data.problem import question_keys
+    from ssb.data.gym import reasoning_gym_problems
 
     holdout = DataConfig(source="reasoning_gym", limit=100, seed=5, tasks=[ReasoningGymTask(**ONE_DIGIT)])
     # one-digit two-term chain sums have 200 distinct questions: train on 150 of them
     train = question_keys(reasoning_gym_problems([ReasoningGymTask(**ONE_DIGIT)], size=150, seed=1))
     with caplog.at_level("WARNING"):
-        probs, info = data_eval.holdout_problems(holdout, train)
+        probs, info = heldout.holdout_problems(holdout, train)
     assert 0 < len(probs) <= 50 and info["kept"] == len(probs) and info["exhausted"] is True
     assert "only" in caplog.text and "outside the training set" in caplog.text
 
     # train on all 200: nothing can be held out, and the error says why with the counts
     everything = question_keys(reasoning_gym_problems([ReasoningGymTask(**ONE_DIGIT)], size=200, seed=1))
     assert len(everything) == 200
-    with pytest.raises(data_eval.EvalError) as exc:
-        data_eval.holdout_problems(holdout, everything)
+    with pytest.raises(heldout.EvalError) as exc:
+        heldout.holdout_problems(holdout, everything)
     msg = str(exc.value)
     assert "no problem left outside the training set" in msg and "were training questions" in msg
     assert "data.limit" in msg and "kept 0 of the 100 wanted" in msg

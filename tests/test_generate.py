@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from ssb.config import GenerationConfig
-from ssb.engine_llamacpp import physical_cores, sample_numpy
-from ssb.engine_vllm import vllm_completions, vllm_requests
-from ssb.generate import HFGenerator, make_generator, warp_logits
-from ssb.generation import Completion, GenerationError, Sampling, finish, stop_token_ids
+from ssb.generation.engine import Completion, GenerationError, Sampling, finish, stop_token_ids
+from ssb.generation.factory import make_generator
+from ssb.generation.hf import HFGenerator, warp_logits
+from ssb.generation.llamacpp import physical_cores, sample_numpy
+from ssb.generation.vllm import vllm_completions, vllm_requests
 from ssb.models import LoadedModel
 from ssb.prompts import ChatTemplateError
 

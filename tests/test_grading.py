@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ssb.config import ReasoningGymTask
-from ssb.data import Problem, load_benchmark, reasoning_gym_problems
-from ssb.grading import Outcome, _math_equal, extract_answer, grade, same_answer
-from ssb.grading_answers import as_number
+from ssb.data.gym import reasoning_gym_problems
+from ssb.data.load import load_benchmark
+from ssb.data.problem import Problem
+from ssb.grading.answers import as_number, extract_answer
+from ssb.grading.grade import Outcome, _math_equal, grade, same_answer
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +188,7 @@ def test_reasoning_gym_uses_task_scorer_not_math_verify():
 
 def test_thread_fallback_grades_the_same(monkeypatch):
     """Where no worker process can be started, checks run in threads with the same verdicts."""
-    import ssb.grading_workers as grading_workers
+    import ssb.grading.workers as grading_workers
 
     monkeypatch.setattr(grading_workers, "_use_threads", True)
     with ThreadPoolExecutor(max_workers=2) as ex:

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from ssb.config import RunConfig
-from ssb.rundir import JsonlWriter, Run, read_jsonl
+from ssb.jsonl import JsonlWriter, read_jsonl
+from ssb.rundir import Run
 
 
 def _run(tmp_path, tiny_model_dir, **grpo) -> Run:
@@ -33,7 +34,7 @@ def _run(tmp_path, tiny_model_dir, **grpo) -> Run:
 
 
 def test_grpo_trains_with_token_budget(tmp_path, tiny_model_dir):
-    from ssb.grpo import run_grpo, training_problems
+    from ssb.stages.grpo import run_grpo, training_problems
 
     run = _run(tmp_path, tiny_model_dir)
     run.set_stage("rollout", status="done", generated_tokens=6)
@@ -62,7 +63,7 @@ def test_grpo_trains_with_token_budget(tmp_path, tiny_model_dir):
 
 
 def test_grpo_rejects_bad_group_size(tmp_path, tiny_model_dir):
-    from ssb.grpo import GRPOError, run_grpo
+    from ssb.stages.grpo import GRPOError, run_grpo
 
     run = _run(tmp_path, tiny_model_dir, batch_size=3)
     with pytest.raises(GRPOError, match="multiple of num_generations"):
@@ -71,8 +72,8 @@ def test_grpo_rejects_bad_group_size(tmp_path, tiny_model_dir):
 
 
 def test_reward_is_correctness_only():
-    from ssb.data import Problem
-    from ssb.grpo import CorrectnessReward
+    from ssb.data.problem import Problem
+    from ssb.stages.grpo import CorrectnessReward
 
     r = CorrectnessReward()
     pj = json.dumps(Problem("a", "1 + 1 = ?", "2").to_dict())
@@ -87,7 +88,7 @@ def test_grpo_time_budget_counts_every_invocation(tmp_path, tiny_model_dir):
     """SSB's side: seconds_total adds an interrupted and a resumed invocation. GRPO's side: a
     run resumed from its checkpoint goes on with its clock, so the budget it spent before the
     kill still counts (without that it would train to max_steps)."""
-    from ssb.grpo import run_grpo, seconds_budget
+    from ssb.stages.grpo import run_grpo, seconds_budget
 
     run = _run(tmp_path, tiny_model_dir, budget="seconds", max_steps=2, save_steps=1)
     with pytest.raises(KeyboardInterrupt), run.stage_run("distill"):

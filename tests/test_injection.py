@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ssb.config import PromptConfig
-from ssb.generation import render_all
+from ssb.generation.engine import render_all
 from ssb.prompts import (COMMON_CONTROL_TOKENS, chat_ids, render_prompt_ids, special_token_hits, student_messages,
                          teacher_messages)
 
@@ -86,7 +86,7 @@ def test_grpo_prompts_keep_question_as_text(tmp_path, tiny_model_dir):
     from trl import GRPOTrainer
 
     from ssb.config import RunConfig
-    from ssb.grpo import grpo_args
+    from ssb.stages.grpo import grpo_args
     from ssb.models import load_model
     from ssb.rundir import Run
 

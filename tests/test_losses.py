@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ssb.losses import TeacherSignal, answer_hidden_states, auto_chunk_size, distill_loss, reference_loss
-from ssb.teacher_logits import encode
+from ssb.stages.logits import encode
 
 N, H, V = 37, 16, 50
 
@@ -150,7 +150,7 @@ def test_scaled_heads_recompute_the_models_own_logits(family):
     """Hidden and top-k stores and the loss recompute logits from the head input; for every
     scaled/soft-capped family of the installed transformers they equal the model's forward logits."""
     from ssb.losses import LogitTransform, logit_transform, model_logits
-    from ssb.teacher_logits import check_head, teacher_hidden
+    from ssb.stages.logits import check_head, teacher_hidden
 
     model = _tiny(family)
     tf = logit_transform(model)
@@ -190,7 +190,7 @@ def test_unknown_post_processing_is_refused(monkeypatch):
     """A family whose scaling ssb does not know (simulated by forgetting Granite's) is refused
     with a clear error instead of storing wrong logits."""
     import ssb.losses
-    from ssb.teacher_logits import TeacherStoreError, check_head
+    from ssb.stages.logits import TeacherStoreError, check_head
 
     model = _tiny("granite")
     monkeypatch.setattr(ssb.losses, "_DIVIDE_BY_LOGITS_SCALING", ())

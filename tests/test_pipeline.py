@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ssb.rundir import read_jsonl
+from ssb.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_STAGES = ["eval_base", "rollout", "curate", "teacher", "logits", "distill", "eval_ssb", "grpo", "eval_grpo", "report"]
@@ -51,10 +51,10 @@ def _tree(root: Path) -> set[str]:
 
 def _fake_outputs(run_dir: Path) -> None:
     """Every file each stage declares, plus files no stage owns."""
-    from ssb.pipeline import STAGES
+    from ssb.stages import STAGES
 
     for stage in STAGES:
-        for out in stage.outputs():
+        for out in stage.outputs:
             p = run_dir / out
             if Path(out).suffix:  # a file
                 p.parent.mkdir(parents=True, exist_ok=True)
@@ -67,13 +67,17 @@ def _fake_outputs(run_dir: Path) -> None:
         (run_dir / other).write_text("keep\n")
 
 
-def test_stages_declare_their_outputs_in_their_modules():
-    import importlib
+def test_the_stage_table_lists_every_stage_in_order():
+    from ssb.stages import stage_names
 
-    from ssb.pipeline import STAGES
+    assert stage_names() == tuple(ALL_STAGES)
 
-    declared = {s.name: s.outputs() for s in STAGES}
-    assert declared["rollout"] == importlib.import_module("ssb.rollout").OUTPUTS == ("rollouts.jsonl",)
+
+def test_stages_declare_their_outputs_in_the_stage_table():
+    from ssb.stages import STAGES
+
+    declared = {s.name: s.outputs for s in STAGES}
+    assert declared["rollout"] == ("rollouts.jsonl",)
     assert declared["logits"] == ("teacher",)
     assert declared["distill"] == ("student", "train_log.jsonl", "checkpoints")
     assert declared["grpo"] == ("grpo", "grpo_log.jsonl", "grpo_checkpoints")
@@ -89,16 +93,17 @@ def test_stages_declare_their_outputs_in_their_modules():
 @pytest.mark.parametrize("stage_name", ALL_STAGES)
 def test_force_removes_exactly_what_the_stage_declares(tmp_path, stage_name):
     from ssb.config import RunConfig
-    from ssb.pipeline import STAGES, remove_outputs
+    from ssb.pipeline import remove_outputs
     from ssb.rundir import Run
+    from ssb.stages import get_stage
 
     run = Run.create(RunConfig(name="forced", runs_dir=str(tmp_path)))
     _fake_outputs(run.path)
     before = _tree(run.path)
-    stage = next(s for s in STAGES if s.name == stage_name)
+    stage = get_stage(stage_name)
     removed = remove_outputs(run, stage)
-    assert removed == list(stage.outputs())
-    gone = {f for f in before for out in stage.outputs() if f == out or f.startswith(out + "/")}
+    assert removed == list(stage.outputs)
+    gone = {f for f in before for out in stage.outputs if f == out or f.startswith(out + "/")}
     assert gone  # the stage owns something
     assert _tree(run.path) == before - gone
     assert remove_outputs(run, stage) == []  # nothing left to remove

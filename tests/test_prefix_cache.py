@@ -4,8 +4,9 @@ and the prompt the n samples share are encoded once, and the outputs do not chan
 from __future__ import annotations
 
 from ssb.config import GenerationConfig, PromptConfig, WorkedExample
-from ssb.generate import HFGenerator, make_generator
-from ssb.generation import Sampling
+from ssb.generation.engine import Sampling
+from ssb.generation.factory import make_generator
+from ssb.generation.hf import HFGenerator
 from ssb.prompts import render_prompt_ids, student_messages
 
 PROMPT = PromptConfig(

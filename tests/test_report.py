@@ -8,7 +8,8 @@ import math
 import random
 
 from ssb.config import RunConfig
-from ssb.rundir import JsonlWriter, Run, atomic_write_json
+from ssb.jsonl import JsonlWriter, atomic_write_json
+from ssb.rundir import Run
 
 TASK = {"name": "chain_sum", "options": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
 
@@ -36,7 +37,7 @@ def _eval_records(rng, n, p_correct, mean_len):
 
 
 def make_synthetic_run(tmp_path) -> Run:
-    from ssb.evaluate import summarize
+    from ssb.stages.evaluate import summarize
 
     rng = random.Random(0)
     run = Run.create(_config(tmp_path))
@@ -88,7 +89,7 @@ def make_synthetic_run(tmp_path) -> Run:
 
 
 def test_report_on_full_synthetic_run(tmp_path):
-    from ssb.report import write_report
+    from ssb.stages.report import write_report
 
     run = make_synthetic_run(tmp_path)
     path = write_report(run)
@@ -115,7 +116,7 @@ def test_report_on_full_synthetic_run(tmp_path):
 
 
 def test_report_when_nothing_ran(tmp_path):
-    from ssb.report import write_report
+    from ssb.stages.report import write_report
 
     run = Run.create(_config(tmp_path, "empty"))
     text = write_report(run).read_text()
@@ -124,7 +125,7 @@ def test_report_when_nothing_ran(tmp_path):
 
 
 def test_report_shows_the_problems_kept_without_a_correct_rollout(tmp_path):
-    from ssb.report import write_report
+    from ssb.stages.report import write_report
 
     run = Run.create(RunConfig.model_validate({**_config(tmp_path, "unsolved").model_dump(),
                                                "curate": {"keep": "any_wrong"}}))

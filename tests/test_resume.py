@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from ssb.stages import stage_names
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 RUN_NAME = "smoke"  # the smoke config's name: its run directory under runs_dir
-TRAIN_STAGES = ("rollout", "curate", "teacher", "logits", "distill")
+TRAIN_STAGES = stage_names(counts_toward_ssb_cost=True)  # rollout, curate, teacher, logits, distill
 # 4 problems per rollout chunk (16 problems, k=4) so rollouts.jsonl grows in steps, and a
 # checkpoint after each of (at least two) distillation steps so an interrupted distill resumes mid-way.
 SETS = ("generation.batch_size=8", "distill.save_steps=1", "distill.batch_size=1", "distill.epochs=2")

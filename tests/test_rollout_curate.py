@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from ssb.config import RunConfig
-from ssb.curate import group_answers, run_curate, select_traces
-from ssb.generation import Completion
-from ssb.rollout import run_rollout
-from ssb.rundir import Run, read_jsonl
+from ssb.generation.engine import Completion
+from ssb.jsonl import read_jsonl
+from ssb.rundir import Run
+from ssb.stages.curate import group_answers, run_curate, select_traces
+from ssb.stages.rollout import run_rollout
 
 EASY = [
     ("What is 2 + 3?", "5"), ("What is 10 - 4?", "6"), ("What is 3 * 3?", "9"), ("What is 8 / 2?", "4"),
@@ -126,8 +127,8 @@ def test_rollout_writes_records_and_stats(tmp_path, tiny_model_dir, tiny_model):
 ROLLOUT_SCRIPT = """
 import sys, time
 from ssb.rundir import Run
-from ssb.generate import load_generator
-from ssb.rollout import run_rollout
+from ssb.generation.factory import load_generator
+from ssb.stages.rollout import run_rollout
 run = Run.open(sys.argv[1])
 gen, loaded = load_generator(run)
 class Slow:
@@ -218,7 +219,7 @@ def test_curate_writes_selections_and_funnel(tmp_path, tiny_model_dir):
 
 
 def test_curate_keep_any_wrong_counts_the_problems_without_a_correct_rollout(tmp_path, tiny_model_dir):
-    from ssb.report import funnel_counts
+    from ssb.stages.report import funnel_counts
 
     both = make_run(tmp_path, str(tiny_model_dir), name="both")
     fake_rollouts(both, unsolved=(1, 3))
@@ -244,7 +245,7 @@ def test_curate_keep_any_wrong_counts_the_problems_without_a_correct_rollout(tmp
 
 
 def test_rollout_curate_teacher_on_embedded_model(tmp_path, embedded_model):
-    from ssb.teacher import run_teacher
+    from ssb.stages.teacher import run_teacher
 
     items = EASY[:2]
     data = write_problems(tmp_path / "easy.jsonl", items)
@@ -276,9 +277,9 @@ def test_rollout_curate_teacher_on_embedded_model(tmp_path, embedded_model):
 def test_one_funnel_count_for_rollout_curate_and_report(tmp_path):
     """funnel.rollout_counts is the count the rollout manifest, curate's funnel and the report
     all show; a no-answer rollout counts as wrong only with no_answer_is_wrong."""
-    from ssb.curate import funnel
+    from ssb.stages.curate import funnel
     from ssb.funnel import rollout_counts
-    from ssb.report import funnel_counts
+    from ssb.stages.report import funnel_counts
 
     recs = [{"grades": ["correct", "no_answer"], "formats": ["boxed", "none"], "finish_reasons": ["stop", "length"],
              "completion_tokens": [3, 9]},

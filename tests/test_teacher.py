@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ssb.curate import run_curate
-from ssb.generation import Completion
-from ssb.rundir import Run, read_jsonl
-from ssb.teacher import run_teacher
+from ssb.generation.engine import Completion
+from ssb.jsonl import read_jsonl
+from ssb.rundir import Run
+from ssb.stages.curate import run_curate
+from ssb.stages.teacher import run_teacher
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_rollout_curate import EASY, _kill_after_first_lines, fake_rollouts, make_run  # noqa: E402
@@ -137,7 +138,7 @@ def test_hint_modes_and_max_pairs(tmp_path, tiny_model_dir, tiny_model, mode):
 
 @pytest.mark.parametrize("hint", ["correct", "answer", "answer_custom"])
 def test_rollout_solution_scores_the_rollout_without_showing_it(tmp_path, tiny_model_dir, tiny_model, hint):
-    from ssb.teacher_logits import run_logits
+    from ssb.stages.logits import run_logits
 
     extra = {"answer_hint": "Final: ANSWER"} if hint == "answer_custom" else {}
     run = teacher_run(tmp_path, tiny_model_dir, name=f"roll-{hint}", solution="rollout",
@@ -180,7 +181,7 @@ def test_generate_or_rollout_falls_back(tmp_path, tiny_model_dir, tiny_model):
 def test_keep_any_wrong_generates_from_the_gold_answer(tmp_path, tiny_model_dir, tiny_model, mode):
     """solution=rollout, yet the problems without a correct rollout (p01, p03) are generated,
     hinted with the gold answer in the answer_hint wording; p03's wrong replies fail `verified`."""
-    from ssb.teacher_logits import run_logits
+    from ssb.stages.logits import run_logits
 
     q = [q for q, _ in EASY]
     template = CHAIN_TEMPLATE if mode == "contrastive" else ANSWER_TEMPLATE
@@ -214,7 +215,7 @@ def test_keep_any_wrong_generates_from_the_gold_answer(tmp_path, tiny_model_dir,
 def test_shows_work_reference_without_a_correct_rollout(tmp_path, tiny_model_dir):
     """No correct rollout: shows_work measures against the first worked example, else only
     checks that there is working."""
-    from ssb.teacher import Candidate
+    from ssb.stages.teacher import Candidate
 
     run = teacher_run(tmp_path, tiny_model_dir, curate={"keep": "any_wrong"}, unsolved=(1,))
     rows = {r["id"]: r for r in read_jsonl(run.file("rollouts.jsonl"))}
@@ -238,7 +239,7 @@ import sys
 sys.path.insert(0, sys.argv[2])
 from test_teacher import ScriptedTeacher, EASY
 from ssb.rundir import Run
-from ssb.teacher import run_teacher
+from ssb.stages.teacher import run_teacher
 run_teacher(Run.open(sys.argv[1]), generator=ScriptedTeacher(dict(EASY), delay=0.7))
 """
 
@@ -262,7 +263,7 @@ def test_teacher_resumes_after_kill(tmp_path, tiny_model_dir, tiny_model):
 def test_the_teacher_turn_shows_what_teacher_hint_names(tmp_path, tiny_model_dir, solution):
     """The hinted last turn of p00 for each ``teacher.hint``, rendered and read. p00's rollouts:
     0 and 4 correct (``5``), 1 and 2 the most common wrong answer (``0.5`` = ``1/2``), 3 wrong."""
-    from ssb.teacher import Candidate
+    from ssb.stages.teacher import Candidate
 
     q, trace = EASY[0][0], "Working for trace {}: 1 + 1 = 2.\nSo the answer is \\boxed{{{}}}.".format
     seen = {}

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from ssb.config import RunConfig
-from ssb.rundir import Run, read_jsonl
-from ssb.teacher_logits import TeacherStore, TeacherStoreError, run_logits
+from ssb.jsonl import read_jsonl
+from ssb.rundir import Run
+from ssb.stages.logits import TeacherStore, TeacherStoreError, run_logits
 
 SYSTEM = "You are a careful math tutor. Give the final answer as \\boxed{ANSWER}."
 PROBLEMS = [("What is 2 + 3?", "2 + 3 = 5.\n\\boxed{5}"),
@@ -181,7 +182,7 @@ def test_distill_overfits_and_saves_loadable_adapter(tmp_path, sharp_model_dir):
     tiny_model_dir = sharp_model_dir
     from peft import PeftModel
 
-    from ssb.distill import merge_adapter, run_distill
+    from ssb.stages.distill import merge_adapter, run_distill
     from ssb.models import load_model
 
     run = make_run(tmp_path, tiny_model_dir, logits={"batch_size": 4}, lora={"r": 8, "alpha": 16},
@@ -231,7 +232,7 @@ def test_answer_slice_selects_the_positions_that_predict_the_reply(tiny_model):
 
 
 def test_distill_collator_pads_and_marks_answer_positions():
-    from ssb.distill import DistillCollator
+    from ssb.stages.distill import DistillCollator
 
     feats = [{"input_ids": [5, 6, 7, 8, 9], "prompt_len": 3, "teacher": {"hidden": torch.full((2, 4), 1.0)}},
              {"input_ids": [5, 6, 7, 8, 9, 10, 11], "prompt_len": 4, "teacher": {"hidden": torch.full((3, 4), 2.0)}}]
@@ -249,7 +250,7 @@ def test_distill_collator_pads_and_marks_answer_positions():
 
 def test_check_head_on_a_plain_head(tiny_model):
     from ssb.alignment import align_pair
-    from ssb.teacher_logits import check_head
+    from ssb.stages.logits import check_head
 
     rec = json.loads(json.dumps({"t": [{"role": "user", "content": "What is 2 + 3? Hint: 5."}],
                                  "s": [{"role": "user", "content": "What is 2 + 3?"}]}))
@@ -262,7 +263,7 @@ def test_kd_is_zero_at_step_0_when_teacher_prompt_equals_student_prompt(tmp_path
     student's prompt, teacher and student are the same model on the same tokens at step 0 (LoRA
     starts as the identity), so the first logged KD must be ~0; any off-by-one between the stored
     teacher rows and the student's answer positions would make it large."""
-    from ssb.distill import run_distill
+    from ssb.stages.distill import run_distill
 
     cfg = RunConfig(name="same", runs_dir=str(tmp_path), model={"name_or_path": "embedded", "device": "cpu"},
                     logits={"dtype": "float32"},
@@ -282,7 +283,7 @@ def test_kd_is_zero_at_step_0_when_teacher_prompt_equals_student_prompt(tmp_path
 
 
 def test_resume_point_skips_a_checkpoint_killed_while_saving(tmp_path):
-    from ssb.distill import resume_point
+    from ssb.stages.distill import resume_point
 
     ck, log = tmp_path / "checkpoints", tmp_path / "train_log.jsonl"
     assert resume_point(ck, log) is None
@@ -303,7 +304,7 @@ def test_warmup_ratio_is_a_share_of_the_optimizer_steps(tmp_path, tiny_model_dir
     """distill.warmup_ratio=0.5 over 10 optimizer steps: the Trainer's own scheduler, built
     from the stage's training arguments, warms the lr up over steps 0-5, then decays it."""
     from ssb.config import ConfigError
-    from ssb.distill import DistillTrainer, _training_args
+    from ssb.stages.distill import DistillTrainer, _training_args
 
     run = make_run(tmp_path, tiny_model_dir, distill={"warmup_ratio": 0.5, "lr": 1e-3, "lr_scheduler": "linear"})
     dc = run.cfg.distill

@@ -6,7 +6,8 @@
     ssb data show|validate ...      ssb model info|merge ...     ssb config show CONFIG
 
 Imports of ssb modules are inside the commands, each marked: ``config`` pulls in pydantic
-(~0.3 s) and ``models`` torch, and ``ssb --help`` needs neither.
+(~0.3 s) and ``models`` torch, and ``ssb --help`` needs neither. The stage commands and
+their help come from the stage table (``stages/__init__.py``, standard library only).
 
 Errors meant for the user (every :class:`ssb.errors.SSBError`, and a missing or unreadable
 file) print as ``ssb: error: MESSAGE`` with exit status 1; ``--debug`` shows the traceback
@@ -22,6 +23,7 @@ import sys
 import time
 
 from .errors import SSBError
+from .stages import STAGES, get_stage, stage_names
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -51,16 +53,15 @@ def _open_run(args):
 
 
 def cmd_stage(args) -> int:
-    from .pipeline import STAGES  # lazy: pydantic, keeps `ssb --help` fast
+    from .pipeline import call_stage  # lazy: pydantic, keeps `ssb --help` fast
 
-    stage = next(s for s in STAGES if s.name == args.command)
-    stats = stage.run(_open_run(args))
+    stats = call_stage(_open_run(args), get_stage(args.command))
     _print_json(stats)
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
-    from .report import write_report  # lazy: pydantic, keeps `ssb --help` fast
+    from .stages.report import write_report  # lazy: pydantic, keeps `ssb --help` fast
 
     path = write_report(_open_run(args))
     print(f"wrote {path}")
@@ -82,7 +83,7 @@ def cmd_data_show(args) -> int:
     from rich.table import Table
 
     from .config import DataConfig, ReasoningGymTask  # lazy: pydantic, keeps `ssb --help` fast
-    from .data import load_problems  # lazy: pydantic, keeps `ssb --help` fast
+    from .data.load import load_problems  # lazy: pydantic, keeps `ssb --help` fast
 
     if args.source == "reasoning_gym":
         tasks = [ReasoningGymTask(name=t) for t in (args.task or ["chain_sum"])]
@@ -106,7 +107,7 @@ def cmd_data_show(args) -> int:
 
 
 def cmd_data_validate(args) -> int:
-    from .data import validate_file  # lazy: pydantic, keeps `ssb --help` fast
+    from .data.files import validate_file  # lazy: pydantic, keeps `ssb --help` fast
 
     report = validate_file(args.file, question_field=args.question_field, answer_field=args.answer_field,
                            id_field=args.id_field)
@@ -149,7 +150,7 @@ def cmd_model_info(args) -> int:
 
 def cmd_model_merge(args) -> int:
     from .config import ModelConfig  # lazy: pydantic, keeps `ssb --help` fast
-    from .distill import merge_adapter  # lazy: torch, transformers
+    from .stages.distill import merge_adapter  # lazy: torch, transformers
 
     out = merge_adapter(ModelConfig(name_or_path=args.base), args.adapter, args.out)
     print(f"wrote merged model to {out}")
@@ -183,23 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_set(sub.add_parser("run", help="run every stage into runs/NAME (resumes a partial run)"))
     sp.add_argument("config", help="YAML config, e.g. configs/default.yaml")
     sp.add_argument("--name", help="run name (default: the config's name)")
-    sp.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages")
+    sp.add_argument("--only", nargs="+", metavar="STAGE",
+                    help="run only these stages, of: " + ", ".join(stage_names()))
     sp.add_argument("--skip", nargs="+", metavar="STAGE", default=[], help="skip these stages")
     sp.add_argument("--force", nargs="+", metavar="STAGE", default=[], help="rerun these stages from scratch")
     sp.set_defaults(fn=cmd_run)
 
-    helps = {
-        "rollout": "stage 1: K sampled answers per training problem, graded",
-        "curate": "stage 2: pick a correct and the most common wrong trace per problem",
-        "teacher": "stage 3: the hinted teacher's solution per problem, vetted by the quality gates",
-        "logits": "stage 4: teacher signal over the solution tokens (hidden-state or top-k store)",
-        "distill": "stage 5: LoRA student matches the teacher's distributions (KL at temperature T)",
-        "grpo": "baseline: GRPO (TRL) on the same problems with a correctness reward",
-    }
-    for name, text in helps.items():
-        sp = with_set(sub.add_parser(name, help=text))
+    for stage in STAGES:  # `ssb NAME --run DIR` for every stage but the evals (`ssb eval` below)
+        if stage.is_eval:
+            continue
+        sp = with_set(sub.add_parser(stage.name, help=stage.help))
         sp.add_argument("--run", required=True, help="run directory, e.g. runs/default")
-        sp.set_defaults(fn=cmd_stage)
+        sp.set_defaults(fn=cmd_report if stage.name == "report" else cmd_stage)
 
     sp = sub.add_parser("eval", help="stage 6: pass@k with confidence intervals on benchmarks")
     sp.add_argument("--model", default="embedded", help="model id/path, a PEFT adapter dir, or a run dir")
@@ -216,10 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", default=None, help="config whose prompt/generation settings to use")
     sp.add_argument("--out", default=None, help="output directory (default: eval/<model name>)")
     sp.set_defaults(fn=cmd_eval)
-
-    sp = with_set(sub.add_parser("report", help="report.md + plots for a run"))
-    sp.add_argument("--run", required=True)
-    sp.set_defaults(fn=cmd_report)
 
     # data helpers
     dp = sub.add_parser("data", help="inspect built-in benchmarks and validate your own data")

@@ -1,4 +1,4 @@
-"""``ssb eval``: what its arguments name, turned into :func:`ssb.evaluate.evaluate` calls.
+"""``ssb eval``: what its arguments name, turned into :func:`ssb.stages.evaluate.evaluate` calls.
 
 ``--model`` is a run directory (base + every adapter of the run, then a paired table), an
 adapter directory (inside a run or standalone, its base from ``--base``, the run or the
@@ -18,9 +18,9 @@ from typing import Any
 
 from .compare import load_results, load_summaries, paired_table, print_tables
 from .config import EvalConfig, ModelConfig, RunConfig, load_config
-from .data_eval import HOLDOUT_ALIASES, EvalError, bench_name, training_questions
-from .evaluate import evaluate
+from .data.heldout import HOLDOUT_ALIASES, EvalError, bench_name, training_questions
 from .rundir import Run
+from .stages.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from itertools import combinations
 from pathlib import Path
 
 from . import stats
-from .rundir import Run, atomic_write_json, read_jsonl
+from .jsonl import atomic_write_json, read_jsonl
+from .rundir import Run
 
 LABEL_ORDER = ("base", "grpo", "ssb")  # reference first: differences read "later minus earlier"
 

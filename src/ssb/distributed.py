@@ -14,10 +14,12 @@ reads the canonical file and every shard file (of any world size), and :func:`me
 folds in whatever shards it finds, also in a later single-process run.
 
 Training stages (distill, GRPO) are the Hugging Face Trainer / TRL under DDP. Stages that
-are cheap or not sharded yet run on the main process while the others wait; only the main
-process writes ``manifest.json``, ``config.yaml`` and the report (see ``pipeline.py``).
+are cheap or not sharded yet (``main_process_only`` in the stage table, ``stages/__init__.py``)
+run on the main process while the others wait; only the main process writes
+``manifest.json``, ``config.yaml`` and the report (see ``pipeline.py``).
 
-Sharding another generation stage (e.g. the hinted teacher) is three edits::
+Sharding another generation stage (e.g. the hinted teacher) is three edits, then dropping its
+``main_process_only`` in the stage table::
 
     done = distributed.done_ids(out_path)                                  # canonical + shard files
     todo = [x for x in distributed.shard(items) if x.id not in done]       # this process's share
@@ -52,7 +54,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .errors import SSBError
-from .files import atomic_write_text, read_jsonl
+from .jsonl import atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +263,7 @@ def check_supported(what: str = "distillation") -> None:
         return
     raise DistributedError(
         f"{plugin} is not supported for ssb's {what}: the loss applies the full LM head to the "
-        f"student's hidden states in chunks (losses.py, teacher_logits.py), and {plugin} shards that "
+        f"student's hidden states in chunks (losses.py, stages/logits.py), and {plugin} shards that "
         "head across processes. Use DDP instead: `accelerate launch --config_file "
         "configs/accelerate/ddp.yaml -m ssb.cli run CONFIG` (only the LoRA adapter trains; the frozen "
         "base model is replicated on each GPU). For a model too large for one GPU, generate with "

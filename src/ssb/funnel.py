@@ -1,6 +1,6 @@
 """Counts over ``rollouts.jsonl``, in one place: the rollout stage's manifest entry
-(:func:`rollout.run_rollout`), curate's funnel (:func:`curate.funnel`) and the report's
-funnel section (:func:`report.funnel_counts`) all read them from :func:`rollout_counts`.
+(:func:`stages.rollout.run_rollout`), curate's funnel (:func:`stages.curate.funnel`) and the
+report's funnel section (:func:`stages.report.funnel_counts`) all read them from :func:`rollout_counts`.
 
 A problem counts *with a wrong rollout* when one of its rollouts is graded ``wrong``, or
 ``no_answer`` too when ``no_answer_is_wrong`` (``curate.no_answer_is_wrong``: what curate

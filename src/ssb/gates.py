@@ -5,7 +5,7 @@ it may copy the hinted prompt's scaffolding ("A correct solution: ..."), state o
 answer, contradict its own working ("54 + 86 = 130. The answer is 140."), or loop. The
 student sees only the bare question, so it learns such text as if it were reasoning
 (the privilege illusion). Each gate below is one small pure function over text; the
-teacher stage (``teacher.py``) runs them in this order and records the first that fails:
+teacher stage (``stages/teacher.py``) runs them in this order and records the first that fails:
 
 =================  ===========================================================================
 ``verified``       the final answer grades correct and the reply ended on its own
@@ -41,7 +41,8 @@ import re
 from dataclasses import dataclass, field
 
 from .config import GatesConfig, PromptConfig
-from .grading import extract_answer, same_answer
+from .grading.answers import extract_answer
+from .grading.grade import same_answer
 from .prompts import teacher_prompt
 
 GATE_ORDER = ("verified", "well_formed", "no_leak", "shows_work", "consistent", "not_degenerate", "plausible")

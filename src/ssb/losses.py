@@ -18,7 +18,7 @@ Scaled heads: some families post-process the head's output (Gemma 2/3 soft-cap i
 ``tanh``, Granite divides by ``logits_scaling``, Cohere multiplies by ``logit_scale``).
 :func:`logit_transform` reads that from the model's config and every logit computed here
 (student, and teacher from its hidden state) goes through it, so the recomputed logits are the
-model's own; teacher_logits.check_head verifies this on a real sequence and refuses a model
+model's own; stages.logits.check_head verifies this on a real sequence and refuses a model
 whose logits still differ.
 
 Memory: :class:`_ChunkedDistill` projects ``chunk_size`` positions at a time (default: as many
@@ -75,7 +75,7 @@ _TIMES_LOGITS_SCALING = ("hyperclovax",)
 def logit_transform(model) -> LogitTransform:
     """The post-head logit transform of ``model`` (a PreTrainedModel or a PEFT wrapper of one),
     from its config: ``final_logit_softcapping`` (Gemma 2/3, VaultGemma, ...) and the family
-    scales above. Unknown post-processing is caught by teacher_logits.check_head."""
+    scales above. Unknown post-processing is caught by stages.logits.check_head."""
     cfg = getattr(model, "config", None)
     if cfg is None:
         return LogitTransform()

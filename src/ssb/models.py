@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from .errors import SSBError
 from .config import LoRAConfig, ModelConfig
+from .errors import SSBError
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,17 @@
-"""`ssb run CONFIG`: every stage in order into one run directory.
+"""`ssb run CONFIG`: every stage in order into one run directory (the orchestrator; only the
+CLI imports it).
 
+The stages and their facts (order, entry points, outputs, which run on the main process
+alone, which are drawn in chunks, which need pairs) are the table in ``stages/__init__.py``.
 Stages already marked done in ``manifest.json`` are skipped; a partial stage resumes
 from its own append-only outputs. Ctrl-C leaves the run resumable: rerun the same
-command to go on. ``--force STAGE`` removes exactly the files the stage's module declares
-in its ``OUTPUTS`` constant (an eval stage: ``eval/<label>``) and reruns it.
+command to go on. ``--force STAGE`` removes exactly the stage's ``outputs`` in the table
+(an eval stage: ``eval/<label>``) and reruns it.
 
 Under ``accelerate launch`` every process runs this loop: the main process decides what
 each stage does (and alone writes the manifest and the report), every process follows;
-generation stages shard their problems, training stages use DDP, and the stages in
-``MAIN_ONLY`` run on the main process while the others wait (``distributed.py``).
+generation stages shard their problems, training stages use DDP, and the stages marked
+``main_process_only`` run on the main process while the others wait (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -17,16 +20,14 @@ import importlib
 import logging
 import shutil
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 from . import distributed
 from .config import RunConfig
-from .curate import run_curate
-from .data import load_problems
+from .data.load import load_problems
 from .errors import SSBError
-from .evaluate import run_eval
 from .rundir import Run
+from .stages import STAGES, Stage, stage_names
+from .stages.curate import run_curate
 
 log = logging.getLogger("ssb")
 
@@ -35,57 +36,13 @@ class PipelineError(SSBError, ValueError):
     """A bad ``ssb run`` request (e.g. an unknown stage name)."""
 
 
-@dataclass
-class Stage:
-    """One stage: ``module.func(run)``, or an eval of ``adapter`` into ``eval/<label>``.
-
-    The files a stage writes (removed by ``--force``) are the module-level ``OUTPUTS``
-    tuple its module declares, read when needed (:meth:`outputs`); an eval stage owns
-    ``eval/<label>``."""
-
-    name: str
-    module: str
-    func: str = ""
-    enabled: Callable[[RunConfig], bool] = lambda cfg: True
-    label: str | None = None  # eval stages
-    adapter: str | None = None  # eval stages: the run's adapter directory (None: the base model)
-
-    def run(self, run: Run):
-        if self.label is not None:
-            return run_eval(run, self.label, adapter=run.file(self.adapter) if self.adapter else None)
-        return getattr(importlib.import_module(f"ssb.{self.module}"), self.func)(run)
-
-    def outputs(self) -> tuple[str, ...]:
-        """Run-relative paths this stage writes; ``--force`` removes exactly these."""
-        mod = importlib.import_module(f"ssb.{self.module}")
-        if self.label is not None:
-            return tuple(mod.outputs(self.label))
-        return tuple(mod.OUTPUTS)
-
-
-STAGES: list[Stage] = [
-    Stage("eval_base", "evaluate", label="base"),
-    Stage("rollout", "rollout", "run_rollout"),
-    Stage("curate", "curate", "run_curate"),
-    Stage("teacher", "teacher", "run_teacher"),
-    Stage("logits", "teacher_logits", "run_logits"),
-    Stage("distill", "distill", "run_distill"),
-    Stage("eval_ssb", "evaluate", label="ssb", adapter="student"),
-    Stage("grpo", "grpo", "run_grpo", lambda c: c.grpo.enabled),
-    Stage("eval_grpo", "evaluate", label="grpo", adapter="grpo", enabled=lambda c: c.grpo.enabled),
-    Stage("report", "report", "write_report"),
-]
-STAGE_NAMES = [s.name for s in STAGES]
-# What SSB spends to train its student (GRPO's seconds budget and the report's compute table).
-SSB_STAGES = ("rollout", "curate", "teacher", "logits", "distill")
-NEEDS_PAIRS = ("logits", "distill", "eval_ssb")
-# distributed hook: stages run by the main process alone under `accelerate launch` (the others
-# wait); every other stage shards its problems (rollout, eval_*) or trains with DDP (distill,
-# grpo). Drop "teacher" from here once teacher.py shards its problems (recipe in distributed.py).
-MAIN_ONLY = ("curate", "teacher", "logits", "report")
-
-
-DRAWN_STAGES = ("rollout", "curate", "teacher")
+def call_stage(run: Run, stage: Stage):
+    """Run one stage's entry point on ``run`` (an eval stage: into ``eval/<label>``, of the
+    run's ``adapter`` directory or the base model) and return what it returns."""
+    entry = getattr(importlib.import_module(stage.module), stage.entry)
+    if stage.is_eval:
+        return entry(run, stage.label, adapter=run.file(stage.adapter) if stage.adapter else None)
+    return entry(run)
 
 
 def draw_until_pairs(run: Run) -> dict:
@@ -93,11 +50,11 @@ def draw_until_pairs(run: Run) -> dict:
     problems, a chunk at a time, until ``teacher.max_pairs`` pairs exist or the problems run
     out (rolling out all 7,473 GSM8K problems for 256 pairs wastes most of the compute).
     Each stage resumes as usual, so a killed draw goes on where it stopped."""
-    # lazy: these import torch; the pipeline stays importable without it (cli, report and grpo
-    # import it, and every other stage is imported by name when it runs)
-    from .generate import load_generator
-    from .rollout import run_rollout
-    from .teacher import run_teacher
+    # lazy: these import torch; the pipeline stays importable without it (the CLI imports it,
+    # and every other stage is imported by name when it runs)
+    from .generation.factory import load_generator
+    from .stages.rollout import run_rollout
+    from .stages.teacher import run_teacher
 
     cfg = run.cfg
     problems = load_problems(cfg.data)
@@ -118,9 +75,10 @@ def draw_until_pairs(run: Run) -> dict:
 
 
 def remove_outputs(run: Run, stage: Stage) -> list[str]:
-    """Delete what ``stage`` declares it writes (files or directories); returns what was removed."""
+    """Delete the ``outputs`` the table declares for ``stage`` (files or directories); returns
+    what was removed."""
     removed = []
-    for out in stage.outputs():
+    for out in stage.outputs:
         p = run.file(out)
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
@@ -139,15 +97,16 @@ def _has_pairs(run: Run) -> bool:
 
 def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] | None = None,
                  force: list[str] | None = None) -> Run:
+    names = stage_names()
     for name in (only or []) + (skip or []) + (force or []):
-        if name not in STAGE_NAMES:
-            raise PipelineError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+        if name not in names:
+            raise PipelineError(f"unknown stage {name!r}; stages are: {', '.join(names)}")
     # distributed hook: refuse FSDP / multi-process vLLM before any work; the main process
     # creates the run directory
-    planned = {s for s in STAGE_NAMES if (not only or s in only) and s not in (skip or [])}
-    if "distill" in planned:
+    planned = [s for s in STAGES if (not only or s.name in only) and s.name not in (skip or [])]
+    if any(s.name == "distill" for s in planned):
         distributed.check_supported("distillation")
-    if planned & {"eval_base", "rollout", "curate", "teacher", "eval_ssb", "eval_grpo"}:
+    if any(s.generates or s.drawn for s in planned):  # drawn: run with rollout + teacher under draw_chunk
         distributed.check_generation(cfg.generation.backend)
     with distributed.main_process_first():
         run = Run.create(cfg)
@@ -158,23 +117,23 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
         run.update_manifest(distributed=distributed.info())
     log.info("run directory: %s", run.path)
     t_all = time.time()
-    drawn = False
+    drawn, drawn_stages = False, stage_names(drawn=True)
     for stage in STAGES:
-        if cfg.data.draw_chunk and stage.name in DRAWN_STAGES:  # the three run together, chunk by chunk
+        if cfg.data.draw_chunk and stage.drawn:  # the drawn stages run together, chunk by chunk
             if stage.name in (force or []):
                 remove_outputs(run, stage)
                 run.set_stage(stage.name, status="pending")
-            finished = run.manifest().get("draw") and all(run.stage_done(s) for s in DRAWN_STAGES)
+            finished = run.manifest().get("draw") and all(run.stage_done(s) for s in drawn_stages)
             if not drawn and not finished and (not only or stage.name in only):
-                log.info("[%s] drawing problems in chunks of %d until %s pairs", "+".join(DRAWN_STAGES),
+                log.info("[%s] drawing problems in chunks of %d until %s pairs", "+".join(drawn_stages),
                          cfg.data.draw_chunk, cfg.teacher.max_pairs)
                 draw_until_pairs(run)
             drawn = True
             continue
         # distributed hook: the main process decides (and does --force's deletions); every
-        # process follows, except that MAIN_ONLY stages run on the main process alone
+        # process follows, except that main_process_only stages run on the main process alone
         go = distributed.broadcast(_should_run(run, stage, cfg, only, skip, force) if distributed.is_main() else None)
-        if go and (distributed.is_main() or stage.name not in MAIN_ONLY):
+        if go and (distributed.is_main() or not stage.main_process_only):
             _run_stage(run, stage)
     run.update_manifest(total_seconds_last_invocation=round(time.time() - t_all, 1))
     log.info("all stages done in %.1fs; see %s", time.time() - t_all, run.file("report.md"))
@@ -197,7 +156,7 @@ def _should_run(run: Run, stage: Stage, cfg: RunConfig, only, skip, force) -> bo
         log.info("[%s] --force: removed %s", stage.name, ", ".join(removed) or "nothing (no outputs yet)")
         run.set_stage(stage.name, status="pending")
     # the report is cheap and reflects everything: always rewrite it
-    if stage.name in NEEDS_PAIRS and not _has_pairs(run):
+    if stage.needs_pairs and not _has_pairs(run):
         log.warning("[%s] skipped: curation wrote no verified pairs, so there is nothing to distill "
                     "(see the curate funnel in manifest.json; try more problems, a larger K, or "
                     "teacher.retries, or teacher.solution=rollout)", stage.name)
@@ -212,7 +171,7 @@ def _should_run(run: Run, stage: Stage, cfg: RunConfig, only, skip, force) -> bo
 def _run_stage(run: Run, stage: Stage) -> None:
     log.info("[%s] starting", stage.name)
     t0 = time.time()
-    result = stage.run(run)
+    result = call_stage(run, stage)
     if not run.stage_done(stage.name):  # entry points that do not keep their own manifest entry
         run.set_stage(stage.name, status="done", seconds=round(time.time() - t0, 2),
                       **(result if isinstance(result, dict) else {}))

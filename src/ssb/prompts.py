@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 
-from .errors import SSBError
 from .config import PromptConfig
+from .errors import SSBError
 
 Message = dict[str, str]
 

@@ -1,13 +1,12 @@
-"""The run directory: resolved config, manifest, atomic writes and append-only JSONL.
+"""The run directory: resolved config, manifest, stage bookkeeping.
 
 A run is a directory that every stage reads from and writes to::
 
     runs/NAME/config.yaml     exactly what ran
     runs/NAME/manifest.json   per stage: status, counts, timings, versions, fingerprint
 
-JSONL outputs are append-only and flushed line by line, so a stage killed at any
-point resumes with the records it has not written yet; a torn last line (kill -9
-in the middle of a write) is dropped on read and truncated before appending.
+Stages write their records with ``jsonl.py`` (atomic writes, append-only JSONL), so a stage
+killed at any point resumes with the records it has not written yet.
 Under ``accelerate launch`` only the main process writes ``config.yaml`` and
 ``manifest.json`` (``distributed.py``); the other processes read them.
 """
@@ -23,11 +22,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-
 from . import distributed
 from .config import RunConfig, dump_config, load_config
-
-from .files import JsonlWriter, atomic_write_json, atomic_write_text, read_jsonl, repair_jsonl  # noqa: F401
+from .jsonl import atomic_write_json, atomic_write_text
 
 
 # ----------------------------------------------------------------------------- versions

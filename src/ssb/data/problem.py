@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-from .errors import SSBError
+from ..errors import SSBError
 
 
 @dataclass

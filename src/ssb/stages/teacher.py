@@ -47,23 +47,23 @@ from typing import Any
 
 import torch
 
-from .alignment import align_pair, answer_slice
-from .config import RunConfig
-from .data import Problem
-from .errors import SSBError
-from .gates import GATE_ORDER, Privileged, Verdict, asks_boxed, check_reply, privileged_text
-from .generate import make_generator
-from .generation import Generator, Sampling, derive_seed
-from .grading import grade
-from .models import LoadedModel, load_model
-from .prompts import check_teacher_template, student_messages, teacher_messages
-from .rundir import JsonlWriter, Run, read_jsonl
+from ..alignment import align_pair, answer_slice
+from ..config import RunConfig
+from ..data.problem import Problem
+from ..errors import SSBError
+from ..gates import GATE_ORDER, Privileged, Verdict, asks_boxed, check_reply, privileged_text
+from ..generation.engine import Generator, Sampling, derive_seed
+from ..generation.factory import make_generator
+from ..grading.grade import grade
+from ..jsonl import JsonlWriter, read_jsonl
+from ..models import LoadedModel, load_model
+from ..prompts import check_teacher_template, student_messages, teacher_messages
+from ..rundir import Run
 
 log = logging.getLogger(__name__)
 
 OUTPUT = "pairs.jsonl"
 REJECTS = "teacher_rejects.jsonl"
-OUTPUTS = (OUTPUT, REJECTS)
 FORMATS = ("boxed", "hash", "answer_is", "other", "none")
 
 

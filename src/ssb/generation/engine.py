@@ -2,10 +2,10 @@
 (:class:`Sampling`), what comes back (:class:`Completion`), the :class:`Generator` protocol,
 per-sequence seeds, stop tokens (the end-of-turn list lives in :mod:`prompts`, shared with
 :mod:`alignment`), cutting a reply at its stop token (:func:`finish`) and the progress bar. No
-torch here (the hf backend's sampling math lives in ``generate.py``), so the modules that only
-need these records (evaluate, curate, grpo) import them without loading torch.
+torch here (the hf backend's sampling math lives in ``hf.py``), so the modules that only
+need these records (the evaluate, curate and grpo stages) import them without loading torch.
 
-The backends (``generate.py``: hf and the factory; ``engine_llamacpp.py``; ``engine_vllm.py``)
+The factory (``factory.py``) and the backends (``hf.py``, ``llamacpp.py``, ``vllm.py``)
 import from here and nothing here imports them, so the import graph has no cycle.
 """
 
@@ -18,8 +18,8 @@ from typing import Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
-from .errors import SSBError
-from .prompts import end_of_turn_ids, render_prompt_ids
+from ..errors import SSBError
+from ..prompts import end_of_turn_ids, render_prompt_ids
 
 FinishReason = Literal["stop", "length"]
 

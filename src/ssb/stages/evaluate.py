@@ -14,7 +14,7 @@ accuracy, its 95% interval (Wilson for 0/1 scores, paired-bootstrap over problem
 n > 1 sampled completions), pass@k for k <= n, completion-length statistics and the
 truncated count. ``compare.py`` pairs models on the same problem ids.
 
-Every record carries what made it: ``sampling`` (the :class:`~ssb.generation.Sampling`
+Every record carries what made it: ``sampling`` (the :class:`~ssb.generation.engine.Sampling`
 fields: n, temperature, top_k, top_p, max_new_tokens, seed) and ``model`` (the base model's
 ``name_or_path``, a local path resolved to an absolute one, and the sha256 of the adapter's
 files, None for the base model). An output directory holds one model at one setting: before
@@ -28,8 +28,9 @@ Under ``accelerate launch`` each process evaluates its share of the problems int
 file, merged in problem order by the main process (``distributed.py``).
 
 Here: loading the model to evaluate, generating, scoring, summarising, and the stage entry
-point :func:`run_eval`. Which problems a bench names (and the held-out set) is
-``data_eval.py``; what ``ssb eval``'s arguments mean is ``cli_eval.py``.
+point :func:`run_eval` (the ``eval_<label>`` stages of the stage table). Which problems a bench
+names (and the held-out set) is ``data/heldout.py``; what ``ssb eval``'s arguments mean is
+``cli_eval.py``.
 """
 
 from __future__ import annotations
@@ -44,22 +45,16 @@ from typing import Any, Iterable
 
 from tqdm.auto import tqdm
 
-from . import distributed, stats
-from .config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig
-from .data_eval import HOLDOUT_ALIASES, EvalError, bench_name, bench_problems, training_questions
-from .generation import Sampling, derive_seed
-from .grading import grade
-from .prompts import student_messages
-from .rundir import JsonlWriter, Run, atomic_write_json, iter_batches, read_jsonl
+from .. import distributed, stats
+from ..config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig
+from ..data.heldout import HOLDOUT_ALIASES, EvalError, bench_name, bench_problems, training_questions
+from ..generation.engine import Sampling, derive_seed
+from ..grading.grade import grade
+from ..jsonl import JsonlWriter, atomic_write_json, read_jsonl
+from ..prompts import student_messages
+from ..rundir import Run, iter_batches
 
 log = logging.getLogger(__name__)
-
-
-def outputs(label: str) -> tuple[str, ...]:
-    """What the ``eval_<label>`` stage of a run writes (``ssb run --force eval_<label>``
-    removes it). The holdout problem set ``eval/holdout.problems.jsonl`` is shared by every
-    label and stays."""
-    return (f"eval/{label}",)
 
 
 # ----------------------------------------------------------------------------- model
@@ -69,7 +64,7 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
     """Load the base model and, when ``adapter`` is given, apply it with
     ``peft.PeftModel.from_pretrained``; ``merge`` folds it into the weights (plain
     weights generate faster with transformers; same function)."""
-    from .models import load_model  # imports torch: kept out of this module's import
+    from ..models import load_model  # imports torch: kept out of this module's import
 
     loaded = load_model(model_cfg)
     if adapter is None:
@@ -281,7 +276,7 @@ def summarize(records: list[dict], seed: int = 0) -> dict:
     grades = [g for r in records for g in r["grades"]]
     out["outcomes"] = {g: grades.count(g) for g in sorted(set(grades))}
     out["truncated"] = sum(f == "length" for r in records for f in r["finish_reasons"])
-    # collapse guard: a trained model that stops giving answers shows here first (report.py flags it)
+    # collapse guard: a trained model that stops giving answers shows here first (the report flags it)
     out["no_answer_rate"] = out["outcomes"].get("no_answer", 0) / len(grades) if grades else 0.0
     out["truncation_rate"] = out["truncated"] / len(grades) if grades else 0.0
     formats = [f for r in records for f in r.get("formats", [])]
@@ -307,7 +302,7 @@ def evaluate(model_cfg: ModelConfig, adapter: str | Path | None, benches: Iterab
     ``exclude``: normalised training questions the ``holdout`` bench must avoid.
     ``loaded``: an already loaded model (skips loading; ``adapter`` is then not applied but
     still identifies the model in the records)."""
-    from .generate import make_generator  # torch + backends: only when something is left to generate
+    from ..generation.factory import make_generator  # torch + backends: only when something is left to generate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

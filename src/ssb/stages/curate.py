@@ -28,16 +28,16 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SSBError
-from .funnel import rollout_counts
-from .generation import derive_seed
-from .grading import same_answer
-from .rundir import Run, atomic_write_text, read_jsonl
+from ..errors import SSBError
+from ..funnel import rollout_counts
+from ..generation.engine import derive_seed
+from ..grading.grade import same_answer
+from ..jsonl import atomic_write_text, read_jsonl
+from ..rundir import Run
 
 log = logging.getLogger(__name__)
 
 OUTPUT = "selections.jsonl"
-OUTPUTS = (OUTPUT,)
 
 
 class CurateError(SSBError, RuntimeError):

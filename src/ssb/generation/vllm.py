@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import GenerationConfig, ModelConfig
-from .generation import Completion, FinishReason, GenerationError, Sampling, derive_seed, render_all, stop_token_ids
-from .models import LoadedModel
+from ..config import GenerationConfig, ModelConfig
+from ..models import LoadedModel
+from .engine import Completion, FinishReason, GenerationError, Sampling, derive_seed, render_all, stop_token_ids
 
 log = logging.getLogger(__name__)
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .compare import compare, load_results, load_summaries, markdown_tables
-from .funnel import rollout_counts
-from .pipeline import SSB_STAGES, STAGE_NAMES
-from .plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
-from .rundir import Run, atomic_write_text, read_jsonl
+from ..compare import compare, load_results, load_summaries, markdown_tables
+from ..funnel import rollout_counts
+from ..jsonl import atomic_write_text, read_jsonl
+from ..plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
+from ..rundir import Run
+from . import stage_names
 
 log = logging.getLogger(__name__)
 
 NOT_RUN = "_not run_"
-OUTPUTS: tuple[str, ...] = ("report.md", "plots")  # removed by `ssb run --force report`
 
 
 def _num(x) -> str:
@@ -71,7 +71,8 @@ def funnel_counts(run: Run) -> dict | None:
 def _stage_table(manifest: dict) -> list[str]:
     stages = manifest.get("stages", {})
     lines = ["| stage | status | seconds |", "|---|---|---|"]
-    for name in STAGE_NAMES + [s for s in stages if s not in STAGE_NAMES]:
+    names = stage_names()
+    for name in names + tuple(s for s in stages if s not in names):
         if name == "report":
             continue
         st = stages.get(name)
@@ -106,9 +107,10 @@ def _budget_lines(manifest: dict) -> list[str]:
     st = manifest.get("stages", {})
     ssb_tokens = [st.get("rollout", {}).get("generated_tokens"), st.get("teacher", {}).get("teacher_tokens")]
     ssb_total = sum(t for t in ssb_tokens if t is not None) if any(t is not None for t in ssb_tokens) else None
-    ssb_secs = sum(_total_seconds(st.get(s, {})) or 0 for s in SSB_STAGES)
+    ssb_stages = stage_names(counts_toward_ssb_cost=True)
+    ssb_secs = sum(_total_seconds(st.get(s, {})) or 0 for s in ssb_stages)
     g = st.get("grpo", {})
-    lines = [f"| | SSB ({' + '.join(SSB_STAGES)}) | GRPO |", "|---|---|---|",
+    lines = [f"| | SSB ({' + '.join(ssb_stages)}) | GRPO |", "|---|---|---|",
              f"| generated tokens | {_num(ssb_total)} | {_num(g.get('generated_tokens'))} |",
              f"| wall-clock seconds (all invocations) | {_num(round(ssb_secs, 1)) if ssb_secs else '—'} "
              f"| {_num(_total_seconds(g))} |",

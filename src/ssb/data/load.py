@@ -1,11 +1,12 @@
-"""Problems: the built-in benchmarks, user files (.jsonl/.parquet/.csv), Hugging Face
-datasets and reasoning-gym generators, all turned into one record, :class:`Problem`.
+"""Problems from any source: the built-in benchmarks, user files (.jsonl/.parquet/.csv),
+Hugging Face datasets and reasoning-gym generators, all turned into one record,
+:class:`~ssb.data.problem.Problem`.
 
-:func:`load_problems` reads a ``data`` config section from whichever source it names. The
-parts live one concern per module: the records in ``problem.py``, user files and ``hf:``
-datasets (row-by-row validation) in ``data_files.py``, reasoning-gym drawing in
-``data_gym.py``, and the problem sets an eval runs on in ``data_eval.py``. The names
-other code uses are importable from here as well (``from ssb.data import Problem``).
+:func:`load_problems` reads a ``data`` config section from whichever source it names; the
+built-in benchmarks (``benchmarks/``, package data) are here too. The other parts of the
+``data`` package: the records in ``problem.py``, user files and ``hf:`` datasets (row-by-row
+validation) in ``files.py``, reasoning-gym drawing in ``gym.py``, and the problem sets an
+eval runs on in ``heldout.py``. Import each name from the module that defines it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import random
 from importlib import resources
 from pathlib import Path
 
-from .config import DataConfig
-from .data_files import SUFFIXES, LoadResult, load_file, load_hf_dataset, validate_file
-from .data_gym import reasoning_gym_problems
+from ..config import DataConfig
+from .files import SUFFIXES, LoadResult, load_file, load_hf_dataset, validate_file
+from .gym import reasoning_gym_problems
 from .problem import BadRow, DataError, Problem, normalize_question, question_keys
 
 __all__ = ["BENCHMARKS", "BadRow", "DataError", "LoadResult", "Problem", "load_benchmark", "load_file",

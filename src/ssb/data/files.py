@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..prompts import special_token_hits
 from .problem import BadRow, DataError, Problem, jsonable, normalize_question
-from .prompts import special_token_hits
 
 
 @dataclass

@@ -41,16 +41,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .errors import SSBError
-from .alignment import AlignedPair, AlignmentError, align_pair, answer_slice
-from .losses import LogitTransform, TeacherSignal, answer_hidden_states, logit_transform, model_logits
-from .models import fingerprint, fingerprint_diff, load_model, tensor_hash
-from .rundir import atomic_write_json, iter_batches, read_jsonl
+from ..alignment import AlignedPair, AlignmentError, align_pair, answer_slice
+from ..errors import SSBError
+from ..jsonl import atomic_write_json, read_jsonl
+from ..losses import LogitTransform, TeacherSignal, answer_hidden_states, logit_transform, model_logits
+from ..models import fingerprint, fingerprint_diff, load_model, tensor_hash
+from ..rundir import iter_batches
 
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
-OUTPUTS: tuple[str, ...] = ("teacher",)  # what this stage writes (`ssb run --force logits` removes it)
 TENSORS = {"hidden": ("hidden",), "topk": ("topk_ids", "topk_logits", "lse")}
 
 

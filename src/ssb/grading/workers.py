@@ -113,7 +113,7 @@ class _Worker:
         src = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from ssb.grading_workers import _worker_main; _worker_main()"],
+            [sys.executable, "-c", "from ssb.grading.workers import _worker_main; _worker_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env,
         )
         self.rg_loaded: set[str] = set()

@@ -1,41 +1,19 @@
-"""The generation engine: chat conversations in, ``n`` sampled completions each out.
+"""The ``hf`` generation backend (the reference): the transformers model decoding token by
+token with the KV cache, and its sampling math. Built by :func:`factory.make_generator`.
 
-One small interface for rollouts, the hinted teacher, evaluation and GRPO, with one factory
-(:func:`make_generator`, or :func:`load_generator` for a run's base model); the records
-(:class:`~ssb.generation.Sampling`, :class:`~ssb.generation.Completion`) and the helpers all
-backends share live in ``generation.py``::
+Continuous batching: up to ``batch_size`` sequences (longest prompts first) step together; a
+row that stops goes idle and, once a quarter of the rows are free, one copy of the cache drops
+the idle rows and the columns nobody attends to and appends waiting sequences (``kv_cache.py``,
+whose cache layer writes each step in place instead of concatenating). CPU and GPU; works
+with a ``PeftModel``. With ``generation.prefix_cache`` (default) the token prefix that every
+prompt of a call shares (system prompt + worked examples) is encoded once; joining rows copy
+it, encode only their distinct prompt suffixes (the n samples of a prompt share one) and
+row-expand that cache to their n samples. Rows are laid out ``prefix | padding | own tokens``
+with the attention mask zero on the padding and explicit position ids, so every token sits at
+its own position whatever the padding.
 
-    gen = make_generator(cfg.generation, loaded, cfg.model)
-    outs = gen.generate(conversations, Sampling(n=4, temperature=0.8, top_k=50, seed=0))
-    outs[i][j]  # the j-th Completion of conversation i
-
-Backends (``generation.backend``):
-
-* ``hf``: the transformers model decoding token by token with the KV cache, continuous
-  batching: up to ``batch_size`` sequences (longest prompts first) step together; a row that
-  stops goes idle and, once a quarter of the rows are free, one copy of the cache drops the
-  idle rows and the columns nobody attends to and appends waiting sequences (``kv_cache.py``,
-  whose cache layer writes each step in place instead of concatenating). CPU and GPU; works
-  with a ``PeftModel``. The reference backend. With ``generation.prefix_cache`` (default)
-  the token prefix that every prompt of a call shares (system prompt + worked examples) is
-  encoded once; joining rows copy it, encode only their distinct prompt suffixes (the n
-  samples of a prompt share one) and row-expand that cache to their n samples. Rows are laid
-  out ``prefix | padding | own tokens`` with the attention mask zero on the padding and
-  explicit position ids, so every token sits at its own position whatever the padding.
-* ``llamacpp`` (``engine_llamacpp.py``): llama-cpp-python on the model's GGUF file, many
-  sequences decoded together in one shared KV cache (llama.cpp's batch API); CPU. The shared
-  prefix is decoded once and copied to every sequence slot (``llama_memory_seq_cp``).
-* ``vllm`` (``engine_vllm.py``): ``LLM.generate`` with ``SamplingParams(n=...)``, prefix
-  caching and LoRA; GPU.
-
-Prompts are always rendered by *our* tokenizer's chat template
-(:func:`prompts.render_prompt_ids`) and every backend is fed token ids, so all three
-see the same prompt and stop on the same end-of-turn tokens (:func:`generation.stop_token_ids`,
-built on :func:`prompts.end_of_turn_ids`, which training's alignment uses too).
-
-Sampling is seeded per sequence (``seeds`` per conversation, default derived from
-``Sampling.seed`` and the conversation index), so a sequence's sample does not depend
-on which other sequences share its batch: a resumed stage reproduces the same output.
+Sampling is seeded per sequence (:func:`engine.sequence_seeds`), so a sequence's sample does
+not depend on which other sequences share its batch.
 """
 
 from __future__ import annotations
@@ -47,13 +25,10 @@ from typing import Any
 
 import torch
 
-from .config import GenerationConfig, ModelConfig
-from .engine_llamacpp import LlamaCppGenerator
-from .engine_vllm import VLLMGenerator
-from .generation import (
+from ..models import LoadedModel
+from .engine import (
     Completion,
     GenerationError,
-    Generator,
     Progress,
     Sampling,
     finish,
@@ -63,8 +38,6 @@ from .generation import (
     shared_prefix_len,
     stop_token_ids,
 )
-from .models import LoadedModel, load_model
-from .rundir import Run
 
 log = logging.getLogger(__name__)
 
@@ -353,27 +326,3 @@ class HFGenerator:
                 run.live[b] = False
         run.next_ids, run.next_pos = tok, run.next_pos + 1
         return run if run.n_live else None
-
-
-# ----------------------------------------------------------------------------- factory
-
-
-def make_generator(gen_cfg: GenerationConfig, loaded: LoadedModel, model_cfg: ModelConfig | None = None,
-                   adapter: str | None = None) -> Generator:
-    """The generator for ``gen_cfg.backend`` over the loaded model (its tokenizer renders prompts)."""
-    if gen_cfg.backend == "hf":
-        return HFGenerator(loaded, gen_cfg.batch_size, gen_cfg.prefix_cache)
-    if gen_cfg.backend == "llamacpp":
-        return LlamaCppGenerator(gen_cfg, loaded)
-    if gen_cfg.backend == "vllm":
-        return VLLMGenerator(gen_cfg, loaded, model_cfg, adapter)
-    raise GenerationError(f"unknown generation.backend {gen_cfg.backend!r} (hf, llamacpp, vllm)")
-
-
-def load_generator(run: Run, loaded: LoadedModel | None = None) -> tuple[Generator, LoadedModel]:
-    """The run's base model and a generator over it (vLLM gets the HF copy on CPU: only its
-    tokenizer and stop tokens are used there)."""
-    if loaded is None:
-        device = "cpu" if run.cfg.generation.backend == "vllm" else None
-        loaded = load_model(run.cfg.model, device=device)
-    return make_generator(run.cfg.generation, loaded, run.cfg.model), loaded

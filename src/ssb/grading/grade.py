@@ -1,6 +1,6 @@
 """The single place that decides whether a completion is correct.
 
-1. :func:`extract_answer` (``grading_answers.py``) takes the final answer out of a
+1. :func:`extract_answer` (``answers.py``) takes the final answer out of a
    completion: the last ``\\boxed{...}`` / ``\\fbox{...}``, else GSM8K's ``#### N``, else
    "the answer is N".
 2. :func:`grade` compares it with the gold answer:
@@ -19,7 +19,7 @@ Grading never raises on a completion: every completion gets an outcome (correct,
 no_answer or timeout). The in-process steps are linear in the completion's length;
 everything that can run away on model output (sympy inside math-verify, and
 reasoning-gym scorers) runs in time- and memory-bounded worker processes
-(``grading_workers.py``): a check that overruns reports ``Outcome.TIMEOUT``.
+(``workers.py``): a check that overruns reports ``Outcome.TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import logging
 from dataclasses import dataclass
 from enum import Enum
 
-from .grading_answers import extract_answer, read_number
-from .grading_workers import TIMED_OUT, bounded, close_workers
-from .problem import Problem
+from ..data.problem import Problem
+from .answers import extract_answer, read_number
+from .workers import TIMED_OUT, bounded, close_workers
 
 __all__ = ["MAX_ANSWER_CHARS", "Grade", "Outcome", "close_workers", "extract_answer", "grade", "same_answer"]
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import GenerationConfig
-from .generation import (
+from ..config import GenerationConfig
+from ..models import LoadedModel
+from .engine import (
     Completion,
     GenerationError,
     Progress,
@@ -30,7 +31,6 @@ from .generation import (
     shared_prefix_len,
     stop_token_ids,
 )
-from .models import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -32,16 +32,15 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from . import distributed
-from .alignment import answer_slice, prompt_and_reply_ids
-from .config import ConfigError, ModelConfig
-from .losses import TeacherSignal, answer_hidden_states, distill_loss, logit_transform
-from .models import load_model, lora_config, resolve_device
-from .rundir import read_jsonl
-from .teacher_logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
+from .. import distributed
+from ..alignment import answer_slice, prompt_and_reply_ids
+from ..config import ConfigError, ModelConfig
+from ..jsonl import read_jsonl
+from ..losses import TeacherSignal, answer_hidden_states, distill_loss, logit_transform
+from ..models import load_model, lora_config, resolve_device
+from .logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
 
 log = logging.getLogger(__name__)
-OUTPUTS: tuple[str, ...] = ("student", "train_log.jsonl", "checkpoints")  # removed by `ssb run --force distill`
 
 
 # ----------------------------------------------------------------------------- data

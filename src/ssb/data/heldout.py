@@ -14,12 +14,12 @@ import logging
 import re
 from pathlib import Path
 
-from .config import DataConfig, EvalConfig
-from .data import load_benchmark, load_problems
-from .errors import SSBError
-from .files import JsonlWriter, atomic_write_json, read_jsonl
+from ..config import DataConfig, EvalConfig
+from ..errors import SSBError
+from ..jsonl import JsonlWriter, atomic_write_json, read_jsonl
+from ..rundir import Run
+from .load import load_benchmark, load_problems
 from .problem import DataError, Problem, normalize_question, question_keys
-from .rundir import Run
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import ast
 import logging
 from fractions import Fraction
 
-from .config import ReasoningGymTask
+from ..config import ReasoningGymTask
 from .problem import DataError, Problem, jsonable, normalize_question
 
 log = logging.getLogger(__name__)

@@ -28,20 +28,20 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import distributed
-from .data import load_problems
-from .funnel import rollout_counts
-from .generate import load_generator
-from .generation import Generator, Sampling, derive_seed
-from .grading import grade
-from .models import LoadedModel
-from .prompts import student_messages
-from .rundir import JsonlWriter, Run, read_jsonl
+from .. import distributed
+from ..data.load import load_problems
+from ..funnel import rollout_counts
+from ..generation.engine import Generator, Sampling, derive_seed
+from ..generation.factory import load_generator
+from ..grading.grade import grade
+from ..jsonl import JsonlWriter, read_jsonl
+from ..models import LoadedModel
+from ..prompts import student_messages
+from ..rundir import Run
 
 log = logging.getLogger(__name__)
 
-OUTPUT = "rollouts.jsonl"
-OUTPUTS: tuple[str, ...] = (OUTPUT,)  # what this stage writes (`ssb run --force rollout` removes it)
+OUTPUT = "rollouts.jsonl"  # `ssb run --force rollout` removes it (the stage table's outputs)
 
 
 # ----------------------------------------------------------------------------- chunks

@@ -15,8 +15,8 @@ What is held equal to SSB, so the comparison is about the method:
   many completion tokens as SSB's rollouts + hinted teacher did (manifest stages
   ``rollout.generated_tokens`` + ``teacher.teacher_tokens``); without those counts it
   falls back to ``grpo.max_steps`` / ``grpo.epochs``. ``budget = "seconds"`` instead stops
-  once GRPO has trained as long as SSB's stages (``pipeline.SSB_STAGES``: rollout, curate,
-  teacher, logits, distill) took; note that wall-clock rewards whichever implementation
+  once GRPO has trained as long as SSB's stages (those the stage table marks
+  ``counts_toward_ssb_cost``: rollout, curate, teacher, logits, distill) took; note that wall-clock rewards whichever implementation
   is faster, not the method (TRL generates one group at a time). Tokens and seconds are
   recorded whichever budget is used.
 * resumes count: SSB's stages report ``seconds_total`` over every invocation
@@ -35,18 +35,18 @@ import logging
 import time
 from pathlib import Path
 
-from . import distributed
-from .data import load_problems
-from .errors import SSBError
-from .generation import stop_token_ids
-from .grading import grade
-from .pipeline import SSB_STAGES
-from .problem import Problem
-from .prompts import student_messages
-from .rundir import JsonlWriter, Run, read_jsonl
+from .. import distributed
+from ..data.load import load_problems
+from ..data.problem import Problem
+from ..errors import SSBError
+from ..generation.engine import stop_token_ids
+from ..grading.grade import grade
+from ..jsonl import JsonlWriter, read_jsonl
+from ..prompts import student_messages
+from ..rundir import Run
+from . import stage_names
 
 log = logging.getLogger(__name__)
-OUTPUTS: tuple[str, ...] = ("grpo", "grpo_log.jsonl", "grpo_checkpoints")  # removed by `ssb run --force grpo`
 
 LOG_FIELDS = {  # grpo_log.jsonl name <- TRL log key
     "loss": "loss",
@@ -129,13 +129,15 @@ class CorrectnessReward:
 
 
 def seconds_budget(run: Run) -> tuple[float | None, str]:
-    """Wall-clock SSB spent on its stages (``SSB_STAGES``), every invocation of each counted."""
+    """Wall-clock SSB spent on its stages (those the stage table marks
+    ``counts_toward_ssb_cost``), every invocation of each counted."""
     if run.cfg.grpo.budget != "seconds":
         return None, f"budget={run.cfg.grpo.budget}"
-    secs = [run.stage_seconds(s) for s in SSB_STAGES]
+    ssb_stages = stage_names(counts_toward_ssb_cost=True)
+    secs = [run.stage_seconds(s) for s in ssb_stages]
     if not any(secs):
         return None, "no stage timings in the manifest (SSB stages not run): max_steps/epochs"
-    return float(sum(x or 0 for x in secs)), "manifest: seconds_total of " + " + ".join(SSB_STAGES)
+    return float(sum(x or 0 for x in secs)), "manifest: seconds_total of " + " + ".join(ssb_stages)
 
 
 def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0: float,
@@ -255,7 +257,7 @@ def run_grpo(run: Run) -> dict:
     """Train the GRPO baseline; returns the manifest stats."""
     from trl import GRPOTrainer  # lazy: see grpo_args
 
-    from .models import load_model, lora_config  # lazy: torch, loaded only when training starts (as trl is)
+    from ..models import load_model, lora_config  # lazy: torch, loaded only when training starts (as trl is)
 
     cfg = run.cfg
     with run.stage_run("grpo") as info:
@@ -275,7 +277,7 @@ def run_grpo(run: Run) -> dict:
             resume, tokens_so_far, seconds_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
 
         loaded = load_model(cfg.model)
-        # stop at end-of-turn exactly like generation.py does for rollouts and eval
+        # stop at end-of-turn exactly like generation/engine.py does for rollouts and eval
         loaded.model.generation_config.eos_token_id = stop_token_ids(loaded.tokenizer, loaded.model)
         param = next(loaded.model.parameters())
         args = grpo_args(run, num_generations, param.device, param.dtype, max_steps)

@@ -1,0 +1,111 @@
+"""The stage table: every stage of ``ssb run``, in order, with its facts in one place.
+
+Each stage is a module of this package whose entry function takes a ``Run`` (the run
+directory, ``rundir.py``): ``module.entry(run)``, or for an eval stage
+``module.entry(run, label, adapter=...)``. The CLI (``ssb NAME --run DIR`` and its help), the
+orchestrator (``pipeline.py``: order, ``--force``, main-process-only, the draw loop), GRPO's
+seconds budget, the report and the tests read the facts here instead of keeping lists of their
+own. Nothing here imports more than the standard library, so anything may read the table
+(``ssb --help`` included) without loading pydantic or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of ``ssb run``.
+
+    ``outputs`` are the run-relative files and directories the stage writes: ``ssb run
+    --force NAME`` removes exactly these before rerunning it (no path is owned by two stages).
+    ``main_process_only``: under ``accelerate launch`` the main process runs it while the others
+    wait (every other stage shards its problems or trains with DDP; ``distributed.py``).
+    ``counts_toward_ssb_cost``: what SSB spends to train its student (GRPO's seconds budget and
+    the report's compute table sum these). ``drawn``: with ``data.draw_chunk`` the drawn stages
+    run together, chunk by chunk, until ``teacher.max_pairs`` pairs exist. ``needs_pairs``:
+    skipped, with the reason, when curation wrote no verified pair. ``generates``: loads a
+    generation backend (multi-process vLLM is refused before any work). ``enabled_by``: a boolean
+    config field (``grpo.enabled``) that turns the stage off. Eval stages have a ``label``
+    (``eval/<label>``) and the run's ``adapter`` directory they evaluate (None: the base model).
+    """
+
+    name: str
+    module: str  # the module that runs it, e.g. "ssb.stages.rollout"
+    entry: str  # its entry function
+    help: str  # one line: `ssb --help`, `ssb NAME --help`
+    outputs: tuple[str, ...]
+    main_process_only: bool = False
+    counts_toward_ssb_cost: bool = False
+    drawn: bool = False
+    needs_pairs: bool = False
+    generates: bool = False
+    enabled_by: str | None = None
+    label: str | None = None  # eval stages
+    adapter: str | None = None  # eval stages
+
+    @property
+    def is_eval(self) -> bool:
+        return self.label is not None
+
+    def enabled(self, cfg: Any) -> bool:
+        """Whether ``cfg`` (a ``RunConfig``) turns this stage on (``enabled_by``)."""
+        if self.enabled_by is None:
+            return True
+        value = cfg
+        for part in self.enabled_by.split("."):
+            value = getattr(value, part)
+        return bool(value)
+
+
+def _eval(label: str, adapter: str | None, what: str, **kw: Any) -> Stage:
+    """An eval stage: its outputs are ``eval/<label>``; the pinned held-out problem set
+    ``eval/holdout.problems.jsonl`` is shared by every label, so no stage owns it (``--force``
+    keeps it)."""
+    return Stage(f"eval_{label}", "ssb.stages.evaluate", "run_eval", f"evaluate {what} on eval.benches into eval/{label}",
+                 (f"eval/{label}",), generates=True, label=label, adapter=adapter, **kw)
+
+
+STAGES: tuple[Stage, ...] = (
+    _eval("base", None, "the base model"),
+    Stage("rollout", "ssb.stages.rollout", "run_rollout",
+          "stage 1: K sampled answers per training problem, graded",
+          ("rollouts.jsonl",), counts_toward_ssb_cost=True, drawn=True, generates=True),
+    Stage("curate", "ssb.stages.curate", "run_curate",
+          "stage 2: pick a correct and the most common wrong trace per problem",
+          ("selections.jsonl",), main_process_only=True, counts_toward_ssb_cost=True, drawn=True),
+    # main_process_only: drop it once teacher.py shards its problems (recipe in distributed.py)
+    Stage("teacher", "ssb.stages.teacher", "run_teacher",
+          "stage 3: the hinted teacher's solution per problem, vetted by the quality gates",
+          ("pairs.jsonl", "teacher_rejects.jsonl"), main_process_only=True, counts_toward_ssb_cost=True,
+          drawn=True, generates=True),
+    Stage("logits", "ssb.stages.logits", "run_logits",
+          "stage 4: teacher signal over the solution tokens (hidden-state or top-k store)",
+          ("teacher",), main_process_only=True, counts_toward_ssb_cost=True, needs_pairs=True),
+    Stage("distill", "ssb.stages.distill", "run_distill",
+          "stage 5: LoRA student matches the teacher's distributions (KL at temperature T)",
+          ("student", "train_log.jsonl", "checkpoints"), counts_toward_ssb_cost=True, needs_pairs=True),
+    _eval("ssb", "student", "the SSB student (student/)", needs_pairs=True),
+    Stage("grpo", "ssb.stages.grpo", "run_grpo",
+          "baseline: GRPO (TRL) on the same problems with a correctness reward",
+          ("grpo", "grpo_log.jsonl", "grpo_checkpoints"), enabled_by="grpo.enabled"),
+    _eval("grpo", "grpo", "the GRPO baseline (grpo/)", enabled_by="grpo.enabled"),
+    Stage("report", "ssb.stages.report", "write_report", "report.md + plots for a run",
+          ("report.md", "plots"), main_process_only=True),
+)
+
+
+def stage_names(**where: Any) -> tuple[str, ...]:
+    """Names of the stages, in order, whose fields equal ``where``:
+    ``stage_names(counts_toward_ssb_cost=True)``; every stage without arguments."""
+    return tuple(s.name for s in STAGES if all(getattr(s, k) == v for k, v in where.items()))
+
+
+def get_stage(name: str) -> Stage:
+    """The stage called ``name``; ``KeyError`` naming the stages otherwise."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(stage_names())}")
