@@ -1,12 +1,18 @@
-"""The shape of src/ssb: no import cycle between our modules (every import statement, lazy
-ones inside functions included) and no module over 400 lines."""
+"""The shape of src/ssb (every .py, subpackages included, named dotted: ``stages.teacher``): no
+import cycle between our modules (every import statement, lazy ones inside functions included),
+no module over 400 lines, only the CLI imports the orchestrator (``pipeline``), every stage of
+the stage table is a module of ``ssb.stages`` with its entry function, and the subpackages'
+``__init__.py`` files re-export nothing (the stage table's imports nothing of ssb at all)."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
+
+from ssb.stages import STAGES
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ssb"
 MAX_LINES = 400
@@ -15,39 +21,76 @@ MAX_LINES = 400
 OVERSIZE_TODO: set[str] = set()
 
 
-def _modules() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(SRC.glob("*.py"))}
+def _name(path: Path, root: Path = SRC) -> str:
+    """``stages/teacher.py`` -> ``stages.teacher``; a package's ``__init__.py`` -> the package
+    (``stages``); the top package's own ``__init__.py`` -> ``""``."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
 
 
-def _imports(path: Path, names: set[str]) -> set[str]:
-    """Our modules that ``path`` imports anywhere in its body (``from . import x``,
-    ``from .x import y``, ``import ssb.x``, ``from ssb import x``, ``from ssb.x import y``)."""
-    found: set[str] = set()
+def _modules(root: Path = SRC) -> dict[str, Path]:
+    return {_name(p, root): p for p in sorted(root.rglob("*.py"))}
+
+
+def _resolve(target: str, names: set[str]) -> str | None:
+    """The module ``target`` (dotted, relative to ssb) names, or the closest package above it
+    that is one of ours (``from .data.load import X`` with ``X`` a function: ``data.load``)."""
+    while target:
+        if target in names:
+            return target
+        target = target.rpartition(".")[0]
+    return None
+
+
+def _imports(path: Path, names: set[str], name: str | None = None) -> set[str]:
+    """Our modules that ``path`` (module ``name``, dotted) imports anywhere in its body
+    (``from . import x``, ``from .x import y``, ``from ..x import y`` inside a subpackage,
+    ``import ssb.x``, ``from ssb import x``, ``from ssb.x import y``). Importing ``a.b`` also
+    runs package ``a``'s ``__init__``, so that is an edge too."""
+    name = _name(path, path.parent) if name is None else name
+    is_pkg = path.name == "__init__.py"
+    package = name.split(".") if is_pkg else name.split(".")[:-1]
+    package = [p for p in package if p]
+    targets: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             for a in node.names:
                 parts = a.name.split(".")
                 if parts[0] == "ssb" and len(parts) > 1:
-                    found.add(parts[1])
+                    targets.append(".".join(parts[1:]))
         elif isinstance(node, ast.ImportFrom):
-            if node.level > 1:
-                continue  # outside the package
-            if node.level == 1:
-                mod = node.module
+            if node.level:
+                if node.level - 1 > len(package):
+                    continue  # above the ssb package
+                base = package[: len(package) - (node.level - 1)]
             elif node.module and (node.module == "ssb" or node.module.startswith("ssb.")):
-                mod = node.module[4:] or None
+                base, node_module = [], node.module[4:]
+                targets.extend(_from_targets(base, node_module or None, node.names))
+                continue
             else:
                 continue
-            if mod:
-                found.add(mod.split(".")[0])
-            else:  # from . import a, b / from ssb import a
-                found.update(a.name for a in node.names)
-    return {m for m in found if m in names and m != path.stem}
+            targets.extend(_from_targets(base, node.module, node.names))
+    found: set[str] = set()
+    for t in targets:
+        mod = _resolve(t, names)
+        while mod:  # the module and every package above it
+            found.add(mod)
+            mod = mod.rpartition(".")[0]
+    return {m for m in found if m in names and m != name}
+
+
+def _from_targets(base: list[str], module: str | None, aliases) -> list[str]:
+    """``from <base>.<module> import a, b``: the module itself, and ``<module>.a`` for each
+    name (a submodule when one exists; :func:`_resolve` falls back to the module otherwise)."""
+    mod = ".".join(base + ([module] if module else []))
+    return [mod] + [f"{mod}.{a.name}" if mod else a.name for a in aliases]
 
 
 def import_graph() -> dict[str, set[str]]:
     mods = _modules()
-    return {name: _imports(path, set(mods)) for name, path in mods.items()}
+    return {name: _imports(path, set(mods), name) for name, path in mods.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -81,7 +124,25 @@ def test_the_parser_sees_every_kind_of_import(tmp_path):
     (tmp_path / "a.py").write_text(
         "from . import b\nfrom .c import x\nimport ssb.d\nfrom ssb import e\nfrom ssb.f import y\n"
         "def g():\n    from .h import z\n    import os\n")
-    assert _imports(tmp_path / "a.py", set("abcdefgh")) == set("bcdefh")
+    assert _imports(tmp_path / "a.py", set("abcdefgh"), "a") == set("bcdefh")
+
+
+def test_the_parser_resolves_imports_inside_subpackages(tmp_path):
+    """Relative levels count from the module's own package; a dotted target is the module it
+    names, else the module that holds the imported name; every package above is an edge too."""
+    root = tmp_path / "ssb"
+    for f in ("__init__.py", "top.py", "other.py", "p/__init__.py", "p/a.py", "p/b.py", "p/q/__init__.py",
+              "p/q/c.py", "r/__init__.py", "r/d.py"):
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_text("")
+    (root / "p" / "a.py").write_text(
+        "from . import b\nfrom .q.c import fn\nfrom ..top import x\nfrom .. import other\n"
+        "def g():\n    import ssb.r.d\n    from ssb.r import d\n    from ... import outside\n")
+    mods = _modules(root)
+    assert set(mods) == {"", "top", "other", "p", "p.a", "p.b", "p.q", "p.q.c", "r", "r.d"}
+    assert _imports(mods["p.a"], set(mods), "p.a") == {"p", "p.b", "p.q", "p.q.c", "top", "other", "r", "r.d"}
+    (root / "top.py").write_text("from .p.a import g\nfrom .r import d\n")
+    assert _imports(mods["top"], set(mods), "top") == {"p", "p.a", "r", "r.d"}
 
 
 def test_find_cycle_reports_the_cycle():
@@ -94,8 +155,58 @@ def test_no_import_cycle():
     assert cycle is None, "import cycle in src/ssb: " + " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="issue 10 todo: split"))
-                                  if n in OVERSIZE_TODO else n for n in sorted(_modules())])
+@pytest.mark.parametrize("name", [pytest.param(n, id=n or "__init__", marks=pytest.mark.xfail(
+    strict=True, reason="issue 10 todo: split")) if n in OVERSIZE_TODO else pytest.param(n, id=n or "__init__")
+    for n in sorted(_modules())])
 def test_module_size(name):
-    n = len(_modules()[name].read_text().splitlines())
-    assert n <= MAX_LINES, f"src/ssb/{name}.py has {n} lines (at most {MAX_LINES})"
+    path = _modules()[name]
+    n = len(path.read_text().splitlines())
+    assert n <= MAX_LINES, f"{path.relative_to(SRC.parent)} has {n} lines (at most {MAX_LINES})"
+
+
+def test_only_the_cli_imports_the_orchestrator():
+    importers = sorted(m for m, deps in import_graph().items() if "pipeline" in deps)
+    assert importers == ["cli"], f"modules importing ssb.pipeline (only the CLI may): {importers}"
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_every_stage_is_a_module_of_the_stages_package(stage):
+    package, _, leaf = stage.module.rpartition(".")
+    assert package == "ssb.stages", f"stage {stage.name}: {stage.module} is not a module of ssb.stages"
+    path = SRC / "stages" / f"{leaf}.py"
+    assert path.is_file(), f"stage {stage.name}: no {path.relative_to(SRC.parent)}"
+    functions = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
+    assert stage.entry in functions, f"stage {stage.name}: {stage.module} has no function {stage.entry}"
+
+
+def test_stage_names_are_distinct_and_outputs_owned_once():
+    names = [s.name for s in STAGES]
+    outputs = [o for s in STAGES for o in s.outputs]
+    assert len(names) == len(set(names)) and len(outputs) == len(set(outputs))
+
+
+def _package_inits() -> list[Path]:
+    return [p for p in sorted(SRC.rglob("__init__.py")) if p.parent != SRC]
+
+
+@pytest.mark.parametrize("path", _package_inits(), ids=lambda p: p.parent.name)
+def test_subpackage_inits_hold_no_reexports(path):
+    """A subpackage's ``__init__.py`` is its docstring (the stage table: its own code); nothing
+    is importable from a package that lives in one of its modules."""
+    tree = ast.parse(path.read_text())
+    ours = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0
+            or isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "ssb"
+            or isinstance(n, ast.Import) and any(a.name.split(".")[0] == "ssb" for a in n.names)]
+    assert ours == [], f"{path.relative_to(SRC.parent)} imports from ssb: {ours}"
+    if path.parent.name != "stages":
+        assert [type(n).__name__ for n in tree.body] == ["Expr"], f"{path.relative_to(SRC.parent)}: docstring only"
+
+
+def test_the_stage_table_is_dependency_free():
+    """stages/__init__.py imports the standard library only: the CLI's help, GRPO's budget and
+    the report read it without pydantic or torch."""
+    tree = ast.parse((SRC / "stages" / "__init__.py").read_text())
+    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree))
+    assert roots <= set(sys.stdlib_module_names) | {"__future__"}, roots - set(sys.stdlib_module_names)
