@@ -20,6 +20,7 @@ from .compare import load_results, load_summaries, paired_table, print_tables
 from .config import EvalConfig, ModelConfig, RunConfig, load_config
 from .data.heldout import HOLDOUT_ALIASES, EvalError, bench_name, training_questions
 from .rundir import Run
+from .stages import STAGES
 from .stages.evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -70,14 +71,15 @@ def evaluate_cli(args) -> dict:
         b in HOLDOUT_ALIASES for b in eval_cfg.benches) else set()
 
     jobs: list[tuple[str, ModelConfig, Path | None, Path]] = []
+    evals = [(s.label, s.adapter) for s in STAGES if s.is_eval]  # the run's eval stages (the stage table)
     if model_cfg is None:  # a whole run: base + each adapter it has
-        for label, sub in (("base", None), ("ssb", "student"), ("grpo", "grpo")):
+        for label, sub in evals:
             if sub is None or (run.file(sub) / "adapter_config.json").exists():
                 jobs.append((label, run.cfg.model, run.file(sub) if sub else None, run.file(f"eval/{label}")))
     else:
         label = adapter.name if adapter is not None else Path(model_cfg.name_or_path).name
         if run is not None and adapter is not None:
-            label = {"student": "ssb", "grpo": "grpo"}.get(adapter.name, adapter.name)
+            label = {sub: lab for lab, sub in evals if sub}.get(adapter.name, adapter.name)
         out = Path(args.out) if getattr(args, "out", None) else (
             run.file(f"eval/{label}") if run is not None else Path("eval") / bench_name(label))
         jobs.append((label, model_cfg, adapter, out))
