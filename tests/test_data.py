@@ -1,4 +1,4 @@
-"""data.py: built-in benchmarks, local files with bad rows, HF datasets, reasoning-gym."""
+"""ssb.data (load, files, gym): built-in benchmarks, local files with bad rows, HF datasets, reasoning-gym."""
 
 from __future__ import annotations
 

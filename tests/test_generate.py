@@ -1,4 +1,4 @@
-"""generate.py: batching, seeding, finish reasons, backend request building."""
+"""ssb.generation (factory, hf, llamacpp, vllm): batching, seeding, finish reasons, backend request building."""
 
 from __future__ import annotations
 

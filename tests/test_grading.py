@@ -1,4 +1,4 @@
-"""grading.py on real data: MATH500 and GSM8K golds, reasoning-gym scorers, threads, timeouts."""
+"""ssb.grading on real data: MATH500 and GSM8K golds, reasoning-gym scorers, threads, timeouts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""rollout.py + curate.py: files, stats, trace selection, resume after kill -9 (teacher: test_teacher.py)."""
+"""stages/rollout.py + stages/curate.py: files, stats, trace selection, resume after kill -9
+(teacher: test_teacher.py)."""
 
 from __future__ import annotations
 

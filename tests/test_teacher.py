@@ -1,4 +1,4 @@
-"""teacher.py: gated pairs from a scripted teacher, solution sources, resume after kill -9."""
+"""stages/teacher.py: gated pairs from a scripted teacher, solution sources, resume after kill -9."""
 
 from __future__ import annotations
 
