@@ -64,36 +64,38 @@ def _eval(label: str, adapter: str | None, what: str, **kw: Any) -> Stage:
     """An eval stage: its outputs are ``eval/<label>``; the pinned held-out problem set
     ``eval/holdout.problems.jsonl`` is shared by every label, so no stage owns it (``--force``
     keeps it)."""
-    return Stage(f"eval_{label}", "ssb.stages.evaluate", "run_eval", f"evaluate {what} on eval.benches into eval/{label}",
-                 (f"eval/{label}",), generates=True, label=label, adapter=adapter, **kw)
+    return Stage(f"eval_{label}", "ssb.stages.evaluate", "run_eval",
+                 help=f"evaluate {what} on eval.benches into eval/{label}", outputs=(f"eval/{label}",),
+                 generates=True, label=label, adapter=adapter, **kw)
 
 
 STAGES: tuple[Stage, ...] = (
     _eval("base", None, "the base model"),
     Stage("rollout", "ssb.stages.rollout", "run_rollout",
-          "stage 1: K sampled answers per training problem, graded",
-          ("rollouts.jsonl",), counts_toward_ssb_cost=True, drawn=True, generates=True),
+          help="stage 1: K sampled answers per training problem, graded",
+          outputs=("rollouts.jsonl",), counts_toward_ssb_cost=True, drawn=True, generates=True),
     Stage("curate", "ssb.stages.curate", "run_curate",
-          "stage 2: pick a correct and the most common wrong trace per problem",
-          ("selections.jsonl",), main_process_only=True, counts_toward_ssb_cost=True, drawn=True),
+          help="stage 2: pick a correct and the most common wrong trace per problem",
+          outputs=("selections.jsonl",), main_process_only=True, counts_toward_ssb_cost=True, drawn=True),
     # main_process_only: drop it once teacher.py shards its problems (recipe in distributed.py)
     Stage("teacher", "ssb.stages.teacher", "run_teacher",
-          "stage 3: the hinted teacher's solution per problem, vetted by the quality gates",
-          ("pairs.jsonl", "teacher_rejects.jsonl"), main_process_only=True, counts_toward_ssb_cost=True,
+          help="stage 3: the hinted teacher's solution per problem, vetted by the quality gates",
+          outputs=("pairs.jsonl", "teacher_rejects.jsonl"), main_process_only=True, counts_toward_ssb_cost=True,
           drawn=True, generates=True),
     Stage("logits", "ssb.stages.logits", "run_logits",
-          "stage 4: teacher signal over the solution tokens (hidden-state or top-k store)",
-          ("teacher",), main_process_only=True, counts_toward_ssb_cost=True, needs_pairs=True),
+          help="stage 4: teacher signal over the solution tokens (hidden-state or top-k store)",
+          outputs=("teacher",), main_process_only=True, counts_toward_ssb_cost=True, needs_pairs=True),
     Stage("distill", "ssb.stages.distill", "run_distill",
-          "stage 5: LoRA student matches the teacher's distributions (KL at temperature T)",
-          ("student", "train_log.jsonl", "checkpoints"), counts_toward_ssb_cost=True, needs_pairs=True),
+          help="stage 5: LoRA student matches the teacher's distributions (KL at temperature T)",
+          outputs=("student", "train_log.jsonl", "checkpoints"), counts_toward_ssb_cost=True, needs_pairs=True),
     _eval("ssb", "student", "the SSB student (student/)", needs_pairs=True),
     Stage("grpo", "ssb.stages.grpo", "run_grpo",
-          "baseline: GRPO (TRL) on the same problems with a correctness reward",
-          ("grpo", "grpo_log.jsonl", "grpo_checkpoints"), enabled_by="grpo.enabled"),
+          help="baseline: GRPO (TRL) on the same problems with a correctness reward",
+          outputs=("grpo", "grpo_log.jsonl", "grpo_checkpoints"), enabled_by="grpo.enabled"),
     _eval("grpo", "grpo", "the GRPO baseline (grpo/)", enabled_by="grpo.enabled"),
-    Stage("report", "ssb.stages.report", "write_report", "report.md + plots for a run",
-          ("report.md", "plots"), main_process_only=True),
+    Stage("report", "ssb.stages.report", "write_report",
+          help="report.md + plots for a run",
+          outputs=("report.md", "plots"), main_process_only=True),
 )
 
 

@@ -15,10 +15,10 @@ What is held equal to SSB, so the comparison is about the method:
   many completion tokens as SSB's rollouts + hinted teacher did (manifest stages
   ``rollout.generated_tokens`` + ``teacher.teacher_tokens``); without those counts it
   falls back to ``grpo.max_steps`` / ``grpo.epochs``. ``budget = "seconds"`` instead stops
-  once GRPO has trained as long as SSB's stages (those the stage table marks
-  ``counts_toward_ssb_cost``: rollout, curate, teacher, logits, distill) took; note that wall-clock rewards whichever implementation
-  is faster, not the method (TRL generates one group at a time). Tokens and seconds are
-  recorded whichever budget is used.
+  once GRPO has trained as long as SSB's stages took (those the stage table marks
+  ``counts_toward_ssb_cost``: rollout, curate, teacher, logits, distill); note that
+  wall-clock rewards whichever implementation is faster, not the method (TRL generates one
+  group at a time). Tokens and seconds are recorded whichever budget is used.
 * resumes count: SSB's stages report ``seconds_total`` over every invocation
   (:meth:`Run.stage_seconds`), and a resumed GRPO continues its clock and token count from
   its last checkpoint (its log's last kept line).
