@@ -50,7 +50,8 @@ import torch.nn.functional as F
 
 from distill_step import lora, qwen_shape_model, run_step_subprocess
 from ssb.alignment import align_pair
-from ssb.losses import TeacherSignal, answer_hidden_states, distill_loss, reference_loss
+from ssb.lm_head import answer_hidden_states
+from ssb.losses import TeacherSignal, distill_loss, reference_loss
 from ssb.models import load_model
 from ssb.stages.logits import encode, pad_batch, teacher_hidden
 

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ssb.config import DistillConfig, LoRAConfig
-from ssb.losses import TeacherSignal, answer_hidden_states, distill_loss
+from ssb.lm_head import answer_hidden_states
+from ssb.losses import TeacherSignal, distill_loss
 from ssb.models import load_model, lora_config
 
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ssb.losses import TeacherSignal, answer_hidden_states, auto_chunk_size, distill_loss, reference_loss
+from ssb.lm_head import answer_hidden_states
+from ssb.losses import TeacherSignal, auto_chunk_size, distill_loss, reference_loss
 from ssb.stages.logits import encode
 
 N, H, V = 37, 16, 50
@@ -149,7 +150,8 @@ def _pair():
 def test_scaled_heads_recompute_the_models_own_logits(family):
     """Hidden and top-k stores and the loss recompute logits from the head input; for every
     scaled/soft-capped family of the installed transformers they equal the model's forward logits."""
-    from ssb.losses import LogitTransform, logit_transform, model_logits
+    from ssb.lm_head import LogitTransform, logit_transform
+    from ssb.losses import model_logits
     from ssb.stages.logits import check_head, teacher_hidden
 
     model = _tiny(family)
@@ -189,18 +191,18 @@ def test_scaled_heads_recompute_the_models_own_logits(family):
 def test_unknown_post_processing_is_refused(monkeypatch):
     """A family whose scaling ssb does not know (simulated by forgetting Granite's) is refused
     with a clear error instead of storing wrong logits."""
-    import ssb.losses
+    import ssb.lm_head
     from ssb.stages.logits import TeacherStoreError, check_head
 
     model = _tiny("granite")
-    monkeypatch.setattr(ssb.losses, "_DIVIDE_BY_LOGITS_SCALING", ())
+    monkeypatch.setattr(ssb.lm_head, "_DIVIDE_BY_LOGITS_SCALING", ())
     with pytest.raises(TeacherStoreError, match="'granite'.*cannot recompute"):
         check_head(model, _pair(), pad_id=0)
 
 
 def test_prescaled_hidden_states_need_no_transform(tiny_model):
     """MiniCPM3-style ``logits_scaling`` (applied before the head) and plain Llama: identity."""
-    from ssb.losses import LogitTransform, logit_transform
+    from ssb.lm_head import LogitTransform, logit_transform
 
     assert logit_transform(tiny_model.model) == LogitTransform() and LogitTransform().identity
     cfg = type("Cfg", (), {"model_type": "minicpm3", "logits_scaling": 256.0})()

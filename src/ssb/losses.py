@@ -14,12 +14,12 @@ Loss = kd_weight · T² · KL(p_T ‖ q_T) + ce_weight · CE(reply) + reverse_kl
 summed over answer positions and divided by ``normalizer`` (default: the number of
 answer positions), i.e. normalised per answer token.
 
-Scaled heads: some families post-process the head's output (Gemma 2/3 soft-cap it with
-``tanh``, Granite divides by ``logits_scaling``, Cohere multiplies by ``logit_scale``).
-:func:`logit_transform` reads that from the model's config and every logit computed here
-(student, and teacher from its hidden state) goes through it, so the recomputed logits are the
-model's own; stages.logits.check_head verifies this on a real sequence and refuses a model
-whose logits still differ.
+The logits are always the head's output followed by the model's post-head transform
+(``logit_transform``: a callable on ``[rows, V]`` float32 logits, e.g. the
+:class:`ssb.lm_head.LogitTransform` that :func:`ssb.lm_head.logit_transform` reads from a model's
+config), for the student and for the teacher recomputed from its hidden state
+(:func:`model_logits`). This module never sees a model: getting hidden states, head weights and
+the transform out of one is ``lm_head.py``'s job.
 
 Memory: :class:`_ChunkedDistill` projects ``chunk_size`` positions at a time (default: as many
 as make a 128 MiB ``[rows, V]`` tensor, :func:`auto_chunk_size`) onto the vocabulary, computes
@@ -30,7 +30,7 @@ tensor (teacher or student) outlives a chunk.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,63 +39,16 @@ import torch.nn.functional as F
 _NEG = -1e30  # finite "minus infinity" for masking (keeps logsumexp gradients finite)
 
 
-@dataclass(frozen=True)
-class LogitTransform:
-    """What a model does to its LM head's output: ``z * scale``, then (``softcap``)
-    ``softcap * tanh(z / softcap)``. The identity for most models."""
-
-    scale: float = 1.0
-    softcap: float | None = None
-
-    @property
-    def identity(self) -> bool:
-        return self.scale == 1.0 and not self.softcap
-
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        if self.scale != 1.0:
-            z = z * self.scale
-        if self.softcap:
-            z = torch.tanh(z / self.softcap) * self.softcap
-        return z
-
-    def to_dict(self) -> dict:
-        return {"scale": self.scale, "softcap": self.softcap}
-
-
-# Families whose CausalLM forward scales the head's output (transformers 5.23 modeling code):
-# Granite* ``logits / config.logits_scaling``; Cohere* ``logits * config.logit_scale``;
-# HyperCLOVA X ``logits * config.logits_scaling``. (MiniCPM3 also has ``logits_scaling`` but
-# divides the hidden states *before* the head, which the captured head input already includes.)
-_DIVIDE_BY_LOGITS_SCALING = ("granite", "granitemoe", "granitemoeshared", "granitemoehybrid", "granite_swa",
-                             "granitemoe_swa")
-_TIMES_LOGIT_SCALE = ("cohere", "cohere2", "cohere2_moe", "cohere_compass")
-_TIMES_LOGITS_SCALING = ("hyperclovax",)
-
-
-def logit_transform(model) -> LogitTransform:
-    """The post-head logit transform of ``model`` (a PreTrainedModel or a PEFT wrapper of one),
-    from its config: ``final_logit_softcapping`` (Gemma 2/3, VaultGemma, ...) and the family
-    scales above. Unknown post-processing is caught by stages.logits.check_head."""
-    cfg = getattr(model, "config", None)
-    if cfg is None:
-        return LogitTransform()
-    kind = getattr(cfg, "model_type", "") or ""
-    scale = 1.0
-    if kind in _DIVIDE_BY_LOGITS_SCALING and getattr(cfg, "logits_scaling", None):
-        scale = 1.0 / float(cfg.logits_scaling)
-    elif kind in _TIMES_LOGIT_SCALE and getattr(cfg, "logit_scale", None) is not None:
-        scale = float(cfg.logit_scale)
-    elif kind in _TIMES_LOGITS_SCALING and getattr(cfg, "logits_scaling", None) is not None:
-        scale = float(cfg.logits_scaling)
-    cap = getattr(cfg, "final_logit_softcapping", None)
-    return LogitTransform(scale=scale, softcap=float(cap) if cap else None)
+Transform = Callable[[torch.Tensor], torch.Tensor]  # the model's post-head logit transform
 
 
 def model_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                 transform: LogitTransform | None = None) -> torch.Tensor:
-    """The model's float32 logits from its head input ``h``: head, then the model's transform."""
+                 transform: Transform | None = None) -> torch.Tensor:
+    """The model's float32 logits from its head input ``h``: head, then the model's transform.
+    The loss computes the teacher's logits from its hidden states with this, and stage 4's
+    top-k store and head check call it so that they hold exactly the logits the loss sees."""
     z = _head(h, weight, bias)
-    return transform(z) if transform is not None and not transform.identity else z
+    return transform(z) if transform is not None else z
 
 
 @dataclass
@@ -146,7 +99,7 @@ def _head(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> t
 
 def _chunk_terms(z: torch.Tensor, teacher: TeacherSignal, targets: torch.Tensor | None, weight, bias,
                  temperature: float, want_kd: bool, want_ce: bool, want_rkl: bool,
-                 transform: LogitTransform | None = None) -> dict[str, torch.Tensor]:
+                 transform: Transform | None = None) -> dict[str, torch.Tensor]:
     """Summed (not averaged) loss terms of one chunk from the student's float32 logits ``z``
     (already transformed); the teacher's hidden rows go through the same head and ``transform``."""
     T = temperature
@@ -203,7 +156,6 @@ class _ChunkedDistill(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, teacher, targets, opts):
         T, w_kd, w_ce, w_rkl, chunk, norm, tf = opts
-        tf = None if tf is None or tf.identity else tf
         w = weight.detach()
         b = None if bias is None else bias.detach()
         grad_h = torch.zeros_like(hidden) if hidden.requires_grad else None
@@ -261,10 +213,11 @@ def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_b
                  teacher: TeacherSignal, targets: torch.Tensor | None = None, *, temperature: float = 2.0,
                  kd_weight: float = 1.0, ce_weight: float = 0.0, reverse_kl_weight: float = 0.0,
                  chunk_size: int | None = None, normalizer: float | torch.Tensor | None = None,
-                 logit_transform: LogitTransform | None = None) -> LossParts:
+                 logit_transform: Transform | None = None) -> LossParts:
     """Chunked distillation loss at answer positions (see the module docstring). ``logit_transform``
-    is the model's post-head transform (:func:`logit_transform`), applied to student and teacher.
-    ``chunk_size``: answer positions per chunk; None: :func:`auto_chunk_size` of the vocabulary."""
+    is the model's post-head transform (:func:`ssb.lm_head.logit_transform`), applied to student
+    and teacher. ``chunk_size``: answer positions per chunk; None: :func:`auto_chunk_size` of the
+    vocabulary."""
     n = student_hidden.shape[0]
     if len(teacher) != n:
         raise ValueError(f"teacher signal has {len(teacher)} rows, student {n} answer positions")
@@ -296,46 +249,3 @@ def reference_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     if ce_weight:
         loss = loss + ce_weight * F.cross_entropy(student_logits.float(), targets)
     return loss
-
-
-# ----------------------------------------------------------------------------- hidden states at answer positions
-
-
-@contextmanager
-def capture_head_input(model, skip_head: bool = True):
-    """Capture the (post-norm) hidden states the LM head receives; with ``skip_head`` the head
-    gets an empty slice instead, so the model never materialises logits.
-
-    Used with ``model(..., logits_to_keep=answer_mask)`` (a boolean ``[B, S]`` mask): the
-    model slices its hidden states to the answer positions before the head, so the captured
-    tensor is ``[N, H]`` in row-major (batch, position) order. The call goes through the
-    model's own ``forward`` (and any DDP/PEFT wrapper around it)."""
-    head = model.get_output_embeddings()
-    box: dict[str, torch.Tensor] = {}
-
-    def hook(module, args):
-        box["hidden"] = args[0]
-        if skip_head:
-            return (args[0][..., :0, :],)
-        return None
-
-    handle = head.register_forward_pre_hook(hook)
-    try:
-        yield box
-    finally:
-        handle.remove()
-
-
-def answer_hidden_states(model, input_ids, attention_mask, answer_mask, head_owner=None) -> torch.Tensor:
-    """Post-norm hidden states ``[N, H]`` at the positions selected by the boolean ``answer_mask``."""
-    owner = head_owner if head_owner is not None else model
-    with capture_head_input(owner) as box:
-        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=answer_mask, use_cache=False)
-    if "hidden" not in box:
-        raise RuntimeError("the model's LM head was not called; cannot capture its input")
-    h = box["hidden"]
-    n = int(answer_mask.sum())
-    if h.dim() != 2 or h.shape[0] != n:
-        raise RuntimeError(f"captured hidden states {tuple(h.shape)} do not match {n} answer positions "
-                           "(the model must support a boolean logits_to_keep mask)")
-    return h

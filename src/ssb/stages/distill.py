@@ -36,7 +36,8 @@ from .. import distributed
 from ..alignment import answer_slice, prompt_and_reply_ids
 from ..config import ConfigError, ModelConfig
 from ..jsonl import read_jsonl
-from ..losses import TeacherSignal, answer_hidden_states, distill_loss, logit_transform
+from ..lm_head import answer_hidden_states, logit_transform
+from ..losses import TeacherSignal, distill_loss
 from ..models import load_model, lora_config, resolve_device
 from .logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
 

@@ -8,7 +8,7 @@ the positions that predict reply tokens. Two stores (``logits.store``):
   input, in ``logits.dtype`` (fp16: 2 × hidden_size bytes per answer token). In
   SSB the teacher *is* the frozen base model, so distill.py recomputes its logits
   with the same frozen head and the model's post-head transform (soft-capping or
-  scaling, losses.logit_transform); the head's hash is recorded and a different head refused.
+  scaling, lm_head.logit_transform); the head's hash is recorded and a different head refused.
 * ``topk``: top-k ids and logits plus the full-vocabulary log-sum-exp of
   ``logits / T`` at the distillation temperature T, so the mass outside the top-k
   is one exact tail bucket. For teachers whose head is not at hand; lossy at T > 1
@@ -44,7 +44,8 @@ from tqdm.auto import tqdm
 from ..alignment import AlignedPair, AlignmentError, align_pair, answer_slice
 from ..errors import SSBError
 from ..jsonl import atomic_write_json, read_jsonl
-from ..losses import LogitTransform, TeacherSignal, answer_hidden_states, logit_transform, model_logits
+from ..lm_head import LogitTransform, answer_hidden_states, logit_transform
+from ..losses import TeacherSignal, model_logits
 from ..models import fingerprint, fingerprint_diff, load_model, tensor_hash
 from ..rundir import iter_batches
 
@@ -104,7 +105,7 @@ def teacher_hidden(model, pairs: list[AlignedPair], pad_id: int) -> list[torch.T
 def check_head(model, pair: AlignedPair, pad_id: int) -> float:
     """Max |model logits - recomputed logits| on one sequence, where the recomputed logits are the
     LM head applied to the captured hidden state, then the model's own post-head transform
-    (soft-capping, scaling: :func:`losses.logit_transform`). Both stores rely on that
+    (soft-capping, scaling: :func:`lm_head.logit_transform`). Both stores rely on that
     recomputation, so a model whose logits still differ (post-processing ssb does not know) is
     refused with :class:`TeacherStoreError`."""
     dev = next(model.parameters()).device
