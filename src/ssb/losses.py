@@ -119,9 +119,7 @@ def _chunk_terms(z: torch.Tensor, teacher: TeacherSignal, targets: torch.Tensor 
         if want_rkl:
             out["reverse_kl"] = (log_q.exp() * (log_q - log_p)).sum() * T * T
         return out
-    # top-k + tail bucket
-    if teacher.temperature is not None and abs(teacher.temperature - T) > 1e-6:
-        raise ValueError(f"top-k store was computed at temperature {teacher.temperature}, loss asks for {T}")
+    # top-k + tail bucket (its lse is at T: distill_loss checked the signal's temperature)
     ids = teacher.topk_ids.long()
     log_p_k = teacher.topk_logits.float() / T - teacher.lse.float()[:, None]
     p_k = log_p_k.exp()
@@ -217,7 +215,8 @@ def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_b
     """Chunked distillation loss at answer positions (see the module docstring). ``logit_transform``
     is the model's post-head transform (:func:`ssb.lm_head.logit_transform`), applied to student
     and teacher. ``chunk_size``: answer positions per chunk; None: :func:`auto_chunk_size` of the
-    vocabulary."""
+    vocabulary. A top-k ``teacher`` must carry the ``temperature`` its lse was computed at, equal
+    to ``temperature`` (the stages check the store first: stages.logits.check_store_temperature)."""
     n = student_hidden.shape[0]
     if len(teacher) != n:
         raise ValueError(f"teacher signal has {len(teacher)} rows, student {n} answer positions")
@@ -225,6 +224,9 @@ def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_b
         raise ValueError("all loss weights are zero")
     if ce_weight and targets is None:
         raise ValueError("ce_weight > 0 needs the reply token ids (targets)")
+    if teacher.kind == "topk" and teacher.temperature is not None and abs(teacher.temperature - temperature) > 1e-6:
+        raise ValueError(f"top-k teacher signal's lse is at temperature {teacher.temperature}, the loss asks "
+                         f"for {temperature}: its tail bucket would be wrong")
     norm = float(normalizer) if normalizer is not None else float(max(n, 1))
     chunk = int(chunk_size) if chunk_size else auto_chunk_size(head_weight.shape[0])
     opts = (float(temperature), float(kd_weight), float(ce_weight), float(reverse_kl_weight), chunk, norm,

@@ -39,7 +39,7 @@ from ..jsonl import read_jsonl
 from ..lm_head import answer_hidden_states, logit_transform
 from ..losses import TeacherSignal, distill_loss
 from ..models import load_model, lora_config, resolve_device
-from .logits import TENSORS, TeacherStore, TeacherStoreError, topk_warning
+from .logits import TENSORS, TeacherStore, TeacherStoreError, check_store_temperature
 
 log = logging.getLogger(__name__)
 
@@ -255,12 +255,8 @@ def run_distill(run) -> dict:
     if not pairs:
         raise FileNotFoundError(f"{run.file('pairs.jsonl')} is missing or empty; run `ssb curate` first")
     store = TeacherStore(run.file("teacher"))
-    if store.kind == "topk":
-        if store.temperature is None or abs(store.temperature - dc.temperature) > 1e-6:
-            raise TeacherStoreError(f"the topk store was computed at temperature {store.temperature}, distill uses "
-                                    f"{dc.temperature}; rerun `ssb logits`")
-        if msg := topk_warning(dc.temperature):
-            warnings.warn(msg)
+    if msg := check_store_temperature(store.kind, store.temperature, dc.temperature):
+        warnings.warn(msg)
     with run.stage_run("distill") as info:
         args = _training_args(run, dc, resolve_device(cfg.model.device))  # checks settings before loading
         lm = load_model(cfg.model)

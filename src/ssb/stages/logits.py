@@ -12,7 +12,7 @@ the positions that predict reply tokens. Two stores (``logits.store``):
 * ``topk``: top-k ids and logits plus the full-vocabulary log-sum-exp of
   ``logits / T`` at the distillation temperature T, so the mass outside the top-k
   is one exact tail bucket. For teachers whose head is not at hand; lossy at T > 1
-  (the tempered teacher spreads mass far beyond its top-k).
+  (the tempered teacher spreads mass far beyond its top-k; :func:`check_store_temperature`).
 
 Layout::
 
@@ -67,7 +67,16 @@ def head_hash(model) -> str:
     return h
 
 
-def topk_warning(temperature: float) -> str | None:
+def check_store_temperature(kind: str, store_temperature: float | None, temperature: float) -> str | None:
+    """The distillation temperature's rules, for this stage and distill: a ``kind`` store computed at
+    ``store_temperature`` used at ``temperature``. Top-k only (hidden works at any T): another T
+    than its lse's raises :class:`TeacherStoreError`; above T=1 returns the lossy warning."""
+    if kind != "topk":
+        return None
+    if store_temperature is None or abs(store_temperature - temperature) > 1e-6:
+        raise TeacherStoreError(f"the topk store was computed at temperature {store_temperature}, distill uses "
+                                f"{temperature} (distill.temperature); rerun `ssb logits` to recompute it at "
+                                f"{temperature}")
     if temperature > 1:
         return (f"the topk teacher store is lossy at temperature {temperature} > 1: the tempered teacher keeps "
                 "much of its mass outside the top-k (one tail bucket stands for it); use store=hidden when the "
@@ -239,10 +248,10 @@ def run_logits(run) -> dict:
     with run.stage_run("logits") as info:
         lm = load_model(cfg.model)
         model, tok = lm.model, lm.tokenizer
-        if lc.store == "topk" and (msg := topk_warning(cfg.distill.temperature)):
+        settings = _settings(cfg, lm)
+        if msg := check_store_temperature(lc.store, settings["temperature"], cfg.distill.temperature):
             warnings.warn(msg)
             log.warning(msg)
-        settings = _settings(cfg, lm)
         out = run.file("teacher")
         out.mkdir(parents=True, exist_ok=True)
         shards = _completed_shards(out, settings)
