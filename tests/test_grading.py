@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +14,8 @@ from ssb.config import ReasoningGymTask
 from ssb.data.gym import reasoning_gym_problems
 from ssb.data.load import load_benchmark
 from ssb.data.problem import Problem
-from ssb.grading.answers import as_number, extract_answer
+from ssb.grading import answers
+from ssb.grading.answers import ANSWER_FORMATS, as_number, extract_answer
 from ssb.grading.grade import Outcome, _math_equal, grade, same_answer
 
 
@@ -47,6 +50,25 @@ def _p(answer: str) -> Problem:
 )
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+def test_every_format_extract_answer_returns_is_in_answer_formats(math500):
+    """ANSWER_FORMATS and extract_answer cannot drift: every return statement of extract_answer
+    names its format as a literal of the tuple, and on real texts (MATH500 and GSM8K reference
+    solutions, model-style answers, text without an answer) every format it returns is listed,
+    and every listed format but the unreturned ``other`` bucket is returned."""
+    returns = [n for n in ast.walk(ast.parse(inspect.getsource(answers.extract_answer)))
+               if isinstance(n, ast.Return)]
+    literals = {r.value.elts[1].value for r in returns
+                if isinstance(r.value, ast.Tuple) and isinstance(r.value.elts[1], ast.Constant)}
+    assert len(literals) > 1 and all(isinstance(r.value, ast.Tuple) and isinstance(r.value.elts[1], ast.Constant)
+                                     for r in returns), "extract_answer names each format as a literal"
+    assert literals <= set(ANSWER_FORMATS)
+    texts = [p.solution for p in math500[:50]] + [p.solution for p in load_benchmark("gsm8k", "test")[:50]]
+    texts += ["So the final answer is 18.", "Final Answer: $\\frac{3}{4}$", "I am not sure.", ""]
+    seen = Counter(extract_answer(t)[1] for t in texts)
+    assert set(seen) <= set(ANSWER_FORMATS)
+    assert set(seen) == set(ANSWER_FORMATS) - {"other"} == literals, seen
 
 
 def test_boxed_wins_over_hash_and_answer_is():

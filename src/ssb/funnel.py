@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-FORMATS = ("boxed", "hash", "answer_is", "other", "none")  # answer formats grading tells apart
+from .grading.answers import ANSWER_FORMATS
 
 
 def rollout_counts(records: list[dict], no_answer_is_wrong: bool = False) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def rollout_counts(records: list[dict], no_answer_is_wrong: bool = False) -> dic
     wrong_grades = {"wrong", "no_answer"} if no_answer_is_wrong else {"wrong"}
     per_problem: Counter = Counter()
     outcomes: Counter = Counter()
-    formats: Counter = Counter(dict.fromkeys(FORMATS, 0))
+    formats: Counter = Counter(dict.fromkeys(ANSWER_FORMATS, 0))
     truncated = tokens = 0
     for r in records:
         grades = r.get("grades", [])

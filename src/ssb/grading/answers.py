@@ -76,8 +76,16 @@ def _clean(ans: str) -> str | None:
     return ans or None
 
 
+# The answer formats, in the order counts list them: every ``fmt`` :func:`extract_answer`
+# returns (and so every ``Grade.fmt``) is one of them; the funnel, teacher and report counts
+# list each. ``"other"`` is returned by nothing today: it stays so those counts keep the key
+# they have always listed.
+ANSWER_FORMATS = ("boxed", "hash", "answer_is", "other", "none")
+
+
 def extract_answer(text: str) -> tuple[str | None, str]:
-    """Return ``(answer, fmt)`` with fmt in {"boxed", "hash", "answer_is", "none"}."""
+    """Return ``(answer, fmt)``, fmt one of :data:`ANSWER_FORMATS`: the last boxed answer,
+    else the last ``#### N``, else the last "the answer is N"; ``(None, "none")`` without one."""
     if not text:
         return None, "none"
     boxed = _boxed(text)

@@ -54,6 +54,7 @@ from ..errors import SSBError
 from ..gates import GATE_ORDER, Privileged, Verdict, asks_boxed, check_reply, privileged_text
 from ..generation.engine import Generator, Sampling, derive_seed
 from ..generation.factory import make_generator
+from ..grading.answers import ANSWER_FORMATS
 from ..grading.grade import grade
 from ..jsonl import JsonlWriter, read_jsonl
 from ..models import LoadedModel, load_model
@@ -64,7 +65,6 @@ log = logging.getLogger(__name__)
 
 OUTPUT = "pairs.jsonl"
 REJECTS = "teacher_rejects.jsonl"
-FORMATS = ("boxed", "hash", "answer_is", "other", "none")
 
 
 class TeacherError(SSBError, RuntimeError):
@@ -355,7 +355,7 @@ def _generate_round(chunk: list[Candidate], generator: Generator, sampling: Samp
 def teacher_stats(pairs: list[dict], rejects: list[dict]) -> dict:
     """The teacher funnel: tried, kept, and every rejected reply counted by its gate."""
     by_gate: Counter = Counter({g: 0 for g in GATE_ORDER})
-    formats: Counter = Counter({f: 0 for f in FORMATS})
+    formats: Counter = Counter(dict.fromkeys(ANSWER_FORMATS, 0))
     for r in pairs + rejects:
         by_gate.update(x["gate"] for x in r.get("rejected_replies", []))
         formats.update(r.get("teacher_formats", []))
