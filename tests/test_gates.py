@@ -1,4 +1,5 @@
-"""gates.py: each gate rejects its constructed bad reply with a reason; clean replies pass.
+"""gates.py: each gate rejects its constructed bad reply with a reason; clean replies pass; the
+gates table (``GATES``) is the one that docs/method.md, README.md and config.GatesConfig follow.
 
 The bad replies are the kinds read in real runs (issue 12): scaffolding copied from the
 hinted prompt, answer-only replies, working that contradicts the final answer, loops.
@@ -6,10 +7,13 @@ hinted prompt, answer-only replies, working that contradicts the final answer, l
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from ssb.config import GatesConfig, PromptConfig, WorkedExample
-from ssb.gates import (arithmetic_errors, asks_boxed, check_reply, degenerate, privileged_text, shows_work,
+from ssb.gates import (GATE_ORDER, GATES, arithmetic_errors, asks_boxed, check_reply, degenerate, privileged_text, shows_work,
                        stated_answers, well_formed, word_ngrams)
 from ssb.prompts import TEACHER_TEMPLATE
 
@@ -150,3 +154,31 @@ def test_loop_is_rejected():
 def test_ngrams_skip_numbers():
     assert word_ngrams("A correct solution: 41 + 53", 3) == {("a", "correct", "solution")}
     assert word_ngrams("solution 41 is", 2) == set()
+
+
+# ----------------------------------------------------------------------------- one table of gates
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_method_doc_and_readme_list_the_gates_of_gates_py_in_order():
+    """docs/method.md's gate table and README's one-line list name exactly GATES, in its order."""
+    assert GATE_ORDER == tuple(GATES) and all(GATES.values())
+    method = (ROOT / "docs" / "method.md").read_text()
+    table = method[method.index("| gate | rejects |"):].split("\n\n")[0]
+    assert re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE) == list(GATE_ORDER)
+    readme = (ROOT / "README.md").read_text()
+    bullet = readme[readme.index("- **Quality gates**"):].split("\n- ")[0]
+    assert re.findall(r"`(\w+)`", bullet) == list(GATE_ORDER)
+
+
+def test_gates_config_switches_and_thresholds_match_the_gates_table():
+    """Every gate but ``verified`` has its switch in GatesConfig, on by default unless GATES says
+    "off by default", and every threshold of GatesConfig is named in the table."""
+    fields = GatesConfig.model_fields
+    switches = [n for n, f in fields.items() if f.annotation is bool]
+    assert switches == [g for g in GATE_ORDER if g != "verified"]
+    for g in switches:
+        assert fields[g].default is ("off by default" not in GATES[g]), g
+    thresholds = [n for n in fields if n not in switches]
+    assert thresholds and all(any(t in d for d in GATES.values()) for t in thresholds), thresholds

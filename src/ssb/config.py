@@ -127,7 +127,8 @@ class CurateConfig(Section):
 
 
 class GatesConfig(Section):
-    """Quality gates on every teacher reply (see gates.py). Each is on by default."""
+    """Switches and thresholds of the quality gates on every teacher reply (what each gate rejects,
+    in order: gates.GATES). ``verified`` is always on; each other gate but ``plausible`` is on by default."""
 
     well_formed: bool = Field(True, description="reject replies whose final answer is not in the format the "
                               "prompt asks for (\\boxed{}) or that go on for more than max_words_after_answer")
@@ -135,13 +136,15 @@ class GatesConfig(Section):
     no_leak: bool = Field(True, description="reject replies that copy the hinted prompt's own wording "
                           "or refer to the provided solutions")
     leak_ngram: int = Field(3, description="words in a copied run that counts as a leak")
-    shows_work: bool = Field(True, description="reject answer-only replies")
+    shows_work: bool = Field(True, description="reject answer-only replies and replies shorter than "
+                             "min_work_fraction of the reference")
     min_work_fraction: float = Field(
         0.5, description="shows_work: the reply has at least this fraction of the correct rollout's words (none "
         "kept, curate.keep=any_wrong: of prompt.examples[0]'s solution; no examples: no length check)")
     consistent: bool = Field(True, description="reject replies whose arithmetic or stated answers "
                              "contradict the final answer")
-    not_degenerate: bool = Field(True, description="reject repeated-line loops")
+    not_degenerate: bool = Field(True, description="reject replies that loop (a line repeated max_line_repeats "
+                                 "times, or text repeated back-to-back)")
     max_line_repeats: int = Field(3, description="not_degenerate: a line this many times is a loop")
     plausible: bool = Field(False, description="reject replies whose mean log-prob per token under the "
                             "bare student prompt is below min_student_logprob (always measured)")

@@ -4,28 +4,12 @@ A reply whose final answer grades correct can still teach the student the wrong 
 it may copy the hinted prompt's scaffolding ("A correct solution: ..."), state only an
 answer, contradict its own working ("54 + 86 = 130. The answer is 140."), or loop. The
 student sees only the bare question, so it learns such text as if it were reasoning
-(the privilege illusion). Each gate below is one small pure function over text; the
-teacher stage (``stages/teacher.py``) runs them in this order and records the first that fails:
-
-=================  ===========================================================================
-``verified``       the final answer grades correct and the reply ended on its own
-``well_formed``    the final answer is stated the way the prompt asks (in ``\\boxed{}`` when the
-                   system prompt or a worked example uses it) and at most
-                   ``max_words_after_answer`` words follow it: the student learns to stop there
-``no_leak``        no run of ``leak_ngram`` words copied from the hinted prompt's fixed text
-                   (derived from the configured template, minus what the student also sees),
-                   and no phrase of the hint labels ("A correct solution", ...) that points
-                   at the provided solutions
-``shows_work``     something besides the final-answer line, and at least
-                   ``min_work_fraction`` of the correct rollout's length in words (without
-                   one, ``curate.keep: any_wrong``: of the first worked example's solution;
-                   no example: no length check)
-``consistent``     every stated answer agrees with the final one, and every checkable
-                   arithmetic line ``a + b = c`` holds
-``not_degenerate`` no line repeated ``max_line_repeats`` times, no back-to-back loops
-``plausible``      (off by default, always measured) mean log-prob per reply token under
-                   the bare student prompt at least ``min_student_logprob``
-=================  ===========================================================================
+(the privilege illusion). Each gate is one small pure function over text (``plausible``
+needs the model: the teacher stage measures it). :data:`GATES` is the table of the gates, in
+the order the teacher stage (``stages/teacher.py``) runs them, each with what it rejects; the
+first that fails is recorded. Each but ``verified`` is switched under ``teacher.gates``
+(:class:`config.GatesConfig`, with the thresholds :data:`GATES` names); each but ``plausible`` is on
+by default.
 
 The privileged text is found by rendering the hinted prompt with sentinel values in
 place of the question, the traces and the wrong answer: whatever is left is the
@@ -45,7 +29,20 @@ from .grading.answers import extract_answer
 from .grading.grade import same_answer
 from .prompts import teacher_prompt
 
-GATE_ORDER = ("verified", "well_formed", "no_leak", "shows_work", "consistent", "not_degenerate", "plausible")
+GATES = {  # name -> what it rejects, in the order they run; the report and docs/method.md show this table
+    "verified": "a wrong or missing final answer, or a reply cut off at max_new_tokens",
+    "well_formed": "a final answer not in \\boxed{} when the prompt asks for it (its system prompt or a worked "
+                   "example uses it), or more than max_words_after_answer words after the final answer",
+    "no_leak": "a run of leak_ngram words copied from the hinted prompt's own wording (its template, minus what "
+               "the student also sees), or a phrase of the lines that introduce the hints",
+    "shows_work": "an answer-only reply (no working once the answer statements are removed), or one under "
+                  "min_work_fraction of the correct rollout's length (without one: the first worked example's)",
+    "consistent": "an equality between plain numbers that does not hold, or a stated answer other than the final one",
+    "not_degenerate": "a line repeated max_line_repeats times, or text looping back-to-back",
+    "plausible": "(off by default, always measured) a mean log-prob per reply token under the bare student prompt "
+                 "below min_student_logprob",
+}
+GATE_ORDER = tuple(GATES)
 
 _TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+(?:[.,]\d+)*")
 _STOP = frozenset(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..compare import compare, load_results, load_summaries, markdown_tables
 from ..funnel import rollout_counts
+from ..gates import GATES
 from ..jsonl import atomic_write_text, read_jsonl
 from ..plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
 from ..rundir import Run
@@ -128,7 +129,8 @@ def _budget_lines(manifest: dict) -> list[str]:
 
 
 def _gate_lines(f: dict, teach: dict) -> list[str]:
-    """Teacher replies rejected per gate (a problem may be retried, so replies > problems)."""
+    """Teacher replies rejected per gate (a problem may be retried, so replies > problems), each
+    with what it rejects (:data:`gates.GATES`)."""
     if not teach:
         return [f"Teacher: {NOT_RUN}."]
     by_source = ", ".join(f"{k}: {v}" for k, v in (teach.get("pairs_by_source") or {}).items()) or "none"
@@ -137,8 +139,8 @@ def _gate_lines(f: dict, teach: dict) -> list[str]:
         "rollout got a pair")
     lines = [f"Solution source: `{teach.get('solution', 'generate')}`; {teach.get('teacher_tried', 0)} problems "
              f"sent to the teacher, {teach.get('pairs_written', 0)} pairs kept ({by_source}){unsolved}.", "",
-             "| gate | replies rejected |", "|---|---:|"]
-    lines += [f"| {g} | {n} |" for g, n in f.get("rejected_by_gate", {}).items()]
+             "| gate | replies rejected | what it rejects |", "|---|---:|---|"]
+    lines += [f"| {g} | {n} | {GATES.get(g, '')} |" for g, n in f.get("rejected_by_gate", {}).items()]
     if teach.get("student_logprob_mean") is not None:
         lines += ["", f"Mean log-prob per token of kept solutions under the bare student prompt: "
                       f"{teach['student_logprob_mean']:.3f} (min {teach['student_logprob_min']:.3f})."]

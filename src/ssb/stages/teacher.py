@@ -30,8 +30,8 @@ solution is generated whatever ``teacher.solution`` says (``solution_source: gen
 are the same; ``shows_work`` measures length against the first worked example's solution
 (``prompt.examples``) instead of the correct rollout, or skips the length check without one.
 
-Every candidate goes through :func:`gates.check_reply` (verified, well_formed, no_leak, shows_work,
-consistent, not_degenerate) and, when enabled, the ``plausible`` gate (its score, the
+Every candidate goes through the gates of :data:`gates.GATES`, in that order:
+:func:`gates.check_reply` runs the text gates, this stage ``plausible`` (its score, the
 reply's mean log-prob per token under the bare student prompt, is always recorded).
 Passing solutions go to ``pairs.jsonl``; problems with none go to
 ``teacher_rejects.jsonl`` with every rejected reply, its gate and the reason. Both are
