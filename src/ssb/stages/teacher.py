@@ -3,25 +3,12 @@
     ssb teacher --run runs/NAME
 
 For every problem of ``selections.jsonl`` (curate) one solution becomes a training pair.
-Where it comes from is ``teacher.solution``:
+Where it comes from is ``teacher.solution`` (generated from the hinted prompt of
+:func:`prompts.teacher_messages`, or a verified correct rollout the hinted prompt only scores)
+and what that prompt shows is ``teacher.hint`` (:meth:`Candidate.hint`); what each value does:
+:class:`config.TeacherConfig`, docs/method.md.
 
-* ``generate`` (the paper): the same base model answers the hinted prompt of
-  :func:`prompts.teacher_messages` at ``teacher.temperature``, up to ``1 + teacher.retries``
-  samples;
-* ``rollout``: the verified correct rollout itself is the solution, and the hinted
-  prompt only *scores* it;
-* ``generate_or_rollout``: the rollout when no generated reply passes the gates.
-
-What the hinted prompt shows is ``teacher.hint`` (:meth:`Candidate.hint`), in every mode:
-
-* ``answer``: the verified final answer in ``teacher.answer_hint``'s wording;
-* ``correct``: the selected correct rollout; with ``solution: rollout`` never the trace
-  being scored (the teacher would copy it from its context) but another correct rollout,
-  else the answer;
-* ``contrastive`` (the paper): what ``correct`` shows, plus the most common wrong rollout;
-* ``none``: the bare question (teacher = student, the control).
-
-Each pair records it (``hint``) and what stood in the ``{correct}`` place
+Each pair records the hint (``hint``) and what stood in the ``{correct}`` place
 (``hint_correct``: ``rollout:I``, ``answer`` or null). A problem without a correct rollout
 (kept by ``curate.keep: any_wrong``, beyond the paper) has no rollout to score or show: its
 solution is generated whatever ``teacher.solution`` says (``solution_source: generate``,
@@ -40,9 +27,12 @@ append-only: a killed run resumes where it stopped, and stops at ``teacher.max_p
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,10 +51,9 @@ from ..models import LoadedModel, load_model
 from ..prompts import check_teacher_template, student_messages, teacher_messages
 from ..rundir import Run
 
-log = logging.getLogger(__name__)
-
 OUTPUT = "pairs.jsonl"
 REJECTS = "teacher_rejects.jsonl"
+GENERATING = ("generate", "generate_or_rollout")  # the teacher.solution values that generate
 
 
 class TeacherError(SSBError, RuntimeError):
@@ -96,9 +85,6 @@ class Candidate:
         """False for a problem kept without a correct rollout (``curate.keep: any_wrong``)."""
         return self.sel["correct_index"] is not None
 
-    def answer_hint(self, answer: object) -> str:
-        return self.cfg.teacher.answer_hint.replace("ANSWER", str(answer))
-
     def hint(self, scored: int | None = None) -> tuple[str | None, str | None]:
         """(what the hinted prompt shows in the ``{correct}`` place, its ``hint_correct`` label)
         for ``teacher.hint``: the verified answer in ``teacher.answer_hint``'s wording
@@ -119,7 +105,7 @@ class Candidate:
         answer = self.problem.answer
         if scored is not None:
             answer = self.row["extracted"][scored] or answer  # verified equal to the gold answer
-        return self.answer_hint(answer), "answer"
+        return self.cfg.teacher.answer_hint.replace("ANSWER", str(answer)), "answer"
 
     def hinted(self, correct_text: str | None) -> list[dict]:
         tc = self.cfg.teacher
@@ -175,28 +161,13 @@ class Candidate:
 
 def pair_record(c: Candidate, messages: list[dict], solution: str, source: str, attempts: int,
                 scored_index: int | None, hint: str | None) -> dict[str, Any]:
-    tc = c.cfg.teacher
-    return {
-        "id": c.id,
-        "problem": c.row["problem"],
-        "student_messages": c.student,
-        "teacher_messages": messages,
-        "solution": solution,
-        "answer": c.row["problem"]["answer"],
-        "solution_source": source,
-        "scored_rollout": scored_index,
-        "hint_correct": hint,
-        "correct_index": c.sel["correct_index"],
-        "wrong_index": c.sel["wrong_index"],
-        "wrong_answer": c.sel["wrong_answer"],
-        "wrong_count": c.sel["wrong_count"],
-        "wrong_groups": c.sel["wrong_groups"],
-        "hint": tc.hint,
-        "teacher_attempts": attempts,
-        "teacher_tokens": c.tokens,
-        "teacher_formats": c.formats,
-        "rejected_replies": c.rejected,
-    }
+    """The line of ``pairs.jsonl`` for candidate ``c``'s ``solution`` (from ``source``)."""
+    return {"id": c.id, "problem": c.row["problem"], "student_messages": c.student, "teacher_messages": messages,
+            "solution": solution, "answer": c.row["problem"]["answer"], "solution_source": source,
+            "scored_rollout": scored_index, "hint_correct": hint,
+            **{k: c.sel[k] for k in ("correct_index", "wrong_index", "wrong_answer", "wrong_count", "wrong_groups")},
+            "hint": c.cfg.teacher.hint, "teacher_attempts": attempts, "teacher_tokens": c.tokens,
+            "teacher_formats": c.formats, "rejected_replies": c.rejected}
 
 
 # ----------------------------------------------------------------------------- plausibility
@@ -230,146 +201,195 @@ def student_logprobs(loaded: LoadedModel, records: list[dict], max_length: int, 
 # ----------------------------------------------------------------------------- the stage
 
 
-def _load(run: Run, loaded: LoadedModel | None, generator: Generator | None, need_generator: bool):
-    if loaded is None:
-        device = "cpu" if run.cfg.generation.backend == "vllm" else None
-        loaded = load_model(run.cfg.model, device=device)
-    if generator is None and need_generator:
-        generator = make_generator(run.cfg.generation, loaded, run.cfg.model)
-    return loaded, generator
-
-
 def run_teacher(run: Run, loaded: LoadedModel | None = None, generator: Generator | None = None) -> dict:
     """Build ``pairs.jsonl`` from ``selections.jsonl``; return the funnel stats."""
-    cfg, tc = run.cfg, run.cfg.teacher
-    if tc.template:
-        check_teacher_template(tc.template, tc.hint)
-    sel_path = run.file("selections.jsonl")
-    if not sel_path.exists():
-        raise TeacherError(f"{sel_path} not found: run `ssb curate --run {run.path}` first")
-    pairs_path, rejects_path = run.file(OUTPUT), run.file(REJECTS)
+    sel_path = _selections(run)
     with run.stage_run("teacher") as info:
-        rows = {r["id"]: r for r in read_jsonl(run.file("rollouts.jsonl"))}
         selections = read_jsonl(sel_path)
-        pairs_path.touch()  # downstream stages find the (possibly empty) file
-        done = {r["id"] for r in read_jsonl(pairs_path)} | {r["id"] for r in read_jsonl(rejects_path)}
-        n_pairs = len(read_jsonl(pairs_path))
-        todo = [s for s in selections if s["id"] not in done and s["id"] in rows]
-        cap = tc.max_pairs if tc.max_pairs is not None else len(selections)
-        new_tokens, gen_seconds = 0, 0.0
-        if todo and n_pairs < cap:
-            generate = tc.solution in ("generate", "generate_or_rollout")
-            # no correct rollout (curate.keep=any_wrong): nothing to score, generated whatever teacher.solution says
-            generate_any = generate or any(s["correct_index"] is None for s in todo)
-            # the model scores plausibility; on a vLLM run its HF copy sits on the CPU, so only when asked
-            need_model = generate_any or tc.gates.plausible or cfg.generation.backend != "vllm"
-            if need_model:
-                loaded, generator = _load(run, loaded, generator, generate_any)
-            sampling = Sampling(n=1, temperature=tc.temperature, top_k=tc.top_k,
-                                max_new_tokens=cfg.generation.max_new_tokens, seed=tc.seed)
-            size = max(1, cfg.generation.batch_size)
-            with JsonlWriter(pairs_path) as pairs, JsonlWriter(rejects_path) as rejects:
-                pos = 0
-                while pos < len(todo) and n_pairs < cap:
-                    chunk = [Candidate(rows[s["id"]], s, cfg) for s in todo[pos : pos + min(size, cap - n_pairs)]]
-                    pos += len(chunk)
-                    found: dict[str, dict] = {}
-                    to_generate = chunk if generate else [c for c in chunk if not c.has_correct]
-                    if to_generate:
-                        secs, toks = _generate_round(to_generate, generator, sampling, found)
-                        gen_seconds += secs
-                        new_tokens += toks
-                    if tc.solution in ("rollout", "generate_or_rollout"):
-                        for c in chunk:
-                            if c.id in found or not c.has_correct:
-                                continue
-                            got = c.rollout_solution()
-                            if got is not None:
-                                text, idx, msgs, hint = got
-                                found[c.id] = pair_record(c, msgs, text, "rollout", c.attempts, idx, hint)
-                    recs = [found[c.id] for c in chunk if c.id in found]
-                    if recs and loaded is not None:  # the plausible gate's score, always measured
-                        for r, lp in zip(recs, student_logprobs(loaded, recs, cfg.distill.max_length)):
-                            r["student_logprob"] = round(lp, 4)
-                    for c in chunk:
-                        r = found.get(c.id)
-                        if r is not None and tc.gates.plausible and r["student_logprob"] < tc.gates.min_student_logprob:
-                            c.reject(r["solution"], r["solution_source"], "plausible",
-                                     f"mean log-prob {r['student_logprob']:.2f} under the student prompt "
-                                     f"< {tc.gates.min_student_logprob:g}")
-                            r = None
-                        if r is not None and n_pairs < cap:
-                            r["rejected_replies"] = c.rejected
-                            pairs.write(r)
-                            n_pairs += 1
-                        elif r is None:
-                            rejects.write({"id": c.id, "attempts": c.attempts, "rejected_replies": c.rejected,
-                                           "reasons": [x["gate"] for x in c.rejected], "teacher_tokens": c.tokens,
-                                           "teacher_formats": c.formats, "hint": tc.hint,
-                                           "solution": tc.solution})
-        all_pairs, all_rejects = read_jsonl(pairs_path), read_jsonl(rejects_path)
-        stats = teacher_stats(all_pairs, all_rejects)
-        if cfg.curate.keep == "any_wrong":  # only then: with the paper's "both" the manifest is unchanged
-            unsolved = {s["id"] for s in selections if s["correct_index"] is None}
-            stats.update(tried_without_correct=sum(r["id"] in unsolved for r in all_pairs + all_rejects),
-                         pairs_without_correct=sum(r["id"] in unsolved for r in all_pairs))
-        stats.update(selected=len(selections), max_pairs=tc.max_pairs, solution=tc.solution,
-                     hint=tc.hint,
-                     max_pairs_reached=tc.max_pairs is not None and stats["pairs_written"] >= tc.max_pairs,
-                     new_teacher_tokens=new_tokens,
-                     tokens_per_s=round(new_tokens / gen_seconds, 1) if gen_seconds > 0 else None)
+        todo, tally = _pending(run, selections)
+        loaded, generator = _load(run, todo, loaded, generator)
+        with _outputs(run, todo) as (pairs, rejects):
+            for chunk in _chunks(todo, run.cfg.generation.batch_size, tally):
+                found = _solve_chunk(chunk, generator, tally)
+                _score_plausibility(chunk, found, loaded)
+                _write(chunk, found, pairs, rejects, tally)
+        stats = _stats(run, selections, tally)
         info.update(stats)
     return stats
 
 
-def _generate_round(chunk: list[Candidate], generator: Generator, sampling: Sampling,
-                    found: dict[str, dict]) -> tuple[float, int]:
+@dataclass
+class _Tally:
+    """This invocation's counts: pairs in ``pairs.jsonl`` (at most ``cap``), tokens generated, seconds it took."""
+
+    pairs: int
+    cap: int
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def _selections(run: Run) -> Path:
+    """Curate's ``selections.jsonl``, once it is there and the teacher template fits ``teacher.hint``."""
+    tc = run.cfg.teacher
+    if tc.template:
+        check_teacher_template(tc.template, tc.hint)
+    path = run.file("selections.jsonl")
+    if not path.exists():
+        raise TeacherError(f"{path} not found: run `ssb curate --run {run.path}` first")
+    return path
+
+
+def _pending(run: Run, selections: list[dict]) -> tuple[list[Candidate], _Tally]:
+    """The selected problems neither paired nor rejected yet (a killed run resumes there), none
+    once ``teacher.max_pairs`` pairs are written, and the tally of the pairs there are."""
+    pairs_path = run.file(OUTPUT)
+    pairs_path.touch()  # downstream stages find the (possibly empty) file
+    rows = {r["id"]: r for r in read_jsonl(run.file("rollouts.jsonl"))}
+    written = read_jsonl(pairs_path)
+    done = {r["id"] for r in written} | {r["id"] for r in read_jsonl(run.file(REJECTS))}
+    cap = run.cfg.teacher.max_pairs
+    tally = _Tally(pairs=len(written), cap=cap if cap is not None else len(selections))
+    if tally.pairs >= tally.cap:
+        return [], tally
+    return [Candidate(rows[s["id"]], s, run.cfg) for s in selections if s["id"] not in done and s["id"] in rows], tally
+
+
+def _load(run: Run, todo: list[Candidate], loaded: LoadedModel | None, generator: Generator | None):
+    """The model and generator ``todo`` needs, loaded unless given: the generator where a solution is
+    generated (``teacher.solution`` or no correct rollout to score), the model for it or to score
+    plausibility (on a vLLM run its HF copy sits on the CPU, so only then when the gate is on)."""
+    cfg = run.cfg
+    generate = cfg.teacher.solution in GENERATING or any(not c.has_correct for c in todo)
+    if not todo or not (generate or cfg.teacher.gates.plausible or cfg.generation.backend != "vllm"):
+        return loaded, generator
+    if loaded is None:
+        loaded = load_model(cfg.model, device="cpu" if cfg.generation.backend == "vllm" else None)
+    if generator is None and generate:
+        generator = make_generator(cfg.generation, loaded, cfg.model)
+    return loaded, generator
+
+
+@contextmanager
+def _outputs(run: Run, todo: list[Candidate]) -> Iterator[tuple[JsonlWriter | None, JsonlWriter | None]]:
+    """``pairs.jsonl`` and ``teacher_rejects.jsonl`` open to append to, when there is anything to do."""
+    if not todo:
+        yield None, None
+        return
+    with JsonlWriter(run.file(OUTPUT)) as pairs, JsonlWriter(run.file(REJECTS)) as rejects:
+        yield pairs, rejects
+
+
+def _chunks(todo: list[Candidate], size: int, tally: _Tally) -> Iterator[list[Candidate]]:
+    """``todo`` in chunks of ``generation.batch_size``, none larger than the pairs left to ``tally.cap``."""
+    pos = 0
+    while pos < len(todo) and tally.pairs < tally.cap:
+        chunk = todo[pos : pos + min(max(1, size), tally.cap - tally.pairs)]
+        pos += len(chunk)
+        yield chunk
+
+
+def _solve_chunk(chunk: list[Candidate], generator: Generator | None, tally: _Tally) -> dict[str, dict]:
+    """A pair record for each candidate with a solution past the gates, by id: generated (where
+    ``teacher.solution`` generates, or there is no correct rollout), else a correct rollout."""
+    solution = chunk[0].cfg.teacher.solution
+    to_generate = chunk if solution in GENERATING else [c for c in chunk if not c.has_correct]
+    found = _generate_round(to_generate, generator, tally) if to_generate else {}
+    if solution in ("rollout", "generate_or_rollout"):
+        for c in chunk:
+            got = None if c.id in found else c.rollout_solution()
+            if got is not None:
+                text, idx, msgs, hint = got
+                found[c.id] = pair_record(c, msgs, text, "rollout", c.attempts, idx, hint)
+    return found
+
+
+def _generate_round(chunk: list[Candidate], generator: Generator, tally: _Tally) -> dict[str, dict]:
     """Sample the hinted teacher for every candidate, with retries, until a reply passes."""
-    tc = chunk[0].cfg.teacher
+    cfg, tc = chunk[0].cfg, chunk[0].cfg.teacher
+    sampling = Sampling(n=1, temperature=tc.temperature, top_k=tc.top_k,
+                        max_new_tokens=cfg.generation.max_new_tokens, seed=tc.seed)
     hints = {c.id: c.hint() for c in chunk}
     msgs = {c.id: c.hinted(hints[c.id][0]) for c in chunk}
-    pending, secs, toks = list(chunk), 0.0, 0
+    found: dict[str, dict] = {}
+    pending = list(chunk)
     for attempt in range(1 + max(0, tc.retries)):
         if not pending:
             break
         t0 = time.time()
         outs = generator.generate([msgs[c.id] for c in pending], sampling, progress=f"teacher (try {attempt + 1})",
                                   seeds=[derive_seed(tc.seed, c.id, attempt) for c in pending])
-        secs += time.time() - t0
+        tally.seconds += time.time() - t0
         still = []
         for c, (comp,) in zip(pending, outs):
             c.tokens += comp.completion_tokens
             c.attempts += 1
-            toks += comp.completion_tokens
+            tally.tokens += comp.completion_tokens
             if c.vet(comp.text, comp.finish_reason, "generate").ok:
                 found[c.id] = pair_record(c, msgs[c.id], comp.text, "generate", c.attempts, None, hints[c.id][1])
             else:
                 still.append(c)
         pending = still
-    return secs, toks
+    return found
 
 
-# ----------------------------------------------------------------------------- stats
+def _score_plausibility(chunk: list[Candidate], found: dict[str, dict], loaded: LoadedModel | None) -> None:
+    """Record each found solution's ``student_logprob`` (the ``plausible`` gate's score, measured
+    whenever the model is loaded); with the gate on, reject the solutions below its threshold."""
+    cfg, gc = chunk[0].cfg, chunk[0].cfg.teacher.gates
+    recs = [found[c.id] for c in chunk if c.id in found]
+    if recs and loaded is not None:
+        for r, lp in zip(recs, student_logprobs(loaded, recs, cfg.distill.max_length)):
+            r["student_logprob"] = round(lp, 4)
+    for c in chunk:
+        r = found.get(c.id)
+        if r is not None and gc.plausible and r["student_logprob"] < gc.min_student_logprob:
+            c.reject(r["solution"], r["solution_source"], "plausible",
+                     f"mean log-prob {r['student_logprob']:.2f} under the student prompt < {gc.min_student_logprob:g}")
+            del found[c.id]
 
 
-def teacher_stats(pairs: list[dict], rejects: list[dict]) -> dict:
-    """The teacher funnel: tried, kept, and every rejected reply counted by its gate."""
-    by_gate: Counter = Counter({g: 0 for g in GATE_ORDER})
+def _write(chunk: list[Candidate], found: dict[str, dict], pairs: JsonlWriter, rejects: JsonlWriter,
+           tally: _Tally) -> None:
+    """Each candidate's pair to ``pairs.jsonl`` (up to ``tally.cap``), or, without a solution, the
+    problem and every rejected reply to ``teacher_rejects.jsonl``."""
+    tc = chunk[0].cfg.teacher
+    for c in chunk:
+        r = found.get(c.id)
+        if r is None:
+            rejects.write({"id": c.id, "attempts": c.attempts, "rejected_replies": c.rejected,
+                           "reasons": [x["gate"] for x in c.rejected], "teacher_tokens": c.tokens,
+                           "teacher_formats": c.formats, "hint": tc.hint, "solution": tc.solution})
+        elif tally.pairs < tally.cap:
+            r["rejected_replies"] = c.rejected
+            pairs.write(r)
+            tally.pairs += 1
+
+
+def _stats(run: Run, selections: list[dict], tally: _Tally) -> dict:
+    """The teacher funnel over every pair and reject so far (tried, kept, each rejected reply by its gate),
+    this invocation's throughput and, with ``curate.keep: any_wrong``, the problems without a correct rollout."""
+    tc = run.cfg.teacher
+    pairs, rejects = read_jsonl(run.file(OUTPUT)), read_jsonl(run.file(REJECTS))
+    by_gate: Counter = Counter(dict.fromkeys(GATE_ORDER, 0))
     formats: Counter = Counter(dict.fromkeys(ANSWER_FORMATS, 0))
     for r in pairs + rejects:
         by_gate.update(x["gate"] for x in r.get("rejected_replies", []))
         formats.update(r.get("teacher_formats", []))
     lps = [r["student_logprob"] for r in pairs if r.get("student_logprob") is not None]
-    return {
-        "teacher_tried": len(pairs) + len(rejects),
-        "teacher_verified": len(pairs),
-        "teacher_failed": len(rejects),
-        "pairs_written": len(pairs),
-        "replies_rejected_by_gate": dict(by_gate),
-        "pairs_by_source": dict(Counter(r.get("solution_source", "generate") for r in pairs)),
-        "teacher_formats": dict(formats),
-        "teacher_tokens": sum(r.get("teacher_tokens", 0) for r in pairs + rejects),
-        "verified_on_retry": sum(r.get("teacher_attempts", 1) > 1 for r in pairs),
-        "student_logprob_mean": round(sum(lps) / len(lps), 4) if lps else None,
-        "student_logprob_min": round(min(lps), 4) if lps else None,
-    }
+    stats = {"teacher_tried": len(pairs) + len(rejects), "teacher_verified": len(pairs), "teacher_failed": len(rejects),
+             "pairs_written": len(pairs), "replies_rejected_by_gate": dict(by_gate),
+             "pairs_by_source": dict(Counter(r.get("solution_source", "generate") for r in pairs)),
+             "teacher_formats": dict(formats),
+             "teacher_tokens": sum(r.get("teacher_tokens", 0) for r in pairs + rejects),
+             "verified_on_retry": sum(r.get("teacher_attempts", 1) > 1 for r in pairs),
+             "student_logprob_mean": round(sum(lps) / len(lps), 4) if lps else None,
+             "student_logprob_min": round(min(lps), 4) if lps else None}
+    if run.cfg.curate.keep == "any_wrong":  # only then: with the paper's "both" the manifest is unchanged
+        unsolved = {s["id"] for s in selections if s["correct_index"] is None}
+        stats.update(tried_without_correct=sum(r["id"] in unsolved for r in pairs + rejects),
+                     pairs_without_correct=sum(r["id"] in unsolved for r in pairs))
+    stats.update(selected=len(selections), max_pairs=tc.max_pairs, solution=tc.solution, hint=tc.hint,
+                 max_pairs_reached=tc.max_pairs is not None and len(pairs) >= tc.max_pairs,
+                 new_teacher_tokens=tally.tokens,
+                 tokens_per_s=round(tally.tokens / tally.seconds, 1) if tally.seconds > 0 else None)
+    return stats
