@@ -12,7 +12,9 @@ Arms. Each arm is one ``teacher.hint`` value (``answer``: the verified final ans
 ``correct``: a verified correct rollout; ``contrastive``: the paper's correct + most common
 wrong rollout; ``none``: the bare question, the control) and is trained on every replicate
 from that replicate's rollouts (copied, never regenerated), with everything else as in the
-config. The config's own hint is the arm reported as ``ssb``. ``contrastive`` needs a
+config. The config's own hint is the arm reported as ``ssb``. Each arm's students are also
+evaluated on the validation draw (``validation_accuracy``), so that a hint can be chosen by a
+rule that never looks at the held-out problems. ``contrastive`` needs a
 template that shows the wrong rollout: :data:`CONTRASTIVE_TEMPLATE` (the config's template
 with the wrong rollout added) is used.
 
@@ -276,6 +278,7 @@ def main() -> int:
             arm_runs[hint, r] = run
             if (run.file("student") / "adapter_config.json").exists():
                 run_eval(f"r{r}-{hint}", run.file("student"))
+                run_val(f"r{r}-{hint}", run.file("student"))  # what a rule could pick the hint by
         write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection, chosen,
                       base_val, t0)
     out = write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection, chosen,
@@ -338,6 +341,9 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
                  "pairs": [t.get("pairs_written") for t in teach],
                  "teacher_tokens": [t.get("teacher_tokens") for t in teach],
                  "teacher_rejected_by_gate": [t.get("replies_rejected_by_gate") for t in teach]}
+        val = [records.get(f"val-r{r}-{hint}") for r in R]
+        if all(val):
+            entry["validation_accuracy"] = [sum(bool(x["correct"][0]) for x in v) / len(v) for v in val]
         if m in models:
             entry.update(pooled["models"][m], **pooled_entry(m, models[m]),
                          vs_base=diff(m, "base"), vs_grpo=diff(m, "grpo"),

@@ -459,10 +459,14 @@ def render_quality_arms() -> str:
         if "accuracy" not in a:
             continue
         name = f"`{hint}`" + (" (config)" if a["config_default"] else "")
-        rows.append([name, HINT_WORDS.get(hint, hint), ", ".join(str(p) for p in a["pairs"]), pct(a["accuracy"]),
+        val = a.get("validation_accuracy")
+        rows.append([name, HINT_WORDS.get(hint, hint), ", ".join(str(p) for p in a["pairs"]),
+                     pct(mean(val)) if val else "—", pct(a["accuracy"]),
                      _pp(a["vs_base"]), _pp(a["vs_grpo"]), _pp(a.get("vs_config_default"))])
-    lines = [table(["`teacher.hint`", "the hinted prompt shows", "pairs per replicate", "accuracy", "vs base",
-                    "vs GRPO", "vs the config's hint"], rows, "llrrrrr"),
+    base_val = d["validation"]["base_accuracy"]
+    lines = [table(["`teacher.hint`", "the hinted prompt shows", "pairs per replicate",
+                    f"validation (base {pct(base_val)})", "held-out accuracy", "vs base", "vs GRPO",
+                    "vs the config's hint"], rows, "llrrrrrr"),
              "",
              f"Each arm trained on every replicate's rollouts (the same problems), evaluated on the same "
              f"{d['n_problems']} held-out problems; differences pooled over replicates with 95% bootstrap intervals.",
