@@ -12,7 +12,9 @@ Arms. Each arm is one ``teacher.hint`` value (``answer``: the verified final ans
 ``correct``: a verified correct rollout; ``contrastive``: the paper's correct + most common
 wrong rollout; ``none``: the bare question, the control) and is trained on every replicate
 from that replicate's rollouts (copied, never regenerated), with everything else as in the
-config. The config's own hint is the arm reported as ``ssb``. ``contrastive`` needs a
+config. The config's own hint is the arm reported as ``ssb``. Each arm's students are also
+evaluated on the validation draw (``validation_accuracy``), so that a hint can be chosen by a
+rule that never looks at the held-out problems. ``contrastive`` needs a
 template that shows the wrong rollout: :data:`CONTRASTIVE_TEMPLATE` (the config's template
 with the wrong rollout added) is used.
 
@@ -35,7 +37,8 @@ McNemar). Pooled over replicates: the mean, with a 95% interval from a bootstrap
 held-out problems (one resample for every replicate and model, so the pairing is kept).
 
 Writes ``bench/results/quality.json`` (rendered into the docs by ``bench/render.py``):
-``provenance`` (commit, dirty paths, config), ``config``, ``n_problems``, ``holdout``,
+``provenance`` (commit, dirty paths, config), ``invocations`` (every invocation's commit: a rerun
+resumes the same run directories, so the first one trained what later ones re-aggregate), ``config``, ``n_problems``, ``holdout``,
 ``validation``, ``models`` (base / ssb / grpo pooled), ``diff_ssb_base``, ``diff_ssb_grpo``,
 ``diff_grpo_base``, ``arms`` (per hint: pooled accuracy, differences against base, GRPO and
 the config's arm, pairs and gate counts per replicate), ``grpo`` (settings and the learning
@@ -199,6 +202,11 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.time()
     prov = {**provenance(args.config), "dirty_paths": dirty_paths()}
+    # the runs are resumed, not redone: keep the provenance of every invocation that worked on them
+    # (the first one trained what later ones only re-aggregate)
+    old = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    history = old.get("invocations") or ([old["provenance"]] if "provenance" in old and "arms" in old else [])
+    prov["invocations"] = history + [{k: prov[k] for k in ("commit", "dirty", "dirty_paths", "date")}]
     base_cfg = load_config(args.config, [f"runs_dir={args.runs_dir}"])
     if base_cfg.eval.holdout is None:
         raise SystemExit(f"{args.config}: eval.holdout is not set; the quality benchmark needs held-out problems")
@@ -273,6 +281,7 @@ def main() -> int:
             arm_runs[hint, r] = run
             if (run.file("student") / "adapter_config.json").exists():
                 run_eval(f"r{r}-{hint}", run.file("student"))
+                run_val(f"r{r}-{hint}", run.file("student"))  # what a rule could pick the hint by
         write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection, chosen,
                       base_val, t0)
     out = write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection, chosen,
@@ -319,17 +328,25 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
             key = "ssb" if m.startswith("ssb:") else m
             out_models[key] = {**pooled["models"][m], **pooled_entry(m, labels[:1] if m == "base" else labels)}
 
+    gc = base_cfg.grpo
+    grpo_settings = {"lr": chosen, "lr_scheduler": gc.lr_scheduler, "budget": gc.budget,
+                     "batch_size": gc.batch_size, "num_generations": gc.num_generations or base_cfg.rollout.k,
+                     "temperature": gc.temperature, "beta": gc.beta, "epochs": gc.epochs,
+                     "lora": base_cfg.lora.model_dump()}
     arm_out = {}
     for hint in arms:
         m = f"ssb:{hint}"
         runs = [arm_runs[hint, r] for r in R if (hint, r) in arm_runs]
         teach = [run.stage("teacher") for run in runs]
-        entry = {"hint": hint, "config_default": hint == default,
+        entry = {"hint": hint, "config_default": hint == default, "grpo_paired_against": grpo_settings,
                  "overrides": [] if hint == default else arm_overrides(hint),
                  "run_dirs": [str(run.path) for run in runs],
                  "pairs": [t.get("pairs_written") for t in teach],
                  "teacher_tokens": [t.get("teacher_tokens") for t in teach],
                  "teacher_rejected_by_gate": [t.get("replies_rejected_by_gate") for t in teach]}
+        val = [records.get(f"val-r{r}-{hint}") for r in R]
+        if all(val):
+            entry["validation_accuracy"] = [sum(bool(x["correct"][0]) for x in v) / len(v) for v in val]
         if m in models:
             entry.update(pooled["models"][m], **pooled_entry(m, models[m]),
                          vs_base=diff(m, "base"), vs_grpo=diff(m, "grpo"),
@@ -357,12 +374,14 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
                      "stopped_by": g.get("stopped_by")},
         })
 
-    gc = base_cfg.grpo
     holdout_info = json.loads((qdir / "eval" / "base" / "summary.json").read_text())["benches"]["holdout"].get("problems")
     val_info = json.loads((qdir / "val" / "val-base" / "summary.json").read_text())["benches"]["holdout"].get("problems")
+    invocations = prov.get("invocations", [])
     out = {
-        "provenance": prov,
+        "provenance": {k: v for k, v in prov.items() if k != "invocations"},
         "commit": prov["commit"],
+        "invocations": invocations,
+        "trained_at_commit": invocations[0]["commit"] if invocations else prov["commit"],
         "config": prov["config"]["path"],
         "bench": "holdout",
         "decoding": "greedy pass@1, the training prompt (system + worked example)",
@@ -379,10 +398,7 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
         "diff_ssb_grpo": diff(f"ssb:{default}", "grpo"),
         "diff_grpo_base": diff("grpo", "base"),
         "arms": arm_out,
-        "grpo": {"settings": {"lr": chosen, "lr_scheduler": gc.lr_scheduler, "budget": gc.budget,
-                              "batch_size": gc.batch_size, "num_generations": gc.num_generations or base_cfg.rollout.k,
-                              "temperature": gc.temperature, "beta": gc.beta, "epochs": gc.epochs,
-                              "lora": base_cfg.lora.model_dump()},
+        "grpo": {"settings": grpo_settings,
                  "selection": {"rule": LR_RULE, "candidates": selection, "chosen_lr": chosen}},
         "ssb_settings": {"hint": default, "solution": base_cfg.teacher.solution, "lr": base_cfg.distill.lr,
                          "lr_scheduler": base_cfg.distill.lr_scheduler, "epochs": base_cfg.distill.epochs,
