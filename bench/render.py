@@ -393,6 +393,20 @@ def _pp(d: dict | None) -> str:
     return f"{pts(100 * d['value'])} {interval(100 * d['ci'][0], 100 * d['ci'][1])}"
 
 
+def verdict(a: str, b: str, d: dict | None) -> str:
+    """What a pooled difference ``a − b`` says, in words that follow its interval."""
+    if not d:
+        return f"{a} vs {b}: not measured"
+    lo, hi = d["ci"]
+    if lo > 0:
+        word = f"{a} is ahead of {b}"
+    elif hi < 0:
+        word = f"{a} is behind {b}"
+    else:
+        word = f"{a} and {b} are not distinguishable here (the interval holds zero)"
+    return f"{word}: {_pp(d)}"
+
+
 def _per_rep(d: dict | None) -> str:
     if not d or not d.get("per_replicate"):
         return "—"
@@ -441,6 +455,10 @@ def render_quality_main() -> str:
         "",
         table(["paired difference", "pooled", "per replicate (Newcombe, exact McNemar)"], diffs, "llr"),
         "",
+        "In words: " + "; ".join(verdict(x, y, d.get(k)) for x, y, k in (
+            ("SSB", "the base", "diff_ssb_base"), ("SSB", "GRPO", "diff_ssb_grpo"),
+            ("GRPO", "the base", "diff_grpo_base"))) + ".",
+        "",
         f"GRPO's learning rate, chosen on {d['validation']['n']} validation problems (never the held-out ones; "
         f"accuracy per candidate: {cands}): **{sel['chosen_lr']:g}**, schedule `{d['grpo']['settings']['lr_scheduler']}`, "
         f"budget `{d['grpo']['settings']['budget']}`. What each side spent:",
@@ -467,6 +485,10 @@ def render_quality_arms() -> str:
     lines = [table(["`teacher.hint`", "the hinted prompt shows", "pairs per replicate",
                     f"validation (base {pct(base_val)})", "held-out accuracy", "vs base", "vs GRPO",
                     "vs the config's hint"], rows, "llrrrrrr"),
+             "",
+             "In words: " + "; ".join(
+                 verdict(f"`{h}`", "the base", a["vs_base"]) + ", " + verdict(f"`{h}`", "GRPO", a["vs_grpo"])
+                 for h, a in d["arms"].items() if "accuracy" in a) + ".",
              "",
              f"Each arm trained on every replicate's rollouts (the same problems), evaluated on the same "
              f"{d['n_problems']} held-out problems; differences pooled over replicates with 95% bootstrap intervals.",
