@@ -423,6 +423,10 @@ def _quality_source(d: dict) -> str:
     lrs = ",".join(f"{c['lr']:g}" for c in d["grpo"]["selection"]["candidates"])
     cmd = (f"{QUALITY_COMMAND} --replicates {d['n_replicates']} --n {d['n_problems']} "
            f"--arms {','.join(d['arms'])} --grpo-lrs {lrs}")
+    trained = (d.get("trained_at_commit") or "")[:7]
+    if trained and trained != (d.get("commit") or "")[:7]:
+        note += (f"; its runs were trained at commit {trained}, and later invocations resumed them "
+                 "(evaluations added, tables re-aggregated; `invocations` in the file)")
     return source("quality.json", d, cmd, note)
 
 
