@@ -586,28 +586,26 @@ def process(path: Path, write: bool, cache: dict[str, str] | None = None) -> lis
     return [p for p in problems if not write or "(error" in p]
 
 
-def check(files: list[Path] | None = None) -> list[str]:
-    """Every stale or failing block of ``files`` (default: :func:`doc_files`)."""
+def _each(files: list[Path] | None, write: bool) -> list[str]:
+    """:func:`process` over ``files`` (default: :func:`doc_files`), one render cache for all."""
     cache: dict[str, str] = {}
     out: list[str] = []
     for f in files if files is not None else doc_files():
         try:
-            out += process(f, write=False, cache=cache)
+            out += process(f, write=write, cache=cache)
         except RenderError as exc:
             out.append(str(exc))
     return out
+
+
+def check(files: list[Path] | None = None) -> list[str]:
+    """Every stale or failing block of ``files`` (default: :func:`doc_files`)."""
+    return _each(files, write=False)
 
 
 def write(files: list[Path] | None = None) -> list[str]:
     """Rewrite every block of ``files`` in place; returns the errors (blocks left as they were)."""
-    cache: dict[str, str] = {}
-    out: list[str] = []
-    for f in files if files is not None else doc_files():
-        try:
-            out += process(f, write=True, cache=cache)
-        except RenderError as exc:
-            out.append(str(exc))
-    return out
+    return _each(files, write=True)
 
 
 def main(argv: list[str] | None = None) -> int:
