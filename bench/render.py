@@ -369,12 +369,17 @@ def render_teacher_signal_answer_hint() -> str:
     return _teacher_signal("teacher_signal_answer_hint.json")
 
 
+def render_teacher_signal_hints() -> str:
+    return _teacher_signal("teacher_signal_hints.json")
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "rollout_throughput": render_rollout_throughput,
     "distill_memory": render_distill_memory,
     "distill_stores": render_distill_stores,
     "teacher_signal": render_teacher_signal,
     "teacher_signal_answer_hint": render_teacher_signal_answer_hint,
+    "teacher_signal_hints": render_teacher_signal_hints,
 }
 
 
