@@ -149,6 +149,15 @@ def dirty_paths() -> list[str]:
 # ----------------------------------------------------------------------------- runs
 
 
+def refuse_other_hint(cfg) -> None:
+    """A replicate's run directory is resumed, never retrained: one whose student was trained
+    with another ``teacher.hint`` than the config's would be reported as the config's arm."""
+    saved = cfg.run_dir / "config.yaml"
+    if saved.is_file() and (old := load_config(saved).teacher.hint) != cfg.teacher.hint:
+        raise SystemExit(f"{cfg.run_dir} was trained with teacher.hint={old}, the config says {cfg.teacher.hint}: "
+                         "pass another --runs-dir (the run directories are named by replicate, not by hint)")
+
+
 def copy_rollouts(src: Run, dst: Run, stages: tuple[str, ...] = ("rollout",)) -> None:
     """``dst`` starts from ``src``'s rollouts (and the manifest entries of ``stages``, so
     budgets and compute read the same numbers); nothing is regenerated."""
@@ -225,6 +234,7 @@ def main() -> int:
     for r in R:
         cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r{r}"]
                           + replicate_overrides(base_cfg, r))
+        refuse_other_hint(cfg)
         mains[r] = run_pipeline(cfg, only=["rollout"] + TRAIN_STAGES)
 
     # 2. held-out and validation problems, deduplicated against every replicate's training problems
@@ -365,7 +375,7 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
                      "teacher": main.cfg.teacher.seed, "distill": main.cfg.distill.seed, "grpo": main.cfg.grpo.seed},
             "run_dir": str(main.path), "rollout_accuracy": st.get("rollout", {}).get("accuracy"),
             "ssb": {**side_compute(main, SSB_STAGES), "generated_tokens": ssb_tokens,
-                    "rollouts": st.get("rollout", {}).get("completions")},
+                    "rollouts": st.get("rollout", {}).get("rollouts")},
             "grpo": {"run_dir": str(grpo_runs[r].path) if r in grpo_runs else None,
                      "seconds": grpo_runs[r].stage_seconds("grpo") if r in grpo_runs else None,
                      "train_seconds": g.get("train_seconds"), "steps": g.get("steps"),
