@@ -35,6 +35,7 @@ def _load(name: str):
 
 render = _load("render")
 meta = _load("_meta")
+import _results  # noqa: E402  (bench/, on sys.path once render is loaded: its formats and captions)
 
 
 # ----------------------------------------------------------------------------- (a) blocks are current
@@ -123,18 +124,18 @@ def test_main_exit_codes(tmp_path, capsys):
 
 
 def test_formats():
-    assert render.pct(0.4503) == "45.0%"
-    assert render.pts(4.7) == "+4.7 pt" and render.pts(-1.25) == "-1.2 pt"
-    assert render.interval(1.6, 7.9) == "[+1.6, +7.9]"
-    assert render.interval(27.8, 36.8, signed=False) == "[27.8, 36.8]"
-    assert render.times(12.13) == "12.1×"
-    assert render.num(196608) == "196,608"
+    assert _results.pct(0.4503) == "45.0%"
+    assert _results.pts(4.7) == "+4.7 pt" and _results.pts(-1.25) == "-1.2 pt"
+    assert _results.interval(1.6, 7.9) == "[+1.6, +7.9]"
+    assert _results.interval(27.8, 36.8, signed=False) == "[27.8, 36.8]"
+    assert _results.times(12.13) == "12.1×"
+    assert _results.num(196608) == "196,608"
 
 
 def test_caption_with_recorded_provenance():
     prov = {"commit": "0123456789abcdef", "dirty": True, "date": "2025-01-02T03:04:05+00:00",
             "config": {"path": "configs/default.yaml", "sha256": "ab" * 32}}
-    cap = render.source("x.json", {"provenance": prov}, "python bench/x.py")
+    cap = _results.source("x.json", {"provenance": prov}, "python bench/x.py")
     assert "commit 0123456, uncommitted changes; 2025-01-02; config `configs/default.yaml` sha256 abababab" in cap
     assert "Regenerate: `python bench/x.py`" in cap
 

@@ -1,0 +1,63 @@
+"""Renderers of ``bench/teacher_signal.py``'s results: the teacher's distribution over a run's solutions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from _results import load, pct, source, table
+
+
+ARMS = {
+    "run": "the run's own teacher prompt",
+    "student": "the bare question (what the student sees)",
+    "no_examples": "the run's hinted turn without the worked example",
+    "contrastive": "the paper's hint: answer + most common wrong rollout",
+    "answer": "the verified answer, `(The answer is N.)`",
+    "answer_boxed": "the verified answer, `(The answer is \\boxed{N}.)`",
+    "answer_hint_unboxed": "the verified answer, `(The answer is N.)`",
+    "value": "only the number, `(N)`",
+}
+SCRIPT_ARMS = {"run", "student", "no_examples", "contrastive", "answer", "answer_boxed", "value"}  # teacher_signal.py's
+
+
+def _teacher_signal(name: str) -> str:
+    d = load(name)
+    n = d["pairs"]
+    has_box = any("boxed_prob" in r for r in d["results"].values())
+    header = ["teacher sees", "top token ≠ solution", "ends early (pairs)", "mean log-prob",
+              "answer digits: top token right", "answer log-prob"]
+    if has_box:
+        header += ["`\\boxed`: top token right", "`\\boxed`: probability"]
+    rows = []
+    for arm, r in d["results"].items():
+        row = [f"`{arm}`: {ARMS.get(arm, arm)}", pct(r["argmax_miss"]), f"{round(r['early_end'] * n)} of {n}",
+               f"{r['mean_logprob']:.3f}", pct(r["answer_argmax_acc"]), f"{r['answer_logprob']:.3f}"]
+        if has_box:
+            row += [pct(r.get("boxed_argmax_acc")), pct(r.get("boxed_prob"))]
+        rows.append(row)
+    run = Path(d["run"]).name
+    command, after = f"python bench/teacher_signal.py --run RUN --limit {n}", ""
+    if name != "teacher_signal.json":
+        command += f" --out bench/results/{name}"
+    if set(d["results"]) <= SCRIPT_ARMS:
+        command += f" --arms {','.join(d['results'])}"
+    else:
+        command += " --arms ARMS"
+        after = " (the arms: see the note)"
+    lines = [table(header, rows, "l" + "r" * (len(header) - 1)), ""]
+    if d.get("note"):
+        lines += [f"Note recorded with the results: {d['note']}", ""]
+    lines.append(f"{n} pairs of the run `{run}` ({d.get('model')} model). " + source(name, d, command, after))
+    return "\n".join(lines)
+
+
+def render_teacher_signal() -> str:
+    return _teacher_signal("teacher_signal.json")
+
+
+def render_teacher_signal_answer_hint() -> str:
+    return _teacher_signal("teacher_signal_answer_hint.json")
+
+
+def render_teacher_signal_hints() -> str:
+    return _teacher_signal("teacher_signal_hints.json")
