@@ -128,11 +128,8 @@ class Run:
         self.save_manifest(m)
 
     def stage_seconds(self, name: str) -> float | None:
-        """Wall-clock a stage has cost since it was last reset (``seconds_total``: every
-        invocation, interrupted and resumed ones included); None when it never ran."""
-        st = self.stage(name)
-        total = st.get("seconds_total", st.get("seconds"))
-        return None if total is None else float(total)
+        """Wall-clock a stage has cost since it was last reset (:func:`total_seconds`)."""
+        return total_seconds(self.stage(name))
 
     @contextmanager
     def stage_run(self, name: str) -> Iterator[dict]:
@@ -145,8 +142,7 @@ class Run:
         info: dict[str, Any] = {}
         t0 = time.time()
         prev = self.stage(name)
-        carried = 0.0 if prev.get("status") in (None, "pending") else float(
-            prev.get("seconds_total", prev.get("seconds")) or 0.0)
+        carried = 0.0 if prev.get("status") in (None, "pending") else (total_seconds(prev) or 0.0)
 
         def timing() -> dict:
             secs = time.time() - t0
@@ -162,6 +158,14 @@ class Run:
             self.set_stage(name, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], **timing())
             raise
         self.set_stage(name, status="done", finished=now_iso(), error=None, **timing(), **info)
+
+
+def total_seconds(entry: dict) -> float | None:
+    """A manifest stage entry's wall-clock over every invocation since it was last reset
+    (``seconds_total``; an entry written before it was recorded: ``seconds``); None when the
+    stage never ran."""
+    total = entry.get("seconds_total", entry.get("seconds"))
+    return None if total is None else float(total)
 
 
 def iter_batches(items: list, size: int) -> Iterable[list]:

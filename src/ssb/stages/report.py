@@ -22,7 +22,7 @@ from ..funnel import rollout_counts
 from ..gates import GATES
 from ..jsonl import atomic_write_text, read_jsonl
 from ..plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
-from ..rundir import Run
+from ..rundir import Run, total_seconds
 from . import stage_names
 
 log = logging.getLogger(__name__)
@@ -99,22 +99,17 @@ def _img(md: list[str], path: Path | None, run: Run, alt: str) -> None:
         md.append("")
 
 
-def _total_seconds(stage: dict) -> float | None:
-    """A stage's wall-clock over every invocation (``Run.stage_seconds`` on a manifest entry)."""
-    return stage.get("seconds_total", stage.get("seconds"))
-
-
 def _budget_lines(manifest: dict) -> list[str]:
     st = manifest.get("stages", {})
     ssb_tokens = [st.get("rollout", {}).get("generated_tokens"), st.get("teacher", {}).get("teacher_tokens")]
     ssb_total = sum(t for t in ssb_tokens if t is not None) if any(t is not None for t in ssb_tokens) else None
     ssb_stages = stage_names(counts_toward_ssb_cost=True)
-    ssb_secs = sum(_total_seconds(st.get(s, {})) or 0 for s in ssb_stages)
+    ssb_secs = sum(total_seconds(st.get(s, {})) or 0 for s in ssb_stages)
     g = st.get("grpo", {})
     lines = [f"| | SSB ({' + '.join(ssb_stages)}) | GRPO |", "|---|---|---|",
              f"| generated tokens | {_num(ssb_total)} | {_num(g.get('generated_tokens'))} |",
              f"| wall-clock seconds (all invocations) | {_num(round(ssb_secs, 1)) if ssb_secs else '—'} "
-             f"| {_num(_total_seconds(g))} |",
+             f"| {_num(total_seconds(g))} |",
              f"| optimizer steps | {_num(st.get('distill', {}).get('steps') or st.get('distill', {}).get('global_step'))} "
              f"| {_num(g.get('steps'))} |"]
     if g.get("stopped_by"):
