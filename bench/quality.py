@@ -285,17 +285,16 @@ def main() -> int:
 
     # 4. the hint arms on every replicate (the config's own arm is the main run)
     arm_runs: dict[tuple[str, int], Run] = {}
-    for hint in arms:
+    out: dict = {}
+    for hint in arms:  # the JSON is rewritten after each arm, so a killed run leaves what it has
         for r in R:
             run = mains[r] if hint == base_cfg.teacher.hint else train_arm(args, name, r, hint, mains[r])
             arm_runs[hint, r] = run
             if (run.file("student") / "adapter_config.json").exists():
                 run_eval(f"r{r}-{hint}", run.file("student"))
                 run_val(f"r{r}-{hint}", run.file("student"))  # what a rule could pick the hint by
-        write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection, chosen,
-                      base_val, t0)
-    out = write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection, chosen,
-                        base_val, t0)
+        out = write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, records, qdir, selection,
+                            chosen, base_val, t0)
     print_summary(out)
     print(f"\nsaved {args.out}")
     return 0
@@ -309,7 +308,7 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
     R = sorted(mains)
     default = base_cfg.teacher.hint
 
-    def pooled_entry(model: str, labels: list[str]) -> dict:
+    def pooled_entry(labels: list[str]) -> dict:
         return {"per_replicate_accuracy": [sum(vec[x]) / len(ids) for x in labels],
                 "no_answer_rate": sum(nar[x] for x in labels) / len(labels)}
 
@@ -336,7 +335,7 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
     for m, labels in models.items():
         if m in ("base", "grpo") or m == f"ssb:{default}":
             key = "ssb" if m.startswith("ssb:") else m
-            out_models[key] = {**pooled["models"][m], **pooled_entry(m, labels[:1] if m == "base" else labels)}
+            out_models[key] = {**pooled["models"][m], **pooled_entry(labels[:1] if m == "base" else labels)}
 
     gc = base_cfg.grpo
     grpo_settings = {"lr": chosen, "lr_scheduler": gc.lr_scheduler, "budget": gc.budget,
@@ -358,7 +357,7 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
         if all(val):
             entry["validation_accuracy"] = [sum(bool(x["correct"][0]) for x in v) / len(v) for v in val]
         if m in models:
-            entry.update(pooled["models"][m], **pooled_entry(m, models[m]),
+            entry.update(pooled["models"][m], **pooled_entry(models[m]),
                          vs_base=diff(m, "base"), vs_grpo=diff(m, "grpo"),
                          vs_config_default=diff(m, f"ssb:{default}") if hint != default else None)
         arm_out[hint] = entry
