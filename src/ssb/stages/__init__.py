@@ -23,8 +23,10 @@ class Stage:
     --force NAME`` removes exactly these before rerunning it (no path is owned by two stages).
     ``main_process_only``: under ``accelerate launch`` the main process runs it while the others
     wait (every other stage shards its problems or trains with DDP; ``distributed.py``).
-    ``counts_toward_ssb_cost``: what SSB spends to train its student (GRPO's seconds budget and
-    the report's compute table sum these). ``drawn``: with ``data.draw_chunk`` the drawn stages
+    ``cost_of``: the arms whose compute includes this stage (``ledger.py``; SSB's, ``"ssb"``, is what
+    GRPO's seconds and FLOPs budgets and the report's compute table sum: ``counts_toward_ssb_cost``);
+    ``trains``: the stage makes an arm's model (an arm exists in a run once it has).
+    ``drawn``: with ``data.draw_chunk`` the drawn stages
     run together, chunk by chunk, until ``teacher.max_pairs`` pairs exist. ``needs_pairs``:
     skipped, with the reason, when curation wrote no verified pair. ``generates``: loads a
     generation backend (multi-process vLLM is refused before any work). ``enabled_by``: a boolean
@@ -38,13 +40,18 @@ class Stage:
     help: str  # one line: `ssb --help`, `ssb NAME --help`
     outputs: tuple[str, ...]
     main_process_only: bool = False
-    counts_toward_ssb_cost: bool = False
+    cost_of: tuple[str, ...] = ()
+    trains: bool = False
     drawn: bool = False
     needs_pairs: bool = False
     generates: bool = False
     enabled_by: str | None = None
     label: str | None = None  # eval stages
     adapter: str | None = None  # eval stages
+
+    @property
+    def counts_toward_ssb_cost(self) -> bool:
+        return "ssb" in self.cost_of
 
     @property
     def is_eval(self) -> bool:
@@ -73,25 +80,37 @@ STAGES: tuple[Stage, ...] = (
     _eval("base", None, "the base model"),
     Stage("rollout", "ssb.stages.rollout", "run_rollout",
           help="stage 1: K sampled answers per training problem, graded",
-          outputs=("rollouts.jsonl",), counts_toward_ssb_cost=True, drawn=True, generates=True),
+          outputs=("rollouts.jsonl",), cost_of=("ssb", "sft", "rft"), drawn=True, generates=True),
     Stage("curate", "ssb.stages.curate", "run_curate",
           help="stage 2: pick a correct and the most common wrong trace per problem",
-          outputs=("selections.jsonl",), main_process_only=True, counts_toward_ssb_cost=True, drawn=True),
+          outputs=("selections.jsonl",), main_process_only=True, cost_of=("ssb", "sft"), drawn=True),
     # main_process_only: drop it once teacher.py shards its problems (recipe in distributed.py)
     Stage("teacher", "ssb.stages.teacher", "run_teacher",
           help="stage 3: the hinted teacher's solution per problem, vetted by the quality gates",
-          outputs=("pairs.jsonl", "teacher_rejects.jsonl"), main_process_only=True, counts_toward_ssb_cost=True,
+          outputs=("pairs.jsonl", "teacher_rejects.jsonl"), main_process_only=True, cost_of=("ssb", "sft"),
           drawn=True, generates=True),
     Stage("logits", "ssb.stages.logits", "run_logits",
           help="stage 4: teacher signal over the solution tokens (hidden-state or top-k store)",
-          outputs=("teacher",), main_process_only=True, counts_toward_ssb_cost=True, needs_pairs=True),
+          outputs=("teacher",), main_process_only=True, cost_of=("ssb",), needs_pairs=True),
     Stage("distill", "ssb.stages.distill", "run_distill",
           help="stage 5: LoRA student matches the teacher's distributions (KL at temperature T)",
-          outputs=("student", "train_log.jsonl", "checkpoints"), counts_toward_ssb_cost=True, needs_pairs=True),
+          outputs=("student", "train_log.jsonl", "checkpoints", "student_epochs"), cost_of=("ssb",), trains=True,
+          needs_pairs=True),
     _eval("ssb", "student", "the SSB student (student/)", needs_pairs=True),
+    Stage("sft", "ssb.stages.sft", "run_sft",
+          help="baseline: cross-entropy on the teacher's verified solutions under the student prompt",
+          outputs=("sft", "sft_log.jsonl", "sft_checkpoints", "sft_epochs"), cost_of=("sft",), trains=True,
+          needs_pairs=True, enabled_by="baselines.sft"),
+    _eval("sft", "sft", "the SFT baseline (sft/)", needs_pairs=True, enabled_by="baselines.sft"),
+    Stage("rft", "ssb.stages.sft", "run_rft",
+          help="baseline: cross-entropy on the model's own verified correct rollouts (no teacher)",
+          outputs=("rft", "rft_log.jsonl", "rft_checkpoints", "rft_epochs"), cost_of=("rft",), trains=True,
+          enabled_by="baselines.rft"),
+    _eval("rft", "rft", "the RFT baseline (rft/)", enabled_by="baselines.rft"),
     Stage("grpo", "ssb.stages.grpo", "run_grpo",
           help="baseline: GRPO (TRL) on the same problems with a correctness reward",
-          outputs=("grpo", "grpo_log.jsonl", "grpo_checkpoints"), enabled_by="grpo.enabled"),
+          outputs=("grpo", "grpo_log.jsonl", "grpo_checkpoints", "grpo_points"), cost_of=("grpo",), trains=True,
+          enabled_by="grpo.enabled"),
     _eval("grpo", "grpo", "the GRPO baseline (grpo/)", enabled_by="grpo.enabled"),
     Stage("report", "ssb.stages.report", "write_report",
           help="report.md + plots for a run",

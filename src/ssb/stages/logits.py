@@ -299,6 +299,7 @@ def run_logits(run) -> dict:
         index = _write_index(out, settings, shards)
         total_bytes = sum(sh["bytes"] for sh in shards)
         info.update(store=lc.store, examples=index["n_examples"], answer_tokens=index["n_tokens"],
+                    forward_tokens=sum(e["prompt_len"] + e["length"] for e in index["examples"]),  # ledger.py
                     computed=len(todo), resumed=len(done), skipped=len(skipped), skipped_pairs=skipped[:50],
                     shards=len(shards), bytes=total_bytes,
                     bytes_per_token=round(total_bytes / max(index["n_tokens"], 1), 1),

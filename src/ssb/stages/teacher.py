@@ -71,6 +71,7 @@ class Candidate:
         self.problem = Problem.from_dict(row["problem"])
         self.student = student_messages(cfg.prompt, self.problem.question)
         self.tokens = 0
+        self.prompt_tokens = 0  # prompt tokens encoded, over every attempt (ledger.py's prefill)
         self.formats: list[str] = []
         self.rejected: list[dict] = []
         self.attempts = 0
@@ -167,6 +168,7 @@ def pair_record(c: Candidate, messages: list[dict], solution: str, source: str, 
             "scored_rollout": scored_index, "hint_correct": hint,
             **{k: c.sel[k] for k in ("correct_index", "wrong_index", "wrong_answer", "wrong_count", "wrong_groups")},
             "hint": c.cfg.teacher.hint, "teacher_attempts": attempts, "teacher_tokens": c.tokens,
+            "teacher_prompt_tokens": c.prompt_tokens,
             "teacher_formats": c.formats, "rejected_replies": c.rejected}
 
 
@@ -322,6 +324,7 @@ def _generate_round(chunk: list[Candidate], generator: Generator, tally: _Tally)
         still = []
         for c, (comp,) in zip(pending, outs):
             c.tokens += comp.completion_tokens
+            c.prompt_tokens += comp.prompt_tokens
             c.attempts += 1
             tally.tokens += comp.completion_tokens
             if c.vet(comp.text, comp.finish_reason, "generate").ok:
@@ -358,6 +361,7 @@ def _write(chunk: list[Candidate], found: dict[str, dict], pairs: JsonlWriter, r
         if r is None:
             rejects.write({"id": c.id, "attempts": c.attempts, "rejected_replies": c.rejected,
                            "reasons": [x["gate"] for x in c.rejected], "teacher_tokens": c.tokens,
+                           "teacher_prompt_tokens": c.prompt_tokens,
                            "teacher_formats": c.formats, "hint": tc.hint, "solution": tc.solution})
         elif tally.pairs < tally.cap:
             r["rejected_replies"] = c.rejected

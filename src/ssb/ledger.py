@@ -1,0 +1,150 @@
+"""The compute ledger: tokens and FLOPs of every stage and every arm of a run.
+
+Counts are read from what the stages wrote (``rollouts.jsonl``, ``pairs.jsonl`` +
+``teacher_rejects.jsonl``, the manifest), so a resumed stage is counted once over all its
+invocations. Four kinds of tokens, each priced per token with ``N`` the model's matmul
+parameters (every weight a token is multiplied by: all but the input embedding; the LM
+head counted once, tied or not) and ``N_lora`` the adapter's:
+
+* ``prefill_tokens`` (prompt tokens encoded before generating): 2N each. A prompt is
+  counted once for the samples drawn from it (the K rollouts of a problem, a GRPO group):
+  ssb's engine and vLLM's prefix cache encode it once; TRL's plain ``generate`` encodes it
+  per sample, which is an implementation's cost, not the method's;
+* ``generated_tokens`` (sampled): 2N each;
+* ``forward_tokens`` (forward only, no gradient: the teacher signal, GRPO's reference model): 2N;
+* ``trained_tokens`` (forward + backward; every position of the sequence, prompt included,
+  since the adapter's gradient flows through all of them): 4N + 6 N_lora each. The frozen
+  base needs the activation gradients (2N) but not its weight gradients (the 2N full
+  fine-tuning adds: 6N); the adapter's own matmuls cost 6 N_lora. Gradient checkpointing
+  recomputes the forward: +2N.
+
+Attention's context-dependent FLOPs (2 x layers x context x width per token) are left out:
+at the contexts here (< 300 tokens) they are a few percent of 2N for SmolLM2-135M. Evaluation
+is counted apart (``evaluation``): it measures a model, it does not make one.
+
+Which stage an arm pays for is the stage table's ``cost_of`` (``stages/__init__.py``): SSB pays
+rollout, curate, teacher, logits and distill; SFT rollout, curate, teacher and its own
+training; RFT rollout and its own training; GRPO only itself.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from .jsonl import read_jsonl
+from .rundir import Run, total_seconds
+from .stages import STAGES
+
+KINDS = ("prefill_tokens", "generated_tokens", "forward_tokens", "trained_tokens")
+FLOP_RULE = ("FLOPs = 2N x (prefill + generated + forward tokens) + (4N + 6 N_lora) x trained tokens "
+             "(+2N x trained with gradient checkpointing); N = matmul parameters (all but the input embedding), "
+             "N_lora = adapter parameters; a prompt's prefill counted once for the samples drawn from it; "
+             "attention's context term left out")
+
+
+@lru_cache(maxsize=8)
+def _params(directory: str, gguf: str | None, revision: str | None, trust: bool,
+            targets: tuple[str, ...], r: int) -> dict[str, int]:
+    import torch  # lazy: only the ledger's parameter count needs it
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .models import _gguf_cache_path
+
+    path = str(_gguf_cache_path(directory, gguf)) if gguf else directory
+    config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust)
+    with torch.device("meta"):  # shapes only: no memory, no weights read
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
+    total = sum(p.numel() for p in model.parameters())  # a tied head is counted once
+    emb = model.get_input_embeddings().weight.numel()
+    head = model.get_output_embeddings().weight.numel()
+    lora = sum(r * (m.in_features + m.out_features) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in targets and m is not
+               model.get_output_embeddings())
+    return {"total": int(total), "matmul": int(total - emb + head), "lora": int(lora)}
+
+
+def model_params(cfg) -> dict[str, int]:
+    """``{"total", "matmul", "lora"}`` parameter counts of ``cfg``'s model (a ``RunConfig``) and its
+    adapter, from the model's config on the meta device (no weights are loaded)."""
+    from .models import resolve_source  # lazy: imports torch
+
+    directory, gguf = resolve_source(cfg.model)
+    return _params(directory, gguf, cfg.model.revision, bool(cfg.model.trust_remote_code),
+                   tuple(cfg.lora.target_modules), int(cfg.lora.r))
+
+
+def flops(counts: dict[str, Any], params: dict[str, int], checkpointing: bool = False) -> float:
+    """FLOPs of ``counts`` (token counts by kind) under :data:`FLOP_RULE`."""
+    n, n_lora = params["matmul"], params["lora"]
+    fwd = sum(int(counts.get(k) or 0) for k in ("prefill_tokens", "generated_tokens", "forward_tokens"))
+    train = int(counts.get("trained_tokens") or 0)
+    return float(2 * n * fwd + (4 * n + 6 * n_lora + (2 * n if checkpointing else 0)) * train)
+
+
+# ----------------------------------------------------------------------------- counts per stage
+
+
+def stage_counts(run: Run, name: str) -> dict[str, int] | None:
+    """Token counts of one stage of ``run`` (None: it has not run)."""
+    entry = run.stage(name)
+    if name == "rollout":
+        recs = read_jsonl(run.file("rollouts.jsonl"))
+        if not recs:
+            return None
+        return {"prefill_tokens": sum(int(r.get("prompt_tokens") or 0) for r in recs),
+                "generated_tokens": sum(sum(r.get("completion_tokens") or []) for r in recs)}
+    if name == "teacher":
+        recs = read_jsonl(run.file("pairs.jsonl")) + read_jsonl(run.file("teacher_rejects.jsonl"))
+        if not recs and not entry:
+            return None
+        return {"prefill_tokens": sum(int(r.get("teacher_prompt_tokens") or 0) for r in recs),
+                "generated_tokens": sum(int(r.get("teacher_tokens") or 0) for r in recs)}
+    if entry.get("status") != "done":
+        return None
+    return {k: int(entry[k]) for k in KINDS if entry.get(k) is not None}
+
+
+def _checkpointing(run: Run, name: str) -> bool:
+    cfg = run.cfg
+    if name == "grpo":
+        return bool(cfg.grpo.gradient_checkpointing)
+    return bool(cfg.distill.gradient_checkpointing) if name in ("distill", "sft", "rft") else False
+
+
+def ledger(run: Run, params: dict[str, int] | None = None) -> dict:
+    """The run's compute: per stage its token counts, FLOPs and wall-clock (all invocations);
+    per arm the sum over the stages it pays for (the stage table's ``cost_of``); evaluation apart.
+    Written to the manifest (``compute``) by the report stage."""
+    params = params or model_params(run.cfg)
+    stages: dict[str, dict] = {}
+    for st in STAGES:
+        if st.is_eval:
+            continue
+        counts = stage_counts(run, st.name)
+        if counts is None:
+            continue
+        stages[st.name] = {**{k: counts.get(k, 0) for k in KINDS},
+                           "flops": flops(counts, params, _checkpointing(run, st.name)),
+                           "seconds": total_seconds(run.stage(st.name))}
+    arms: dict[str, dict] = {}
+    for st in STAGES:
+        for arm in st.cost_of:
+            if st.name in stages:
+                a = arms.setdefault(arm, {**dict.fromkeys(KINDS, 0), "flops": 0.0, "seconds": 0.0, "stages": []})
+                for k in (*KINDS, "flops"):
+                    a[k] += stages[st.name][k]
+                a["seconds"] += stages[st.name]["seconds"] or 0.0
+                a["stages"].append(st.name)
+    # an arm whose own training never ran is not an arm of this run
+    trained = {arm for st in STAGES for arm in st.cost_of if st.trains and st.name in stages}
+    arms = {a: v for a, v in arms.items() if a in trained}
+    evaluation = {}
+    for st in STAGES:
+        if st.is_eval:
+            recs = [r for p in sorted(run.file(f"eval/{st.label}").glob("*.jsonl")) for r in read_jsonl(p)]
+            if recs:
+                counts = {"prefill_tokens": sum(int(r.get("prompt_tokens") or 0) for r in recs),
+                          "generated_tokens": sum(sum(r.get("completion_tokens") or []) for r in recs)}
+                evaluation[st.label] = {**counts, "flops": flops(counts, params)}
+    return {"rule": FLOP_RULE, "params": params, "stages": stages, "arms": arms, "evaluation": evaluation}
