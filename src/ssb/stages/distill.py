@@ -182,6 +182,26 @@ class JsonlLogCallback(TrainerCallback):
                 f.write(json.dumps(rec) + "\n")
 
 
+class EpochAdapters(TrainerCallback):
+    """``distill.save_every_epoch``: the adapter after each epoch into ``<out>/epoch-<k>/`` and a line
+    per epoch in ``<out>/points.json`` (epoch, step, trained tokens so far): the points of
+    ``ssb compare``'s curves. Used by the distillation and by the sft/rft baselines."""
+
+    def __init__(self, out: Path, tokens_per_epoch: int):
+        self.out, self.tokens_per_epoch = Path(out), tokens_per_epoch
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero or model is None:
+            return
+        k = int(round(state.epoch or 0))
+        model.save_pretrained(str(self.out / f"epoch-{k}"))
+        f = self.out / "points.json"
+        points = [p for p in (json.loads(f.read_text()) if f.is_file() else []) if p["epoch"] != k]
+        points.append({"epoch": k, "dir": f"epoch-{k}", "step": state.global_step,
+                       "trained_tokens": int(self.tokens_per_epoch * (state.epoch or 0))})
+        f.write_text(json.dumps(sorted(points, key=lambda p: p["epoch"]), indent=1) + "\n")
+
+
 # ----------------------------------------------------------------------------- the stage
 
 
@@ -271,11 +291,15 @@ def run_distill(run) -> dict:
         log_path = run.file("train_log.jsonl")
         # distributed hook: the main process alone tidies checkpoints and the log, all resume from its answer
         resume = distributed.broadcast(resume_point(run.file("checkpoints"), log_path) if distributed.is_main() else None)
+        seq_tokens = sum(len(it["input_ids"]) for it in items)
+        callbacks = [JsonlLogCallback(log_path)]
+        if dc.save_every_epoch:
+            callbacks.append(EpochAdapters(run.file("student_epochs"), seq_tokens))
         trainer = DistillTrainer(
             model=model, args=args,
             train_dataset=DistillDataset(items, store),
             data_collator=DistillCollator(lm.tokenizer.pad_token_id, store.kind),
-            callbacks=[JsonlLogCallback(log_path)],
+            callbacks=callbacks,
             distill_cfg=dc, store_kind=store.kind, store_temperature=store.temperature,
         )
         t0 = time.time()
@@ -292,6 +316,7 @@ def run_distill(run) -> dict:
         answer_tokens = sum(len(it["input_ids"]) - it["prompt_len"] for it in items)
         info.update(
             **stats, examples=len(items), answer_tokens=answer_tokens, store=store.kind,
+            trained_tokens=int(seq_tokens * dc.epochs),  # ledger.py: every position, prompt included
             steps=trainer.state.global_step, epochs=dc.epochs, resumed_from=resume,
             train_seconds=round(train_seconds, 2),
             answer_tokens_per_s=round(answer_tokens * dc.epochs / max(train_seconds, 1e-9), 1),

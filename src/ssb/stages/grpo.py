@@ -11,17 +11,22 @@ What is held equal to SSB, so the comparison is about the method:
 * the adapter: the ``lora`` section, the one the SSB student gets (:func:`models.lora_config`);
 * the group size: ``num_generations = cfg.grpo.num_generations or cfg.rollout.k``;
 * the reward: 1.0 when ``grading.grade`` says correct, else 0.0 — nothing else;
-* the budget (``cfg.grpo.budget = "tokens"``): training stops once GRPO has generated as
-  many completion tokens as SSB's rollouts + hinted teacher did (manifest stages
-  ``rollout.generated_tokens`` + ``teacher.teacher_tokens``); without those counts it
-  falls back to ``grpo.max_steps`` / ``grpo.epochs``. ``budget = "seconds"`` instead stops
-  once GRPO has trained as long as SSB's stages took (those the stage table marks
-  ``counts_toward_ssb_cost``: rollout, curate, teacher, logits, distill); note that
-  wall-clock rewards whichever implementation is faster, not the method (TRL generates one
-  group at a time). Tokens and seconds are recorded whichever budget is used.
+* the budget (``cfg.grpo.budget``, default ``flops``): training stops once GRPO has spent as
+  many FLOPs as SSB's stages (those the stage table says SSB pays for: rollout, curate,
+  teacher, logits, distill), both priced by ``ledger.py``'s rule, a unit that rewards neither
+  implementation. ``tokens`` stops once GRPO has generated as many completion tokens as SSB's
+  rollouts + hinted teacher (manifest ``rollout.generated_tokens`` + ``teacher.teacher_tokens``);
+  ``seconds`` once it has trained as long as SSB's stages took (wall-clock rewards whichever
+  implementation is faster, not the method: TRL generates one small group at a time); without
+  SSB's counts any budget falls back to ``grpo.max_steps`` / ``grpo.epochs``. FLOPs, every token
+  kind and seconds are recorded whichever budget is used, and how a step's time splits between
+  generation (TRL's ``_generate_and_score_completions``: sampling, rewards) and training;
 * resumes count: SSB's stages report ``seconds_total`` over every invocation
   (:meth:`Run.stage_seconds`), and a resumed GRPO continues its clock and token count from
-  its last checkpoint (its log's last kept line).
+  its last checkpoint (its log's last kept line);
+* ``grpo.curve_points`` > 0 saves the adapter at that many evenly spaced points of the budget
+  into ``grpo_points/p<i>/`` with ``grpo_points/points.json`` (step, FLOPs, tokens, seconds):
+  the points of ``ssb compare``'s compute-accuracy curve.
 
 Outputs: ``grpo/`` (PEFT adapter + tokenizer), ``grpo_log.jsonl`` (one line per optimizer
 step: reward, completion length, loss, kl, grad norm, lr, cumulative generated tokens)
@@ -44,7 +49,7 @@ from ..grading.grade import grade
 from ..jsonl import JsonlWriter, read_jsonl
 from ..prompts import student_messages
 from ..rundir import Run
-from . import stage_names
+from .grpo_budget import Spend, flops_budget, params_or_none, seconds_budget, token_budget  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +80,6 @@ def training_problems(run: Run) -> list:
     if recs:
         return [Problem.from_dict(r["problem"]) for r in recs]
     return load_problems(run.cfg.data)
-
-
-def token_budget(run: Run) -> tuple[int | None, str]:
-    """Completion tokens SSB generated (rollouts + hinted teacher) and where that came from."""
-    if run.cfg.grpo.budget != "tokens":
-        return None, f"budget={run.cfg.grpo.budget}"
-    rollout = run.stage("rollout").get("generated_tokens")
-    teacher = run.stage("teacher").get("teacher_tokens")
-    if rollout is None and teacher is None:
-        return None, "no token counts in the manifest (rollout/teacher not run): max_steps/epochs"
-    return int(rollout or 0) + int(teacher or 0), "manifest: rollout.generated_tokens + teacher.teacher_tokens"
 
 
 def build_dataset(problems: list, prompt_cfg):
@@ -128,41 +122,48 @@ class CorrectnessReward:
 
 
 
-def seconds_budget(run: Run) -> tuple[float | None, str]:
-    """Wall-clock SSB spent on its stages (those the stage table marks
-    ``counts_toward_ssb_cost``), every invocation of each counted."""
-    if run.cfg.grpo.budget != "seconds":
-        return None, f"budget={run.cfg.grpo.budget}"
-    ssb_stages = stage_names(counts_toward_ssb_cost=True)
-    secs = [run.stage_seconds(s) for s in ssb_stages]
-    if not any(secs):
-        return None, "no stage timings in the manifest (SSB stages not run): max_steps/epochs"
-    return float(sum(x or 0 for x in secs)), "manifest: seconds_total of " + " + ".join(ssb_stages)
-
-
-def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0: float,
-               budget_seconds: float | None = None):
+def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, log_path: Path, t0: float,
+               points_dir: Path, n_points: int, max_steps: int, timer: dict):
     from transformers import TrainerCallback  # lazy: ~1.4 s, only when training
 
     class BudgetAndLog(TrainerCallback):
-        """Stops training once the token budget is spent; writes one log line per step."""
+        """Stops training once the budget is spent; saves the curve points; one log line per step."""
 
         def __init__(self):
             self.writer = JsonlWriter(log_path) if distributed.is_main() else None  # distributed hook
             self.stopped_by_budget = False
             self.resumed_tokens = self.tokens = reward.generated_tokens
+            self.points = read_points(points_dir)
 
-        def on_step_end(self, args, state, control, **kw):
-            over_time = budget_seconds is not None and time.time() - t0 >= budget_seconds
-            # distributed hook: tokens of every process; the main process's clock, so all stop together
+        def on_step_end(self, args, state, control, model=None, **kw):
+            # distributed hook: tokens of every process (TRL's input-token count is already global);
+            # the main process's clock, so all stop together
             (new,) = distributed.all_sum(reward.generated_tokens - self.resumed_tokens)
             self.tokens = self.resumed_tokens + new
-            over_time = distributed.broadcast(over_time)
-            if over_time or (budget is not None and self.tokens >= budget):
+            spend.update(int(state.num_input_tokens_seen), self.tokens, num_generations)
+            seconds = distributed.broadcast(time.time() - t0)
+            frac = spend.fraction(seconds, state.global_step, max_steps)
+            if n_points and frac is not None:
+                self._save_points(model, state, frac, seconds)
+            if frac is not None and spend.budgets.get(spend.cfg.grpo.budget) and frac >= 1:
                 self.stopped_by_budget = True
                 control.should_training_stop = True
                 control.should_save = True
             return control
+
+        def _save_points(self, model, state, frac: float, seconds: float) -> None:
+            """The adapter at each crossed ``i / n_points`` of the budget (the last: where training stops)."""
+            due = min(int(frac * n_points + 1e-9), n_points)
+            while len(self.points) < due:
+                i = len(self.points) + 1
+                if distributed.is_main() and model is not None:
+                    model.save_pretrained(str(points_dir / f"p{i}"))
+                self.points.append({"point": i, "dir": f"p{i}", "step": state.global_step,
+                                    "budget_fraction": round(frac, 4), "flops": spend.flops,
+                                    **spend.counts, "seconds": round(seconds, 2)})
+                if distributed.is_main():
+                    points_dir.mkdir(parents=True, exist_ok=True)
+                    (points_dir / "points.json").write_text(json.dumps(self.points, indent=1) + "\n")
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
@@ -173,7 +174,10 @@ def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0
                 if logs.get(key) is not None:
                     rec[name] = float(logs[key])
             rec["generated_tokens"] = self.tokens
+            rec["trained_tokens"] = spend.counts.get("trained_tokens")
+            rec["flops"] = spend.flops
             rec["seconds"] = round(time.time() - t0, 2)
+            rec["generation_seconds"] = round(timer["generation"], 2)
             if self.writer is not None:
                 self.writer.write(rec)
 
@@ -184,12 +188,35 @@ def _callbacks(reward: CorrectnessReward, budget: int | None, log_path: Path, t0
     return BudgetAndLog()
 
 
+def read_points(points_dir: Path) -> list[dict]:
+    """``grpo_points/points.json``: the curve points saved so far (a resumed run keeps them)."""
+    f = points_dir / "points.json"
+    return json.loads(f.read_text()) if f.is_file() else []
+
+
+def timed_trainer(base):
+    """``base`` (TRL's GRPOTrainer) that adds the seconds spent generating and scoring completions
+    to ``self.ssb_timer["generation"]`` (the rest of a step is training)."""
+
+    class Timed(base):
+        ssb_timer: dict = {"generation": 0.0}  # replaced per trainer by run_grpo
+
+        def _generate_and_score_completions(self, *a, **kw):
+            t = time.time()
+            try:
+                return super()._generate_and_score_completions(*a, **kw)
+            finally:
+                self.ssb_timer["generation"] += time.time() - t
+
+    return Timed
+
+
 # ----------------------------------------------------------------------------- resume
 
 
-def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int, float]:
-    """Last checkpoint (or None), the generated tokens and training seconds logged up to it;
-    log lines after the checkpoint are dropped so the log matches the resumed state."""
+def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int, float, float]:
+    """Last checkpoint (or None), the generated tokens, training seconds and generation seconds
+    logged up to it; log lines after the checkpoint are dropped so the log matches the resumed state."""
     from transformers.trainer_utils import get_last_checkpoint  # lazy: ~1.4 s, only when training
 
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
@@ -197,14 +224,15 @@ def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int, floa
     if last is None:
         if log_path.exists() and distributed.is_main():  # distributed hook: one writer
             log_path.unlink()
-        return None, 0, 0.0
+        return None, 0, 0.0, 0.0
     step = int(Path(last).name.split("-")[-1])
     keep = [r for r in recs if r.get("step", 0) <= step]
     if distributed.is_main():  # distributed hook: one writer
         log_path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
     if not keep:
-        return last, 0, 0.0
-    return last, int(keep[-1]["generated_tokens"]), float(keep[-1].get("seconds", 0.0))
+        return last, 0, 0.0, 0.0
+    return (last, int(keep[-1]["generated_tokens"]), float(keep[-1].get("seconds", 0.0)),
+            float(keep[-1].get("generation_seconds", 0.0)))
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -267,14 +295,15 @@ def run_grpo(run: Run) -> dict:
         num_generations = cfg.grpo.num_generations or cfg.rollout.k
         if num_generations < 2:
             raise GRPOError(f"GRPO needs num_generations >= 2 (group baseline), got {num_generations}")
+        params = params_or_none(cfg)
         budget, budget_source = token_budget(run)
         budget_seconds, seconds_source = seconds_budget(run)
-        if cfg.grpo.budget == "seconds":
-            budget_source = seconds_source
+        budget_flops, flops_source = flops_budget(run, params)
+        budget_source = {"seconds": seconds_source, "flops": flops_source}.get(cfg.grpo.budget, budget_source)
         max_steps = cfg.grpo.max_steps if cfg.grpo.max_steps else -1
         log_path = run.file("grpo_log.jsonl")
         with distributed.main_process_first():  # distributed hook: others read the log once it is trimmed
-            resume, tokens_so_far, seconds_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
+            resume, tokens_so_far, seconds_so_far, gen_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
 
         loaded = load_model(cfg.model)
         # stop at end-of-turn exactly like generation/engine.py does for rollouts and eval
@@ -283,8 +312,11 @@ def run_grpo(run: Run) -> dict:
         args = grpo_args(run, num_generations, param.device, param.dtype, max_steps)
         reward = CorrectnessReward(tokens_so_far)
         t0 = time.time() - seconds_so_far  # a resumed run's clock goes on from its checkpoint
-        cb = _callbacks(reward, budget, log_path, t0, budget_seconds)
-        trainer = GRPOTrainer(
+        spend = Spend(cfg, params, {"flops": budget_flops, "tokens": budget, "seconds": budget_seconds})
+        timer = {"generation": gen_so_far}
+        cb = _callbacks(reward, spend, num_generations, log_path, t0, run.file("grpo_points"),
+                        cfg.grpo.curve_points, max_steps, timer)
+        trainer = timed_trainer(GRPOTrainer)(
             model=loaded.model,
             reward_funcs=[reward],
             args=args,
@@ -293,13 +325,15 @@ def run_grpo(run: Run) -> dict:
             peft_config=lora_config(cfg.lora),
             callbacks=[cb],
         )
+        trainer.ssb_timer = timer
         result = trainer.train(resume_from_checkpoint=resume)
         out = run.file("grpo")
         if distributed.is_main():  # distributed hook: the main process saves, the others wait for it
             trainer.model.save_pretrained(str(out))
             loaded.tokenizer.save_pretrained(str(out))
         distributed.barrier()
-        stopped = ({"tokens": "token budget", "seconds": "time budget"}.get(cfg.grpo.budget, "budget")
+        stopped = ({"tokens": "token budget", "seconds": "time budget", "flops": "FLOPs budget"}.get(cfg.grpo.budget,
+                                                                                                  "budget")
                    if cb.stopped_by_budget else
                    "max_steps" if max_steps > 0 and trainer.state.global_step >= max_steps else "epochs")
         info.update(
@@ -307,12 +341,16 @@ def run_grpo(run: Run) -> dict:
             num_generations=num_generations,
             steps=trainer.state.global_step,
             completions=reward.completions,
-            generated_tokens=cb.tokens,
+            **{**spend.counts, "generated_tokens": cb.tokens},
+            flops=spend.flops,
+            budget_flops=budget_flops,
             budget_tokens=budget,
             budget_seconds=budget_seconds,
             budget_source=budget_source,
             stopped_by=stopped,
             train_seconds=round(time.time() - t0, 2),
+            generation_seconds=round(timer["generation"], 2),
+            curve_points=len(cb.points),
             train_loss=float(result.training_loss) if result.training_loss is not None else None,
             resumed_from=resume,
             adapter=str(out),
