@@ -240,6 +240,8 @@ class DistillConfig(Section):
                                    "None: 2^25 / vocab (682 rows at 49k, 220 at 152k: ~128 MiB per logits tensor)")
     gradient_checkpointing: GradientCheckpointing = False
     report_to: str = Field("none", description="transformers' report_to: none, wandb, tensorboard, ...")
+    save_every_epoch: bool = Field(False, description="also save the adapter after each epoch into "
+                                   "<adapter>_epochs/epoch-<k> (ssb compare's curves; the sft/rft baselines too)")
     logging_steps: int = Field(1, description="optimizer steps per train_log.jsonl line")
     save_steps: SaveSteps = None
     seed: int = 0
@@ -267,13 +269,17 @@ class GRPOConfig(Section):
     batch_size: int = Field(8, description="completions per device step (multiple of num_generations)")
     grad_accum: int = 1
     max_steps: int | None = Field(None, description="cap on optimizer steps")
-    budget: Literal["tokens", "seconds", "steps", "none"] = Field(
-        "tokens",
-        description="tokens: stop once GRPO generated as many tokens as SSB's rollouts+teacher; "
+    budget: Literal["flops", "tokens", "seconds", "steps", "none"] = Field(
+        "flops",
+        description="flops: stop once GRPO spent as many FLOPs as SSB's rollout+curate+teacher+logits+distill "
+        "(ledger.py's rule: the unit that rewards neither implementation); "
+        "tokens: once GRPO generated as many tokens as SSB's rollouts+teacher; "
         "seconds: once it ran as long as SSB's rollout+curate+teacher+logits+distill stages (all invocations "
         "of each, resumes included; wall-clock rewards the faster implementation, not the method); "
-        "steps: grpo.max_steps; none: grpo.epochs. Both tokens and seconds are recorded either way",
+        "steps: grpo.max_steps; none: grpo.epochs. FLOPs, tokens and seconds are recorded either way",
     )
+    curve_points: int = Field(0, ge=0, description="save the adapter at this many evenly spaced points of the "
+                              "budget into grpo_points/ (ssb compare's curve; 0: none)")
     temperature: float = 0.8
     beta: float = Field(0.0, description="weight of the KL to the base model (0: no reference model)")
     max_completion_length: int | None = Field(None, description="default: generation.max_new_tokens")
@@ -281,6 +287,17 @@ class GRPOConfig(Section):
     gradient_checkpointing: GradientCheckpointing = False
     save_steps: SaveSteps = None
     seed: int = 0
+
+
+class BaselinesConfig(Section):
+    """Fine-tuning baselines trained beside SSB (``stages/sft.py``): same problems, prompt, LoRA and
+    ``distill`` training settings; only the loss and the data differ."""
+
+    sft: bool = Field(False, description="cross-entropy on the teacher's verified solutions (pairs.jsonl) under "
+                      "the student prompt: SSB's data with hard labels instead of the teacher's distribution")
+    rft: bool = Field(False, description="cross-entropy on the model's own verified correct rollouts, no teacher "
+                      "(rejection-sampling fine-tuning, one round)")
+    rft_per_problem: int = Field(1, ge=1, description="distinct correct rollouts per problem that RFT trains on")
 
 
 class ReportConfig(Section):
@@ -306,6 +323,7 @@ class RunConfig(Section):
     distill: DistillConfig
     eval: EvalConfig
     grpo: GRPOConfig
+    baselines: BaselinesConfig
     report: ReportConfig
 
     @model_validator(mode="before")
