@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -112,32 +111,6 @@ def paired(x: list[bool], y: list[bool]) -> dict:
     res = stats.paired_diff(x, y)
     return {"value": res["diff"], "ci": list(res["ci"]), "p_value": res["p_value"],
             "a_only": res["x_only"], "b_only": res["y_only"]}
-
-
-def bootstrap_pooled(vectors: dict[str, list[list[bool]]], pairs: list[tuple[str, str]], iters: int = 4000,
-                     seed: int = 0) -> dict:
-    """Pooled accuracies and differences (mean over replicates) with a bootstrap over problems.
-    ``vectors[model]`` holds one correctness vector per replicate, aligned on the same problems."""
-    n = len(next(iter(vectors.values()))[0])
-    rng = random.Random(seed)
-
-    def mean_acc(vs: list[list[bool]], idx: list[int]) -> float:
-        return sum(sum(v[i] for i in idx) / len(idx) for v in vs) / len(vs)
-
-    full = list(range(n))
-    point = {m: mean_acc(vs, full) for m, vs in vectors.items()}
-    draws: dict[str, list[float]] = {m: [] for m in vectors}
-    ddraws: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
-    for _ in range(iters):
-        idx = [rng.randrange(n) for _ in range(n)]
-        acc = {m: mean_acc(vs, idx) for m, vs in vectors.items()}
-        for m in vectors:
-            draws[m].append(acc[m])
-        for a, b in pairs:
-            ddraws[(a, b)].append(acc[a] - acc[b])
-    ci = lambda xs: [stats.percentile(xs, 2.5), stats.percentile(xs, 97.5)]  # noqa: E731
-    return {"models": {m: {"accuracy": point[m], "ci": ci(draws[m])} for m in vectors},
-            "diffs": {p: {"value": point[p[0]] - point[p[1]], "ci": ci(ddraws[p])} for p in pairs}}
 
 
 def dirty_paths() -> list[str]:
@@ -323,7 +296,7 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
             pairs += [(m, "base"), (m, "grpo")] + ([(m, f"ssb:{default}")] if m != f"ssb:{default}" else [])
     pairs.append(("grpo", "base"))
     pairs = [p for p in pairs if p[0] in models and p[1] in models]
-    pooled = bootstrap_pooled({m: [vec[x] for x in labels] for m, labels in models.items()}, pairs)
+    pooled = stats.bootstrap_pooled({m: [vec[x] for x in labels] for m, labels in models.items()}, pairs)
 
     def diff(a: str, b: str) -> dict | None:
         if (a, b) not in pooled["diffs"]:

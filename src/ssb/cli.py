@@ -2,6 +2,7 @@
 
     ssb run CONFIG [--set section.field=value ...]     whole pipeline, resumable
     ssb rollout|curate|teacher|logits|distill|grpo|report --run runs/NAME
+    ssb compare CONFIG --arms base,ssb,sft,rft,grpo --replicates 2   arms on shared rollouts, per FLOP
     ssb eval --model PATH_OR_RUN --bench gsm8k,math500,aime2024
     ssb data show|validate ...      ssb model info|merge ...     ssb config show CONFIG
 
@@ -65,6 +66,18 @@ def cmd_report(args) -> int:
 
     path = write_report(_open_run(args))
     print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from .arms import Compare, parse_arms  # lazy: pydantic, keeps `ssb --help` fast
+    from .arms_results import markdown
+
+    ks = tuple(int(k) for k in args.k_values.split(",") if k) if args.k_max else ()
+    doc = Compare(args.config, parse_arms(args.arms), args.replicates, args.n, args.seed, args.dir, args.set,
+                  grpo_points=args.grpo_points, k_max=args.k_max, k_values=ks).run()
+    print(markdown(doc))
+    print(f"wrote {doc['dir']}/results.json, results.md, plots/")
     return EXIT_OK
 
 
@@ -196,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp = with_set(sub.add_parser(stage.name, help=stage.help))
         sp.add_argument("--run", required=True, help="run directory, e.g. runs/default")
         sp.set_defaults(fn=cmd_report if stage.name == "report" else cmd_stage)
+
+    sp = with_set(sub.add_parser("compare", help="SSB against base, SFT, RFT and GRPO on shared rollouts, "
+                                 "replicated, per FLOP (resumable)"))
+    sp.add_argument("config", help="YAML config, e.g. configs/default.yaml")
+    sp.add_argument("--arms", default="base,ssb,sft,rft,grpo",
+                    help="comma-separated: base, ssb, sft, rft, grpo, ssb:<hint> or ssb:<key>=<value> (ablations)")
+    sp.add_argument("--replicates", type=int, default=2, help="replicates (other problems and seeds each)")
+    sp.add_argument("--n", type=int, default=400, help="held-out problems (the same for every model)")
+    sp.add_argument("--seed", type=int, default=20261122, help="seed of the held-out draw")
+    sp.add_argument("--grpo-points", type=int, default=4, help="GRPO adapters saved along its budget (curve)")
+    sp.add_argument("--k-max", type=int, default=10, help="K of the K-sensitivity rollout pass (0: skip it)")
+    sp.add_argument("--k-values", default="2,10", help="K values SSB is trained at in the K-sensitivity check")
+    sp.add_argument("--dir", default=None, help="output directory (default: <runs_dir>/<name>-compare)")
+    sp.set_defaults(fn=cmd_compare)
 
     sp = sub.add_parser("eval", help="stage 6: pass@k with confidence intervals on benchmarks")
     sp.add_argument("--model", default="embedded", help="model id/path, a PEFT adapter dir, or a run dir")

@@ -193,3 +193,29 @@ def plot_lengths(results: dict, path: Path) -> Path | None:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("completion length per model")
     return _save(fig, path)
+
+
+def plot_compute_curves(doc: dict, path: Path) -> Path | None:
+    """``ssb compare``: held-out accuracy (pooled over replicates, 95% interval) against training
+    FLOPs (log x), one line per arm; the base model as a horizontal band."""
+    curves = {a: pts for a, pts in (doc.get("curves") or {}).items() if pts}
+    if not curves:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    base = doc["arms"].get("base", {})
+    if "accuracy" in base:
+        ax.axhline(100 * base["accuracy"], color=COLORS["base"], lw=1, ls="--", label="base")
+        ax.axhspan(100 * base["ci"][0], 100 * base["ci"][1], color=COLORS["base"], alpha=0.12)
+    for i, (arm, pts) in enumerate(sorted(curves.items())):
+        x = [p["flops"] for p in pts]
+        y = [100 * p["accuracy"] for p in pts]
+        err = [[100 * (p["accuracy"] - p["ci"][0]) for p in pts], [100 * (p["ci"][1] - p["accuracy"]) for p in pts]]
+        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, color=_color(arm, i), label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute (FLOPs, ledger.py's rule)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title(f"accuracy vs compute ({doc['n_problems']} held-out problems, {doc['n_replicates']} replicates)")
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path)

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Sequence
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -223,3 +224,31 @@ def length_stats(lengths: Sequence[float]) -> dict:
         "p90": percentile(lengths, 90),
         "max": max(lengths),
     }
+
+
+def bootstrap_pooled(vectors: dict[str, list[list[bool]]], pairs: list[tuple[str, str]], iters: int = 4000,
+                     seed: int = 0) -> dict:
+    """Pooled accuracies and differences (mean over replicates) with a 95% bootstrap interval over
+    problems: one resample of the problem indices serves every replicate and model, so the pairing
+    is kept. ``vectors[model]`` holds one correctness vector per replicate, aligned on the same
+    problems; ``pairs`` the (a, b) differences a minus b wanted."""
+    n = len(next(iter(vectors.values()))[0])
+    rng = random.Random(seed)
+
+    def mean_acc(vs: list[list[bool]], idx: list[int]) -> float:
+        return sum(sum(v[i] for i in idx) / len(idx) for v in vs) / len(vs)
+
+    full = list(range(n))
+    point = {m: mean_acc(vs, full) for m, vs in vectors.items()}
+    draws: dict[str, list[float]] = {m: [] for m in vectors}
+    ddraws: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
+    for _ in range(iters):
+        idx = [rng.randrange(n) for _ in range(n)]
+        acc = {m: mean_acc(vs, idx) for m, vs in vectors.items()}
+        for m in vectors:
+            draws[m].append(acc[m])
+        for a, b in pairs:
+            ddraws[(a, b)].append(acc[a] - acc[b])
+    ci = lambda xs: [percentile(xs, 2.5), percentile(xs, 97.5)]  # noqa: E731
+    return {"models": {m: {"accuracy": point[m], "ci": ci(draws[m])} for m in vectors},
+            "diffs": {p: {"value": point[p[0]] - point[p[1]], "ci": ci(ddraws[p])} for p in pairs}}

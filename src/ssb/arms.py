@@ -1,0 +1,309 @@
+"""`ssb compare CONFIG`: SSB against what a user would do instead, on the same problems, per unit of compute.
+
+    ssb compare configs/default.yaml --arms base,ssb,sft,rft,grpo --replicates 2 [--n 400]
+
+Everything goes to ``<runs_dir>/<name>-compare/`` (``--dir``), and a rerun resumes it:
+
+* ``r<i>/``: replicate i, a run directory of the config (replicate 0: as committed; i > 0:
+  ``data.seed + i`` and every sampling / training seed + i). Its stages make every arm that shares
+  its rollouts: rollout (once), curate, teacher, logits, distill (``ssb``), ``sft`` and ``rft``
+  (``stages/sft.py``) and ``grpo`` (budget ``grpo.budget``, FLOPs by default: SSB's). Nothing is
+  generated twice. Adapters are also saved after each epoch (``distill.save_every_epoch``) and at
+  ``--grpo-points`` points of GRPO's budget (``grpo.curve_points``).
+* ``r<i>-<arm>/`` for a teacher ablation ``ssb:<hint>`` (``ssb:answer``, ``ssb:correct``,
+  ``ssb:contrastive``, ``ssb:none``) or ``ssb:<key>=<value>`` (any override, e.g.
+  ``ssb:teacher.solution=rollout``): the replicate's rollouts copied, the SSB stages rerun.
+* ``r<i>-ssb-half/``: SSB on the first half of its pairs (the curve's low-compute point; its FLOPs
+  are half of the upstream stages' plus its own distillation).
+* ``k<K>/`` (``--k-max``, replicate 0): one rollout pass at K_max; curation yield at every K from
+  2 to K_max by keeping each problem's first K rollouts (no new generation); SSB trained at each
+  ``--k-values`` K from those subsamples.
+* ``eval/<label>/``: every model, greedy pass@1 with the training prompt, on the same ``--n``
+  held-out problems (``--seed``, deduplicated against every replicate's training problems).
+* ``results.json``, ``results.md``, ``plots/``: :mod:`arms_results` (pooled accuracies and
+  intervals, paired differences against base and SSB, the compute ledger of every arm
+  (:mod:`ledger`), the compute-accuracy curves, the compute to reach base + N points, K
+  sensitivity, output quality).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from . import arms_results
+from .config import load_config
+from .data.heldout import training_questions
+from .funnel import rollout_counts
+from .jsonl import atomic_write_json, atomic_write_text, read_jsonl
+from .ledger import ledger, model_params
+from .pipeline import run_pipeline
+from .rundir import Run
+from .stages import stage_names
+
+log = logging.getLogger("ssb")
+
+BASE_ARMS = ("base", "ssb", "sft", "rft", "grpo")
+HINTS = ("answer", "correct", "contrastive", "none")
+CONTRASTIVE_TEMPLATE = "{question}\n({correct})\n\nA wrong solution (its answer {wrong_answer} is wrong):\n{wrong}"
+SSB_STAGES = [s for s in stage_names(counts_toward_ssb_cost=True) if s != "rollout"]
+UPSTREAM = ("rollout", "curate", "teacher", "logits")  # what SSB pays before distilling
+
+
+class CompareError(ValueError):
+    pass
+
+
+def parse_arms(spec: str) -> list[str]:
+    arms = [a.strip() for a in spec.split(",") if a.strip()]
+    for a in arms:
+        if a not in BASE_ARMS and not a.startswith("ssb:"):
+            raise CompareError(f"unknown arm {a!r}: arms are {', '.join(BASE_ARMS)} or ssb:<hint> / ssb:<key>=<value>")
+    if "base" not in arms:
+        arms.insert(0, "base")
+    return arms
+
+
+def ablation_overrides(arm: str, template: str | None) -> list[str]:
+    """Overrides of an ``ssb:...`` arm: a hint name, or ``key=value``."""
+    what = arm.split(":", 1)[1]
+    if "=" in what:
+        return [what]
+    if what not in HINTS:
+        raise CompareError(f"arm {arm!r}: {what!r} is neither a teacher.hint ({', '.join(HINTS)}) nor key=value")
+    out = [f"teacher.hint={what}"]
+    if what == "contrastive" and "{wrong}" not in (template or ""):
+        out.append("teacher.template=" + json.dumps(CONTRASTIVE_TEMPLATE))
+    return out
+
+
+def replicate_overrides(cfg, r: int) -> list[str]:
+    if r == 0:
+        return []
+    return [f"data.seed={cfg.data.seed + r}", f"rollout.seed={cfg.rollout.seed + r}",
+            f"curate.seed={cfg.curate.seed + r}", f"teacher.seed={cfg.teacher.seed + r}",
+            f"distill.seed={cfg.distill.seed + r}", f"grpo.seed={cfg.grpo.seed + r}"]
+
+
+def copy_stages(src: Run, dst: Run, stages: tuple[str, ...], files: tuple[str, ...]) -> None:
+    """``dst`` starts from ``src``'s ``files`` and the manifest entries of ``stages`` (nothing regenerated)."""
+    for f in files:
+        s, d = src.file(f), dst.file(f)
+        if s.is_dir() and not d.exists():
+            shutil.copytree(s, d)
+        elif s.is_file() and not d.exists():
+            d.write_bytes(s.read_bytes())
+    for st in stages:
+        if not dst.stage_done(st):
+            dst.set_stage(st, **src.stage(st))
+
+
+class Compare:
+    """One ``ssb compare`` invocation: its settings, directories and what it has made so far."""
+
+    def __init__(self, config: str, arms: list[str], replicates: int, n: int, seed: int, out: Path | None,
+                 overrides: list[str], grpo_points: int = 4, k_max: int = 0, k_values: tuple[int, ...] = ()):
+        self.config, self.arms, self.R = config, arms, range(replicates)
+        self.n, self.seed, self.overrides = n, seed, overrides
+        self.grpo_points, self.k_max, self.k_values = grpo_points, k_max, k_values
+        self.base_cfg = load_config(config, overrides)
+        if self.base_cfg.eval.holdout is None:
+            raise CompareError(f"{config}: eval.holdout is not set; ssb compare needs held-out problems")
+        self.dir = Path(out) if out else Path(self.base_cfg.runs_dir) / f"{self.base_cfg.name}-compare"
+        self.records: dict[str, list[dict]] = {}
+        self.exclude: set[str] = set()
+
+    # ------------------------------------------------------------------ runs
+
+    def cfg(self, name: str, extra: list[str]):
+        return load_config(self.config, self.overrides + [f"runs_dir={self.dir}", f"name={name}"] + extra)
+
+    def main_run(self, r: int) -> Run:
+        want = set(self.arms)
+        extra = replicate_overrides(self.base_cfg, r) + [
+            f"baselines.sft={'sft' in want}", f"baselines.rft={'rft' in want}", f"grpo.enabled={'grpo' in want}",
+            "distill.save_every_epoch=true", f"grpo.curve_points={self.grpo_points}"]
+        stages = ["rollout", *SSB_STAGES, "sft", "rft", "grpo", "report"]
+        return run_pipeline(self.cfg(f"r{r}", extra), only=stages)
+
+    def ablation_run(self, r: int, arm: str, main: Run) -> Run:
+        extra = replicate_overrides(self.base_cfg, r) + ablation_overrides(arm, self.base_cfg.teacher.template)
+        cfg = self.cfg(f"r{r}-{arm.replace(':', '-').replace('=', '-').replace('.', '_')}", extra)
+        run = Run.create(cfg)
+        copy_stages(main, run, ("rollout",), ("rollouts.jsonl",))
+        return run_pipeline(cfg, only=[*SSB_STAGES, "report"])
+
+    def half_run(self, r: int, main: Run) -> Run | None:
+        """SSB's distillation on the first half of ``main``'s pairs (its teacher signal copied)."""
+        pairs = read_jsonl(main.file("pairs.jsonl"))
+        if len(pairs) < 2:
+            return None
+        cfg = self.cfg(f"r{r}-ssb-half", replicate_overrides(self.base_cfg, r))
+        run = Run.create(cfg)
+        if not run.file("pairs.jsonl").exists():
+            half = pairs[: len(pairs) // 2]
+            atomic_write_text(run.file("pairs.jsonl"), "".join(json.dumps(p) + "\n" for p in half))
+        copy_stages(main, run, UPSTREAM, ("rollouts.jsonl", "selections.jsonl", "teacher"))
+        run_pipeline(cfg, only=["distill"])
+        return run
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, label: str, adapter: Path | None) -> None:
+        from .stages.evaluate import evaluate  # lazy: torch
+
+        if label in self.records or (adapter is not None and not (adapter / "adapter_config.json").exists()):
+            return
+        c = self.base_cfg
+        holdout = c.eval.holdout.model_copy(update={"limit": self.n, "seed": self.seed})
+        ecfg = c.eval.model_copy(update={"holdout": holdout, "benches": ["holdout"], "limit": None, "n": 1,
+                                         "temperature": 0.0})
+        where = self.dir / "eval" / label
+        evaluate(c.model, adapter, ["holdout"], c.prompt, c.generation, ecfg, where, exclude=self.exclude,
+                 label=label, fix=f"delete {{path}} (ssb compare evaluates {label} again)")
+        self.records[label] = read_jsonl(where / "holdout.jsonl")
+
+    # ------------------------------------------------------------------ K sensitivity
+
+    def k_sensitivity(self) -> dict | None:
+        if not self.k_max:
+            return None
+        kmax = self.k_max
+        top = run_pipeline(self.cfg(f"k{kmax}", [f"rollout.k={kmax}"]), only=["rollout"])
+        recs = read_jsonl(top.file("rollouts.jsonl"))
+        no_ans = self.base_cfg.curate.no_answer_is_wrong
+        keys = ("completions", "extracted", "grades", "formats", "finish_reasons", "completion_tokens")
+
+        def first(k: int) -> list[dict]:
+            return [{**r, **{x: r[x][:k] for x in keys if x in r}} for r in recs]
+
+        yield_rows = []
+        for k in range(2, kmax + 1):
+            c = rollout_counts(first(k), no_ans)
+            yield_rows.append({"k": k, "problems": c["problems"], "with_both": c["with_both"], "yield": c["yield"],
+                               "rollout_accuracy": c["accuracy"], "generated_tokens": c["generated_tokens"]})
+        trained = []
+        for k in self.k_values:
+            cfg = self.cfg(f"k{kmax}-sub{k}", [f"rollout.k={k}"])
+            run = Run.create(cfg)
+            if not run.file("rollouts.jsonl").exists():
+                atomic_write_text(run.file("rollouts.jsonl"), "".join(json.dumps(r) + "\n" for r in first(k)))
+                run.set_stage("rollout", status="done", subsampled_from=str(top.path), k=k)
+            run = run_pipeline(cfg, only=[*SSB_STAGES, "report"])
+            label = f"k{k}-ssb"
+            self.evaluate(label, run.file("student"))
+            trained.append({"k": k, "label": label, "pairs": len(read_jsonl(run.file("pairs.jsonl"))),
+                            "run_dir": str(run.path)})
+        return {"k_max": kmax, "replicate": 0, "yield": yield_rows, "trained": trained}
+
+    # ------------------------------------------------------------------ the whole comparison
+
+    def run(self) -> dict:
+        t0 = time.time()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        mains = {r: self.main_run(r) for r in self.R}
+        for run in mains.values():
+            self.exclude |= training_questions(run)
+        params = model_params(self.base_cfg)
+        self.evaluate("base", None)
+        arm_runs: dict[str, dict[int, Run]] = {a: dict(mains) for a in ("ssb", "sft", "rft", "grpo") if a in self.arms}
+        for arm in [a for a in self.arms if a.startswith("ssb:")]:
+            arm_runs[arm] = {r: self.ablation_run(r, arm, mains[r]) for r in self.R}
+        halves = {r: self.half_run(r, mains[r]) for r in self.R} if "ssb" in self.arms else {}
+        adapters = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo"}
+        arms: dict[str, dict[str, Any]] = {"base": {"labels": ["base"]}}
+        curves: dict[str, list[dict]] = {}
+        for arm, runs in arm_runs.items():
+            key = arm if arm in adapters else "ssb"
+            labels, compute = [], []
+            for r, run in runs.items():
+                label = f"r{r}-{arm.replace(':', '-')}"
+                self.evaluate(label, run.file(adapters[key]))
+                if label in self.records:
+                    labels.append(label)
+                led = ledger(run, params)
+                compute.append({**led["arms"].get(key, {}), "run_dir": str(run.path)})
+            arms[arm] = {"labels": labels if len(labels) == len(runs) else [], "compute": compute,
+                         "run_dirs": [str(run.path) for run in runs.values()]}
+            if arm in adapters:
+                curves[arm] = self.curve(arm, runs, params, halves if arm == "ssb" else {})
+        k = self.k_sensitivity()
+        doc = arms_results.results(arms, self.records, "base", curves)
+        doc["k_sensitivity"] = k
+        if k:
+            for row in k["trained"]:
+                if row["label"] in self.records:
+                    vec = [bool(x["correct"][0]) for x in self.records[row["label"]]]
+                    row["accuracy"] = sum(vec) / len(vec)
+        doc.update(config=self.config, overrides=self.overrides, arms_requested=self.arms, dir=str(self.dir),
+                   flop_rule=ledger(mains[0], params)["rule"], params=params, replicates=self.replicates(mains),
+                   holdout={"n": self.n, "seed": self.seed, "deduplicated_against_training_of_all_replicates": True},
+                   decoding="greedy pass@1, the training prompt (system + worked example)",
+                   wall_seconds_this_invocation=round(time.time() - t0, 1))
+        doc["verdict"] = arms_results.verdict(doc)
+        atomic_write_json(self.dir / "results.json", doc)
+        atomic_write_text(self.dir / "results.md", arms_results.markdown(doc))
+        self.plot(doc)
+        return doc
+
+    def curve(self, arm: str, runs: dict[int, Run], params: dict, halves: dict[int, Run | None]) -> list[dict]:
+        """Points along an arm's compute: epochs (ssb, sft, rft; the last is the final adapter), half
+        of SSB's pairs, GRPO's budget points (the last is the final adapter)."""
+        out_dir = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo"}[arm]
+        per_point: dict[str, dict] = {}
+        for r, run in runs.items():
+            led = ledger(run, params)
+            total = led["arms"].get(arm, {}).get("flops", 0.0)
+            own = led["stages"].get("distill" if arm == "ssb" else arm, {})
+            upstream = total - own.get("flops", 0.0)
+            points = []
+            if arm == "grpo":
+                f = run.file("grpo_points/points.json")
+                for p in (json.loads(f.read_text()) if f.is_file() else [])[:-1]:
+                    points.append((f"p{p['point']}", run.file(f"grpo_points/{p['dir']}"), p["flops"],
+                                   {"budget_fraction": p["budget_fraction"], "step": p["step"]}))
+            else:
+                f = run.file(f"{out_dir}_epochs/points.json")
+                per_tok = (own.get("flops", 0.0) / own["trained_tokens"]) if own.get("trained_tokens") else 0.0
+                eps = json.loads(f.read_text()) if f.is_file() else []
+                for p in eps[:-1]:
+                    points.append((f"e{p['epoch']}", run.file(f"{out_dir}_epochs/{p['dir']}"),
+                                   upstream + per_tok * p["trained_tokens"], {"epoch": p["epoch"]}))
+            points.append(("final", run.file(out_dir), total, {}))
+            half = halves.get(r)
+            if half is not None and (half.file("student") / "adapter_config.json").exists():
+                hl = ledger(half, params)["stages"].get("distill", {})
+                points.append(("half_pairs", half.file("student"), upstream / 2 + hl.get("flops", 0.0),
+                               {"pairs_fraction": 0.5}))
+            for name, adapter, flops, extra in points:
+                label = f"r{r}-{arm}-{name}" if name != "final" else f"r{r}-{arm}"
+                self.evaluate(label, adapter)
+                row = per_point.setdefault(name, {"point": name, **extra, "labels": [], "flops": []})
+                row["labels"].append(label)
+                row["flops"].append(flops)
+        return [p for p in per_point.values() if len(p["labels"]) == len(runs)]
+
+    def replicates(self, mains: dict[int, Run]) -> list[dict]:
+        out = []
+        for r, run in mains.items():
+            c = run.cfg
+            st = run.manifest().get("stages", {})
+            out.append({"replicate": r, "run_dir": str(run.path),
+                        "seed": {"data": c.data.seed, "rollout": c.rollout.seed, "curate": c.curate.seed,
+                                 "teacher": c.teacher.seed, "distill": c.distill.seed, "grpo": c.grpo.seed},
+                        "rollout_accuracy": st.get("rollout", {}).get("accuracy"),
+                        "pairs": st.get("teacher", {}).get("pairs_written"),
+                        "grpo": {k: st.get("grpo", {}).get(k) for k in
+                                 ("steps", "completions", "stopped_by", "budget_flops", "flops", "train_seconds",
+                                  "generation_seconds")},
+                        "seconds_by_stage": {s: run.stage_seconds(s) for s in st}})
+        return out
+
+    def plot(self, doc: dict) -> None:
+        from .plots import plot_compute_curves  # lazy: matplotlib
+
+        plot_compute_curves(doc, self.dir / "plots" / "accuracy_vs_flops.png")

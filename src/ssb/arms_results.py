@@ -1,0 +1,186 @@
+"""``ssb compare``'s results: pooled accuracies, paired differences, compute, curves, output quality.
+
+Pure functions over evaluation records and ledgers (no torch): :mod:`arms` runs the arms and
+calls :func:`results`, which returns the ``results.json`` document; :func:`markdown` renders it.
+
+Statistics. Per replicate, every arm against base and against SSB on the same held-out
+problems: Newcombe's interval (method 10, continuity-corrected phi) and the exact McNemar p
+(``stats.paired_diff``). Pooled over replicates: the mean accuracy and difference, with a 95%
+bootstrap interval over problems that resamples the same problems for every replicate and
+model, so the pairing is kept (``stats.bootstrap_pooled``). The base model is deterministic
+(greedy) and evaluated once; its vector stands for every replicate.
+
+Output quality (the "right answer for the right reasons" check), per arm over its held-out
+answers: ``states_equation`` (the share that write at least one ``a op b = c`` equality),
+``equations_hold`` (of those, the share whose every checked equality holds:
+``gates.arithmetic_errors`` finds none), ``shows_work`` (text beyond the answer statement:
+``gates.work_text``), ``mean_tokens`` and ``no_answer_rate``.
+"""
+
+from __future__ import annotations
+
+import re
+from statistics import mean
+from typing import Any
+
+from . import stats
+from .gates import arithmetic_errors, work_text
+
+EQUATION = re.compile(r"\d\s*[-+*/×x÷]\s*-?\d[\d.,]*\s*=\s*-?\d")
+REACH_POINTS = (1, 2, 3, 5)  # "compute to reach base + N points"
+INTERVALS = {"per_replicate": "Newcombe (1998) method 10, continuity-corrected phi; exact McNemar p",
+             "pooled": "mean over replicates; 95% CI from 4000 bootstrap resamples of held-out problems (the same "
+                       "resample for every replicate and model, so the pairing is kept)"}
+
+
+def correct_vector(records: list[dict], ids: list[str]) -> list[bool]:
+    by_id = {str(r["id"]): bool(r["correct"][0]) for r in records}
+    return [by_id[i] for i in ids]
+
+
+def output_quality(records: list[dict]) -> dict[str, float]:
+    """Share of answers with an equation, share of those whose equations all hold, share that show
+    work, mean completion tokens, no-answer rate (first completion of each record)."""
+    texts = [r["completions"][0] for r in records]
+    with_eq = [t for t in texts if EQUATION.search(t)]
+    grades = [r["grades"][0] for r in records]
+    tokens = [r["completion_tokens"][0] for r in records if r.get("completion_tokens")]
+    return {"n": len(texts),
+            "states_equation": len(with_eq) / len(texts) if texts else 0.0,
+            "equations_hold": (sum(not arithmetic_errors(t) for t in with_eq) / len(with_eq)) if with_eq else None,
+            "shows_work": sum(bool(work_text(t).strip()) for t in texts) / len(texts) if texts else 0.0,
+            "mean_tokens": mean(tokens) if tokens else None,
+            "no_answer_rate": sum(g == "no_answer" for g in grades) / len(grades) if grades else 0.0}
+
+
+def paired(x: list[bool], y: list[bool]) -> dict:
+    """x minus y on the same problems: value, Newcombe CI, exact McNemar p, discordant counts."""
+    res = stats.paired_diff(x, y)
+    return {"value": res["diff"], "ci": list(res["ci"]), "p_value": res["p_value"],
+            "a_only": res["x_only"], "b_only": res["y_only"]}
+
+
+def _mean_compute(per_rep: list[dict]) -> dict:
+    keys = [k for k in per_rep[0] if isinstance(per_rep[0][k], (int, float))]
+    return {k: mean(float(c.get(k) or 0) for c in per_rep) for k in keys}
+
+
+def results(arms: dict[str, dict], records: dict[str, list[dict]], base_label: str, curves: dict[str, list[dict]],
+            iters: int = 4000) -> dict[str, Any]:
+    """The ``results.json`` body.
+
+    ``arms[name]``: ``labels`` (one eval label per replicate, whose records are ``records[label]``),
+    ``compute`` (one ledger entry per replicate), anything else is copied. ``curves[name]``: points
+    with ``labels`` (per replicate), ``flops`` (per replicate) and descriptive fields."""
+    ids = [str(r["id"]) for r in records[base_label]]
+    n_rep = max(len(a["labels"]) for a in arms.values() if a["labels"])
+    vec = {lab: correct_vector(recs, ids) for lab, recs in records.items()}
+    models = {"base": [base_label] * n_rep}
+    models.update({name: a["labels"] for name, a in arms.items() if name != "base" and a["labels"]
+                   and all(lab in vec for lab in a["labels"])})
+    pairs = [(m, "base") for m in models if m != "base"]
+    pairs += [(m, "ssb") for m in models if m not in ("base", "ssb") and "ssb" in models]
+    pooled = stats.bootstrap_pooled({m: [vec[x] for x in labs] for m, labs in models.items()}, pairs, iters=iters)
+
+    def diff(a: str, b: str) -> dict | None:
+        if (a, b) not in pooled["diffs"]:
+            return None
+        per = [paired(vec[x], vec[y]) for x, y in zip(models[a], models[b])]
+        return {**pooled["diffs"][a, b], "per_replicate": per}
+
+    out_arms: dict[str, dict] = {}
+    for name in ["base", *[n for n in arms if n != "base"]]:
+        a = arms.get(name, {})
+        if name not in models:
+            out_arms[name] = {**{k: v for k, v in a.items() if k not in ("labels", "compute")},
+                              "status": "not evaluated"}
+            continue
+        labs = models[name][:1] if name == "base" else models[name]
+        comp = a.get("compute") or []
+        out_arms[name] = {
+            **{k: v for k, v in a.items() if k not in ("labels", "compute")},
+            **pooled["models"][name],
+            "per_replicate_accuracy": [sum(vec[x]) / len(ids) for x in labs],
+            "vs_base": diff(name, "base"), "vs_ssb": diff(name, "ssb"),
+            "compute": {**_mean_compute(comp), "per_replicate": comp} if comp else None,
+            "output_quality": output_quality([r for x in labs for r in records[x]]),
+        }
+    return {"n_problems": len(ids), "n_replicates": n_rep, "interval_method": INTERVALS, "arms": out_arms,
+            "curves": curve_points(curves, vec, ids, iters), "reach": reach(curves, vec, ids, base_label)}
+
+
+def curve_points(curves: dict[str, list[dict]], vec: dict[str, list[bool]], ids: list[str], iters: int) -> dict:
+    """Per arm, its points sorted by mean FLOPs: pooled accuracy with its bootstrap interval."""
+    out: dict[str, list[dict]] = {}
+    for arm, points in curves.items():
+        rows = []
+        for p in points:
+            if not all(lab in vec for lab in p["labels"]):
+                continue
+            acc = stats.bootstrap_pooled({"m": [vec[x] for x in p["labels"]]}, [], iters=iters)["models"]["m"]
+            rows.append({**{k: v for k, v in p.items() if k not in ("labels", "flops")},
+                         "flops": mean(p["flops"]), "flops_per_replicate": p["flops"], **acc,
+                         "per_replicate_accuracy": [sum(vec[x]) / len(ids) for x in p["labels"]]})
+        out[arm] = sorted(rows, key=lambda r: r["flops"])
+    return out
+
+
+def reach(curves: dict[str, list[dict]], vec: dict[str, list[bool]], ids: list[str], base_label: str) -> dict:
+    """Per arm and N in :data:`REACH_POINTS`: the fewest FLOPs of a curve point whose pooled accuracy
+    is at least base + N points (None: no point reaches it)."""
+    base = sum(vec[base_label]) / len(ids)
+    out: dict[str, dict] = {}
+    for arm, points in curves.items():
+        accs = [(mean(p["flops"]), mean(sum(vec[x]) / len(ids) for x in p["labels"])) for p in points
+                if all(x in vec for x in p["labels"])]
+        out[arm] = {f"+{n}pt": min((f for f, a in accs if a >= base + n / 100), default=None) for n in REACH_POINTS}
+    return out
+
+
+def verdict(doc: dict) -> list[str]:
+    """Plain sentences: which arm wins at matched compute (GRPO's budget is SSB's FLOPs), each arm
+    against base, with intervals; "not significant" where the interval holds zero."""
+    arms = doc["arms"]
+
+    def pt(d: dict) -> str:
+        sig = "" if d["ci"][0] > 0 or d["ci"][1] < 0 else ", not significant"
+        return f"{100 * d['value']:+.1f} pt [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]{sig}"
+
+    lines = []
+    g, s = arms.get("grpo", {}), arms.get("ssb", {})
+    if g.get("vs_ssb") and s.get("compute") and g.get("compute"):
+        ratio = g["compute"]["flops"] / s["compute"]["flops"] if s["compute"]["flops"] else float("nan")
+        d = g["vs_ssb"]
+        lo, hi = d["ci"]
+        winner = "GRPO" if lo > 0 else "SSB" if hi < 0 else "neither (the interval holds zero)"
+        lines.append(f"At matched compute (GRPO spent {ratio:.2f}x SSB's FLOPs) the winner is {winner}: "
+                     f"GRPO minus SSB {pt(d)}.")
+    for name, a in arms.items():
+        if name != "base" and a.get("vs_base"):
+            flops = a["compute"]["flops"] if a.get("compute") else None
+            cost = f" at {flops:.3g} FLOPs" if flops else ""
+            lines.append(f"{name}: {100 * a['accuracy']:.1f}% held-out{cost}, vs base {pt(a['vs_base'])}.")
+    return lines
+
+
+def markdown(doc: dict) -> str:
+    """The results table (one row per arm) and the verdict, as markdown."""
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.1f}"
+
+    def d(x):
+        return "—" if not x else f"{100 * x['value']:+.1f} [{100 * x['ci'][0]:+.1f}, {100 * x['ci'][1]:+.1f}]"
+
+    rows = ["| arm | held-out % [95% CI] | vs base (pt) | vs SSB (pt) | FLOPs | generated tokens | trained tokens "
+            "| equations hold % | no answer % |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, a in doc["arms"].items():
+        if "accuracy" not in a:
+            rows.append(f"| {name} | {a.get('status', '—')} | | | | | | | |")
+            continue
+        c, q = a.get("compute") or {}, a["output_quality"]
+        rows.append(f"| {name} | {pct(a['accuracy'])} [{pct(a['ci'][0])}, {pct(a['ci'][1])}] | {d(a['vs_base'])} "
+                    f"| {d(a['vs_ssb'])} | {c.get('flops', 0):.3g} | {c.get('generated_tokens', 0):,.0f} "
+                    f"| {c.get('trained_tokens', 0):,.0f} | {pct(q['equations_hold'])} | {pct(q['no_answer_rate'])} |")
+    head = (f"{doc['n_problems']} held-out problems, {doc['n_replicates']} replicates; pooled intervals: "
+            f"{doc['interval_method']['pooled']}.")
+    return "\n".join([head, "", *rows, "", *verdict(doc), ""])
