@@ -127,3 +127,33 @@ def test_a_directory_that_is_no_run_gets_no_lock_file(tmp_path, capsys):
     assert cli.main(["curate", "--run", str(tmp_path / "nope")]) == 1
     assert "is not a run directory" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
+
+
+def test_a_forked_child_does_not_keep_the_lock(run_dir):
+    """A child forked while the lock is held (a data-loader worker) closes its copy: when the
+    parent dies without releasing (simulated: its descriptor closed, the file left), the lock is
+    free even while the child lives."""
+    import ssb.runlock as runlock
+
+    lock = RunLock(run_dir).acquire()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: wait until told, then exit
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    os.close(lock._fd)  # the parent "dies": its flock goes, the file stays
+    lock._fd = None
+    runlock._HELD.clear()
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import sys; from ssb.runlock import RunLock\n"
+                                "RunLock(sys.argv[1]).acquire(); print('got it')", str(run_dir)],
+                               capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, PYTHONPATH=str(SRC)))
+        assert probe.stdout.strip() == "got it", probe.stderr[-2000:]
+        assert f"stale lock of pid {os.getpid()}" in probe.stderr
+    finally:
+        os.write(w, b"x")
+        os.close(w)
+        os.waitpid(pid, 0)

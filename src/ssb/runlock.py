@@ -22,8 +22,9 @@ decides, racily: a holder whose pid is alive on this host keeps the directory, a
 taken over with a warning.
 
 Release happens on normal exit, on an exception and on Ctrl-C (the context manager's
-``finally``), with an ``atexit`` hook as a backstop for a lock acquired outside one. Locks are
-re-entrant within a process (a stage command inside ``ssb run`` does not lock itself out).
+``finally``), with an ``atexit`` hook as a backstop for a lock acquired outside one. A forked
+child closes its copy of the descriptor, so a worker outliving a killed holder never keeps the
+lock (and the descriptor is not inherited across exec). Locks are re-entrant within a process (a stage command inside ``ssb run`` does not lock itself out).
 Under ``accelerate launch`` only the main process takes the lock (``rundir.locked``): the
 others are the same job.
 """
@@ -91,6 +92,22 @@ def _flock(fd: int) -> bool | None:
 
 
 _HELD: dict[str, "RunLock"] = {}  # resolved path -> the lock this process holds on it
+
+
+def _forget_in_child() -> None:
+    """A forked child (a data-loader worker, ...) closes its copy of the lock's descriptor: else
+    it would keep the flock alive after its parent died, and nothing of the lock is its to release."""
+    for lock in list(_HELD.values()):
+        try:
+            os.close(lock._fd)
+        except (OSError, TypeError):
+            pass
+        lock._fd, lock._depth = None, 0
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class RunLock:
