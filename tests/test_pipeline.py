@@ -173,6 +173,18 @@ def test_smoke_run_completes_every_stage(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_run_writes_model_cards(smoke_run):
+    """The report wrote a model card into each adapter of the real run (modelcard.py), its
+    numbers those of the eval summaries (check_card: test_modelcard.py); the lock is gone."""
+    from test_modelcard import check_card
+
+    path, _ = smoke_run
+    check_card(path, "student", "ssb", "ssb")
+    check_card(path, "grpo", "grpo", "grpo")
+    assert not (path / ".lock").exists()
+
+
+@pytest.mark.slow
 def test_rerun_skips_completed_stages(smoke_run):
     path, _ = smoke_run
     before = (path / "rollouts.jsonl").read_text()

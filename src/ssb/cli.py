@@ -13,6 +13,10 @@ their help come from the stage table (``stages/__init__.py``, standard library o
 Errors meant for the user (every :class:`ssb.errors.SSBError`, and a missing or unreadable
 file) print as ``ssb: error: MESSAGE`` with exit status 1; ``--debug`` shows the traceback
 instead. Anything else is a bug and keeps its traceback.
+
+Commands that write into a run directory (``run``, the stage commands, ``report``, ``eval`` of a
+run into its ``eval/``) hold the directory's lock (``runlock.py``); the read-only ones
+(``config``, ``data``, ``model``, ``eval --out`` elsewhere) do not.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import contextmanager
 
 from .errors import SSBError
 from .stages import STAGES, get_stage, stage_names
@@ -47,16 +52,22 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
-def _open_run(args):
-    from .rundir import Run  # lazy: pydantic, keeps `ssb --help` fast
+@contextmanager
+def _owned_run(args):
+    """The run of ``--run``, its directory locked for the command (``runlock.py``): stage
+    commands and the report write into it."""
+    from .rundir import Run, locked  # lazy: pydantic, keeps `ssb --help` fast
 
-    return Run.open(args.run, args.set)
+    Run.open(args.run)  # a directory that is no run: the usual error, and no lock file left in it
+    with locked(args.run):
+        yield Run.open(args.run, args.set)
 
 
 def cmd_stage(args) -> int:
     from .pipeline import call_stage  # lazy: pydantic, keeps `ssb --help` fast
 
-    stats = call_stage(_open_run(args), get_stage(args.command))
+    with _owned_run(args) as run:
+        stats = call_stage(run, get_stage(args.command))
     _print_json(stats)
     return EXIT_OK
 
@@ -64,7 +75,8 @@ def cmd_stage(args) -> int:
 def cmd_report(args) -> int:
     from .stages.report import write_report  # lazy: pydantic, keeps `ssb --help` fast
 
-    path = write_report(_open_run(args))
+    with _owned_run(args) as run:
+        path = write_report(run)
     print(f"wrote {path}")
     return EXIT_OK
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,13 @@ def evaluate_cli(args) -> dict:
     # summaries are keyed by output directory (the paired table pairs directories); each
     # carries the model's label (run/adapter label or model name), which the tables show
     summaries = {}
-    for label, mcfg, adp, out in jobs:
-        summaries[Path(out).name] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
-                                             data_file=getattr(args, "data", None), exclude=exclude, label=label)
+    # writing into a run's eval/: own its directory (runlock.py); --out elsewhere only reads the run
+    owns = run is not None and any(Path(o).resolve().is_relative_to(run.path.resolve()) for *_, o in jobs)
+    with run.locked() if owns else nullcontext():
+        for label, mcfg, adp, out in jobs:
+            summaries[Path(out).name] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
+                                                 data_file=getattr(args, "data", None), exclude=exclude,
+                                                 label=label)
     out_dirs = {Path(o).parent for *_, o in jobs}
     pairs = []
     if len(out_dirs) == 1:  # every label lives side by side: compare them on shared problems

@@ -5,8 +5,9 @@ The stages and their facts (order, entry points, outputs, which run on the main 
 alone, which are drawn in chunks, which need pairs) are the table in ``stages/__init__.py``.
 Stages already marked done in ``manifest.json`` are skipped; a partial stage resumes
 from its own append-only outputs. Ctrl-C leaves the run resumable: rerun the same
-command to go on. ``--force STAGE`` removes exactly the stage's ``outputs`` in the table
-(an eval stage: ``eval/<label>``) and reruns it.
+command to go on. The run directory is locked for the whole run (``runlock.py``): a second
+``ssb run`` or stage command on it stops with the holder's name. ``--force STAGE`` removes
+exactly the stage's ``outputs`` in the table (an eval stage: ``eval/<label>``) and reruns it.
 
 Under ``accelerate launch`` every process runs this loop: the main process decides what
 each stage does (and alone writes the manifest and the report), every process follows;
@@ -25,7 +26,7 @@ from . import distributed
 from .config import RunConfig
 from .data.load import load_problems
 from .errors import SSBError
-from .rundir import Run
+from .rundir import Run, locked
 from .stages import STAGES, Stage, stage_names
 from .stages.curate import run_curate
 
@@ -108,8 +109,16 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
         distributed.check_supported("distillation")
     if any(s.generates or s.drawn for s in planned):  # drawn: run with rollout + teacher under draw_chunk
         distributed.check_generation(cfg.generation.backend)
-    with distributed.main_process_first():
-        run = Run.create(cfg)
+    # one process owns the run directory (runlock.py; under a launch: the main process for all)
+    with locked(cfg.run_dir):
+        with distributed.main_process_first():
+            run = Run.create(cfg)
+        _run_stages(run, cfg, only, skip, force)
+    return run
+
+
+def _run_stages(run: Run, cfg: RunConfig, only, skip, force) -> None:
+    """Every stage of the table in order into ``run`` (see :func:`run_pipeline`)."""
     if distributed.is_distributed():
         if cfg.data.draw_chunk:
             raise PipelineError("data.draw_chunk is not supported under accelerate launch yet: roll out "
@@ -137,7 +146,6 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
             _run_stage(run, stage)
     run.update_manifest(total_seconds_last_invocation=round(time.time() - t_all, 1))
     log.info("all stages done in %.1fs; see %s", time.time() - t_all, run.file("report.md"))
-    return run
 
 
 # ----------------------------------------------------------------------------- one stage

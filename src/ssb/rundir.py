@@ -9,6 +9,9 @@ Stages write their records with ``jsonl.py`` (atomic writes, append-only JSONL),
 killed at any point resumes with the records it has not written yet.
 Under ``accelerate launch`` only the main process writes ``config.yaml`` and
 ``manifest.json`` (``distributed.py``); the other processes read them.
+
+A command that writes into a run directory holds its lock (:func:`locked`, ``runlock.py``),
+so a second command on the same directory stops with the holder's pid, host and command.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Iterable, Iterator
 from . import distributed
 from .config import RunConfig, dump_config, load_config
 from .jsonl import atomic_write_json, atomic_write_text
+from .runlock import RunLock, RunLockedError
 
 
 # ----------------------------------------------------------------------------- versions
@@ -52,6 +56,28 @@ def _main_process() -> bool:
     """Distributed hook: False in the non-main processes of `accelerate launch` (distributed.py)."""
     return distributed.is_main()
 
+
+
+@contextmanager
+def locked(path: str | Path, command: str | None = None) -> Iterator[RunLock | None]:
+    """Own the run directory ``path`` for the body (``runlock.RunLock``; released on exit, on an
+    error and on Ctrl-C). Under ``accelerate launch`` the main process alone takes the lock and
+    every process learns whether it got it (a broadcast, so the others never wait in a barrier
+    for a main process that stopped); the others yield None."""
+    lock, refused = None, None
+    if _main_process():
+        try:
+            lock = RunLock(path, command).acquire()
+        except RunLockedError as exc:
+            refused = str(exc)
+    refused = distributed.broadcast(refused)
+    if refused:
+        raise RunLockedError(refused)
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 class Run:
@@ -93,6 +119,10 @@ class Run:
         if overrides and _main_process():  # distributed hook
             atomic_write_text(cfg_path, dump_config(cfg))
         return run
+
+    def locked(self, command: str | None = None):
+        """This run directory, owned for the body of a ``with`` (:func:`locked`)."""
+        return locked(self.path, command)
 
     # -- files
     def file(self, name: str) -> Path:

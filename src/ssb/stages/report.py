@@ -10,6 +10,9 @@ eval files); any stage that has not run is shown as "not run" instead of failing
 * GRPO reward and completion length per step from ``grpo_log.jsonl``, and the token budget;
 * the benchmark table base / GRPO / SSB with 95% intervals and paired differences,
   an accuracy bar chart with error bars, and completion lengths per model.
+
+It also writes the model card ``README.md`` of each trained adapter (``student/``, ``grpo/``;
+``modelcard.py``): the report runs last and sees every eval.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from ..gates import GATES
 from ..jsonl import atomic_write_text, read_jsonl
 from ..plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
 from ..rundir import Run, total_seconds
-from . import stage_names
+from ..modelcard import write_model_card
+from . import STAGES, stage_names
 
 log = logging.getLogger(__name__)
 
@@ -239,4 +243,8 @@ def write_report(run: Run) -> Path:
 
     path = run.file("report.md")
     atomic_write_text(path, "\n".join(md).rstrip() + "\n")
+    # a model card in every trained adapter (student/: ssb, grpo/: grpo), now that every eval is in
+    for s in STAGES:
+        if s.is_eval and s.adapter and (run.file(s.adapter) / "adapter_config.json").is_file():
+            log.info("[report] model card: %s", write_model_card(run, run.file(s.adapter), s.label))
     return path
