@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from ssb.config import GatesConfig, PromptConfig, WorkedExample
-from ssb.gates import (GATE_ORDER, GATES, arithmetic_errors, asks_boxed, check_reply, degenerate, privileged_text, shows_work,
-                       stated_answers, well_formed, word_ngrams)
+from ssb.gates import (GATE_ORDER, GATES, arithmetic_errors, asks_boxed, check_reply, consistent, degenerate, last_result,
+                       privileged_text, shows_work, stated_answers, well_formed, word_ngrams)
+from ssb.grading.answers import extract_answer
 from ssb.prompts import TEACHER_TEMPLATE
 
 CHAIN_TEMPLATE = """{question}
@@ -139,6 +140,75 @@ def test_arithmetic_checker_reads_common_forms():
     assert arithmetic_errors("x + 2 = 5 so x = 3; 20% of 50 = 10") == []
 
 
+# read in real runs (issue 24): two lines used to be matched as one chain ("17.\n17"), whose middle side
+# does not parse, so no equality was checked; and working whose last result is not the answer passed
+MULTILINE_BAD = [
+    ("22 - 78 = 17.\n17 - 78 = 17.\n\nThe answer is \\boxed{17}.", "22 - 78 = 17; 17 - 78 = 17"),
+    ("14 - 1 = 14.\n13 - 1 = 13.\n\nThe answer is \\boxed{13}.", "14 - 1 = 14"),
+    ("5 - 0 = 5.\n\nThe answer is \\boxed{0}.", "last result '5' is not the final answer '0'"),
+]
+
+
+@pytest.mark.parametrize("reply,needle", MULTILINE_BAD)
+def test_multiline_working_that_does_not_hold_is_rejected(reply, needle):
+    v = verdict(reply, cfg=GatesConfig(no_leak=False, shows_work=False))
+    assert v.gate == "consistent" and needle in v.reason, (v.gate, v.reason)
+
+
+@pytest.mark.parametrize("reply", [
+    "12 + 5 = 17.\n17 - 3 = 14.\n\nThe answer is \\boxed{14}.",
+    "27 + 15 = 42.\n\nThe answer is \\boxed{42}.",
+    "Each box holds 2.5 kg, so 4 boxes hold 4 x 2.5 = 10 kg.\nWith 1.5 kg more: 10 + 1.5 = 11.5.\n\n"
+    "The answer is \\boxed{11.5}.",
+    "First find the cost of the pens.\nEach pen costs $3 and she buys 4 of them.\n4 x 3 = 12.\n\n"
+    "Then add the notebook.\nThe notebook costs $8.\n12 + 8 = 20.\n\nSo she spends 20 dollars in all.\n\n"
+    "The answer is \\boxed{20}.",
+    "Total = 600 + 400 = 1,000.\n\nThe answer is \\boxed{1000}.",  # another form of the same number
+    "1 / 2 = 0.5 of the cake is left.\n\nThe answer is \\boxed{\\frac{1}{2}}.",
+    "The answer is \\boxed{140}. We add 54 and 86 to get the total of all the marbles in the jar.",  # no equality
+    # the last step is not plain arithmetic, but the working states the answer after the last result read
+    "He watches 8 x 4 = 32 hours of games and 32 x 2 = 64 hours of practice.\n"
+    "So 32 hours + 64 hours = 96 hours.\n\nThe answer is \\boxed{96}.",
+    "3/5 * 1/5 = 3/25.\n3/25 * 100% = 12%.\n\nThe answer is \\boxed{12}.",
+    "$40 − $4 = $36 more.\n\nThe answer is \\boxed{36}.",  # a Unicode minus sign
+])
+def test_multiline_working_that_holds_passes(reply):
+    assert consistent(reply, extract_answer(reply)[0]) == (True, "")
+
+
+def test_equation_chains_stop_at_a_line_or_a_sentence():
+    assert arithmetic_errors("22 - 78 = 17.\n17 - 78 = 17.") == ["22 - 78 = 17", "17 - 78 = 17"]
+    assert arithmetic_errors("2 + 3 = 5. 4 + 4 = 9") == ["4 + 4 = 9"]
+    assert arithmetic_errors("2 + 3 = 5\n4 + 4 = 8\n3 + 4 = 7 = 8") == ["7 = 8"]  # a chain still link by link
+    assert arithmetic_errors("Add 2, 3 + 4 = 8") == ["3 + 4 = 8"]  # a list comma is not a thousands separator
+    assert arithmetic_errors("2.5 + 1 = 3.5.\n1,000 + 2 = 1,002.\n12,500 / 2 = 6,250.") == []
+    assert arithmetic_errors("Total = 12 + 5 = 18") == ["12 + 5 = 18"]  # a text left side: the rest is checked
+    assert arithmetic_errors("3 \\times 4 = 12 and 10 \\div 4 = 2.5 and 2 \\cdot 3 = 6") == []
+    # not plain arithmetic: left alone, on any line
+    assert arithmetic_errors("Let x = 5.\n5 apples = 3 apples + 2 apples.\ny - 3 = 4\n2 + 5 = 3 + 4y\n"
+                             "1/2 = 50%\n2^3 = 8\nf(3) = 9\n2:30 + 1:00 = 3:30\n100 = 5A") == []
+    assert arithmetic_errors("Step 1: 2 + 3 = 6.\n1. 4 + 4 = 9") == ["2 + 3 = 6", "4 + 4 = 9"]  # labels are not sides
+
+
+def test_last_result_is_read_from_the_working_only():
+    assert last_result("12 + 5 = 17.\n17 - 3 = 14.\n\nThe answer is \\boxed{14}.") == "14"
+    assert last_result("3 + 4 = 7 = 7.0\nThe answer is \\boxed{7}.") == "7.0"
+    assert last_result("The answer is 5 + 3 = \\boxed{8}.") is None  # the answer statement is not working
+    assert last_result("We add them all up.\n\nThe answer is \\boxed{8}.") is None
+
+
+def test_final_result_check_follows_its_switch_and_the_answer_kind():
+    reply = "5 - 0 = 5.\n\nThe answer is \\boxed{0}."
+    assert verdict(reply, cfg=GatesConfig(no_leak=False, shows_work=False, final_result_is_answer=False)).ok
+    assert consistent(reply, "0", final_result_is_answer=False) == (True, "")
+    assert not consistent(reply, "0")[0]
+    # a symbolic or lettered final answer is not compared with a number
+    assert consistent("2 x 6 = 12, so the side is the root of 12.\n\n\\boxed{2\\sqrt{3}}", "2\\sqrt{3}")[0]
+    assert consistent("3 + 4 = 7, which is option C.\n\n\\boxed{C}", "C")[0]
+    # false working is still rejected with the switch off
+    assert not consistent("14 - 1 = 14.\n\n\\boxed{14}", "14", final_result_is_answer=False)[0]
+
+
 def test_stated_answers():
     assert stated_answers("So the answer is 12. Check: \\boxed{\\frac{1}{2}}") == ["\\frac{1}{2}", "12"]
 
@@ -174,11 +244,13 @@ def test_method_doc_and_readme_list_the_gates_of_gates_py_in_order():
 
 def test_gates_config_switches_and_thresholds_match_the_gates_table():
     """Every gate but ``verified`` has its switch in GatesConfig, on by default unless GATES says
-    "off by default", and every threshold of GatesConfig is named in the table."""
+    "off by default", and every other field of GatesConfig (a threshold, or the switch of one check
+    of a gate, e.g. ``final_result_is_answer``) is named in the table."""
     fields = GatesConfig.model_fields
-    switches = [n for n, f in fields.items() if f.annotation is bool]
+    switches = [n for n, f in fields.items() if f.annotation is bool and n in GATES]
     assert switches == [g for g in GATE_ORDER if g != "verified"]
     for g in switches:
         assert fields[g].default is ("off by default" not in GATES[g]), g
     thresholds = [n for n in fields if n not in switches]
     assert thresholds and all(any(t in d for d in GATES.values()) for t in thresholds), thresholds
+    assert "final_result_is_answer" in GATES["consistent"] and fields["final_result_is_answer"].default is True

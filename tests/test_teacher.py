@@ -24,7 +24,8 @@ from test_gates import CHAIN_TEMPLATE  # noqa: E402
 class ScriptedTeacher:
     """Answers the hinted prompt with a clean worked solution, except: ``fail`` (wrong
     answer), ``late`` (wrong first, clean on the retry), ``leak`` (copies the template's
-    scaffolding), ``bare`` (answer only), ``contra`` (working contradicts the answer)."""
+    scaffolding), ``bare`` (answer only), ``contra`` (working contradicts the answer), ``unworked``
+    (true working whose result is not the answer)."""
 
     backend = "fake"
 
@@ -45,7 +46,11 @@ class ScriptedTeacher:
             return f"The answer is \\boxed{{{a}}}."
         if q in self.kinds.get("contra", ()):
             return f"2 + 2 = 5.\nSo the answer is \\boxed{{{a}}}."
-        return f"Step 1: 2 + 2 = 4.\nSo the answer is \\boxed{{{a}}}."
+        if q in self.kinds.get("unworked", ()):
+            return f"Step 1: 2 + 2 = 4.\nSo the answer is \\boxed{{{a}}}."
+        # the working computes the answer (gates.consistent: its last result is the final answer)
+        work = q.removeprefix("What is ").removesuffix("?") if q.startswith("What is ") else "2 + 2"
+        return f"Step 1: {work} = {a if work != '2 + 2' else 4}.\nSo the answer is \\boxed{{{a}}}."
 
     def generate(self, conversations, sampling, progress=True, seeds=None):
         time.sleep(self.delay)
@@ -62,6 +67,11 @@ ANSWER_TEMPLATE = "{question}\n({correct})"  # configs/default.yaml's
 
 
 def teacher_run(tmp_path, model_dir, name="t", curate=None, unsolved=(), **teacher) -> Run:
+    """A run curated from :func:`fake_rollouts`, whose traces all work out ``1 + 1 = 2`` whatever their
+    answer: the gates' final-result check (``final_result_is_answer``) would reject every one of them
+    as a solution, so it is off unless ``gates`` turns it on (it is tested in test_gates.py and in
+    test_final_result_check_in_the_teacher_stage)."""
+    teacher["gates"] = {"final_result_is_answer": False, **teacher.get("gates", {})}
     example = {"question": "What is 1 + 1?", "solution": "Step 1: 1 + 1 = 2.\nSo the answer is \\boxed{2}."}
     run = make_run(tmp_path, str(model_dir), name=name,
                    teacher={"template": CHAIN_TEMPLATE, "hint": "contrastive", **teacher},
@@ -119,6 +129,21 @@ def test_contradiction_and_plausible_gate(tmp_path, tiny_model_dir, tiny_model):
     assert stats["replies_rejected_by_gate"]["consistent"] == 1 and stats["replies_rejected_by_gate"]["plausible"] == 4
     r = {x["id"]: x for x in read_jsonl(run.file("teacher_rejects.jsonl"))}
     assert "2 + 2 = 5" in r["p00"]["rejected_replies"][0]["reason"]
+
+
+def test_final_result_check_in_the_teacher_stage(tmp_path, tiny_model_dir, tiny_model):
+    """A reply whose working is true but does not compute its answer is rejected by ``consistent``
+    when ``final_result_is_answer`` is on (the default), and passes when it is off."""
+    q = [q for q, _ in EASY]
+    for on in (True, False):
+        run = teacher_run(tmp_path, tiny_model_dir, name=f"final-{on}", retries=0,
+                          gates={"final_result_is_answer": on})
+        stats = run_teacher(run, loaded=tiny_model, generator=ScriptedTeacher(dict(EASY), unworked=[q[0]]))
+        assert stats["replies_rejected_by_gate"]["consistent"] == (1 if on else 0)
+        assert stats["pairs_written"] == (4 if on else 5)
+        if on:
+            r = {x["id"]: x for x in read_jsonl(run.file("teacher_rejects.jsonl"))}
+            assert "last result '4' is not the final answer '5'" in r["p00"]["rejected_replies"][0]["reason"]
 
 
 @pytest.mark.parametrize("mode", ["correct", "none"])
@@ -199,7 +224,7 @@ def test_keep_any_wrong_generates_from_the_gold_answer(tmp_path, tiny_model_dir,
     p = pairs["p01"]
     assert p["solution_source"] == "generate" and p["correct_index"] is None and p["scored_rollout"] is None
     assert p["hint_correct"] == "answer" and p["rejected_replies"] == [] and p["teacher_attempts"] == 1
-    assert p["solution"] == "Step 1: 2 + 2 = 4.\nSo the answer is \\boxed{6}."  # passed every gate
+    assert p["solution"] == "Step 1: 10 - 4 = 6.\nSo the answer is \\boxed{6}."  # passed every gate
     hinted = p["teacher_messages"][-1]["content"]
     assert "The answer is \\boxed{6}." in hinted and q[1] in hinted
     wrong = read_jsonl(run.file("rollouts.jsonl"))[1]["completions"][p["wrong_index"]]

@@ -143,6 +143,10 @@ class GatesConfig(Section):
         "kept, curate.keep=any_wrong: of prompt.examples[0]'s solution; no examples: no length check)")
     consistent: bool = Field(True, description="reject replies whose arithmetic or stated answers "
                              "contradict the final answer")
+    final_result_is_answer: bool = Field(
+        True, description="consistent: also reject a reply whose working's last computed result (the right side of "
+        "its last plain-number equality outside the answer statement) is not its final answer; only for a final "
+        "answer that is a plain number, and a reply with no such equality passes")
     not_degenerate: bool = Field(True, description="reject replies that loop (a line repeated max_line_repeats "
                                  "times, or text repeated back-to-back)")
     max_line_repeats: int = Field(3, description="not_degenerate: a line this many times is a loop")

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 from .config import GatesConfig, PromptConfig
-from .grading.answers import extract_answer
+from .grading.answers import as_number, extract_answer
 from .grading.grade import same_answer
 from .prompts import teacher_prompt
 
@@ -37,7 +37,9 @@ GATES = {  # name -> what it rejects, in the order they run; the report and docs
                "the student also sees), or a phrase of the lines that introduce the hints",
     "shows_work": "an answer-only reply (no working once the answer statements are removed), or one under "
                   "min_work_fraction of the correct rollout's length (without one: the first worked example's)",
-    "consistent": "an equality between plain numbers that does not hold, or a stated answer other than the final one",
+    "consistent": "an equality between plain numbers that does not hold (each one, on every line), a stated answer "
+                  "other than the final one, or (final_result_is_answer) working whose last computed result is not "
+                  "the final answer",
     "not_degenerate": "a line repeated max_line_repeats times, or text looping back-to-back",
     "plausible": "(off by default, always measured) a mean log-prob per reply token under the bare student prompt "
                  "below min_student_logprob",
@@ -200,28 +202,79 @@ def _eval_arith(expr: str) -> float | None:
         return None
 
 
-_EQ_CHAIN = re.compile(rf"[-\d(][\d\s,.$()+\-*/×x÷·]*(?:=\s*\$?[-\d(][\d\s,.$()+\-*/×x÷·]*)+")
+# One side of an equation: numbers, operators, parentheses, $ and spaces, with a period or a comma only
+# inside a number (2.5, 1,000). So a chain never runs over a line break, a sentence's full stop
+# ("17.\n17 - 78" or "= 5. 4 + 4") or a list comma, and each line's equalities are checked on their own.
+_SIDE = r"(?:[\d \t$()+\-*/×x÷·]|[.,](?=\d))*"
+_EQ_CHAIN = re.compile(rf"[-\d(]{_SIDE}(?:=[ \t]*\$?[-\d(]{_SIDE})+")
+# before a chain on its line: an operator, a comparison, a one-letter variable or 'of' (2y + 3 = 7, 2^3 = 8,
+# 3! - 1 = 5, 20% of 50 = 10), a word glued to it (f(3) = 9) or a time (2:30 = ...): part of a larger expression
+_NOT_PLAIN_BEFORE = re.compile(r"(?:[-+*/×÷^%!<>]|[<>!=]=|\b[A-Za-z]|\bof)\s*$|[A-Za-z_\\]$|\d:$")
+_LATEX_OPS = {"\\times": " × ", "\\cdot": " · ", "\\div": " ÷ ", "\\$": "$", "−": "-", "–": "-"}  # minus signs too
+
+
+def _normalized(text: str) -> str:
+    for tex, op in _LATEX_OPS.items():
+        text = text.replace(tex, op)
+    return text
+
+
+def _equalities(text: str) -> list[tuple[str, float | None, str, float | None, int]]:
+    """Each equality of each equation chain between plain-number expressions in ``text`` (already
+    :func:`_normalized`), in order, as ``(left, value, right, value, end)`` (a value is None where that
+    side is not plain arithmetic; ``end``: where the chain ends in ``text``). A chain inside a larger
+    expression with a variable, a power, a factorial, a percentage or 'of' (``2y + 3 = 7``, ``2^3 = 8``,
+    ``20% of 50 = 10``) is left out; one after a text left side (``Total = 12 + 5 = 17``) is checked."""
+    out = []
+    for m in _EQ_CHAIN.finditer(text):
+        line = text[text.rfind("\n", 0, m.start()) + 1 : m.start()]
+        if _NOT_PLAIN_BEFORE.search(line.removesuffix("$")):  # 15% * $1000 = $150: part of a larger one
+            continue
+        sides = m.group(0).split("=")
+        after = text[m.end() : m.end() + 2]
+        if after and (after[0] in "%^!{\\" or after[0].isalpha() or re.match(r":\d", after)):
+            sides = sides[:-1]  # the last side goes on past the chain (0.5 = 50%, 100 = 5A, = 3:30): not plain
+        vals = [_eval_arith(s) for s in sides]
+        for (sa, a), (sb, b) in zip(zip(sides, vals), zip(sides[1:], vals[1:])):
+            out.append((sa.strip(), a, sb.strip().rstrip("."), b, m.end()))
+    return out
 
 
 def arithmetic_errors(reply: str) -> list[str]:
-    """Equalities between plain-number expressions that do not hold (``54 + 86 = 130``)."""
-    bad = []
-    for m in _EQ_CHAIN.finditer(reply):
-        before = reply[: m.start()].rstrip()
-        # part of a larger expression with a variable, a percentage or 'of': not plain arithmetic
-        if re.search(r"(?:[-+*/=×÷^%]|\b[A-Za-z]|\bof)$", before):
-            continue
-        sides = [s for s in m.group(0).split("=")]
-        vals = [_eval_arith(s) for s in sides]
-        for (sa, a), (sb, b) in zip(zip(sides, vals), zip(sides[1:], vals[1:])):
-            if a is None or b is None:
-                continue
-            if not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6):
-                bad.append(f"{sa.strip()} = {sb.strip().rstrip('.')}")
-    return bad
+    """Equalities between plain-number expressions that do not hold (``54 + 86 = 130``), on every
+    line and every link of a chain (``3 + 4 = 7 = 8``)."""
+    return [f"{sa} = {sb}" for sa, a, sb, b, _ in _equalities(_normalized(reply))
+            if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)]
 
 
-def consistent(reply: str, final: str | None) -> tuple[bool, str]:
+def last_result(reply: str) -> str | None:
+    """The working's last computed result: the right side of the last equality between plain-number
+    expressions outside the answer statements (:func:`work_text`); None without one."""
+    return _last_result(reply)[0]
+
+
+def _last_result(reply: str) -> tuple[str | None, list[str]]:
+    """:func:`last_result`, and the numbers the working states after it."""
+    work = _normalized(work_text(reply))
+    links = [(sb, end) for _, a, sb, b, end in _equalities(work) if a is not None and b is not None]
+    if not links:
+        return None, []
+    last, end = links[-1]
+    return last, re.findall(rf"-?{_NUM}", work[end:])
+
+
+def _numeric(answer: str) -> bool:
+    """A plain number in some form (``42``, ``1,000``, ``$15``, ``25\\%``, ``-\\frac{1}{2}``, ``7/2``)."""
+    frac = re.fullmatch(r"\s*(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}\s*", answer)
+    return frac is not None or _eval_arith(answer) is not None or as_number(answer) is not None
+
+
+def consistent(reply: str, final: str | None, final_result_is_answer: bool = True) -> tuple[bool, str]:
+    """No false equality in the working, no stated answer besides ``final``, and (``final_result_is_answer``)
+    the working's last computed result (:func:`last_result`) equal to ``final`` when ``final`` is a
+    plain number (a symbolic or multiple-choice answer is not compared). A number the working states
+    after that result counts as its result too: the last step may be one the checker cannot read
+    (``32 hours + 64 hours = 96 hours``, ``3/25 * 100% = 12%``), and it ends at that number."""
     errors = arithmetic_errors(reply)
     if errors:
         return False, "arithmetic does not hold: " + "; ".join(errors[:3])
@@ -229,6 +282,10 @@ def consistent(reply: str, final: str | None) -> tuple[bool, str]:
         for a in stated_answers(reply):
             if a != final and not _same(a, final):
                 return False, f"states answer {a!r} besides the final {final!r}"
+        if final_result_is_answer and _numeric(final):
+            last, later = _last_result(reply)
+            if last is not None and not any(_same(x, final) for x in [last] + later):
+                return False, f"the working's last result {last!r} is not the final answer {final!r}"
     return True, ""
 
 
@@ -315,7 +372,7 @@ def check_reply(reply: str, *, correct: bool, finished: bool, outcome: str, cfg:
         if not ok:
             return Verdict(False, "shows_work", why)
     if cfg.consistent:
-        ok, why = consistent(reply, extract_answer(reply)[0])
+        ok, why = consistent(reply, extract_answer(reply)[0], cfg.final_result_is_answer)
         if not ok:
             return Verdict(False, "consistent", why)
     if cfg.not_degenerate:
