@@ -36,7 +36,7 @@ def _run(tmp_path, tiny_model_dir, **grpo) -> Run:
 def test_grpo_trains_with_token_budget(tmp_path, tiny_model_dir):
     from ssb.stages.grpo import run_grpo, training_problems
 
-    run = _run(tmp_path, tiny_model_dir)
+    run = _run(tmp_path, tiny_model_dir, budget="tokens")
     run.set_stage("rollout", status="done", generated_tokens=6)
     run.set_stage("teacher", status="done", teacher_tokens=4)
     assert [p.id for p in training_problems(run)] == ["r0", "r1", "r2", "r3"]
@@ -60,6 +60,33 @@ def test_grpo_trains_with_token_budget(tmp_path, tiny_model_dir):
     stage = run.stage("grpo")
     assert stage["status"] == "done" and stage["generated_tokens"] == info["generated_tokens"]
     assert stage["train_seconds"] > 0
+
+
+def test_grpo_flops_budget_points_and_generation_time(tmp_path, tiny_model_dir):
+    """The default budget: GRPO stops once its FLOPs (ledger.py's rule over the token kinds it
+    records) reach SSB's; the curve points are saved where the budget's quarters are crossed; the
+    seconds spent generating are measured apart from training."""
+    from ssb.ledger import flops, ledger, model_params
+    from ssb.stages.grpo import run_grpo
+
+    run = _run(tmp_path, tiny_model_dir, max_steps=4, curve_points=2)
+    assert run.cfg.grpo.budget == "flops"
+    run.set_stage("rollout", status="done")
+    params = model_params(run.cfg)
+    budget = ledger(run, params, all_arms=True)["arms"]["ssb"]["flops"]
+    assert budget == flops({"generated_tokens": 8}, params) == 2 * params["matmul"] * 8  # 4 problems x 2 x 1 token
+    info = run_grpo(run)
+    assert info["budget_flops"] == budget and info["stopped_by"] == "FLOPs budget" and info["steps"] == 1
+    counts = {k: info[k] for k in ("prefill_tokens", "generated_tokens", "forward_tokens", "trained_tokens")}
+    assert info["flops"] == flops(counts, params) >= budget
+    # TRL trains every completion's prompt + completion; a group's prompt is prefilled once
+    prompt_tokens = info["trained_tokens"] - info["generated_tokens"]
+    assert prompt_tokens > 0 and info["prefill_tokens"] == prompt_tokens // 2 and info["forward_tokens"] == 0
+    assert 0 < info["generation_seconds"] < info["train_seconds"]
+    points = json.loads(run.file("grpo_points/points.json").read_text())
+    assert [p["point"] for p in points] == [1, 2] and all(p["step"] == 1 for p in points)
+    assert (run.file("grpo_points/p1") / "adapter_config.json").exists()
+    assert ledger(run, params)["arms"]["grpo"]["flops"] == info["flops"]
 
 
 def test_grpo_rejects_bad_group_size(tmp_path, tiny_model_dir):

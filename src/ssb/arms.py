@@ -239,7 +239,7 @@ class Compare:
                 if row["label"] in self.records:
                     vec = [bool(x["correct"][0]) for x in self.records[row["label"]]]
                     row["accuracy"] = sum(vec) / len(vec)
-        doc.update(config=self.config, overrides=self.overrides, arms_requested=self.arms, dir=str(self.dir),
+        doc.update(config=self.config, overrides=self.overrides, grpo_budget=self.base_cfg.grpo.budget, arms_requested=self.arms, dir=str(self.dir),
                    flop_rule=ledger(mains[0], params)["rule"], params=params, replicates=self.replicates(mains),
                    holdout={"n": self.n, "seed": self.seed, "deduplicated_against_training_of_all_replicates": True},
                    decoding="greedy pass@1, the training prompt (system + worked example)",
@@ -263,14 +263,15 @@ class Compare:
             points = []
             if arm == "grpo":
                 f = run.file("grpo_points/points.json")
-                for p in (json.loads(f.read_text()) if f.is_file() else [])[:-1]:
+                last = run.stage("grpo").get("steps")  # a point at the final step is the final adapter
+                for p in [p for p in (json.loads(f.read_text()) if f.is_file() else []) if p["step"] != last]:
                     points.append((f"p{p['point']}", run.file(f"grpo_points/{p['dir']}"), p["flops"],
                                    {"budget_fraction": p["budget_fraction"], "step": p["step"]}))
             else:
                 f = run.file(f"{out_dir}_epochs/points.json")
                 per_tok = (own.get("flops", 0.0) / own["trained_tokens"]) if own.get("trained_tokens") else 0.0
                 eps = json.loads(f.read_text()) if f.is_file() else []
-                for p in eps[:-1]:
+                for p in [p for p in eps if p["epoch"] < run.cfg.distill.epochs]:  # the last: the final adapter
                     points.append((f"e{p['epoch']}", run.file(f"{out_dir}_epochs/{p['dir']}"),
                                    upstream + per_tok * p["trained_tokens"], {"epoch": p["epoch"]}))
             points.append(("final", run.file(out_dir), total, {}))

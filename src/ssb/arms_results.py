@@ -153,8 +153,10 @@ def verdict(doc: dict) -> list[str]:
         d = g["vs_ssb"]
         lo, hi = d["ci"]
         winner = "GRPO" if lo > 0 else "SSB" if hi < 0 else "neither (the interval holds zero)"
-        lines.append(f"At matched compute (GRPO spent {ratio:.2f}x SSB's FLOPs) the winner is {winner}: "
-                     f"GRPO minus SSB {pt(d)}.")
+        budget = doc.get("grpo_budget", "flops")
+        where = (f"At matched compute (GRPO's budget is SSB's FLOPs; it spent {ratio:.2f}x)" if budget == "flops"
+                 else f"With GRPO's budget in {budget} (it spent {ratio:.2f}x SSB's FLOPs, so compute is not matched)")
+        lines.append(f"{where} the winner is {winner}: GRPO minus SSB {pt(d)}.")
     for name, a in arms.items():
         if name != "base" and a.get("vs_base"):
             flops = a["compute"]["flops"] if a.get("compute") else None

@@ -112,10 +112,11 @@ def _checkpointing(run: Run, name: str) -> bool:
     return bool(cfg.distill.gradient_checkpointing) if name in ("distill", "sft", "rft") else False
 
 
-def ledger(run: Run, params: dict[str, int] | None = None) -> dict:
+def ledger(run: Run, params: dict[str, int] | None = None, all_arms: bool = False) -> dict:
     """The run's compute: per stage its token counts, FLOPs and wall-clock (all invocations);
-    per arm the sum over the stages it pays for (the stage table's ``cost_of``); evaluation apart.
-    Written to the manifest (``compute``) by the report stage."""
+    per arm the sum over the stages it pays for (the stage table's ``cost_of``), for the arms whose
+    own training ran (``all_arms``: every arm with a stage that ran, e.g. what SSB has spent so far,
+    GRPO's budget); evaluation apart. Written to the manifest (``compute``) by the report stage."""
     params = params or model_params(run.cfg)
     stages: dict[str, dict] = {}
     for st in STAGES:
@@ -138,7 +139,7 @@ def ledger(run: Run, params: dict[str, int] | None = None) -> dict:
                 a["stages"].append(st.name)
     # an arm whose own training never ran is not an arm of this run
     trained = {arm for st in STAGES for arm in st.cost_of if st.trains and st.name in stages}
-    arms = {a: v for a, v in arms.items() if a in trained}
+    arms = {a: v for a, v in arms.items() if all_arms or a in trained}
     evaluation = {}
     for st in STAGES:
         if st.is_eval:

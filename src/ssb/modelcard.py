@@ -32,9 +32,13 @@ KNOWN_LICENSES = {EMBEDDED_HUB_ID: "apache-2.0"}
 METHODS = {
     "ssb": "Semantic Soft Bootstrapping (SSB): RL-free self-distillation. The base model answered each "
            "training problem K times; a problem with a correct and a wrong answer was shown to the same "
-           "model as a hinted teacher (both answers in its prompt), whose verified solution became a "
+           "model as a hinted teacher (the hint: `teacher.hint`, below), whose verified solution became a "
            "training pair; the LoRA student learned to match the teacher's token distributions (KL) over "
            "that solution from the bare question.",
+    "sft": "SFT baseline of the SSB comparison: cross-entropy on the hinted teacher's verified solutions (SSB's "
+           "pairs) under the bare student prompt: SSB's data with hard labels.",
+    "rft": "RFT baseline of the SSB comparison (rejection-sampling fine-tuning, one round): cross-entropy on the "
+           "base model's own verified correct rollouts, no teacher.",
     "grpo": "GRPO (TRL's GRPOTrainer), the reinforcement-learning baseline of the SSB comparison: groups of "
             "sampled answers per training problem, rewarded 1 for a correct final answer and 0 otherwise.",
 }
@@ -98,10 +102,11 @@ def _data_lines(run: Run, method: str) -> list[str]:
     problems = (m.get("draw") or {}).get("problems_drawn") or m.get("stages", {}).get("rollout", {}).get("problems")
     lines = [f"- **Training data:** {src} (seed {d.seed}, limit {d.limit if d.limit is not None else 'none'})",
              f"- **Training problems:** {problems if problems is not None else 'unknown'}"]
-    if method == "ssb":  # GRPO trains on the problems themselves
+    if method in ("ssb", "sft"):  # GRPO and RFT train on the problems themselves
         pairs_file = run.file("pairs.jsonl")
         pairs = len(read_jsonl(pairs_file)) if pairs_file.exists() else None
-        lines.append(f"- **Verified teacher pairs (training examples):** {pairs if pairs is not None else 'none'}")
+        lines.append(f"- **Verified teacher pairs (training examples):** {pairs if pairs is not None else 'none'} "
+                     f"(`teacher.hint: {run.cfg.teacher.hint}`, `teacher.solution: {run.cfg.teacher.solution}`)")
     return lines
 
 
@@ -119,6 +124,11 @@ def _training_lines(run: Run, method: str, adapter_dir: Path) -> list[str]:
                      f"grad accum {t.grad_accum}, KL temperature {t.temperature}, weights KD {t.kd_weight} / CE "
                      f"{t.ce_weight} / reverse KL {t.reverse_kl_weight}; teacher signal store `{cfg.logits.store}`; "
                      f"{s.get('examples', '?')} examples, {s.get('steps', '?')} optimizer steps")
+    elif method in ("sft", "rft"):
+        t, s = cfg.distill, st.get(method, {})
+        lines.append(f"- **Cross-entropy training:** {t.epochs} epoch(s), lr {t.lr} ({t.lr_scheduler}), batch "
+                     f"{t.batch_size} x grad accum {t.grad_accum}; {s.get('examples', '?')} examples, "
+                     f"{s.get('steps', '?')} optimizer steps")
     else:
         g, s = cfg.grpo, st.get("grpo", {})
         lines.append(f"- **GRPO:** {g.epochs} epoch(s) cap, lr {g.lr} ({g.lr_scheduler}), "
@@ -178,7 +188,7 @@ def model_card(run: Run, adapter_dir: str | Path, method: str) -> str:
     cfg_path = run.file("config.yaml")
     label = _eval_label(adapter_dir)
     results, _ = _results_lines(run, label, adapter_dir)
-    title = {"ssb": "SSB student", "grpo": "GRPO baseline"}[method]
+    title = {"ssb": "SSB student", "grpo": "GRPO baseline", "sft": "SFT baseline", "rft": "RFT baseline"}[method]
     md = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
           f"# {title} of `{base_id}` (run `{run.cfg.name}`)", "",
           f"A LoRA adapter for `{base_id}`, trained by ssb (Semantic Soft Bootstrapping) in run "

@@ -51,7 +51,7 @@ def flops_budget(run: Run, params: dict | None) -> tuple[float | None, str]:
     """FLOPs SSB spent on the stages it pays for (``ledger.py``), and where that came from."""
     if run.cfg.grpo.budget != "flops":
         return None, f"budget={run.cfg.grpo.budget}"
-    ssb = ledger(run, params)["arms"].get("ssb")
+    ssb = ledger(run, params, all_arms=True)["arms"].get("ssb")
     if not ssb or not ssb["flops"]:
         return None, "no SSB compute in the run (SSB stages not run): max_steps/epochs"
     return float(ssb["flops"]), "ledger: FLOPs of " + " + ".join(ssb["stages"])

@@ -110,14 +110,23 @@ def _budget_lines(manifest: dict) -> list[str]:
     ssb_stages = stage_names(counts_toward_ssb_cost=True)
     ssb_secs = sum(total_seconds(st.get(s, {})) or 0 for s in ssb_stages)
     g = st.get("grpo", {})
+    ssb_flops = (manifest.get("compute") or {}).get("arms", {}).get("ssb", {}).get("flops")
+    ssb_flops = "—" if ssb_flops is None else f"{ssb_flops:.3g}"
     lines = [f"| | SSB ({' + '.join(ssb_stages)}) | GRPO |", "|---|---|---|",
              f"| generated tokens | {_num(ssb_total)} | {_num(g.get('generated_tokens'))} |",
+             f"| FLOPs (ledger below) | {ssb_flops} | {g['flops']:.3g} |" if g.get("flops") is not None else "",
              f"| wall-clock seconds (all invocations) | {_num(round(ssb_secs, 1)) if ssb_secs else '—'} "
              f"| {_num(total_seconds(g))} |",
              f"| optimizer steps | {_num(st.get('distill', {}).get('steps') or st.get('distill', {}).get('global_step'))} "
              f"| {_num(g.get('steps'))} |"]
+    lines = [x for x in lines if x]
+    if g.get("generation_seconds") is not None and g.get("train_seconds"):
+        lines.append(f"\nGRPO's wall-clock: {g['generation_seconds'] / g['train_seconds']:.0%} generating and "
+                     "scoring completions, the rest training.")
     if g.get("stopped_by"):
-        if g.get("budget_seconds") is not None:
+        if g.get("budget_flops") is not None:
+            limit = f"{g['budget_flops']:.3g} FLOPs"
+        elif g.get("budget_seconds") is not None:
             limit = f"{_num(round(g['budget_seconds'], 1))} s"
         elif g.get("budget_tokens") is not None:
             limit = f"{_num(g['budget_tokens'])} tokens"
@@ -162,6 +171,26 @@ def collapse_flags(summaries: dict, base: str = "base", margin: float = 0.02) ->
                              f"(+{100 * (got - ref):.1f} pt > {100 * margin:.0f} pt): check its completions for "
                              "copied scaffolding or loops")
     return flags
+
+
+def _ledger_lines(run: Run) -> list[str]:
+    """The compute ledger (``ledger.py``) per arm, also saved to the manifest under ``compute``."""
+    from ..ledger import KINDS, ledger  # lazy: the parameter count imports torch
+
+    try:
+        led = ledger(run)
+    except (OSError, ValueError) as exc:  # the model's config cannot be read: no FLOPs
+        log.warning("[report] no compute ledger: %s", exc)
+        return []
+    run.update_manifest(compute=led)
+    if not led["arms"]:
+        return []
+    lines = ["| arm (stages it pays for) | FLOPs | " + " | ".join(k.replace("_", " ") for k in KINDS)
+             + " | seconds |", "|---|" + "---:|" * (len(KINDS) + 2)]
+    for arm, a in led["arms"].items():
+        lines.append(f"| {arm} ({' + '.join(a['stages'])}) | {a['flops']:.3g} | "
+                     + " | ".join(_num(a[k]) for k in KINDS) + f" | {_num(round(a['seconds'], 1))} |")
+    return lines + ["", f"FLOPs: {led['rule']}."]
 
 
 def write_report(run: Run) -> Path:
@@ -239,7 +268,8 @@ def write_report(run: Run) -> Path:
              "GRPO training curves")
     else:
         md += [f"GRPO: {NOT_RUN if cfg.grpo.enabled else '_disabled in the config_'}.", ""]
-    md += ["### Compute budget", ""] + _budget_lines(manifest) + [""]
+    ledger_lines = _ledger_lines(run)  # saves the ledger to the manifest first
+    md += ["### Compute budget", ""] + _budget_lines(run.manifest()) + [""] + ledger_lines + [""]
 
     path = run.file("report.md")
     atomic_write_text(path, "\n".join(md).rstrip() + "\n")

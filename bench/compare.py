@@ -1,0 +1,70 @@
+"""`ssb compare` on a config, its results saved with provenance: ``bench/results/compare.json``.
+
+    python bench/compare.py [--config configs/default.yaml] [--dir runs/default-compare] [ssb compare flags]
+
+A thin caller of ``ssb compare`` (``src/ssb/arms.py``): it runs (or resumes) the comparison with the
+flags given (``--arms``, ``--replicates``, ``--n``, ``--k-max``, ``--k-values``, ``--grpo-points``,
+``--set``), then writes the comparison's ``results.json`` with ``provenance`` (commit, dirty paths,
+config sha256) and ``invocations`` (every invocation's commit: a rerun resumes the same directory,
+so the first one trained what later ones only re-aggregate) to ``--out``. ``commit`` is the commit
+of this invocation. Rendered into README/docs by ``bench/render.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _meta import provenance  # noqa: E402
+from quality import dirty_paths  # noqa: E402
+from ssb.arms import Compare, parse_arms  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
+    ap.add_argument("--dir", default=None, help="the comparison's directory (default: <runs_dir>/<name>-compare)")
+    ap.add_argument("--arms", default="base,ssb,sft,rft,grpo")
+    ap.add_argument("--replicates", type=int, default=2)
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=20261122)
+    ap.add_argument("--grpo-points", type=int, default=4)
+    ap.add_argument("--k-max", type=int, default=10)
+    ap.add_argument("--k-values", default="2,10")
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "compare.json"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    prov = {**provenance(args.config), "dirty_paths": dirty_paths()}
+    old = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    same_dir = old.get("dir") == (args.dir and str(Path(args.dir)))
+    history = old.get("invocations", []) if same_dir else []
+    prov["invocations"] = history + [{k: prov[k] for k in ("commit", "dirty", "dirty_paths", "date")}]
+    t0 = time.time()
+    ks = tuple(int(k) for k in args.k_values.split(",") if k) if args.k_max else ()
+    doc = Compare(args.config, parse_arms(args.arms), args.replicates, args.n, args.seed,
+                  Path(args.dir) if args.dir else None, args.set, grpo_points=args.grpo_points,
+                  k_max=args.k_max, k_values=ks).run()
+    invocations = prov.pop("invocations")
+    out = {"provenance": prov, "commit": prov["commit"], "invocations": invocations,
+           "trained_at_commit": invocations[0]["commit"],
+           "command": "python bench/compare.py " + " ".join(sys.argv[1:]), **doc,
+           "wall_seconds_bench_invocation": round(time.time() - t0, 1)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print("\n".join(doc["verdict"]))
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
