@@ -138,15 +138,12 @@ class GatesConfig(Section):
     leak_ngram: int = Field(3, description="words in a copied run that counts as a leak")
     shows_work: bool = Field(True, description="reject answer-only replies and replies shorter than "
                              "min_work_fraction of the reference")
-    min_work_fraction: float = Field(
-        0.5, description="shows_work: the reply has at least this fraction of the correct rollout's words (none "
-        "kept, curate.keep=any_wrong: of prompt.examples[0]'s solution; no examples: no length check)")
+    min_work_fraction: float = Field(0.5, description="shows_work: the reply has at least this fraction of the correct "
+                                     "rollout's words (none: prompt.examples[0]'s solution's; no examples: no check)")
     consistent: bool = Field(True, description="reject replies whose arithmetic or stated answers "
                              "contradict the final answer")
-    final_result_is_answer: bool = Field(
-        True, description="consistent: also reject a reply whose working's last computed result (the right side of "
-        "its last plain-number equality outside the answer statement) is not its final answer; only for a final "
-        "answer that is a plain number, and a reply with no such equality passes")
+    final_result_is_answer: bool = Field(True, description="consistent: also reject a reply whose working's last "
+                                         "plain-number result is not its (plain-number) final answer")
     not_degenerate: bool = Field(True, description="reject replies that loop (a line repeated max_line_repeats "
                                  "times, or text repeated back-to-back)")
     max_line_repeats: int = Field(3, description="not_degenerate: a line this many times is a loop")
@@ -297,8 +294,7 @@ class BaselinesConfig(Section):
     """Fine-tuning baselines trained beside SSB (``stages/sft.py``): same problems, prompt, LoRA and
     ``distill`` training settings; only the loss and the data differ."""
 
-    sft: bool = Field(False, description="cross-entropy on the teacher's verified solutions (pairs.jsonl) under "
-                      "the student prompt: SSB's data with hard labels instead of the teacher's distribution")
+    sft: bool = Field(False, description="cross-entropy on the teacher's verified solutions (SSB's pairs, hard labels)")
     rft: bool = Field(False, description="cross-entropy on the model's own verified correct rollouts, no teacher "
                       "(rejection-sampling fine-tuning, one round)")
     rft_per_problem: int = Field(1, ge=1, description="distinct correct rollouts per problem that RFT trains on")
