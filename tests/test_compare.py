@@ -1,0 +1,189 @@
+"""`ssb compare` on the smoke config end to end (one comparison shared by the module: every arm,
+one replicate, K sensitivity at K_max 3), the compute ledger's sums, the curve points, the K
+subsampling, resuming; and the aggregation on synthetic replicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssb import arms_results, stats
+from ssb.arms import CompareError, ablation_overrides, parse_arms
+from ssb.funnel import rollout_counts
+from ssb.jsonl import read_jsonl
+from ssb.ledger import KINDS, flops, ledger
+from ssb.rundir import Run
+from ssb.stages import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = ("base", "ssb", "sft", "rft", "grpo")
+
+
+def ssb(*args, timeout=1200):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "ssb.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+COMPARE = ("compare", "configs/smoke.yaml", "--replicates", "1", "--n", "8", "--k-max", "3", "--k-values", "2")
+
+
+@pytest.fixture(scope="module")
+def smoke_compare(tmp_path_factory):
+    d = tmp_path_factory.mktemp("compare")
+    res = ssb(*COMPARE, "--dir", str(d))
+    assert res.returncode == 0, res.stderr[-4000:]
+    return d, json.loads((d / "results.json").read_text()), res.stdout
+
+
+@pytest.mark.slow
+def test_every_arm_is_trained_and_evaluated_on_the_same_problems(smoke_compare):
+    d, doc, stdout = smoke_compare
+    assert set(ARMS) <= set(doc["arms"]) and doc["n_replicates"] == 1 and doc["n_problems"] == 8
+    for name in ARMS:
+        a = doc["arms"][name]
+        assert 0 <= a["ci"][0] <= a["accuracy"] <= a["ci"][1] <= 1
+        assert set(a["output_quality"]) >= {"states_equation", "equations_hold", "shows_work", "mean_tokens",
+                                            "no_answer_rate"}
+        if name != "base":
+            assert a["compute"]["flops"] > 0 and a["vs_base"]["per_replicate"][0]["a_only"] >= 0
+    ids = {lab.name: {str(r["id"]) for r in read_jsonl(lab / "holdout.jsonl")} for lab in (d / "eval").iterdir()
+           if lab.is_dir()}
+    assert len(ids) >= 8 and len({frozenset(v) for v in ids.values()}) == 1  # every model, the same 8 problems
+    assert (d / "results.md").read_text().startswith("8 held-out problems") and "| grpo |" in stdout
+    assert (d / "plots" / "accuracy_vs_flops.png").stat().st_size > 0
+    # the smoke config's GRPO stops on max_steps: the verdict must not call that matched compute
+    assert doc["grpo_budget"] == "steps" and "compute is not matched" in doc["verdict"][0]
+
+
+@pytest.mark.slow
+def test_the_ledger_adds_up(smoke_compare):
+    d, doc, _ = smoke_compare
+    run = Run.open(d / "r0")
+    led = ledger(run)
+    assert run.manifest()["compute"]["arms"] == led["arms"]  # the report wrote it
+    rollouts = read_jsonl(run.file("rollouts.jsonl"))
+    assert led["stages"]["rollout"]["prefill_tokens"] == sum(r["prompt_tokens"] for r in rollouts)
+    assert led["stages"]["rollout"]["generated_tokens"] == sum(sum(r["completion_tokens"]) for r in rollouts)
+    teacher = read_jsonl(run.file("pairs.jsonl")) + read_jsonl(run.file("teacher_rejects.jsonl"))
+    assert led["stages"]["teacher"]["prefill_tokens"] == sum(r["teacher_prompt_tokens"] for r in teacher) > 0
+    n = led["params"]["matmul"]
+    for name, st in led["stages"].items():
+        fwd = st["prefill_tokens"] + st["generated_tokens"] + st["forward_tokens"]
+        assert st["flops"] == 2 * n * fwd + (4 * n + 6 * led["params"]["lora"]) * st["trained_tokens"], name
+    for arm, a in led["arms"].items():
+        paid = [s.name for s in STAGES if arm in s.cost_of and s.name in led["stages"]]
+        assert a["stages"] == paid
+        for k in (*KINDS, "flops"):
+            assert a[k] == sum(led["stages"][s][k] for s in paid), (arm, k)
+    assert set(led["arms"]) == {"ssb", "sft", "rft", "grpo"}
+    assert doc["arms"]["ssb"]["compute"]["flops"] == led["arms"]["ssb"]["flops"]
+    # SFT pays for SSB's data but not its teacher signal; RFT for the rollouts alone
+    assert led["arms"]["sft"]["flops"] < led["arms"]["ssb"]["flops"]
+    assert led["arms"]["rft"]["generated_tokens"] == led["stages"]["rollout"]["generated_tokens"]
+    assert led["stages"]["distill"]["trained_tokens"] == led["stages"]["sft"]["trained_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_nothing_is_generated_twice_and_curves_have_points(smoke_compare):
+    d, doc, _ = smoke_compare
+    r0 = Run.open(d / "r0")
+    assert (d / "r0-ssb-half" / "rollouts.jsonl").read_bytes() == r0.file("rollouts.jsonl").read_bytes()
+    half = read_jsonl(d / "r0-ssb-half" / "pairs.jsonl")
+    assert half == read_jsonl(r0.file("pairs.jsonl"))[: len(half)] and half
+    for arm in ("ssb", "sft", "rft", "grpo"):
+        assert r0.stage(arm if arm != "ssb" else "distill")["status"] == "done"
+    grpo = doc["curves"]["grpo"]
+    points = json.loads(r0.file("grpo_points/points.json").read_text())
+    assert [p["point"] for p in points] == [1, 2, 3, 4]  # --grpo-points 4 along max_steps 2
+    assert grpo[-1]["point"] == "final" and all(p["flops"] > 0 and 0 <= p["accuracy"] <= 1 for p in grpo)
+    assert [p["flops"] for p in grpo] == sorted(p["flops"] for p in grpo)
+    ssb_pts = {p["point"]: p for p in doc["curves"]["ssb"]}
+    assert ssb_pts["half_pairs"]["flops"] < ssb_pts["final"]["flops"]
+
+
+@pytest.mark.slow
+def test_k_sensitivity_subsamples_one_rollout_pass(smoke_compare):
+    d, doc, _ = smoke_compare
+    k = doc["k_sensitivity"]
+    top = read_jsonl(d / "k3" / "rollouts.jsonl")
+    assert [r["k"] for r in k["yield"]] == [2, 3]
+    assert k["yield"][-1]["with_both"] == rollout_counts(top)["with_both"]
+    sub = read_jsonl(d / "k3-sub2" / "rollouts.jsonl")
+    assert [s["grades"] for s in sub] == [t["grades"][:2] for t in top]
+    assert [s["completions"] for s in sub] == [t["completions"][:2] for t in top]
+    assert k["yield"][0]["with_both"] == rollout_counts(sub)["with_both"]
+    assert k["trained"][0]["k"] == 2 and 0 <= k["trained"][0]["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_a_rerun_resumes_without_training_again(smoke_compare):
+    d, doc, _ = smoke_compare
+    before = {s: v.get("finished") for s, v in Run.open(d / "r0").manifest()["stages"].items() if s != "report"}
+    res = ssb(*COMPARE, "--dir", str(d))
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = {s: v.get("finished") for s, v in Run.open(d / "r0").manifest()["stages"].items() if s != "report"}
+    assert after == before
+    again = json.loads((d / "results.json").read_text())
+    assert {a: v["accuracy"] for a, v in again["arms"].items()} == {a: v["accuracy"] for a, v in doc["arms"].items()}
+
+
+# ----------------------------------------------------------------------------- fast
+
+
+def _recs(correct: list[bool], text: str = "2 + 2 = 4.\n\nThe answer is \\boxed{4}.") -> list[dict]:
+    return [{"id": f"p{i}", "correct": [c], "completions": [text], "grades": ["correct" if c else "wrong"],
+             "completion_tokens": [9]} for i, c in enumerate(correct)]
+
+
+def test_pooled_results_pair_every_replicate_on_the_same_problems():
+    base = [True] * 10 + [False] * 30
+    r0 = [True] * 14 + [False] * 26
+    r1 = [True] * 12 + [False] * 28
+    records = {"base": _recs(base), "r0-ssb": _recs(r0), "r1-ssb": _recs(r1)}
+    comp = [{"flops": 2.0, "generated_tokens": 3}, {"flops": 4.0, "generated_tokens": 5}]
+    doc = arms_results.results({"base": {"labels": ["base"]}, "ssb": {"labels": ["r0-ssb", "r1-ssb"], "compute": comp}},
+                               records, "base", {"ssb": [{"point": "final", "labels": ["r0-ssb", "r1-ssb"],
+                                                          "flops": [2.0, 4.0]}]}, iters=500)
+    s = doc["arms"]["ssb"]
+    assert s["accuracy"] == pytest.approx(13 / 40) and s["per_replicate_accuracy"] == [14 / 40, 12 / 40]
+    assert s["vs_base"]["value"] == pytest.approx(3 / 40)
+    ref = stats.paired_diff(r0, base)
+    assert s["vs_base"]["per_replicate"][0]["ci"] == list(ref["ci"]) and s["vs_base"]["per_replicate"][0]["a_only"] == 4
+    assert s["compute"]["flops"] == 3.0 and s["compute"]["per_replicate"] == comp
+    assert doc["curves"]["ssb"][0]["flops"] == 3.0 and doc["reach"]["ssb"]["+5pt"] == 3.0
+    assert doc["reach"]["ssb"]["+1pt"] == 3.0
+    text = arms_results.markdown({**doc, "grpo_budget": "flops"})
+    assert "| ssb | 32.5" in text and "vs base +7.5 pt" in text
+
+
+def test_output_quality_reads_the_working():
+    recs = (_recs([True]) + _recs([False], "54 + 86 = 130.\n\nThe answer is \\boxed{130}.")
+            + _recs([False], "I do not know.") + _recs([True], "\\boxed{4}"))
+    recs[2]["grades"] = ["no_answer"]
+    q = arms_results.output_quality(recs)
+    assert q["states_equation"] == 0.5 and q["equations_hold"] == 0.5
+    assert q["shows_work"] == 0.75 and q["no_answer_rate"] == 0.25 and q["mean_tokens"] == 9
+
+
+def test_the_flop_rule():
+    p = {"matmul": 100, "lora": 3, "total": 120}
+    assert flops({"prefill_tokens": 1, "generated_tokens": 2, "forward_tokens": 3}, p) == 2 * 100 * 6
+    assert flops({"trained_tokens": 2}, p) == 2 * (4 * 100 + 6 * 3)
+    assert flops({"trained_tokens": 1}, p, checkpointing=True) == 6 * 100 + 6 * 3
+
+
+def test_arms_are_checked():
+    assert parse_arms("ssb,grpo") == ["base", "ssb", "grpo"]
+    with pytest.raises(CompareError, match="unknown arm 'ppo'"):
+        parse_arms("ssb,ppo")
+    assert ablation_overrides("ssb:correct", "{question}\n({correct})") == ["teacher.hint=correct"]
+    assert ablation_overrides("ssb:contrastive", "{question}\n({correct})")[1].startswith("teacher.template=")
+    assert ablation_overrides("ssb:teacher.solution=rollout", None) == ["teacher.solution=rollout"]
+    with pytest.raises(CompareError, match="neither a teacher.hint"):
+        ablation_overrides("ssb:both", None)
