@@ -10,7 +10,7 @@ A results block in README.md, docs/*.md or bench/README.md is (each marker a lin
     <!-- /results -->
 
 and the text between the two markers is the output of the renderer ``NAME`` (:data:`RENDERERS`;
-the renderers live in ``render_quality.py``, ``render_speed.py`` and ``render_teacher.py``, what
+the renderers live in ``render_compare.py``, ``render_quality.py``, ``render_speed.py`` and ``render_teacher.py``, what
 they share in ``_results.py``):
 a markdown table read from a ``bench/results/*.json`` file and a one-line caption naming that
 file, the commit it ran (its ``provenance``, written by ``bench/_meta.py``) and the command that
@@ -39,6 +39,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _results import ROOT, RenderError  # noqa: E402
+from render_compare import render_compare_details, render_compare_main  # noqa: E402
 from render_quality import render_default_run, render_quality_arms, render_quality_main  # noqa: E402
 from render_speed import render_distill_memory, render_distill_stores, render_rollout_throughput  # noqa: E402
 from render_teacher import (render_teacher_signal, render_teacher_signal_answer_hint,  # noqa: E402
@@ -56,6 +57,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "teacher_signal_answer_hint": render_teacher_signal_answer_hint,
     "teacher_signal_hints": render_teacher_signal_hints,
     "quality_main": render_quality_main,
+    "compare_main": render_compare_main,
+    "compare_details": render_compare_details,
     "quality_arms": render_quality_arms,
     "default_run": render_default_run,
 }

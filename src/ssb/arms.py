@@ -239,7 +239,7 @@ class Compare:
                 if row["label"] in self.records:
                     vec = [bool(x["correct"][0]) for x in self.records[row["label"]]]
                     row["accuracy"] = sum(vec) / len(vec)
-        doc.update(config=self.config, overrides=self.overrides, grpo_budget=self.base_cfg.grpo.budget, arms_requested=self.arms, dir=str(self.dir),
+        doc.update(config=self.config, overrides=self.overrides, grpo_budget=self.base_cfg.grpo.budget, ssb_hint=self.base_cfg.teacher.hint, arms_requested=self.arms, dir=str(self.dir),
                    flop_rule=ledger(mains[0], params)["rule"], params=params, replicates=self.replicates(mains),
                    holdout={"n": self.n, "seed": self.seed, "deduplicated_against_training_of_all_replicates": True},
                    decoding="greedy pass@1, the training prompt (system + worked example)",

@@ -1,0 +1,102 @@
+"""Renderers of ``ssb compare``'s results (``bench/compare.py`` -> ``bench/results/compare.json``):
+the arms with their compute, the verdict, the compute-accuracy curves, K sensitivity and output quality."""
+
+from __future__ import annotations
+
+from _results import interval, load, num, pct, pts, source, table
+
+NAMES = {"base": "base", "ssb": "SSB", "sft": "SFT (teacher's solutions, cross-entropy)",
+         "rft": "RFT (own correct rollouts, cross-entropy)", "grpo": "GRPO"}
+
+
+def _pp(d: dict | None) -> str:
+    if not d:
+        return "—"
+    return f"{pts(100 * d['value'])} {interval(100 * d['ci'][0], 100 * d['ci'][1])}"
+
+
+def _flops(x: float | None) -> str:
+    return "—" if not x else f"{x:.2e}"
+
+
+def _compare_source(d: dict) -> str:
+    note = ""
+    trained = (d.get("trained_at_commit") or "")[:7]
+    if trained and trained != (d.get("commit") or "")[:7]:
+        note = (f"; its runs were trained at commit {trained}, later invocations resumed them "
+                "(`invocations` in the file)")
+    return source("compare.json", d, d.get("command", "python bench/compare.py"), note)
+
+
+def _name(arm: str, d: dict) -> str:
+    if arm == "ssb":
+        return f"SSB (`teacher.hint: {d.get('ssb_hint', '?')}`)"
+    return NAMES.get(arm, f"`{arm}`")
+
+
+def render_compare_main() -> str:
+    d = load("compare.json")
+    rows = []
+    for arm, a in d["arms"].items():
+        if "accuracy" not in a:
+            rows.append([_name(arm, d), a.get("status", "—")] + [""] * 5)
+            continue
+        c = a.get("compute") or {}
+        rows.append([_name(arm, d), f"**{pct(a['accuracy'])}** {interval(100 * a['ci'][0], 100 * a['ci'][1], signed=False)}",
+                     _pp(a.get("vs_base")), _pp(a.get("vs_ssb")), _flops(c.get("flops")),
+                     num(c.get("generated_tokens")), num(c.get("trained_tokens"))])
+    head = (f"{d['n_problems']} held-out problems, greedy pass@1, {d['n_replicates']} replicates (other training "
+            f"problems and seeds); pooled = mean over replicates, 95% interval from a bootstrap over held-out "
+            f"problems. GRPO's budget: `{d.get('grpo_budget')}`. Compute: training FLOPs by `ledger.py`'s rule "
+            "(mean over replicates), tokens generated and trained.")
+    t = table(["arm", "held-out accuracy [95% CI]", "vs base", "vs SSB", "FLOPs", "generated tokens",
+               "trained tokens"], rows, "lrrrrrr")
+    verdict = "\n".join(f"- {v}" for v in d.get("verdict", []))
+    return f"{head}\n\n{t}\n\n{verdict}\n\n{_compare_source(d)}"
+
+
+def render_compare_details() -> str:
+    d = load("compare.json")
+    out = []
+    rows = []
+    for arm, pts_ in d.get("curves", {}).items():
+        for p in pts_:
+            what = {"final": "final", "half_pairs": "half the pairs"}.get(p["point"], p["point"])
+            rows.append([_name(arm, d), what, _flops(p["flops"]),
+                         f"{pct(p['accuracy'])} {interval(100 * p['ci'][0], 100 * p['ci'][1], signed=False)}"])
+    out.append("Compute-accuracy points (e*: after epoch *, p*: at a share of GRPO's budget; FLOPs mean over "
+               "replicates):\n\n" + table(["arm", "point", "FLOPs", "held-out accuracy [95% CI]"], rows, "llrr"))
+    reach = d.get("reach", {})
+    if reach:
+        ns = list(next(iter(reach.values())).keys())
+        out.append("Fewest FLOPs of a point at base + N points (— : no point gets there):\n\n" + table(
+            ["arm", *ns], [[_name(a, d), *(_flops(v[n]) for n in ns)] for a, v in reach.items()], "l" + "r" * len(ns)))
+    k = d.get("k_sensitivity")
+    if k:
+        trained = {t["k"]: t for t in k.get("trained", [])}
+        rows = [[str(y["k"]), num(y["with_both"]), pct(y["yield"]), pct(y["rollout_accuracy"]),
+                 num(y["generated_tokens"]), num(trained.get(y["k"], {}).get("pairs")),
+                 pct(trained[y["k"]]["accuracy"]) if y["k"] in trained and "accuracy" in trained[y["k"]] else ""]
+                for y in k["yield"]]
+        out.append(f"K sensitivity (replicate 0; one pass at K = {k['k_max']}, each problem's first K rollouts):\n\n"
+                   + table(["K", "problems with both", "yield", "rollout accuracy", "generated tokens",
+                            "SSB pairs", "SSB held-out"], rows))
+    rows = []
+    for arm, a in d["arms"].items():
+        q = a.get("output_quality")
+        if q:
+            rows.append([_name(arm, d), pct(q["states_equation"]), pct(q["equations_hold"]), pct(q["shows_work"]),
+                         f"{q['mean_tokens']:.1f}" if q.get("mean_tokens") is not None else "—",
+                         pct(q["no_answer_rate"])])
+    out.append("Held-out answers (all replicates): share stating an equation, of those the share whose equalities "
+               "all hold, share showing work, mean tokens, no answer:\n\n"
+               + table(["arm", "states an equation", "equations hold", "shows work", "mean tokens", "no answer"], rows))
+    reps = d.get("replicates", [])
+    rows = [[str(r["replicate"]), num(r.get("pairs")), str((r.get("grpo") or {}).get("steps")),
+             (r.get("grpo") or {}).get("stopped_by") or "—",
+             pct((r["grpo"]["generation_seconds"] or 0) / r["grpo"]["train_seconds"])
+             if (r.get("grpo") or {}).get("train_seconds") else "—"] for r in reps]
+    out.append("Per replicate: SSB pairs, GRPO steps, why GRPO stopped, the share of GRPO's wall-clock spent "
+               "generating and scoring completions:\n\n"
+               + table(["replicate", "pairs", "GRPO steps", "stopped by", "GRPO generating"], rows))
+    return "\n\n".join(out) + f"\n\n{_compare_source(d)}"
