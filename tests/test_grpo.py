@@ -89,6 +89,20 @@ def test_grpo_flops_budget_points_and_generation_time(tmp_path, tiny_model_dir):
     assert ledger(run, params)["arms"]["grpo"]["flops"] == info["flops"]
 
 
+def test_grpo_samples_with_the_ssb_engine(tmp_path, tiny_model_dir):
+    """grpo.generator=ssb: TRL's rollout_func gets each step's prompts (each repeated once per
+    completion) and ssb's engine samples whole groups; training goes on as with TRL's sampling."""
+    from ssb.stages.grpo import run_grpo
+    from ssb.stages.grpo_rollout import group_prompts
+
+    assert group_prompts(["a", "a", "b", "b", "a"]) == [("a", 2), ("b", 2), ("a", 1)]
+    run = _run(tmp_path, tiny_model_dir, budget="steps", max_steps=2, generator="ssb")
+    info = run_grpo(run)
+    assert info["steps"] == 2 and info["completions"] == 8 and info["generated_tokens"] > 0
+    assert info["trained_tokens"] > info["generated_tokens"] and info["generation_seconds"] > 0
+    assert (run.file("grpo") / "adapter_model.safetensors").exists()
+
+
 def test_grpo_rejects_bad_group_size(tmp_path, tiny_model_dir):
     from ssb.stages.grpo import GRPOError, run_grpo
 

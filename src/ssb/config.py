@@ -208,8 +208,7 @@ SaveSteps = Annotated[int | None, Field(description="a checkpoint every this man
 
 
 class LoRAConfig(Section):
-    """The LoRA adapter of both trained models, SSB's student (distill) and the GRPO baseline,
-    so that their comparison is about the method and not the adapter."""
+    """The LoRA adapter of every trained model (SSB's student and each baseline): one adapter for all."""
 
     r: int = Field(32, description="rank of the low-rank update")
     alpha: int = Field(32, description="scale: the update is multiplied by alpha / r")
@@ -279,8 +278,9 @@ class GRPOConfig(Section):
         "of each, resumes included; wall-clock rewards the faster implementation, not the method); "
         "steps: grpo.max_steps; none: grpo.epochs. FLOPs, tokens and seconds are recorded either way",
     )
-    curve_points: int = Field(0, ge=0, description="save the adapter at this many evenly spaced points of the "
-                              "budget into grpo_points/ (ssb compare's curve; 0: none)")
+    curve_points: int = Field(0, ge=0, description="adapters saved at this many evenly spaced points of the budget")
+    generator: Literal["trl", "ssb"] = Field("trl", description="who samples GRPO's completions: TRL's generate, or "
+                                             "ssb's engine through TRL's rollout_func (stages/grpo_rollout.py)")
     temperature: float = 0.8
     beta: float = Field(0.0, description="weight of the KL to the base model (0: no reference model)")
     max_completion_length: int | None = Field(None, description="default: generation.max_new_tokens")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 
 from .. import distributed
@@ -50,6 +51,7 @@ from ..jsonl import JsonlWriter, read_jsonl
 from ..prompts import student_messages
 from ..rundir import Run
 from .grpo_budget import Spend, flops_budget, params_or_none, seconds_budget, token_budget  # noqa: F401
+from .grpo_rollout import ssb_rollout_func
 
 log = logging.getLogger(__name__)
 
@@ -281,11 +283,26 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
     )
 
 
+def _make_trainer(base, loaded, reward, args, problems, cfg, cb):
+    from ..models import lora_config  # lazy: torch
+
+    return timed_trainer(base)(
+        model=loaded.model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=build_dataset(problems, cfg.prompt),
+        processing_class=loaded.tokenizer,
+        peft_config=lora_config(cfg.lora),
+        callbacks=[cb],
+        rollout_func=ssb_rollout_func(cfg, loaded.tokenizer, loaded.name) if cfg.grpo.generator == "ssb" else None,
+    )
+
+
 def run_grpo(run: Run) -> dict:
     """Train the GRPO baseline; returns the manifest stats."""
     from trl import GRPOTrainer  # lazy: see grpo_args
 
-    from ..models import load_model, lora_config  # lazy: torch, loaded only when training starts (as trl is)
+    from ..models import load_model  # lazy: torch, loaded only when training starts (as trl is)
 
     cfg = run.cfg
     with run.stage_run("grpo") as info:
@@ -316,15 +333,9 @@ def run_grpo(run: Run) -> dict:
         timer = {"generation": gen_so_far}
         cb = _callbacks(reward, spend, num_generations, log_path, t0, run.file("grpo_points"),
                         cfg.grpo.curve_points, max_steps, timer)
-        trainer = timed_trainer(GRPOTrainer)(
-            model=loaded.model,
-            reward_funcs=[reward],
-            args=args,
-            train_dataset=build_dataset(problems, cfg.prompt),
-            processing_class=loaded.tokenizer,
-            peft_config=lora_config(cfg.lora),
-            callbacks=[cb],
-        )
+        with warnings.catch_warnings():  # rollout_func is marked experimental: we pin the TRL version it works with
+            warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+            trainer = _make_trainer(GRPOTrainer, loaded, reward, args, problems, cfg, cb)
         trainer.ssb_timer = timer
         result = trainer.train(resume_from_checkpoint=resume)
         out = run.file("grpo")

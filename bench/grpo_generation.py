@@ -1,0 +1,84 @@
+"""How a GRPO step splits between generation and training, with TRL's sampling and with ssb's engine.
+
+    python bench/grpo_generation.py [--config configs/default.yaml] [--steps 8] [--batch-sizes 8,32]
+
+For each batch size (completions per step) and each ``grpo.generator`` (``trl``: TRL's
+``model.generate``; ``ssb``: ssb's hf engine through TRL's ``rollout_func``,
+``stages/grpo_rollout.py``), GRPO trains ``--steps`` steps from the base model on the config's
+training problems (a fresh run directory each, same seed, ``grpo.budget=steps``) and records the
+seconds spent generating and scoring completions (``generation_seconds``) against the whole
+training time, completions and generated tokens per second of generation, and the median step.
+Ratios are ssb over trl in the same invocation. Everything runs in one process, one variant after
+the other: run it on an otherwise idle machine (the load average is recorded).
+
+Writes ``bench/results/grpo_generation.json``: ``provenance``, ``settings``, ``variants`` (one per
+batch size and generator) and ``ratios`` (per batch size: ``generation_completions_per_s`` and
+``step_seconds``, ssb / trl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _meta import provenance  # noqa: E402
+from ssb.config import load_config  # noqa: E402
+from ssb.jsonl import read_jsonl  # noqa: E402
+from ssb.rundir import Run  # noqa: E402
+from ssb.stages.grpo import run_grpo  # noqa: E402
+
+
+def one(config: str, runs: Path, generator: str, batch: int, steps: int) -> dict:
+    cfg = load_config(config, [f"runs_dir={runs}", f"name=grpo-{generator}-b{batch}", "grpo.budget=steps",
+                               f"grpo.max_steps={steps}", f"grpo.batch_size={batch}", f"grpo.generator={generator}"])
+    run = Run.create(cfg)
+    info = run_grpo(run)
+    log = read_jsonl(run.file("grpo_log.jsonl"))
+    secs = [b["seconds"] - a["seconds"] for a, b in zip([{"seconds": 0.0}] + log, log)]
+    gen = info["generation_seconds"]
+    return {"generator": generator, "batch_size": batch, "steps": info["steps"], "completions": info["completions"],
+            "generated_tokens": info["generated_tokens"], "generation_seconds": gen,
+            "train_seconds": info["train_seconds"], "generation_share": gen / info["train_seconds"],
+            "generation_completions_per_s": info["completions"] / gen,
+            "generation_tokens_per_s": info["generated_tokens"] / gen,
+            "step_seconds_median": statistics.median(secs), "reward_mean": statistics.mean(r["reward"] for r in log)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--batch-sizes", default="8,32")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "grpo_generation.json"))
+    args = ap.parse_args()
+    variants = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in (int(b) for b in args.batch_sizes.split(",")):
+            for generator in ("trl", "ssb"):
+                v = one(args.config, Path(tmp), generator, batch, args.steps)
+                print(json.dumps(v), flush=True)
+                variants.append(v)
+    ratios = {}
+    for batch in sorted({v["batch_size"] for v in variants}):
+        t, s = (next(v for v in variants if v["batch_size"] == batch and v["generator"] == g) for g in ("trl", "ssb"))
+        ratios[str(batch)] = {"generation_completions_per_s": s["generation_completions_per_s"]
+                              / t["generation_completions_per_s"],
+                              "step_seconds": s["step_seconds_median"] / t["step_seconds_median"]}
+    out = {"provenance": provenance(args.config), "settings": {"steps": args.steps, "config": args.config},
+           "variants": variants, "ratios": ratios, "load_average_at_write": list(os.getloadavg())}
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(ratios, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
