@@ -52,7 +52,17 @@ def render_compare_main() -> str:
     t = table(["arm", "held-out accuracy [95% CI]", "vs base", "vs SSB", "FLOPs", "generated tokens",
                "trained tokens"], rows, "lrrrrrr")
     verdict = "\n".join(f"- {v}" for v in d.get("verdict", []))
-    return f"{head}\n\n{t}\n\n{verdict}\n\n{_compare_source(d)}"
+    return f"{head}\n\n{t}\n\n{verdict}\n{_timing_line(d)}\n\n{_compare_source(d)}"
+
+
+def _timing_line(d: dict) -> str:
+    tm = d.get("timing")
+    if not tm:
+        return ""
+    top = list(tm["by_part"].items())[:4]
+    parts = ", ".join(f"{k.removeprefix('stage:')} {v / 60:.0f} min" for k, v in top)
+    return (f"- The whole comparison took {tm['total_seconds'] / 3600:.1f} h of wall-clock on this machine "
+            f"({tm['evaluations']} evaluations); the largest parts: {parts}.")
 
 
 def render_compare_details() -> str:
@@ -100,3 +110,19 @@ def render_compare_details() -> str:
                "generating and scoring completions:\n\n"
                + table(["replicate", "pairs", "GRPO steps", "stopped by", "GRPO generating"], rows))
     return "\n\n".join(out) + f"\n\n{_compare_source(d)}"
+
+
+def render_grpo_generation() -> str:
+    d = load("grpo_generation.json")
+    rows = [[str(v["batch_size"]), f"`{v['generator']}`", str(v["steps"]), pct(v["generation_share"]),
+             f"{v['generation_completions_per_s']:.2f}", f"{v['generation_tokens_per_s']:.0f}",
+             f"{v['step_seconds_median']:.1f} s", f"{v['reward_mean']:.2f}"] for v in d["variants"]]
+    t = table(["completions per step", "sampler", "steps", "time generating", "completions/s generating",
+               "tokens/s generating", "median step", "mean reward"], rows, "llrrrrrr")
+    ratios = "; ".join(f"{b} per step: ssb's engine {r['generation_completions_per_s']:.2f}x the completions per "
+                       f"second of generation, median step {r['step_seconds']:.2f}x" for b, r in d["ratios"].items())
+    load_avg = d.get("load_average_at_write")
+    note = f" Load average when written: {load_avg[0]:.1f}." if load_avg else ""
+    cmd = f"python bench/grpo_generation.py --steps {d['settings']['steps']} --batch-sizes " + ",".join(
+        sorted({str(v['batch_size']) for v in d['variants']}, key=int))
+    return f"{t}\n\n{ratios}.{note}\n\n{source('grpo_generation.json', d, cmd)}"

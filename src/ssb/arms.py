@@ -158,14 +158,21 @@ class Compare:
 
         if label in self.records or (adapter is not None and not (adapter / "adapter_config.json").exists()):
             return
+        where = self.dir / "eval" / label
+        timing = self.dir / "eval" / "seconds.json"  # each evaluation's first-measured wall-clock
+        seconds = json.loads(timing.read_text()) if timing.is_file() else {}
+        if label not in seconds and (where / "summary.json").is_file():  # evaluated before seconds.json existed
+            seconds[label] = json.loads((where / "summary.json").read_text()).get("seconds")
+        t0 = time.time()
         c = self.base_cfg
         holdout = c.eval.holdout.model_copy(update={"limit": self.n, "seed": self.seed})
         ecfg = c.eval.model_copy(update={"holdout": holdout, "benches": ["holdout"], "limit": None, "n": 1,
                                          "temperature": 0.0})
-        where = self.dir / "eval" / label
         evaluate(c.model, adapter, ["holdout"], c.prompt, c.generation, ecfg, where, exclude=self.exclude,
                  label=label, fix=f"delete {{path}} (ssb compare evaluates {label} again)")
         self.records[label] = read_jsonl(where / "holdout.jsonl")
+        seconds.setdefault(label, round(time.time() - t0, 1))
+        atomic_write_json(timing, seconds)
 
     # ------------------------------------------------------------------ K sensitivity
 
@@ -244,6 +251,7 @@ class Compare:
                    holdout={"n": self.n, "seed": self.seed, "deduplicated_against_training_of_all_replicates": True},
                    decoding="greedy pass@1, the training prompt (system + worked example)",
                    wall_seconds_this_invocation=round(time.time() - t0, 1))
+        doc["timing"] = self.timing(mains, arm_runs, halves)
         doc["verdict"] = arms_results.verdict(doc)
         atomic_write_json(self.dir / "results.json", doc)
         atomic_write_text(self.dir / "results.md", arms_results.markdown(doc))
@@ -303,6 +311,25 @@ class Compare:
                                   "generation_seconds")},
                         "seconds_by_stage": {s: run.stage_seconds(s) for s in st}})
         return out
+
+    def timing(self, mains: dict[int, Run], arm_runs: dict[str, dict[int, Run]], halves: dict) -> dict:
+        """Where ``ssb compare``'s wall-clock went: each stage summed over every run directory (all
+        invocations), every evaluation (first measured), per part."""
+        runs = {str(r.path): r for r in [*mains.values(), *[x for rs in arm_runs.values() for x in rs.values()],
+                                         *[h for h in halves.values() if h is not None]]}
+        runs.update({str(p): Run.open(p) for p in sorted(self.dir.glob("k*")) if (p / "manifest.json").is_file()})
+        by_stage: dict[str, float] = {}
+        for run in runs.values():
+            for name in run.manifest().get("stages", {}):
+                by_stage[name] = by_stage.get(name, 0.0) + (run.stage_seconds(name) or 0.0)
+        f = self.dir / "eval" / "seconds.json"
+        evals = json.loads(f.read_text()) if f.is_file() else {}
+        total = sum(by_stage.values()) + sum(v or 0 for v in evals.values())
+        parts = {**{f"stage:{k}": round(v, 1) for k, v in by_stage.items()},
+                 "evaluation": round(sum(v or 0 for v in evals.values()), 1)}
+        return {"total_seconds": round(total, 1), "by_part": dict(sorted(parts.items(), key=lambda kv: -kv[1])),
+                "evaluations": len(evals), "note": "wall-clock of this machine, every invocation summed; time "
+                "shared with other processes on the same CPUs is included"}
 
     def plot(self, doc: dict) -> None:
         from .plots import plot_compute_curves  # lazy: matplotlib
