@@ -105,7 +105,7 @@ def render_quality_arms() -> str:
     for hint, a in d["arms"].items():
         if "accuracy" not in a:
             continue
-        name = f"`{hint}`" + (" (config)" if a["config_default"] else "")
+        name = f"`{hint}`" + (" (the config's when run)" if a["config_default"] else "")
         val = a.get("validation_accuracy")
         rows.append([name, HINT_WORDS.get(hint, hint), ", ".join(str(p) for p in a["pairs"]),
                      pct(mean(val)) if val else "—", pct(a["accuracy"]),
@@ -113,7 +113,7 @@ def render_quality_arms() -> str:
     base_val = d["validation"]["base_accuracy"]
     lines = [table(["`teacher.hint`", "the hinted prompt shows", "pairs per replicate",
                     f"validation (base {pct(base_val)})", "held-out accuracy", "vs base", "vs GRPO",
-                    "vs the config's hint"], rows, "llrrrrrr"),
+                    "vs the config's hint when run"], rows, "llrrrrrr"),
              "",
              "In words: " + "; ".join(
                  verdict(f"`{h}`", "the base", a["vs_base"]) + ", " + verdict(f"`{h}`", "GRPO", a["vs_grpo"])

@@ -1,0 +1,67 @@
+"""The task suite's base accuracies: does the embedded model sit between about 15% and 60% on each task?
+
+    python bench/task_base.py [--configs configs/tasks/*.yaml] [--n 200] [--runs-dir /tmp/task-base]
+
+For every task config, the base model (no adapter) greedy pass@1 with the config's prompt (system
++ its worked example) on ``--n`` problems of its held-out draw (``eval.holdout``), and how its answers
+read: the share that state an equation, of those the share whose equalities all hold, the
+no-answer rate (``arms_results.output_quality``). A task is in range when its 95% interval overlaps
+[15%, 60%]: there rollouts hold both correct and wrong answers, so curation yields pairs.
+
+Writes ``bench/results/task_base.json``: ``provenance``, ``n``, ``tasks`` (per config: ``name``,
+``config``, ``task`` (reasoning-gym name and options), ``accuracy``, ``ci``, ``in_range``,
+``output_quality``, ``examples`` (three answers as written)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _meta import provenance  # noqa: E402
+from ssb.arms_results import output_quality  # noqa: E402
+from ssb.config import load_config  # noqa: E402
+from ssb.jsonl import read_jsonl  # noqa: E402
+from ssb.stages.evaluate import evaluate  # noqa: E402
+
+RANGE = (0.15, 0.60)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default=str(ROOT / "configs" / "tasks" / "*.yaml"))
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--runs-dir", default="/tmp/task-base")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "task_base.json"))
+    args = ap.parse_args()
+    tasks = []
+    for path in sorted(glob.glob(args.configs)):
+        cfg = load_config(path)
+        holdout = cfg.eval.holdout.model_copy(update={"limit": args.n})
+        ecfg = cfg.eval.model_copy(update={"holdout": holdout, "benches": ["holdout"], "n": 1, "temperature": 0.0})
+        where = Path(args.runs_dir) / cfg.name / "base"
+        summary = evaluate(cfg.model, None, ["holdout"], cfg.prompt, cfg.generation, ecfg, where, label="base")
+        b = summary["benches"]["holdout"]
+        recs = read_jsonl(where / "holdout.jsonl")
+        lo, hi = b["ci"]
+        tasks.append({"name": cfg.name, "config": str(Path(path).relative_to(ROOT)),
+                      "task": [t.model_dump() for t in cfg.data.tasks], "accuracy": b["accuracy"], "ci": [lo, hi],
+                      "n": len(recs), "in_range": hi >= RANGE[0] and lo <= RANGE[1],
+                      "output_quality": output_quality(recs),
+                      "examples": [{"question": r["question"], "answer": r["completions"][0], "correct": r["correct"][0]}
+                                   for r in recs[:3]]})
+        print(f"{cfg.name}: {100 * b['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]", flush=True)
+    out = {"provenance": provenance(), "n": args.n, "range": list(RANGE), "tasks": tasks}
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
