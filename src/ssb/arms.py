@@ -38,6 +38,7 @@ from typing import Any
 from . import arms_results
 from .config import load_config
 from .data.heldout import training_questions
+from .errors import SSBError
 from .funnel import rollout_counts
 from .jsonl import atomic_write_json, atomic_write_text, read_jsonl
 from .ledger import ledger, model_params
@@ -54,7 +55,7 @@ SSB_STAGES = [s for s in stage_names(counts_toward_ssb_cost=True) if s != "rollo
 UPSTREAM = ("rollout", "curate", "teacher", "logits")  # what SSB pays before distilling
 
 
-class CompareError(ValueError):
+class CompareError(SSBError, ValueError):
     pass
 
 

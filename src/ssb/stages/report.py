@@ -73,15 +73,18 @@ def funnel_counts(run: Run) -> dict | None:
 # ----------------------------------------------------------------------------- markdown
 
 
-def _stage_table(manifest: dict) -> list[str]:
+def _stage_table(manifest: dict, cfg=None) -> list[str]:
     stages = manifest.get("stages", {})
     lines = ["| stage | status | seconds |", "|---|---|---|"]
     names = stage_names()
+    off = {s.name: s.enabled_by for s in STAGES if cfg is not None and not s.enabled(cfg)}
     for name in names + tuple(s for s in stages if s not in names):
         if name == "report":
             continue
         st = stages.get(name)
-        if st is None:
+        if st is None and name in off:
+            lines.append(f"| {name} | off (`{off[name]}: false`) | |")
+        elif st is None:
             lines.append(f"| {name} | not run | |")
         else:
             err = f" ({st['error'][:80]})" if st.get("error") else ""
@@ -206,7 +209,7 @@ def write_report(run: Run) -> Path:
           f"{' (' + ', '.join(t.name for t in cfg.data.tasks) + ')' if cfg.data.tasks else ''}"
           f" · K = {cfg.rollout.k} · prompt examples: {len(cfg.prompt.examples)} · "
           f"eval: {', '.join(cfg.eval.benches)} (n = {cfg.eval.n}, T = {cfg.eval.temperature})", "",
-          "## Stages", ""] + _stage_table(manifest) + [""]
+          "## Stages", ""] + _stage_table(manifest, cfg) + [""]
 
     # -- benchmark first: it is what a reader looks for
     md += ["## Benchmarks", ""]
