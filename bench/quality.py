@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _meta import provenance  # noqa: E402
 from ssb import stats  # noqa: E402
+from ssb.arms import replicate_overrides  # noqa: E402  (the replicates of ssb compare)
 from ssb.config import load_config  # noqa: E402
 from ssb.data.heldout import training_questions  # noqa: E402
 from ssb.data.problem import normalize_question  # noqa: E402
@@ -79,14 +80,6 @@ POOLING = ("mean over replicates; 95% CI from 4000 bootstrap resamples of held-o
 PER_REPLICATE = "Newcombe (1998) method 10, continuity-corrected phi; exact McNemar p"
 LR_RULE = ("GRPO trained on replicate 0 once per candidate learning rate; each student evaluated greedy on the "
            "validation draw; highest validation accuracy wins, ties to the lower learning rate")
-
-
-def replicate_overrides(cfg, r: int) -> list[str]:
-    if r == 0:
-        return []
-    return [f"data.seed={cfg.data.seed + r}", f"rollout.seed={cfg.rollout.seed + r}",
-            f"curate.seed={cfg.curate.seed + r}", f"teacher.seed={cfg.teacher.seed + r}",
-            f"distill.seed={cfg.distill.seed + r}", f"grpo.seed={cfg.grpo.seed + r}"]
 
 
 def arm_overrides(hint: str) -> list[str]:
