@@ -74,7 +74,10 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
         raise EvalError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
     from peft import PeftModel  # heavy: imported only to apply an adapter
 
-    model = PeftModel.from_pretrained(loaded.model, str(adapter))
+    from ..trainer_ui import known_warnings_filtered  # transformers, as peft
+
+    with known_warnings_filtered():
+        model = PeftModel.from_pretrained(loaded.model, str(adapter))
     if merge:
         model = model.merge_and_unload()
     model.eval()
