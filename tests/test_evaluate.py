@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ssb import compare as cmp
+from ssb import paired as cmp
 from ssb.config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig, RunConfig
 from ssb.data import heldout
 from ssb.jsonl import read_jsonl

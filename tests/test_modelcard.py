@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ssb.compare import pct
+from ssb.paired import pct
 from ssb.modelcard import _adapter_digest, _front_matter, write_model_card
 from ssb.rundir import Run
 from test_report import make_synthetic_run

@@ -1,6 +1,7 @@
 """The shape of src/ssb (every .py, subpackages included, named dotted: ``stages.teacher``): no
 import cycle between our modules (every import statement, lazy ones inside functions included),
-no module over 400 lines, only the CLI and `ssb compare` (``arms``) import the orchestrator (``pipeline``), every stage of
+no module over 400 lines, only the CLI, `ssb compare` (``arms``) and the Python API (``api``) import the
+orchestrator (``pipeline``), ``ssb/__init__.py`` imports the API only lazily (``import ssb`` stays light), every stage of
 the stage table is a module of ``ssb.stages`` with its entry function, and the subpackages'
 ``__init__.py`` files re-export nothing (the stage table's imports nothing of ssb at all)."""
 
@@ -166,7 +167,16 @@ def test_module_size(name):
 
 def test_only_the_cli_imports_the_orchestrator():
     importers = sorted(m for m, deps in import_graph().items() if "pipeline" in deps)
-    assert importers == ["arms", "cli"], f"modules importing ssb.pipeline (only the CLI and ssb compare may): {importers}"
+    assert importers == ["api", "arms", "cli"], ("modules importing ssb.pipeline (only the CLI, ssb compare and "
+                                                 f"the Python API may): {importers}")
+
+
+def test_the_top_package_imports_only_the_api_and_lazily():
+    """``ssb/__init__.py``: the version and a module ``__getattr__`` that imports ``api`` on first use;
+    no import at module level (``import ssb`` loads no pydantic, no torch)."""
+    tree = ast.parse((SRC / "__init__.py").read_text())
+    assert not [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert _imports(SRC / "__init__.py", set(_modules()), "") == {"api"}
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)

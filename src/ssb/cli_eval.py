@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .compare import load_results, load_summaries, paired_table, print_tables
+from .paired import load_results, load_summaries, paired_table, print_tables
 from .config import EvalConfig, ModelConfig, RunConfig, load_config
 from .data.heldout import HOLDOUT_ALIASES, EvalError, bench_name, training_questions
 from .rundir import Run

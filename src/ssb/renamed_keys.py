@@ -19,7 +19,7 @@ MOVED_KEYS = {  # teacher.hint_context / teacher.rollout_hint then map to teache
     "curate.teacher_temperature": "teacher.temperature", "curate.teacher_top_k": "teacher.top_k",
     "curate.teacher_retries": "teacher.retries", "curate.max_pairs": "teacher.max_pairs",
     "distill.lora_r": "lora.r", "distill.lora_alpha": "lora.alpha", "distill.lora_dropout": "lora.dropout",
-    "distill.target_modules": "lora.target_modules",
+    "distill.target_modules": "lora.target_modules", "distill.report_to": "tracking.report_to",
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 
 from . import distributed
 from .config import RunConfig, dump_config, load_config
-from .jsonl import atomic_write_json, atomic_write_text
+from .jsonl import atomic_write_json, atomic_write_text, read_jsonl
 from .runlock import RunLock, RunLockedError
 
 
@@ -127,6 +127,17 @@ class Run:
     # -- files
     def file(self, name: str) -> Path:
         return self.path / name
+
+    # -- readers (the Python API's: ``ssb.Run.open(path).pairs()``)
+    def pairs(self) -> list[dict]:
+        """The verified pairs SSB distils (``pairs.jsonl``; empty before ``curate``/``teacher``)."""
+        return read_jsonl(self.file("pairs.jsonl"))
+
+    def evaluations(self) -> dict[str, dict]:
+        """Each evaluated label's ``eval/<label>/summary.json`` (benches, accuracy, intervals), by label."""
+        root = self.file("eval")
+        files = sorted(root.glob("*/summary.json")) if root.is_dir() else []
+        return {f.parent.name: json.loads(f.read_text(encoding="utf-8")) for f in files}
 
     # -- manifest
     def manifest(self) -> dict:

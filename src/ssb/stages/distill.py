@@ -9,7 +9,7 @@ batch (the Trainer's ``num_items_in_batch``, counted from ``labels``).
 
 Training is the Hugging Face ``Trainer`` with a small collator and a ``compute_loss``
 override, so accelerate (DDP, DeepSpeed), gradient accumulation, schedulers,
-``report_to``, checkpointing and ``resume_from_checkpoint`` are transformers' own.
+``report_to`` (``tracking``), checkpointing and ``resume_from_checkpoint`` are transformers' own.
 Under ``accelerate launch`` the Trainer runs DDP (the logged loss, kd and ce are averaged
 over processes; only the main process writes ``student/`` and ``train_log.jsonl``). FSDP
 and DeepSpeed ZeRO-3 are refused (``distributed.check_supported``): the loss reads the
@@ -39,6 +39,7 @@ from ..jsonl import read_jsonl
 from ..lm_head import answer_hidden_states, logit_transform
 from ..losses import TeacherSignal, distill_loss
 from ..models import load_model, lora_config, resolve_device
+from ..trainer_ui import TrainProgress, known_warnings_filtered, point_trackers, report_to, show_progress
 from .logits import TENSORS, TeacherStore, TeacherStoreError, check_store_temperature
 
 log = logging.getLogger(__name__)
@@ -205,8 +206,8 @@ class EpochAdapters(TrainerCallback):
 # ----------------------------------------------------------------------------- the stage
 
 
-def _training_args(run, dc, device: torch.device) -> TrainingArguments:
-    """The Trainer's arguments for ``distill`` (``dc``). ``distill.warmup_ratio`` goes to
+def _training_args(run, dc, device: torch.device, stage: str = "distill") -> TrainingArguments:
+    """The Trainer's arguments for ``stage`` (distill, sft, rft) from ``dc`` and ``tracking``. ``distill.warmup_ratio`` goes to
     ``warmup_steps`` as a float in [0, 1), which transformers 5 reads as a share of the
     optimizer steps (``TrainingArguments.get_warmup_steps``: ``ceil(ratio * steps)``; it has
     no ``warmup_ratio`` any more); a value outside [0, 1), which it would read as a step
@@ -227,7 +228,8 @@ def _training_args(run, dc, device: torch.device) -> TrainingArguments:
         logging_steps=dc.logging_steps,
         save_strategy="steps" if dc.save_steps else "no",
         save_steps=dc.save_steps or 500,
-        report_to=[] if dc.report_to == "none" else [dc.report_to],
+        report_to=report_to(run.cfg.tracking),
+        run_name=f"{run.cfg.name}/{stage}",  # the trackers' name for it (W&B's run)
         seed=dc.seed,
         data_seed=dc.seed,
         remove_unused_columns=False,
@@ -287,7 +289,8 @@ def run_distill(run) -> dict:
         set_seed(dc.seed)
         if dc.gradient_checkpointing:
             lm.model.enable_input_require_grads()
-        model = get_peft_model(lm.model, lora_config(cfg.lora))
+        with known_warnings_filtered():
+            model = get_peft_model(lm.model, lora_config(cfg.lora))
         log_path = run.file("train_log.jsonl")
         # distributed hook: the main process alone tidies checkpoints and the log, all resume from its answer
         resume = distributed.broadcast(resume_point(run.file("checkpoints"), log_path) if distributed.is_main() else None)
@@ -302,8 +305,11 @@ def run_distill(run) -> dict:
             callbacks=callbacks,
             distill_cfg=dc, store_kind=store.kind, store_temperature=store.temperature,
         )
+        show_progress(trainer, TrainProgress("distill"))
+        point_trackers(trainer, run, "distill")
         t0 = time.time()
-        result = trainer.train(resume_from_checkpoint=resume)
+        with known_warnings_filtered():
+            result = trainer.train(resume_from_checkpoint=resume)
         train_seconds = time.time() - t0
         out = run.file("student")
         if distributed.is_main():  # distributed hook: the main process saves, the others wait for it
@@ -334,7 +340,8 @@ def merge_adapter(model_cfg: ModelConfig | str, adapter_dir: str | Path, out_dir
     from peft import PeftModel  # lazy: see run_distill
 
     lm = load_model(model_cfg, device="cpu")
-    merged = PeftModel.from_pretrained(lm.model, str(adapter_dir)).merge_and_unload()
+    with known_warnings_filtered():
+        merged = PeftModel.from_pretrained(lm.model, str(adapter_dir)).merge_and_unload()
     out = Path(out_dir)
     merged.save_pretrained(str(out), safe_serialization=True)
     lm.tokenizer.save_pretrained(str(out))

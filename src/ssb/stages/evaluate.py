@@ -12,7 +12,7 @@ completions, extracted answers, grades, tokens, finish reasons), appended as pro
 finish so a killed eval resumes where it stopped; then ``<out>/summary.json`` with
 accuracy, its 95% interval (Wilson for 0/1 scores, paired-bootstrap over problems for
 n > 1 sampled completions), pass@k for k <= n, completion-length statistics and the
-truncated count. ``compare.py`` pairs models on the same problem ids.
+truncated count. ``paired.py`` pairs models on the same problem ids.
 
 Every record carries what made it: ``sampling`` (the :class:`~ssb.generation.engine.Sampling`
 fields: n, temperature, top_k, top_p, max_new_tokens, seed) and ``model`` (the base model's
@@ -74,7 +74,10 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
         raise EvalError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
     from peft import PeftModel  # heavy: imported only to apply an adapter
 
-    model = PeftModel.from_pretrained(loaded.model, str(adapter))
+    from ..trainer_ui import known_warnings_filtered  # transformers, as peft
+
+    with known_warnings_filtered():
+        model = PeftModel.from_pretrained(loaded.model, str(adapter))
     if merge:
         model = model.merge_and_unload()
     model.eval()

@@ -136,6 +136,7 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, lo
             self.stopped_by_budget = False
             self.resumed_tokens = self.tokens = reward.generated_tokens
             self.points = read_points(points_dir)
+            self.fraction: float | None = None  # of the budget spent so far (the progress bar reads it)
 
         def on_step_end(self, args, state, control, model=None, **kw):
             # distributed hook: tokens of every process (TRL's input-token count is already global);
@@ -144,7 +145,7 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, lo
             self.tokens = self.resumed_tokens + new
             spend.update(int(state.num_input_tokens_seen), self.tokens, num_generations)
             seconds = distributed.broadcast(time.time() - t0)
-            frac = spend.fraction(seconds, state.global_step, max_steps)
+            frac = self.fraction = spend.fraction(seconds, state.global_step, max_steps)
             if n_points and frac is not None:
                 self._save_points(model, state, frac, seconds)
             if frac is not None and spend.budgets.get(spend.cfg.grpo.budget) and frac >= 1:
@@ -188,6 +189,23 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, lo
                 self.writer.close()
 
     return BudgetAndLog()
+
+
+BAR_UNITS = {"flops": "FLOP", "tokens": "tok", "seconds": "s"}
+
+
+def progress_bar(cfg, spend: Spend, cb):
+    """The stage's progress bar (``trainer_ui.TrainProgress``): with a FLOPs, tokens or seconds
+    budget its total is the budget in that unit and it advances by what each step spent (``cb``'s
+    share of the budget), so it ends where the budget stops training; otherwise it counts steps."""
+    from ..trainer_ui import TrainProgress  # lazy: transformers
+
+    kind, shown = cfg.grpo.budget, ("reward", "loss", "kl")
+    budget = spend.budgets.get(kind) if kind in BAR_UNITS else None
+    if not budget:
+        return TrainProgress("grpo", shown)
+    return TrainProgress(f"grpo ({kind} budget)", shown, total=budget, unit=BAR_UNITS[kind],
+                         measure=lambda state: (cb.fraction or 0.0) * budget)
 
 
 def read_points(points_dir: Path) -> list[dict]:
@@ -245,6 +263,8 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
     import torch  # lazy: the budget and reward code (and its tests) load without torch or trl
     from trl import GRPOConfig as TRLGRPOConfig
 
+    from ..trainer_ui import report_to
+
     cfg = run.cfg
     g = cfg.grpo
     if g.batch_size % num_generations:
@@ -267,13 +287,14 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
         logging_steps=1,
         save_strategy="steps" if g.save_steps else "no",
         save_steps=g.save_steps or 500,
-        report_to="none",
+        report_to=report_to(cfg.tracking),
+        run_name=f"{cfg.name}/grpo",  # the trackers' name for it (W&B's run)
         seed=g.seed,
         bf16=dtype == torch.bfloat16,
         fp16=False,
         use_cpu=device.type == "cpu",
         use_vllm=False,
-        gradient_checkpointing=g.gradient_checkpointing,
+        activation_checkpointing=g.gradient_checkpointing,  # transformers 5's name (the old one warns)
         max_grad_norm=g.max_grad_norm,
         log_completions=False,
         disable_tqdm=False,
@@ -303,6 +324,7 @@ def run_grpo(run: Run) -> dict:
     from trl import GRPOTrainer  # lazy: see grpo_args
 
     from ..models import load_model  # lazy: torch, loaded only when training starts (as trl is)
+    from ..trainer_ui import known_warnings_filtered, point_trackers, show_progress
 
     cfg = run.cfg
     with run.stage_run("grpo") as info:
@@ -333,11 +355,15 @@ def run_grpo(run: Run) -> dict:
         timer = {"generation": gen_so_far}
         cb = _callbacks(reward, spend, num_generations, log_path, t0, run.file("grpo_points"),
                         cfg.grpo.curve_points, max_steps, timer)
-        with warnings.catch_warnings():  # rollout_func is marked experimental: we pin the TRL version it works with
+        with warnings.catch_warnings(), known_warnings_filtered():
+            # rollout_func is marked experimental: we pin the TRL version it works with
             warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
             trainer = _make_trainer(GRPOTrainer, loaded, reward, args, problems, cfg, cb)
         trainer.ssb_timer = timer
-        result = trainer.train(resume_from_checkpoint=resume)
+        show_progress(trainer, progress_bar(cfg, spend, cb))
+        point_trackers(trainer, run, "grpo")
+        with known_warnings_filtered():
+            result = trainer.train(resume_from_checkpoint=resume)
         out = run.file("grpo")
         if distributed.is_main():  # distributed hook: the main process saves, the others wait for it
             trainer.model.save_pretrained(str(out))

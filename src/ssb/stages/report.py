@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..compare import compare, load_results, load_summaries, markdown_tables
+from ..paired import compare, load_results, load_summaries, markdown_tables
 from ..funnel import rollout_counts
 from ..gates import GATES
 from ..jsonl import atomic_write_text, read_jsonl

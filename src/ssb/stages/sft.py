@@ -36,6 +36,7 @@ from ..jsonl import read_jsonl
 from ..models import load_model, lora_config, resolve_device
 from ..prompts import student_messages
 from ..rundir import Run
+from ..trainer_ui import TrainProgress, known_warnings_filtered, point_trackers, show_progress
 from .distill import EpochAdapters, JsonlLogCallback, _training_args, resume_point
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def train_ce(run: Run, name: str, examples: list[dict]) -> dict:
     with run.stage_run(name) as info:
         if not examples:
             raise ValueError(f"{name}: nothing to train on ({'pairs.jsonl' if name == 'sft' else 'no correct rollout'})")
-        args = _training_args(run, dc, resolve_device(cfg.model.device))
+        args = _training_args(run, dc, resolve_device(cfg.model.device), stage=name)
         args.output_dir = str(run.file(f"{name}_checkpoints"))
         lm = load_model(cfg.model)
         items, stats = _items(examples, lm.tokenizer, dc.max_length)
@@ -116,7 +117,8 @@ def train_ce(run: Run, name: str, examples: list[dict]) -> dict:
         set_seed(dc.seed)
         if dc.gradient_checkpointing:
             lm.model.enable_input_require_grads()
-        model = get_peft_model(lm.model, lora_config(cfg.lora))
+        with known_warnings_filtered():
+            model = get_peft_model(lm.model, lora_config(cfg.lora))
         log_path = run.file(f"{name}_log.jsonl")
         resume = distributed.broadcast(resume_point(run.file(f"{name}_checkpoints"), log_path)
                                        if distributed.is_main() else None)
@@ -127,8 +129,11 @@ def train_ce(run: Run, name: str, examples: list[dict]) -> dict:
         pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
         trainer = Trainer(model=model, args=args, train_dataset=items, data_collator=CECollator(pad),
                           callbacks=callbacks)
+        show_progress(trainer, TrainProgress(name))
+        point_trackers(trainer, run, name)
         t0 = time.time()
-        result = trainer.train(resume_from_checkpoint=resume)
+        with known_warnings_filtered():
+            result = trainer.train(resume_from_checkpoint=resume)
         out = run.file(name)
         if distributed.is_main():  # distributed hook: the main process saves, the others wait for it
             if out.exists():

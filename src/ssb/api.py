@@ -1,0 +1,53 @@
+"""The Python API: what ``ssb run`` and ``ssb compare`` do, as functions (``docs/api.md``).
+
+    import ssb
+
+    cfg = ssb.load_config("configs/default.yaml", ["data.limit=32"])
+    run = ssb.run(cfg, only=["rollout", "curate", "teacher"])
+    print(len(run.pairs()), run.manifest()["stages"]["teacher"]["status"])
+    ssb.Run.open(run.path).evaluations()   # {label: eval/<label>/summary.json}
+
+``ssb/__init__.py`` exposes these names lazily (``import ssb`` loads neither pydantic nor torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import RunConfig, apply_overrides, load_config
+from .rundir import Run
+
+__all__ = ["Run", "compare", "load_config", "run"]
+
+
+def run(config: RunConfig | str | Path, only: list[str] | None = None, skip: list[str] | None = None,
+        force: list[str] | None = None, overrides: list[str] | None = None, name: str | None = None) -> Run:
+    """Run the pipeline (``ssb run``) and return the :class:`Run`. ``config``: a ``RunConfig`` or a
+    YAML path; ``overrides``: ``section.field=value`` strings (``--set``); ``only`` / ``skip`` /
+    ``force``: stage names as for ``ssb run``; ``name``: the run's name (``--name``). Stages already
+    done are skipped, and an interrupted run resumes, as on the command line."""
+    from .pipeline import run_pipeline  # lazy: the orchestrator imports the stage table and data loading
+
+    if isinstance(config, RunConfig):
+        cfg = RunConfig.model_validate(apply_overrides(config.model_dump(mode="json"), overrides or [])) \
+            if overrides else config
+    else:
+        cfg = load_config(config, overrides)
+    if name:
+        cfg = cfg.model_copy(update={"name": name})
+    return run_pipeline(cfg, only=only, skip=skip, force=force)
+
+
+def compare(config: str | Path, arms: str | list[str] = "base,ssb,sft,rft,grpo", replicates: int = 2, n: int = 400,
+            seed: int = 20261122, out: str | Path | None = None, overrides: list[str] | None = None,
+            **options) -> dict:
+    """``ssb compare``: the arms on shared rollouts (``arms.Compare(...).run()``); returns what it
+    writes to ``compare.json``. ``arms``, ``replicates``, ``n`` and ``seed`` default to the command's;
+    ``options`` are ``arms.Compare``'s others with its defaults (``grpo_points=4``, ``k_max=0``: no
+    K-sensitivity pass, which the command runs with ``--k-max 10 --k-values 2,10``, i.e.
+    ``k_max=10, k_values=(2, 10)``). ``base`` is always an arm."""
+    from .arms import Compare, parse_arms  # lazy: it imports the orchestrator
+
+    spec = arms if isinstance(arms, str) else ",".join(arms)
+    return Compare(str(config), parse_arms(spec), replicates, n, seed, Path(out) if out else None,
+                   list(overrides or []), **options).run()
