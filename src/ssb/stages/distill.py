@@ -267,10 +267,40 @@ def resume_point(ckpt_dir: Path, log_path: Path) -> str | None:
     return str(last)
 
 
-def run_distill(run) -> dict:
-    """Train the LoRA student on ``pairs.jsonl`` + ``teacher/``; save it to ``student/``."""
+def training_setup(run, lm, items: list[dict], ckpt: str, log_name: str, epochs_dir: str):
+    """What the distillation and the cross-entropy baselines (``stages/sft.py``) set up alike: the seed,
+    the LoRA adapter on ``lm``'s model, the checkpoint to resume from, the log and per-epoch callbacks,
+    and the tokens of one epoch. Returns ``(model, resume, callbacks, seq_tokens)``."""
     from peft import get_peft_model  # lazy: ~3 s more than transformers, only to train or merge
 
+    dc = run.cfg.distill
+    set_seed(dc.seed)
+    if dc.gradient_checkpointing:
+        lm.model.enable_input_require_grads()
+    with known_warnings_filtered():
+        model = get_peft_model(lm.model, lora_config(run.cfg.lora))
+    log_path = run.file(log_name)
+    # distributed hook: the main process alone tidies checkpoints and the log, all resume from its answer
+    resume = distributed.broadcast(resume_point(run.file(ckpt), log_path) if distributed.is_main() else None)
+    seq_tokens = sum(len(it["input_ids"]) for it in items)
+    callbacks = [JsonlLogCallback(log_path)]
+    if dc.save_every_epoch:
+        callbacks.append(EpochAdapters(run.file(epochs_dir), seq_tokens))
+    return model, resume, callbacks, seq_tokens
+
+
+def save_adapter(model, tokenizer, out: Path) -> None:
+    """``out`` holds the adapter and the tokenizer, and nothing older (the main process saves, the others wait)."""
+    if distributed.is_main():  # distributed hook
+        if out.exists():
+            shutil.rmtree(out)
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+    distributed.barrier()
+
+
+def run_distill(run) -> dict:
+    """Train the LoRA student on ``pairs.jsonl`` + ``teacher/``; save it to ``student/``."""
     cfg, dc = run.cfg, run.cfg.distill
     distributed.check_supported("distillation")  # distributed hook: FSDP / ZeRO-3 shard the LM head
     pairs = read_jsonl(run.file("pairs.jsonl"))
@@ -286,18 +316,8 @@ def run_distill(run) -> dict:
         items, stats = build_items(pairs, store, lm.tokenizer, dc.max_length)
         if not items:
             raise TeacherStoreError(f"no pair of pairs.jsonl has a teacher signal in {store.path}: {stats}")
-        set_seed(dc.seed)
-        if dc.gradient_checkpointing:
-            lm.model.enable_input_require_grads()
-        with known_warnings_filtered():
-            model = get_peft_model(lm.model, lora_config(cfg.lora))
-        log_path = run.file("train_log.jsonl")
-        # distributed hook: the main process alone tidies checkpoints and the log, all resume from its answer
-        resume = distributed.broadcast(resume_point(run.file("checkpoints"), log_path) if distributed.is_main() else None)
-        seq_tokens = sum(len(it["input_ids"]) for it in items)
-        callbacks = [JsonlLogCallback(log_path)]
-        if dc.save_every_epoch:
-            callbacks.append(EpochAdapters(run.file("student_epochs"), seq_tokens))
+        model, resume, callbacks, seq_tokens = training_setup(run, lm, items, "checkpoints", "train_log.jsonl",
+                                                              "student_epochs")
         trainer = DistillTrainer(
             model=model, args=args,
             train_dataset=DistillDataset(items, store),
@@ -312,13 +332,8 @@ def run_distill(run) -> dict:
             result = trainer.train(resume_from_checkpoint=resume)
         train_seconds = time.time() - t0
         out = run.file("student")
-        if distributed.is_main():  # distributed hook: the main process saves, the others wait for it
-            if out.exists():
-                shutil.rmtree(out)
-            model.save_pretrained(str(out))
-            lm.tokenizer.save_pretrained(str(out))
-        distributed.barrier()
-        history = read_jsonl(log_path)
+        save_adapter(model, lm.tokenizer, out)
+        history = read_jsonl(run.file("train_log.jsonl"))
         answer_tokens = sum(len(it["input_ids"]) - it["prompt_len"] for it in items)
         info.update(
             **stats, examples=len(items), answer_tokens=answer_tokens, store=store.kind,

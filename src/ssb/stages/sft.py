@@ -23,21 +23,19 @@ data differ from SSB; the loss is the mean cross-entropy per reply token over th
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 
 import torch
-from transformers import Trainer, set_seed
+from transformers import Trainer
 
-from .. import distributed
 from ..alignment import AlignmentError, prompt_and_reply_ids
 from ..data.problem import Problem
 from ..jsonl import read_jsonl
-from ..models import load_model, lora_config, resolve_device
+from ..models import load_model, resolve_device
 from ..prompts import student_messages
 from ..rundir import Run
 from ..trainer_ui import TrainProgress, known_warnings_filtered, point_trackers, show_progress
-from .distill import EpochAdapters, JsonlLogCallback, _training_args, resume_point
+from .distill import _training_args, save_adapter, training_setup
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +100,6 @@ def _items(examples: list[dict], tok, max_length: int) -> tuple[list[dict], dict
 
 def train_ce(run: Run, name: str, examples: list[dict]) -> dict:
     """Train the LoRA adapter ``name`` (sft or rft) with cross-entropy on ``examples``."""
-    from peft import get_peft_model  # lazy: see distill.run_distill
-
     cfg, dc = run.cfg, run.cfg.distill
     with run.stage_run(name) as info:
         if not examples:
@@ -114,18 +110,8 @@ def train_ce(run: Run, name: str, examples: list[dict]) -> dict:
         items, stats = _items(examples, lm.tokenizer, dc.max_length)
         if not items:
             raise ValueError(f"{name}: every example was left out ({stats})")
-        set_seed(dc.seed)
-        if dc.gradient_checkpointing:
-            lm.model.enable_input_require_grads()
-        with known_warnings_filtered():
-            model = get_peft_model(lm.model, lora_config(cfg.lora))
-        log_path = run.file(f"{name}_log.jsonl")
-        resume = distributed.broadcast(resume_point(run.file(f"{name}_checkpoints"), log_path)
-                                       if distributed.is_main() else None)
-        seq_tokens = sum(len(it["input_ids"]) for it in items)
-        callbacks = [JsonlLogCallback(log_path)]
-        if dc.save_every_epoch:
-            callbacks.append(EpochAdapters(run.file(f"{name}_epochs"), seq_tokens))
+        model, resume, callbacks, seq_tokens = training_setup(run, lm, items, f"{name}_checkpoints",
+                                                              f"{name}_log.jsonl", f"{name}_epochs")
         pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
         trainer = Trainer(model=model, args=args, train_dataset=items, data_collator=CECollator(pad),
                           callbacks=callbacks)
@@ -135,12 +121,7 @@ def train_ce(run: Run, name: str, examples: list[dict]) -> dict:
         with known_warnings_filtered():
             result = trainer.train(resume_from_checkpoint=resume)
         out = run.file(name)
-        if distributed.is_main():  # distributed hook: the main process saves, the others wait for it
-            if out.exists():
-                shutil.rmtree(out)
-            model.save_pretrained(str(out))
-            lm.tokenizer.save_pretrained(str(out))
-        distributed.barrier()
+        save_adapter(model, lm.tokenizer, out)
         info.update(**stats, examples=len(items), problems=len({it["id"].split("#")[0] for it in items}),
                     reply_tokens=sum(len(it["input_ids"]) - it["prompt_len"] for it in items),
                     trained_tokens=int(seq_tokens * dc.epochs), steps=trainer.state.global_step, epochs=dc.epochs,
