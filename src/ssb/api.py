@@ -41,8 +41,8 @@ def run(config: RunConfig | str | Path, only: list[str] | None = None, skip: lis
 def compare(config: str | Path, arms: str | list[str] = "base,ssb,sft,rft,grpo", replicates: int = 2, n: int = 400,
             seed: int = 20261122, out: str | Path | None = None, overrides: list[str] | None = None,
             **options) -> dict:
-    """``ssb compare``: the arms on shared rollouts (``arms.Compare(...).run()``); returns what it
-    writes to ``compare.json``. ``arms``, ``replicates``, ``n`` and ``seed`` default to the command's;
+    """``ssb compare``: the arms on shared rollouts (``arms.Compare(...).run()``); returns the document
+    it writes to ``results.json``. ``arms``, ``replicates``, ``n`` and ``seed`` default to the command's;
     ``options`` are ``arms.Compare``'s others with its defaults (``grpo_points=4``, ``k_max=0``: no
     K-sensitivity pass, which the command runs with ``--k-max 10 --k-values 2,10``, i.e.
     ``k_max=10, k_values=(2, 10)``). ``base`` is always an arm."""
