@@ -242,6 +242,11 @@ class Compare:
         k = self.k_sensitivity()
         doc = arms_results.results(arms, self.records, "base", curves)
         doc["k_sensitivity"] = k
+        if k and "r0-ssb" in self.records and self.base_cfg.rollout.k not in self.k_values:
+            k["trained"].append({"k": self.base_cfg.rollout.k, "label": "r0-ssb", "run_dir": str(mains[0].path),
+                                 "pairs": len(read_jsonl(mains[0].file("pairs.jsonl"))),
+                                 "note": "replicate 0's own rollout pass (another sample than the K_max pass)"})
+            k["trained"].sort(key=lambda t: t["k"])
         if k:
             for row in k["trained"]:
                 if row["label"] in self.records:
