@@ -39,7 +39,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from _results import ROOT, RenderError  # noqa: E402
-from render_compare import render_compare_details, render_compare_main, render_grpo_generation  # noqa: E402
+from render_compare import (render_compare_details, render_compare_main, render_grpo_generation,  # noqa: E402
+                            render_task_base)
 from render_quality import render_default_run, render_quality_arms, render_quality_main  # noqa: E402
 from render_speed import render_distill_memory, render_distill_stores, render_rollout_throughput  # noqa: E402
 from render_teacher import (render_teacher_signal, render_teacher_signal_answer_hint,  # noqa: E402
@@ -60,6 +61,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "compare_main": render_compare_main,
     "compare_details": render_compare_details,
     "grpo_generation": render_grpo_generation,
+    "task_base": render_task_base,
     "quality_arms": render_quality_arms,
     "default_run": render_default_run,
 }

@@ -126,3 +126,19 @@ def render_grpo_generation() -> str:
     cmd = f"python bench/grpo_generation.py --steps {d['settings']['steps']} --batch-sizes " + ",".join(
         sorted({str(v['batch_size']) for v in d['variants']}, key=int))
     return f"{t}\n\n{ratios}.{note}\n\n{source('grpo_generation.json', d, cmd)}"
+
+
+def render_task_base() -> str:
+    d = load("task_base.json")
+    lo, hi = d["range"]
+    rows = []
+    for t in d["tasks"]:
+        q = t["output_quality"]
+        opts = "; ".join(f"`{x['name']}` " + ", ".join(f"{k}={v}" for k, v in (x.get("options") or {}).items())
+                         for x in t["task"])
+        rows.append([f"`{t['config']}`", opts, f"**{pct(t['accuracy'])}** {interval(100 * t['ci'][0], 100 * t['ci'][1], signed=False)}",
+                     "yes" if t["in_range"] else "no", pct(q["equations_hold"]), pct(q["no_answer_rate"])])
+    t = table(["config", "reasoning-gym task", "base greedy accuracy [95% CI]",
+               f"in range ({pct(lo, 0)}–{pct(hi, 0)})", "equations hold", "no answer"], rows, "llrrrr")
+    return (f"{t}\n\n{d['n']} held-out problems per task, greedy pass@1 with the config's prompt.\n\n"
+            + source("task_base.json", d, f"python bench/task_base.py --n {d['n']}"))
