@@ -161,7 +161,8 @@ def verdict(doc: dict) -> list[str]:
         if name != "base" and a.get("vs_base"):
             flops = a["compute"]["flops"] if a.get("compute") else None
             cost = f" at {flops:.3g} FLOPs" if flops else ""
-            lines.append(f"{name}: {100 * a['accuracy']:.1f}% held-out{cost}, vs base {pt(a['vs_base'])}.")
+            vs_ssb = f"; vs SSB {pt(a['vs_ssb'])}" if a.get("vs_ssb") else ""
+            lines.append(f"{name}: {100 * a['accuracy']:.1f}% held-out{cost}, vs base {pt(a['vs_base'])}{vs_ssb}.")
     return lines
 
 
