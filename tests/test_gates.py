@@ -134,6 +134,9 @@ def test_contradictory_working_is_rejected(reply, needle):
 def test_arithmetic_checker_reads_common_forms():
     assert arithmetic_errors("3 x 4 = 12, 1,000 + 2 = 1,002 and $5 + $3 = $8. (2 + 3) * 4 = 20") == []
     assert arithmetic_errors("10 / 4 = 2.5 and 7 - 9 = -2") == []
+    # a negative result is checked too (read in ssb compare's held-out answers: "46 - 61 = -1" passed)
+    assert arithmetic_errors("46 - 61 = -1.\n\nThe answer is \\boxed{-1}.") == ["46 - 61 = -1"]
+    assert arithmetic_errors("-5 + 2 = 3.") == ["-5 + 2 = 3"] and arithmetic_errors("-5 + 2 = -3.") == []
     assert arithmetic_errors("12 * 12 = 124") == ["12 * 12 = 124"]
     assert arithmetic_errors("a chain 2 + 2 = 4 = 5") == ["4 = 5"]
     # not plain arithmetic: left alone

@@ -167,14 +167,14 @@ def stated_answers(reply: str) -> list[str]:
 
 
 _NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
-_ARITH = re.compile(rf"^[\s(]*{_NUM}[\s)]*(?:[-+*/×x÷·][\s(]*{_NUM}[\s)]*)+$")
+_ARITH = re.compile(rf"^[\s(]*-?[\s(]*{_NUM}[\s)]*(?:[-+*/×x÷·][\s(]*{_NUM}[\s)]*)+$")  # a leading minus: -5 + 2
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
 def _eval_arith(expr: str) -> float | None:
     """Value of a plain-number arithmetic expression (+ - * / × ÷ and parentheses), else None."""
     expr = expr.strip().rstrip(".").strip().replace("$", "")
-    if len(expr) > 200 or not (_ARITH.match(expr) or re.fullmatch(rf"\s*{_NUM}\s*", expr)):
+    if len(expr) > 200 or not (_ARITH.match(expr) or re.fullmatch(rf"\s*-?{_NUM}\s*", expr)):
         return None
     expr = re.sub(r"(?<=\d),(?=\d{3})", "", expr)
     expr = expr.replace("×", "*").replace("÷", "/").replace("·", "*")
