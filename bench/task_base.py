@@ -5,7 +5,7 @@
 For every task config, the base model (no adapter) greedy pass@1 with the config's prompt (system
 + its worked example) on ``--n`` problems of its held-out draw (``eval.holdout``), and how its answers
 read: the share that state an equation, of those the share whose equalities all hold, the
-no-answer rate (``arms_results.output_quality``). A task is in range when its 95% interval overlaps
+no-answer rate (``arms_results.output_quality``). A task is in range when its accuracy is in
 [15%, 60%]: there rollouts hold both correct and wrong answers, so curation yields pairs.
 
 Writes ``bench/results/task_base.json``: ``provenance``, ``n``, ``tasks`` (per config: ``name``,
@@ -53,7 +53,7 @@ def main() -> int:
         lo, hi = b["ci"]
         tasks.append({"name": cfg.name, "config": str(Path(path).relative_to(ROOT)),
                       "task": [t.model_dump() for t in cfg.data.tasks], "accuracy": b["accuracy"], "ci": [lo, hi],
-                      "n": len(recs), "in_range": hi >= RANGE[0] and lo <= RANGE[1],
+                      "n": len(recs), "in_range": RANGE[0] <= b["accuracy"] <= RANGE[1],
                       "output_quality": output_quality(recs),
                       "examples": [{"question": r["question"], "answer": r["completions"][0], "correct": r["correct"][0]}
                                    for r in recs[:3]]})
