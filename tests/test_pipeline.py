@@ -14,7 +14,10 @@ import pytest
 from ssb.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = ["eval_base", "rollout", "curate", "teacher", "logits", "distill", "eval_ssb", "grpo", "eval_grpo", "report"]
+ALL_STAGES = ["eval_base", "rollout", "curate", "teacher", "logits", "distill", "eval_ssb", "sft", "eval_sft", "rft",
+              "eval_rft", "grpo", "eval_grpo", "report"]
+BASELINES = {"sft", "eval_sft", "rft", "eval_rft"}  # off in ssb run unless baselines.sft / baselines.rft
+RUN_STAGES = [s for s in ALL_STAGES if s not in BASELINES]  # what `ssb run configs/smoke.yaml` runs
 
 
 def ssb(*args, cwd=ROOT, timeout=900):
@@ -79,8 +82,10 @@ def test_stages_declare_their_outputs_in_the_stage_table():
     declared = {s.name: s.outputs for s in STAGES}
     assert declared["rollout"] == ("rollouts.jsonl",)
     assert declared["logits"] == ("teacher",)
-    assert declared["distill"] == ("student", "train_log.jsonl", "checkpoints")
-    assert declared["grpo"] == ("grpo", "grpo_log.jsonl", "grpo_checkpoints")
+    assert declared["distill"] == ("student", "train_log.jsonl", "checkpoints", "student_epochs")
+    assert declared["sft"] == ("sft", "sft_log.jsonl", "sft_checkpoints", "sft_epochs")
+    assert declared["rft"] == ("rft", "rft_log.jsonl", "rft_checkpoints", "rft_epochs")
+    assert declared["grpo"] == ("grpo", "grpo_log.jsonl", "grpo_checkpoints", "grpo_points")
     assert declared["report"] == ("report.md", "plots")
     assert declared["curate"] == ("selections.jsonl",)
     assert declared["teacher"] == ("pairs.jsonl", "teacher_rejects.jsonl")  # rejects are retried too
@@ -144,7 +149,8 @@ def test_unknown_stage_names_the_stages(tmp_path):
 def test_smoke_run_completes_every_stage(smoke_run):
     path, _ = smoke_run
     m = json.loads((path / "manifest.json").read_text())
-    assert [s for s in ALL_STAGES if m["stages"].get(s, {}).get("status") != "done"] == []
+    assert [s for s in RUN_STAGES if m["stages"].get(s, {}).get("status") != "done"] == []
+    assert not BASELINES & set(m["stages"])  # off by default: never started
     assert m["versions"]["transformers"]
     rollouts = read_jsonl(path / "rollouts.jsonl")
     assert len(rollouts) == 16 and all(len(r["completions"]) == 4 for r in rollouts)
@@ -190,7 +196,7 @@ def test_rerun_skips_completed_stages(smoke_run):
     before = (path / "rollouts.jsonl").read_text()
     res = ssb("run", "configs/smoke.yaml", "--set", f"runs_dir={path.parent}", timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stderr.count("already done") >= len(ALL_STAGES) - 1
+    assert res.stderr.count("already done") >= len(RUN_STAGES) - 1
     assert (path / "rollouts.jsonl").read_text() == before
 
 
