@@ -193,6 +193,17 @@ def test_equation_chains_stop_at_a_line_or_a_sentence():
     assert arithmetic_errors("Step 1: 2 + 3 = 6.\n1. 4 + 4 = 9") == ["2 + 3 = 6", "4 + 4 = 9"]  # labels are not sides
 
 
+def test_a_unit_after_a_result_does_not_hide_the_equality():
+    """leg_counting's base answers: ``14 * 3 = 40 legs`` is false working (a unit after an expression's
+    result is the result's unit); a conversion between bare numbers (``$1 = 100 cents``) is not checked."""
+    reply = "12 cats have 12 * 4 = 48 legs.\n14 jellyfish have 14 * 3 = 40 legs.\n\nThe answer is \\boxed{88}."
+    assert arithmetic_errors(reply) == ["14 * 3 = 40"]
+    assert arithmetic_errors("2 chickens have 2 * 2 = 4 legs.\n3 + 4 = 7 legs") == []
+    assert last_result("3 dogs have 3 * 4 = 12 legs.\n\nThe answer is \\boxed{12}.") == "12"
+    assert arithmetic_errors("$1 = 100 cents, and 1 = 60 minutes") == []
+    assert arithmetic_errors("60 * 2 = 120 minutes = 2 hours") == []  # the conversion link is left alone
+
+
 def test_last_result_is_read_from_the_working_only():
     assert last_result("12 + 5 = 17.\n17 - 3 = 14.\n\nThe answer is \\boxed{14}.") == "14"
     assert last_result("3 + 4 = 7 = 7.0\nThe answer is \\boxed{7}.") == "7.0"

@@ -209,6 +209,7 @@ _SIDE = r"(?:[\d \t$()+\-*/×x÷·]|[.,](?=\d))*"
 _EQ_CHAIN = re.compile(rf"[-\d(]{_SIDE}(?:=[ \t]*\$?[-\d(]{_SIDE})+")
 # before a chain on its line: an operator, a comparison, a one-letter variable or 'of' (2y + 3 = 7, 2^3 = 8,
 # 3! - 1 = 5, 20% of 50 = 10), a word glued to it (f(3) = 9) or a time (2:30 = ...): part of a larger expression
+_BARE = re.compile(rf"\s*\$?\s*-?{_NUM}\s*")
 _NOT_PLAIN_BEFORE = re.compile(r"(?:[-+*/×÷^%!<>]|[<>!=]=|\b[A-Za-z]|\bof)\s*$|[A-Za-z_\\]$|\d:$")
 _LATEX_OPS = {"\\times": " × ", "\\cdot": " · ", "\\div": " ÷ ", "\\$": "$", "−": "-", "–": "-"}  # minus signs too
 
@@ -232,7 +233,10 @@ def _equalities(text: str) -> list[tuple[str, float | None, str, float | None, i
             continue
         sides = m.group(0).split("=")
         after = text[m.end() : m.end() + 2]
-        if after and (after[0] in "%^!{\\" or after[0].isalpha() or re.match(r":\d", after)):
+        # a word after the last side: glued (100 = 5A) or after bare numbers only ($1 = 100 cents), a
+        # conversion, not plain; after an expression (14 * 3 = 40 legs) a unit of the result, checked
+        word = after[:1].isalpha() and (not m.group(0)[-1].isspace() or all(_BARE.fullmatch(x) for x in sides[:-1]))
+        if after and (after[0] in "%^!{\\" or word or re.match(r":\d", after)):
             sides = sides[:-1]  # the last side goes on past the chain (0.5 = 50%, 100 = 5A, = 3:30): not plain
         vals = [_eval_arith(s) for s in sides]
         for (sa, a), (sb, b) in zip(zip(sides, vals), zip(sides[1:], vals[1:])):
