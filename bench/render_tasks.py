@@ -1,0 +1,69 @@
+"""Renderers of the task suite (``bench/tasks.py`` -> ``bench/results/tasks.json``): one row per task
+(README), and per task its replicates and the quality of its held-out answers (docs/tasks.md)."""
+
+from __future__ import annotations
+
+from _results import interval, load, pct, pts, source, table
+
+SHORT = {"base": "base", "ssb": "SSB", "sft": "SFT", "rft": "RFT", "grpo": "GRPO"}
+
+
+def _diff(d: dict) -> str:
+    s = f"{pts(100 * d['value'])} {interval(100 * d['ci'][0], 100 * d['ci'][1])}"
+    return f"**{s}**" if d["significant"] else s
+
+
+def _acc(a: dict) -> str:
+    return pct(a["value"])
+
+
+def _words(s: dict, other: str) -> str:
+    parts = [f"{len(s[k])} {w}" for k, w in (("above", "above"), ("level", "level (interval holds 0)"),
+                                               ("below", "below")) if s[k]]
+    return f"vs {other}: " + ", ".join(parts)
+
+
+def render_tasks_main() -> str:
+    d = load("tasks.json")
+    rows = []
+    for t in d["tasks"]:
+        a = t["accuracy"]
+        rows.append([f"`{t['name']}`", "yes" if t["multi_step"] else "no",
+                     *(_acc(a[k]) for k in ("base", "ssb", "sft", "rft", "grpo")),
+                     _diff(t["ssb_base"]), _diff(t["ssb_grpo"]), _diff(t["ssb_sft"])])
+    n = d["tasks"][0]["n_problems"]
+    reps = sorted({len(t["replicates"]) for t in d["tasks"]})
+    head = (f"{n} held-out problems per task, greedy pass@1, {'/'.join(map(str, reps))} replicates pooled; "
+            "differences are SSB minus the other arm with a bootstrap 95% interval, in bold where it excludes 0. "
+            "GRPO held to SSB's FLOPs; every arm on the same problems, prompt and LoRA.")
+    t = table(["task", "multi-step", "base", "SSB", "SFT", "RFT", "GRPO", "SSB − base", "SSB − GRPO", "SSB − SFT"],
+              rows, "llrrrrrrrr")
+    s = d["summary"]
+    tally = "; ".join(_words(s[k], o) for k, o in (("ssb_base", "base"), ("ssb_grpo", "GRPO"), ("ssb_sft", "SFT"),
+                                                      ("ssb_rft", "RFT")))
+    return f"{head}\n\n{t}\n\nSSB across the {d['n_tasks']} tasks, {tally}.\n\n" + source(
+        "tasks.json", d, "python bench/tasks.py", " (each task's comparison: its `results` file)")
+
+
+def render_tasks_details() -> str:
+    d = load("tasks.json")
+    out = []
+    for t in d["tasks"]:
+        rows = [[str(r["replicate"]), str(r["pairs"]), pct(r["rollout_accuracy"]),
+                 *(pct(r["accuracy"][k]) for k in ("base", "ssb", "sft", "rft", "grpo")),
+                 f"{pts(100 * r['ssb_base']['value'])} {interval(100 * r['ssb_base']['ci'][0], 100 * r['ssb_base']['ci'][1])}",
+                 f"{r['ssb_base']['p_value']:.3f}" if r["ssb_base"].get("p_value") is not None else "—"]
+                for r in t["replicates"]]
+        reps = table(["replicate", "pairs", "rollout accuracy", "base", "SSB", "SFT", "RFT", "GRPO",
+                      "SSB − base (Newcombe 95%)", "McNemar p"], rows, "lrrrrrrrrr")
+        q = t["output_quality"]
+        qrow = [[SHORT[k], pct(q[k]["equations_hold"]), f"{q[k]['mean_tokens']:.1f}", pct(q[k]["no_answer_rate"]),
+                 f"{t['flops'][k]:.2e}" if t["flops"].get(k) else "—"] for k in SHORT if q.get(k)]
+        qt = table(["arm", "equations hold", "mean tokens", "no answer", "FLOPs"], qrow)
+        ratio = f"{t['grpo_flops_ratio']:.2f}x" if t.get("grpo_flops_ratio") else "—"
+        out.append(f"### `{t['name']}` (`{t['config']}`)\n\n{t['why'][0].upper() + t['why'][1:]}. "
+                   f"Base {pct(t['base_accuracy'])} {interval(100 * t['base_ci'][0], 100 * t['base_ci'][1], signed=False)}; "
+                   f"SSB − RFT {_diff(t['ssb_rft'])}; GRPO spent {ratio} SSB's FLOPs. Full results: "
+                   f"`{t['results']}`.\n\n{reps}\n\nHeld-out answers, all replicates (equations hold: of the answers "
+                   f"stating an equation, the share whose equalities all hold):\n\n{qt}")
+    return "\n\n".join(out) + "\n\n" + source("tasks.json", d, "python bench/tasks.py")

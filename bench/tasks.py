@@ -1,0 +1,146 @@
+"""The task suite across tasks: SSB against the base model, GRPO and SFT on each task, one table.
+
+    python bench/tasks.py        # after bench/compare.py ran on every task of SUITE
+
+Each task's comparison is ``bench/compare.py`` on its config (arms base, ssb, sft, rft, grpo; ≥ 2
+replicates), saved beside this file's output: ``bench/results/tasks/<task>.json`` (the default task,
+two-term chain_sum, is ``bench/results/compare.json``). This script reads them, checks that every
+task has ≥ 2 replicates, the same held-out size and every arm, and writes
+``bench/results/tasks.json``: ``provenance``, ``range`` (the base accuracy a task should sit in),
+``tasks`` (per task ``name``, ``config``, ``results`` (its compare file), ``multi_step`` and ``why``
+(what its solutions should show), ``base_accuracy`` (+ ``base_ci``, held-out, pooled), ``replicates``
+(per replicate: seeds, rollout accuracy, pairs, accuracy per arm, SSB minus base with its interval
+and exact McNemar p), the pooled differences ``ssb_base``, ``ssb_grpo``, ``ssb_sft`` and ``ssb_rft``
+(SSB minus the other arm: ``value``, ``ci`` (bootstrap 95%), ``significant``), ``accuracy`` and
+``flops`` per arm, ``output_quality`` per arm, ``grpo_flops_ratio``) and ``summary`` (counts of
+tasks where SSB is significantly above / level with / below each other arm).
+Rendered into README.md (``tasks_main``) and docs/tasks.md (``tasks_details``) by bench/render.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _meta import provenance  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+RANGE = (0.15, 0.60)
+ARMS = ("base", "ssb", "sft", "rft", "grpo")
+
+# name, config, compare results file, multi-step, what its solutions should show
+SUITE = [
+    ("chain_sum", "configs/default.yaml", "compare.json", False,
+     "two one- or two-digit terms: one equation (a + b = c) is the whole solution"),
+    ("chain_sum3", "configs/tasks/chain_sum3.yaml", "tasks/chain_sum3.json", True,
+     "three one-digit terms: the intermediate sum on its own line, then the second operation"),
+    ("products", "configs/tasks/products.yaml", "tasks/products.json", True,
+     "a two-digit factor split into tens and units: two partial products, then their sum; not addition"),
+]
+
+
+class SuiteError(Exception):
+    pass
+
+
+def _diff(arm: dict | None, sign: int) -> dict | None:
+    """A pooled difference of compare's results as SSB minus the other arm: ``vs_base`` of SSB is
+    already SSB - base (sign +1); ``vs_ssb`` of another arm is that arm - SSB (sign -1)."""
+    if not arm:
+        return None
+    v, (lo, hi) = arm["value"], arm["ci"]
+    value, ci = (v, [lo, hi]) if sign > 0 else (-v, [-hi, -lo])
+    return {"value": value, "ci": ci, "significant": not (ci[0] <= 0 <= ci[1])}
+
+
+def _rep(arm: dict, i: int) -> float:
+    """Replicate ``i``'s accuracy; the base model is evaluated once (one model, the same held-out problems)."""
+    accs = arm["per_replicate_accuracy"]
+    return accs[i] if len(accs) > 1 else accs[0]
+
+
+def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
+               results_dir: Path = RESULTS) -> dict:
+    path = results_dir / results
+    if not path.is_file():
+        raise SuiteError(f"{path}: missing; run python bench/compare.py --config {config} "
+                         f"--out bench/results/{results} first")
+    d = json.loads(path.read_text())
+    arms = d.get("arms", {})
+    missing = [a for a in ARMS if "accuracy" not in arms.get(a, {})]
+    if missing:
+        raise SuiteError(f"{path}: arms {missing} have no held-out accuracy (rerun its comparison)")
+    if d.get("n_replicates", 0) < 2:
+        raise SuiteError(f"{path}: {d.get('n_replicates')} replicate(s); the suite asks for at least 2")
+    ssb = arms["ssb"]
+    reps = []
+    for i, r in enumerate(d["replicates"]):
+        sb = ssb["vs_base"]["per_replicate"][i]
+        reps.append({"replicate": r["replicate"], "seed": r.get("seed"), "rollout_accuracy": r.get("rollout_accuracy"),
+                     "pairs": r.get("pairs"), "accuracy": {a: _rep(arms[a], i) for a in ARMS},
+                     "ssb_base": {"value": sb["value"], "ci": sb["ci"], "p_value": sb.get("p_value")}})
+    grpo_ratio = None
+    fl = {a: (arms[a].get("compute") or {}).get("flops") for a in ARMS}
+    if fl["grpo"] and fl["ssb"]:
+        grpo_ratio = fl["grpo"] / fl["ssb"]
+    return {
+        "name": name, "config": config, "results": f"bench/results/{results}", "multi_step": multi_step, "why": why,
+        "n_problems": d["n_problems"], "base_accuracy": arms["base"]["accuracy"], "base_ci": arms["base"]["ci"],
+        "in_range": RANGE[0] <= arms["base"]["accuracy"] <= RANGE[1],
+        "replicates": reps,
+        "ssb_base": _diff(ssb["vs_base"], +1), "ssb_grpo": _diff(arms["grpo"].get("vs_ssb"), -1),
+        "ssb_sft": _diff(arms["sft"].get("vs_ssb"), -1), "ssb_rft": _diff(arms["rft"].get("vs_ssb"), -1),
+        "accuracy": {a: {"value": arms[a]["accuracy"], "ci": arms[a]["ci"]} for a in ARMS},
+        "flops": fl, "grpo_flops_ratio": grpo_ratio,
+        "output_quality": {a: arms[a].get("output_quality") for a in ARMS},
+        "commit": d.get("commit"), "trained_at_commit": d.get("trained_at_commit"),
+        "hours": round(d["timing"]["total_seconds"] / 3600, 2) if d.get("timing") else None,
+    }
+
+
+def summary(tasks: list[dict]) -> dict:
+    """Per other arm, the tasks where SSB is significantly above it, level (the interval holds 0), below."""
+    out = {}
+    for key in ("ssb_base", "ssb_grpo", "ssb_sft", "ssb_rft"):
+        s = {"above": [], "level": [], "below": []}
+        for t in tasks:
+            d = t[key]
+            s["level" if not d["significant"] else "above" if d["value"] > 0 else "below"].append(t["name"])
+        out[key] = s
+    return out
+
+
+def build(results_dir: Path = RESULTS, suite=SUITE) -> dict:
+    tasks = [task_entry(*row, results_dir=results_dir) for row in suite]
+    sizes = {t["n_problems"] for t in tasks}
+    if len(sizes) != 1:
+        raise SuiteError(f"held-out sizes differ across tasks: {sorted(sizes)}; rerun with one --n")
+    return {"range": list(RANGE), "n_tasks": len(tasks), "multi_step_tasks": sum(t["multi_step"] for t in tasks),
+            "tasks": tasks, "summary": summary(tasks)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(RESULTS / "tasks.json"))
+    args = ap.parse_args()
+    try:
+        doc = build()
+    except SuiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = {"provenance": provenance(None), **doc}
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    for t in doc["tasks"]:
+        print(f"{t['name']}: base {100 * t['base_accuracy']:.1f}%, SSB-base {100 * t['ssb_base']['value']:+.1f}, "
+              f"SSB-GRPO {100 * t['ssb_grpo']['value']:+.1f}, SSB-SFT {100 * t['ssb_sft']['value']:+.1f}")
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

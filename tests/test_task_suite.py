@@ -1,0 +1,90 @@
+"""The task suite (issue 24): its configs draw their reasoning-gym tasks, their worked examples are
+in a format the gates accept, and ``bench/tasks.py`` reads each task's comparison the right way round."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssb.config import load_config
+from ssb.data.load import load_problems
+from ssb.gates import asks_boxed, check_reply, last_result
+from ssb.grading.grade import grade
+from ssb.data.problem import Problem
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = sorted((ROOT / "configs" / "tasks").glob("*.yaml"))
+
+
+def _bench(name: str):
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location(f"ssb_bench_{name}", ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
+def test_task_config_draws_its_task_and_its_example_passes_the_gates(path):
+    cfg = load_config(path)
+    assert any(f"ssb run configs/tasks/{path.name}" in line for line in path.read_text().splitlines()[:12])
+    train = load_problems(cfg.data.model_copy(update={"limit": 6}))
+    held = load_problems(cfg.eval.holdout.model_copy(update={"limit": 6}))
+    assert len(train) == len(held) == 6
+    assert [t.name for t in cfg.data.tasks] == [t.name for t in cfg.eval.holdout.tasks]  # held out from the same task
+    assert not {p.question for p in train} & {p.question for p in held}
+    # the worked example is a solution the teacher may write: it passes every text gate, its last result is its answer
+    (ex,) = cfg.prompt.examples
+    reply = ex.solution
+    boxed = reply.rsplit("\\boxed{", 1)[1].split("}")[0]
+    v = check_reply(reply, correct=True, finished=True, outcome="correct", cfg=cfg.teacher.gates, privileged=None,
+                    reference=None, want_boxed=asks_boxed(cfg.prompt))
+    assert v.ok, (path.name, v)
+    assert last_result(reply) == boxed
+    assert "\n" in reply.split("\n\n")[0] or path.stem == "products"  # multi-line working (products: one chain)
+    # a drawn problem's answer is graded by its own checker: the gold answer in the example's format is correct
+    p = train[0]
+    assert grade(p, f"So it is.\n\nThe answer is \\boxed{{{p.answer}}}.").correct
+
+
+def test_suite_reads_each_compare_file_as_ssb_minus_the_other_arm(tmp_path):
+    tasks = _bench("tasks")
+    src = json.loads((ROOT / "bench" / "results" / "compare.json").read_text())
+    (tmp_path / "compare.json").write_text(json.dumps(src))
+    doc = tasks.build(tmp_path, suite=[("chain_sum", "configs/default.yaml", "compare.json", False, "one line")])
+    (t,) = doc["tasks"]
+    arms = src["arms"]
+    assert t["base_accuracy"] == arms["base"]["accuracy"] and len(t["replicates"]) == src["n_replicates"]
+    assert t["ssb_base"]["value"] == arms["ssb"]["vs_base"]["value"]
+    # compare stores SFT - SSB; the suite reports SSB - SFT with the interval mirrored
+    sft = arms["sft"]["vs_ssb"]
+    assert t["ssb_sft"]["value"] == -sft["value"] and t["ssb_sft"]["ci"] == [-sft["ci"][1], -sft["ci"][0]]
+    assert t["ssb_sft"]["significant"] is (not (sft["ci"][0] <= 0 <= sft["ci"][1]))
+    g = arms["grpo"]["vs_ssb"]
+    assert t["ssb_grpo"]["ci"] == [-g["ci"][1], -g["ci"][0]]
+    r0 = t["replicates"][0]
+    assert r0["accuracy"]["ssb"] == arms["ssb"]["per_replicate_accuracy"][0] and r0["pairs"] == src["replicates"][0]["pairs"]
+    assert t["name"] in doc["summary"]["ssb_base"]["above" if t["ssb_base"]["significant"] else "level"]
+
+
+def test_suite_refuses_one_replicate_and_a_missing_arm(tmp_path):
+    tasks = _bench("tasks")
+    src = json.loads((ROOT / "bench" / "results" / "compare.json").read_text())
+    row = ("chain_sum", "configs/default.yaml", "compare.json", False, "one line")
+    one = copy.deepcopy(src)
+    one["n_replicates"] = 1
+    (tmp_path / "compare.json").write_text(json.dumps(one))
+    with pytest.raises(tasks.SuiteError, match="1 replicate"):
+        tasks.build(tmp_path, suite=[row])
+    del src["arms"]["grpo"]
+    (tmp_path / "compare.json").write_text(json.dumps(src))
+    with pytest.raises(tasks.SuiteError, match="grpo"):
+        tasks.build(tmp_path, suite=[row])
+    with pytest.raises(tasks.SuiteError, match="missing"):
+        tasks.build(tmp_path / "nowhere", suite=[row])
