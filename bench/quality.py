@@ -15,7 +15,7 @@ from that replicate's rollouts (copied, never regenerated), with everything else
 config. The config's own hint is the arm reported as ``ssb``. Each arm's students are also
 evaluated on the validation draw (``validation_accuracy``), so that a hint can be chosen by a
 rule that never looks at the held-out problems. ``contrastive`` needs a
-template that shows the wrong rollout: :data:`CONTRASTIVE_TEMPLATE` (the config's template
+template that shows the wrong rollout: :data:`ssb.arms.CONTRASTIVE_TEMPLATE` (the config's template
 with the wrong rollout added) is used.
 
 GRPO. Its learning rate is chosen by a stated rule, never on the held-out problems: on
@@ -61,7 +61,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _meta import provenance  # noqa: E402
 from ssb import stats  # noqa: E402
-from ssb.arms import replicate_overrides  # noqa: E402  (the replicates of ssb compare)
+from ssb.arms import (HINTS, ablation_overrides, copy_stages,  # noqa: E402  (what ssb compare does too)
+                      replicate_overrides)
 from ssb.config import load_config  # noqa: E402
 from ssb.data.heldout import training_questions  # noqa: E402
 from ssb.data.problem import normalize_question  # noqa: E402
@@ -73,8 +74,6 @@ from ssb.stages.evaluate import evaluate  # noqa: E402
 
 SSB_STAGES = stage_names(counts_toward_ssb_cost=True)  # what SSB spends (the stage table)
 TRAIN_STAGES = [s for s in SSB_STAGES if s != "rollout"]  # each arm reruns these on shared rollouts
-CONTRASTIVE_TEMPLATE = ("{question}\n({correct})\n\nA wrong solution (its answer {wrong_answer} is wrong):\n{wrong}")
-HINTS = ("answer", "correct", "contrastive", "none")
 POOLING = ("mean over replicates; 95% CI from 4000 bootstrap resamples of held-out problems (the same resample "
            "for every replicate and model, so the pairing is kept)")
 PER_REPLICATE = "Newcombe (1998) method 10, continuity-corrected phi; exact McNemar p"
@@ -83,10 +82,8 @@ LR_RULE = ("GRPO trained on replicate 0 once per candidate learning rate; each s
 
 
 def arm_overrides(hint: str) -> list[str]:
-    out = [f"teacher.hint={hint}"]
-    if hint == "contrastive":
-        out.append("teacher.template=" + json.dumps(CONTRASTIVE_TEMPLATE))
-    return out
+    """A hint arm's overrides: ``ssb compare``'s ``ssb:<hint>`` arm (the contrastive hint with its template)."""
+    return ablation_overrides(f"ssb:{hint}", None)
 
 
 def correct_vector(records: list[dict], ids: list[str]) -> list[bool]:
@@ -127,10 +124,7 @@ def refuse_other_hint(cfg) -> None:
 def copy_rollouts(src: Run, dst: Run, stages: tuple[str, ...] = ("rollout",)) -> None:
     """``dst`` starts from ``src``'s rollouts (and the manifest entries of ``stages``, so
     budgets and compute read the same numbers); nothing is regenerated."""
-    if not dst.file("rollouts.jsonl").exists():
-        dst.file("rollouts.jsonl").write_bytes(src.file("rollouts.jsonl").read_bytes())
-    for s in stages:
-        dst.set_stage(s, **src.stage(s))
+    copy_stages(src, dst, tuple(stages), ("rollouts.jsonl",))
 
 
 def train_arm(args, name: str, r: int, hint: str, main: Run) -> Run:
