@@ -169,6 +169,10 @@ def test_output_quality_reads_the_working():
     q = arms_results.output_quality(recs)
     assert q["states_equation"] == 0.5 and q["equations_hold"] == 0.5
     assert q["shows_work"] == 0.75 and q["no_answer_rate"] == 0.25 and q["mean_tokens"] == 9
+    # per equality: a two-step answer with one false step
+    two = _recs([False], "12 + 5 = 17.\n17 - 3 = 15.\n\nThe answer is \\boxed{15}.") + _recs([True], "3 * 4 = 12.")
+    q = arms_results.output_quality(two)
+    assert q["equalities_per_answer"] == 1.5 and q["equalities_hold"] == 2 / 3 and q["equations_hold"] == 0.5
 
 
 def test_the_flop_rule():

@@ -24,7 +24,7 @@ from statistics import mean
 from typing import Any
 
 from . import stats
-from .gates import arithmetic_errors, work_text
+from .gates import arithmetic_errors, equalities_hold, work_text
 
 EQUATION = re.compile(r"\d\s*[-+*/×x÷]\s*-?\d[\d.,]*\s*=\s*-?\d")
 REACH_POINTS = (1, 2, 3, 5)  # "compute to reach base + N points"
@@ -40,8 +40,11 @@ def correct_vector(records: list[dict], ids: list[str]) -> list[bool]:
 
 def output_quality(records: list[dict]) -> dict[str, float]:
     """Share of answers with an equation, share of those whose equations all hold, share that show
-    work, mean completion tokens, no-answer rate (first completion of each record)."""
+    work, mean completion tokens, no-answer rate (first completion of each record); and per equality:
+    checked equalities per answer (the steps it writes out) and the share of them that hold."""
     texts = [r["completions"][0] for r in records]
+    links = [equalities_hold(t) for t in texts]
+    flat = [x for eqs in links for x in eqs]
     with_eq = [t for t in texts if EQUATION.search(t)]
     grades = [r["grades"][0] for r in records]
     tokens = [r["completion_tokens"][0] for r in records if r.get("completion_tokens")]
@@ -50,7 +53,9 @@ def output_quality(records: list[dict]) -> dict[str, float]:
             "equations_hold": (sum(not arithmetic_errors(t) for t in with_eq) / len(with_eq)) if with_eq else None,
             "shows_work": sum(bool(work_text(t).strip()) for t in texts) / len(texts) if texts else 0.0,
             "mean_tokens": mean(tokens) if tokens else None,
-            "no_answer_rate": sum(g == "no_answer" for g in grades) / len(grades) if grades else 0.0}
+            "no_answer_rate": sum(g == "no_answer" for g in grades) / len(grades) if grades else 0.0,
+            "equalities_per_answer": len(flat) / len(texts) if texts else 0.0,
+            "equalities_hold": sum(flat) / len(flat) if flat else None}
 
 
 def paired(x: list[bool], y: list[bool]) -> dict:

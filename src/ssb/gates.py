@@ -251,6 +251,12 @@ def arithmetic_errors(reply: str) -> list[str]:
             if a is not None and b is not None and not math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)]
 
 
+def equalities_hold(reply: str) -> list[bool]:
+    """Whether each checked equality (both sides plain arithmetic; every line, every link) holds."""
+    return [math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6) for _, a, _, b, _ in _equalities(_normalized(reply))
+            if a is not None and b is not None]
+
+
 def last_result(reply: str) -> str | None:
     """The working's last computed result: the right side of the last equality between plain-number
     expressions outside the answer statements (:func:`work_text`); None without one."""
