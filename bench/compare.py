@@ -3,7 +3,7 @@
     python bench/compare.py [--config configs/default.yaml] [--dir runs/default-compare] [ssb compare flags]
 
 A thin caller of ``ssb compare`` (``src/ssb/arms.py``): it runs (or resumes) the comparison with the
-flags given (``--arms``, ``--replicates``, ``--n``, ``--k-max``, ``--k-values``, ``--grpo-points``,
+flags given (``--arms``, ``--replicates``, ``--n``, ``--k-max``, ``--k-values``, ``--grpo-points``, ``--no-curves``,
 ``--set``), then writes the comparison's ``results.json`` with ``provenance`` (commit, dirty paths,
 config sha256) and ``invocations`` (every invocation's commit: a rerun resumes the same directory,
 so the first one trained what later ones only re-aggregate) to ``--out``. ``commit`` is the commit
@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--grpo-points", type=int, default=4)
     ap.add_argument("--k-max", type=int, default=10)
+    ap.add_argument("--no-curves", dest="curves", action="store_false", help="final adapters only")
     ap.add_argument("--k-values", default="2,10")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "compare.json"))
@@ -53,7 +54,7 @@ def main() -> int:
     ks = tuple(int(k) for k in args.k_values.split(",") if k) if args.k_max else ()
     doc = Compare(args.config, parse_arms(args.arms), args.replicates, args.n, args.seed,
                   Path(args.dir) if args.dir else None, args.set, grpo_points=args.grpo_points,
-                  k_max=args.k_max, k_values=ks).run()
+                  k_max=args.k_max, k_values=ks, curves=args.curves).run()
     invocations = prov.pop("invocations")
     out = {"provenance": prov, "commit": prov["commit"], "invocations": invocations,
            "trained_at_commit": invocations[0]["commit"],

@@ -57,13 +57,17 @@ def render_tasks_details() -> str:
         reps = table(["replicate", "pairs", "rollout accuracy", "base", "SSB", "SFT", "RFT", "GRPO",
                       "SSB − base (Newcombe 95%)", "McNemar p"], rows, "lrrrrrrrrr")
         q = t["output_quality"]
-        qrow = [[SHORT[k], pct(q[k]["equations_hold"]), f"{q[k]['mean_tokens']:.1f}", pct(q[k]["no_answer_rate"]),
+        qrow = [[SHORT[k], pct(q[k]["equations_hold"]),
+                 f"{q[k]['equalities_per_answer']:.2f}" if "equalities_per_answer" in q[k] else "—",
+                 pct(q[k].get("equalities_hold")), f"{q[k]['mean_tokens']:.1f}", pct(q[k]["no_answer_rate"]),
                  f"{t['flops'][k]:.2e}" if t["flops"].get(k) else "—"] for k in SHORT if q.get(k)]
-        qt = table(["arm", "equations hold", "mean tokens", "no answer", "FLOPs"], qrow)
+        qt = table(["arm", "answers whose equations hold", "equalities per answer", "equalities that hold",
+                    "mean tokens", "no answer", "FLOPs"], qrow)
         ratio = f"{t['grpo_flops_ratio']:.2f}x" if t.get("grpo_flops_ratio") else "—"
         out.append(f"### `{t['name']}` (`{t['config']}`)\n\n{t['why'][0].upper() + t['why'][1:]}. "
                    f"Base {pct(t['base_accuracy'])} {interval(100 * t['base_ci'][0], 100 * t['base_ci'][1], signed=False)}; "
                    f"SSB − RFT {_diff(t['ssb_rft'])}; GRPO spent {ratio} SSB's FLOPs. Full results: "
-                   f"`{t['results']}`.\n\n{reps}\n\nHeld-out answers, all replicates (equations hold: of the answers "
-                   f"stating an equation, the share whose equalities all hold):\n\n{qt}")
+                   f"`{t['results']}`.\n\n{reps}\n\nHeld-out answers, all replicates (of the answers stating an "
+                   f"equation, the share whose equalities all hold; the equalities checked per answer, and the "
+                   f"share of them that hold):\n\n{qt}")
     return "\n\n".join(out) + "\n\n" + source("tasks.json", d, "python bench/tasks.py")

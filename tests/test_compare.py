@@ -133,6 +133,20 @@ def test_a_rerun_resumes_without_training_again(smoke_compare):
     assert {a: v["accuracy"] for a, v in again["arms"].items()} == {a: v["accuracy"] for a, v in doc["arms"].items()}
 
 
+@pytest.mark.slow
+def test_no_curves_evaluates_the_final_adapters_only(smoke_compare):
+    """--no-curves on the same directory: nothing trained again, every curve is its final point alone."""
+    d, doc, _ = smoke_compare
+    before = {s: v.get("finished") for s, v in Run.open(d / "r0").manifest()["stages"].items() if s != "report"}
+    res = ssb(*COMPARE, "--dir", str(d), "--no-curves")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {s: v.get("finished") for s, v in Run.open(d / "r0").manifest()["stages"].items() if s != "report"} == before
+    flat = json.loads((d / "results.json").read_text())
+    assert flat["curves_measured"] is False and doc["curves_measured"] is True
+    assert {a: [p["point"] for p in c] for a, c in flat["curves"].items()} == {a: ["final"] for a in doc["curves"]}
+    assert {a: v["accuracy"] for a, v in flat["arms"].items()} == {a: v["accuracy"] for a, v in doc["arms"].items()}
+
+
 # ----------------------------------------------------------------------------- fast
 
 

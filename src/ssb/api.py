@@ -43,7 +43,7 @@ def compare(config: str | Path, arms: str | list[str] = "base,ssb,sft,rft,grpo",
             **options) -> dict:
     """``ssb compare``: the arms on shared rollouts (``arms.Compare(...).run()``); returns the document
     it writes to ``results.json``. ``arms``, ``replicates``, ``n`` and ``seed`` default to the command's;
-    ``options`` are ``arms.Compare``'s others with its defaults (``grpo_points=4``, ``k_max=0``: no
+    ``options`` are ``arms.Compare``'s others with its defaults (``grpo_points=4``, ``curves=True``, ``k_max=0``: no
     K-sensitivity pass, which the command runs with ``--k-max 10 --k-values 2,10``, i.e.
     ``k_max=10, k_values=(2, 10)``). ``base`` is always an arm."""
     from .arms import Compare, parse_arms  # lazy: it imports the orchestrator

@@ -107,8 +107,9 @@ class Compare:
     """One ``ssb compare`` invocation: its settings, directories and what it has made so far."""
 
     def __init__(self, config: str, arms: list[str], replicates: int, n: int, seed: int, out: Path | None,
-                 overrides: list[str], grpo_points: int = 4, k_max: int = 0, k_values: tuple[int, ...] = ()):
-        self.config, self.arms, self.R = config, arms, range(replicates)
+                 overrides: list[str], grpo_points: int = 4, k_max: int = 0, k_values: tuple[int, ...] = (),
+                 curves: bool = True):
+        self.config, self.arms, self.R, self.curves = config, arms, range(replicates), curves
         self.n, self.seed, self.overrides = n, seed, overrides
         self.grpo_points, self.k_max, self.k_values = grpo_points, k_max, k_values
         self.base_cfg = load_config(config, overrides)
@@ -127,7 +128,7 @@ class Compare:
         want = set(self.arms)
         extra = replicate_overrides(self.base_cfg, r) + [
             f"baselines.sft={'sft' in want}", f"baselines.rft={'rft' in want}", f"grpo.enabled={'grpo' in want}",
-            "distill.save_every_epoch=true", f"grpo.curve_points={self.grpo_points}"]
+            f"distill.save_every_epoch={self.curves}", f"grpo.curve_points={self.grpo_points if self.curves else 0}"]
         stages = ["rollout", *SSB_STAGES, "sft", "rft", "grpo", "report"]
         return run_pipeline(self.cfg(f"r{r}", extra), only=stages)
 
@@ -221,7 +222,7 @@ class Compare:
         arm_runs: dict[str, dict[int, Run]] = {a: dict(mains) for a in ("ssb", "sft", "rft", "grpo") if a in self.arms}
         for arm in [a for a in self.arms if a.startswith("ssb:")]:
             arm_runs[arm] = {r: self.ablation_run(r, arm, mains[r]) for r in self.R}
-        halves = {r: self.half_run(r, mains[r]) for r in self.R} if "ssb" in self.arms else {}
+        halves = {r: self.half_run(r, mains[r]) for r in self.R} if "ssb" in self.arms and self.curves else {}
         adapters = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo"}
         arms: dict[str, dict[str, Any]] = {"base": {"labels": ["base"]}}
         curves: dict[str, list[dict]] = {}
@@ -252,7 +253,7 @@ class Compare:
                 if row["label"] in self.records:
                     vec = [bool(x["correct"][0]) for x in self.records[row["label"]]]
                     row["accuracy"] = sum(vec) / len(vec)
-        doc.update(config=self.config, overrides=self.overrides, grpo_budget=self.base_cfg.grpo.budget, ssb_hint=self.base_cfg.teacher.hint, arms_requested=self.arms, dir=str(self.dir),
+        doc.update(config=self.config, overrides=self.overrides, curves_measured=self.curves, grpo_budget=self.base_cfg.grpo.budget, ssb_hint=self.base_cfg.teacher.hint, arms_requested=self.arms, dir=str(self.dir),
                    flop_rule=ledger(mains[0], params)["rule"], params=params, replicates=self.replicates(mains),
                    holdout={"n": self.n, "seed": self.seed, "deduplicated_against_training_of_all_replicates": True},
                    decoding="greedy pass@1, the training prompt (system + worked example)",
@@ -275,7 +276,9 @@ class Compare:
             own = led["stages"].get("distill" if arm == "ssb" else arm, {})
             upstream = total - own.get("flops", 0.0)
             points = []
-            if arm == "grpo":
+            if not self.curves:  # finals only (--no-curves)
+                pass
+            elif arm == "grpo":
                 f = run.file("grpo_points/points.json")
                 last = run.stage("grpo").get("steps")  # a point at the final step is the final adapter
                 for p in [p for p in (json.loads(f.read_text()) if f.is_file() else []) if p["step"] != last]:

@@ -87,7 +87,7 @@ def cmd_compare(args) -> int:
 
     ks = tuple(int(k) for k in args.k_values.split(",") if k) if args.k_max else ()
     doc = Compare(args.config, parse_arms(args.arms), args.replicates, args.n, args.seed, args.dir, args.set,
-                  grpo_points=args.grpo_points, k_max=args.k_max, k_values=ks).run()
+                  grpo_points=args.grpo_points, k_max=args.k_max, k_values=ks, curves=args.curves).run()
     print(markdown(doc))
     print(f"wrote {doc['dir']}/results.json, results.md, plots/")
     return EXIT_OK
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n", type=int, default=400, help="held-out problems (the same for every model)")
     sp.add_argument("--seed", type=int, default=20261122, help="seed of the held-out draw")
     sp.add_argument("--grpo-points", type=int, default=4, help="GRPO adapters saved along its budget (curve)")
+    sp.add_argument("--no-curves", dest="curves", action="store_false",
+                    help="final adapters only: no per-epoch, half-pairs or GRPO-point evaluations (faster)")
     sp.add_argument("--k-max", type=int, default=10, help="K of the K-sensitivity rollout pass (0: skip it)")
     sp.add_argument("--k-values", default="2,10", help="K values SSB is trained at in the K-sensitivity check")
     sp.add_argument("--dir", default=None, help="output directory (default: <runs_dir>/<name>-compare)")
