@@ -189,6 +189,16 @@ def test_output_quality_reads_the_working():
     assert q["equalities_per_answer"] == 1.5 and q["equalities_hold"] == 2 / 3 and q["equations_hold"] == 0.5
 
 
+def test_pair_working_counts_steps_and_copies():
+    rollouts = [{"id": "a", "completions": ["x", "1 + 2 = 3.\n3 + 4 = 7.\n\n\\boxed{7}"]},
+                {"id": "b", "completions": ["5 * 3 = 15.\n\n\\boxed{15}"]}]
+    pairs = [{"id": "a", "correct_index": 1, "solution": "1 + 2 = 3.\n3 + 4 = 7.\n\n\\boxed{7}"},
+             {"id": "b", "correct_index": 0, "solution": "5 * 3 = 16.\n\n\\boxed{15}"}]
+    w = arms_results.pair_working(pairs, rollouts)
+    assert w == {"n": 2, "equalities_per_solution": 1.5, "multi_step_share": 0.5, "equalities_hold": 0.5,
+                 "copies_of_shown_rollout": 0.5}
+
+
 def test_the_flop_rule():
     p = {"matmul": 100, "lora": 3, "total": 120}
     assert flops({"prefill_tokens": 1, "generated_tokens": 2, "forward_tokens": 3}, p) == 2 * 100 * 6

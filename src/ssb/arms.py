@@ -315,6 +315,9 @@ class Compare:
                                  "teacher": c.teacher.seed, "distill": c.distill.seed, "grpo": c.grpo.seed},
                         "rollout_accuracy": st.get("rollout", {}).get("accuracy"),
                         "pairs": st.get("teacher", {}).get("pairs_written"),
+                        "pair_working": arms_results.pair_working(read_jsonl(run.file("pairs.jsonl")),
+                                                                  read_jsonl(run.file("rollouts.jsonl")))
+                        if run.file("pairs.jsonl").is_file() else None,
                         "grpo": {k: st.get("grpo", {}).get(k) for k in
                                  ("steps", "completions", "stopped_by", "budget_flops", "flops", "train_seconds",
                                   "generation_seconds")},

@@ -58,6 +58,22 @@ def output_quality(records: list[dict]) -> dict[str, float]:
             "equalities_hold": sum(flat) / len(flat) if flat else None}
 
 
+def pair_working(pairs: list[dict], rollouts: list[dict]) -> dict[str, float | int | None]:
+    """What SSB's pairs teach: checked equalities per teacher solution (its steps), the share with two or
+    more (multi-step working), the share whose equalities all hold, and the share that are verbatim
+    copies of the correct rollout the teacher was shown (``hint_correct``)."""
+    by_id = {str(r["id"]): r for r in rollouts}
+    steps = [equalities_hold(p["solution"]) for p in pairs]
+    shown = [(by_id[str(p["id"])]["completions"][p["correct_index"]], p["solution"]) for p in pairs
+             if p.get("correct_index") is not None and str(p["id"]) in by_id]
+    copies = sum(a.strip() == b.strip() for a, b in shown)
+    n = len(pairs)
+    return {"n": n, "equalities_per_solution": sum(map(len, steps)) / n if n else None,
+            "multi_step_share": sum(len(x) >= 2 for x in steps) / n if n else None,
+            "equalities_hold": sum(all(x) for x in steps if x) / max(1, sum(bool(x) for x in steps)) if n else None,
+            "copies_of_shown_rollout": copies / len(shown) if shown else None}
+
+
 def paired(x: list[bool], y: list[bool]) -> dict:
     """x minus y on the same problems: value, Newcombe CI, exact McNemar p, discordant counts."""
     res = stats.paired_diff(x, y)
