@@ -4,12 +4,15 @@ problems, stops on SSB's token budget, writes the PEFT adapter, the log and the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from ssb.config import RunConfig
+from ssb.config import RunConfig, load_config
 from ssb.jsonl import JsonlWriter, read_jsonl
 from ssb.rundir import Run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(tmp_path, tiny_model_dir, **grpo) -> Run:
@@ -165,3 +168,23 @@ def test_force_resets_a_stage_total(tmp_path, tiny_model_dir):
     with run.stage_run("rollout"):
         pass
     assert run.stage_seconds("rollout") < 1
+
+
+@pytest.mark.parametrize("kind, budgets, want, frac", [
+    ("flops", {"flops": 200.0}, "flops", 0.5),      # spent 100 FLOPs of 200
+    ("flops", {"flops": None}, "steps", 0.25),      # no FLOPs budget (parameters unknown): max_steps rules
+    ("tokens", {"tokens": 40}, "tokens", 0.25),     # 10 generated tokens of 40
+    ("seconds", {"seconds": 8.0}, "seconds", 0.5),  # 4 s of 8
+    ("steps", {}, "steps", 0.25),
+    ("none", {}, "steps", 0.25),
+])
+def test_one_unit_rules_grpo_stop_points_and_bar(kind, budgets, want, frac):
+    """The stop rule, the curve points and the progress bar read Spend in one unit: the budget's when it
+    could be computed, else steps (step 1 of max_steps 4 here)."""
+    from ssb.stages.grpo_budget import Spend
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml", [f"grpo.budget={kind}"])
+    spend = Spend(cfg, None, budgets)
+    spend.counts, spend.flops = {"generated_tokens": 10}, 100.0
+    assert spend.in_force() == want
+    assert spend.fraction(4.0, 1, 4) == frac

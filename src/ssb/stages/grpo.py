@@ -148,7 +148,7 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, lo
             frac = self.fraction = spend.fraction(seconds, state.global_step, max_steps)
             if n_points and frac is not None:
                 self._save_points(model, state, frac, seconds)
-            if frac is not None and spend.budgets.get(spend.cfg.grpo.budget) and frac >= 1:
+            if frac is not None and spend.in_force() != "steps" and frac >= 1:  # steps: max_steps stops it
                 self.stopped_by_budget = True
                 control.should_training_stop = True
                 control.should_save = True
@@ -200,10 +200,10 @@ def progress_bar(cfg, spend: Spend, cb):
     share of the budget), so it ends where the budget stops training; otherwise it counts steps."""
     from ..trainer_ui import TrainProgress  # lazy: transformers
 
-    kind, shown = cfg.grpo.budget, ("reward", "loss", "kl")
-    budget = spend.budgets.get(kind) if kind in BAR_UNITS else None
-    if not budget:
+    kind, shown = spend.in_force(), ("reward", "loss", "kl")
+    if kind == "steps":
         return TrainProgress("grpo", shown)
+    budget = spend.budgets[kind]
     return TrainProgress(f"grpo ({kind} budget)", shown, total=budget, unit=BAR_UNITS[kind],
                          measure=lambda state: (cb.fraction or 0.0) * budget)
 

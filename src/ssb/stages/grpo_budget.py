@@ -73,13 +73,19 @@ class Spend:
         if self.params:
             self.flops = flops(self.counts, self.params, self.cfg.grpo.gradient_checkpointing)
 
-    def fraction(self, seconds: float, step: int, max_steps: int) -> float | None:
-        b = self.budgets
+    def in_force(self) -> str:
+        """The unit GRPO is held to: ``grpo.budget`` when its budget could be computed, else ``steps``
+        (``max_steps``). The stop rule and the curve points both read :meth:`fraction` in this unit."""
         kind = self.cfg.grpo.budget
-        if kind == "flops" and b.get("flops"):
+        return kind if kind in ("flops", "tokens", "seconds") and self.budgets.get(kind) else "steps"
+
+    def fraction(self, seconds: float, step: int, max_steps: int) -> float | None:
+        """The share of the budget in force (:meth:`in_force`) spent so far."""
+        b, kind = self.budgets, self.in_force()
+        if kind == "flops":
             return self.flops / b["flops"]
-        if kind == "tokens" and b.get("tokens"):
+        if kind == "tokens":
             return self.counts.get("generated_tokens", 0) / b["tokens"]
-        if kind == "seconds" and b.get("seconds"):
+        if kind == "seconds":
             return seconds / b["seconds"]
         return step / max_steps if max_steps > 0 else None
