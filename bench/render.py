@@ -10,7 +10,7 @@ A results block in README.md, docs/*.md or bench/README.md is (each marker a lin
     <!-- /results -->
 
 and the text between the two markers is the output of the renderer ``NAME`` (:data:`RENDERERS`;
-the renderers live in ``render_compare.py``, ``render_quality.py``, ``render_speed.py`` and ``render_teacher.py``, what
+the renderers live in ``render_compare.py``, ``render_tasks.py``, ``render_quality.py``, ``render_speed.py`` and ``render_teacher.py``, what
 they share in ``_results.py``):
 a markdown table read from a ``bench/results/*.json`` file and a one-line caption naming that
 file, the commit it ran (its ``provenance``, written by ``bench/_meta.py``) and the command that
@@ -42,9 +42,10 @@ from _results import ROOT, RenderError  # noqa: E402
 from render_compare import (render_compare_details, render_compare_main, render_grpo_generation,  # noqa: E402
                             render_task_base)
 from render_quality import render_default_run, render_quality_arms, render_quality_main  # noqa: E402
+from render_tasks import render_tasks_details, render_tasks_main  # noqa: E402
 from render_speed import render_distill_memory, render_distill_stores, render_rollout_throughput  # noqa: E402
 from render_teacher import (render_teacher_signal, render_teacher_signal_answer_hint,  # noqa: E402
-                            render_teacher_signal_hints)
+                            render_teacher_signal_hints, render_teacher_signal_tasks)
 
 # Blocks whose renderer is not written yet: they render empty (a comment says so). Remove a
 # name from here when its renderer is registered.
@@ -62,6 +63,9 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "compare_details": render_compare_details,
     "grpo_generation": render_grpo_generation,
     "task_base": render_task_base,
+    "tasks_main": render_tasks_main,
+    "tasks_details": render_tasks_details,
+    "teacher_signal_tasks": render_teacher_signal_tasks,
     "quality_arms": render_quality_arms,
     "default_run": render_default_run,
 }

@@ -23,12 +23,19 @@ def _words(s: dict, other: str) -> str:
     return f"vs {other}: " + ", ".join(parts)
 
 
+def _working(w: dict | None) -> str:
+    """A replicate's pairs: checked equalities per solution / share with 2+ / share copied from the shown rollout."""
+    if not w or w.get("equalities_per_solution") is None:
+        return "—"
+    return f"{w['equalities_per_solution']:.2f} / {pct(w['multi_step_share'], 0)} / {pct(w['copies_of_shown_rollout'], 0)}"
+
+
 def render_tasks_main() -> str:
     d = load("tasks.json")
     rows = []
     for t in d["tasks"]:
         a = t["accuracy"]
-        rows.append([f"`{t['name']}`", "yes" if t["multi_step"] else "no",
+        rows.append([f"`{t['name']}`", "yes" if t["multi_step"] else "no", pct(t.get("pairs_multi_step_share"), 0),
                      *(_acc(a[k]) for k in ("base", "ssb", "sft", "rft", "grpo")),
                      _diff(t["ssb_base"]), _diff(t["ssb_grpo"]), _diff(t["ssb_sft"])])
     n = d["tasks"][0]["n_problems"]
@@ -36,8 +43,8 @@ def render_tasks_main() -> str:
     head = (f"{n} held-out problems per task, greedy pass@1, {'/'.join(map(str, reps))} replicates pooled; "
             "differences are SSB minus the other arm with a bootstrap 95% interval, in bold where it excludes 0. "
             "GRPO held to SSB's FLOPs; every arm on the same problems, prompt and LoRA.")
-    t = table(["task", "multi-step", "base", "SSB", "SFT", "RFT", "GRPO", "SSB − base", "SSB − GRPO", "SSB − SFT"],
-              rows, "llrrrrrrrr")
+    t = table(["task", "multi-step", "pairs with 2+ steps", "base", "SSB", "SFT", "RFT", "GRPO", "SSB − base", "SSB − GRPO", "SSB − SFT"],
+              rows, "llrrrrrrrrr")
     s = d["summary"]
     tally = "; ".join(_words(s[k], o) for k, o in (("ssb_base", "base"), ("ssb_grpo", "GRPO"), ("ssb_sft", "SFT"),
                                                       ("ssb_rft", "RFT")))
@@ -49,13 +56,13 @@ def render_tasks_details() -> str:
     d = load("tasks.json")
     out = []
     for t in d["tasks"]:
-        rows = [[str(r["replicate"]), str(r["pairs"]), pct(r["rollout_accuracy"]),
+        rows = [[str(r["replicate"]), str(r["pairs"]), _working(r.get("pair_working")), pct(r["rollout_accuracy"]),
                  *(pct(r["accuracy"][k]) for k in ("base", "ssb", "sft", "rft", "grpo")),
                  f"{pts(100 * r['ssb_base']['value'])} {interval(100 * r['ssb_base']['ci'][0], 100 * r['ssb_base']['ci'][1])}",
                  f"{r['ssb_base']['p_value']:.3f}" if r["ssb_base"].get("p_value") is not None else "—"]
                 for r in t["replicates"]]
-        reps = table(["replicate", "pairs", "rollout accuracy", "base", "SSB", "SFT", "RFT", "GRPO",
-                      "SSB − base (Newcombe 95%)", "McNemar p"], rows, "lrrrrrrrrr")
+        reps = table(["replicate", "pairs", "pairs' steps / 2+ steps / copies", "rollout accuracy", "base", "SSB", "SFT", "RFT", "GRPO",
+                      "SSB − base (Newcombe 95%)", "McNemar p"], rows, "lrrrrrrrrrr")
         q = t["output_quality"]
         qrow = [[SHORT[k], pct(q[k]["equations_hold"]),
                  f"{q[k]['equalities_per_answer']:.2f}" if "equalities_per_answer" in q[k] else "—",

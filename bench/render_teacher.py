@@ -61,3 +61,20 @@ def render_teacher_signal_answer_hint() -> str:
 
 def render_teacher_signal_hints() -> str:
     return _teacher_signal("teacher_signal_hints.json")
+
+
+def render_teacher_signal_tasks() -> str:
+    """Per task run: how far the hinted teacher's distribution over the pairs' solutions is from the
+    bare student's before training (what SSB's KL can teach), from ``teacher_signal_tasks.json``."""
+    d = load("teacher_signal_tasks.json")
+    rows = []
+    for r in d["runs"]:
+        t, s = r["results"]["run"], r["results"]["student"]
+        rows.append([f"`{r['name']}` {Path(r['run']).name}", str(r["pairs"]), f"{t['mean_logprob']:.3f}",
+                     f"{s['mean_logprob']:.3f}", pct(t["argmax_miss"]), pct(s["argmax_miss"]),
+                     pct(t["answer_argmax_acc"]), pct(s["answer_argmax_acc"])])
+    t = table(["run", "pairs", "log-prob per solution token: teacher", "student", "argmax misses: teacher",
+               "student", "first result's argmax right: teacher", "student"], rows, "lrrrrrrr")
+    return (f"{t}\n\nTeacher: the run's hinted teacher prompt; student: the bare question, before any training. "
+            "SSB's loss pulls the student toward the teacher's distribution, SFT's toward probability 1 on every "
+            "solution token (log-prob 0).\n\n" + source("teacher_signal_tasks.json", d, d["command"]))

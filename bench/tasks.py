@@ -9,8 +9,9 @@ task has ≥ 2 replicates, the same held-out size and every arm, and writes
 ``bench/results/tasks.json``: ``provenance``, ``range`` (the base accuracy a task should sit in),
 ``tasks`` (per task ``name``, ``config``, ``results`` (its compare file), ``multi_step`` and ``why``
 (what its solutions should show), ``base_accuracy`` (+ ``base_ci``, held-out, pooled), ``replicates``
-(per replicate: seeds, rollout accuracy, pairs, accuracy per arm, SSB minus base with its interval
-and exact McNemar p), the pooled differences ``ssb_base``, ``ssb_grpo``, ``ssb_sft`` and ``ssb_rft``
+(per replicate: seeds, rollout accuracy, pairs and what their solutions show (``pair_working``),
+accuracy per arm, SSB minus base with its interval and exact McNemar p), ``pairs_multi_step_share`` and
+``pairs_copies_of_shown_rollout`` (means over replicates), the pooled differences ``ssb_base``, ``ssb_grpo``, ``ssb_sft`` and ``ssb_rft``
 (SSB minus the other arm: ``value``, ``ci`` (bootstrap 95%), ``significant``), ``accuracy`` and
 ``flops`` per arm, ``output_quality`` per arm, ``grpo_flops_ratio``) and ``summary`` (counts of
 tasks where SSB is significantly above / level with / below each other arm).
@@ -58,6 +59,11 @@ def _diff(arm: dict | None, sign: int) -> dict | None:
     return {"value": value, "ci": ci, "significant": not (ci[0] <= 0 <= ci[1])}
 
 
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
 def _rep(arm: dict, i: int) -> float:
     """Replicate ``i``'s accuracy; the base model is evaluated once (one model, the same held-out problems)."""
     accs = arm["per_replicate_accuracy"]
@@ -82,7 +88,7 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
     for i, r in enumerate(d["replicates"]):
         sb = ssb["vs_base"]["per_replicate"][i]
         reps.append({"replicate": r["replicate"], "seed": r.get("seed"), "rollout_accuracy": r.get("rollout_accuracy"),
-                     "pairs": r.get("pairs"), "accuracy": {a: _rep(arms[a], i) for a in ARMS},
+                     "pairs": r.get("pairs"), "pair_working": r.get("pair_working"), "accuracy": {a: _rep(arms[a], i) for a in ARMS},
                      "ssb_base": {"value": sb["value"], "ci": sb["ci"], "p_value": sb.get("p_value")}})
     grpo_ratio = None
     fl = {a: (arms[a].get("compute") or {}).get("flops") for a in ARMS}
@@ -93,6 +99,9 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
         "n_problems": d["n_problems"], "base_accuracy": arms["base"]["accuracy"], "base_ci": arms["base"]["ci"],
         "in_range": RANGE[0] <= arms["base"]["accuracy"] <= RANGE[1],
         "replicates": reps,
+        # what the pairs teach, over replicates: the share of teacher solutions with two or more checked steps
+        "pairs_multi_step_share": _mean([(r["pair_working"] or {}).get("multi_step_share") for r in reps]),
+        "pairs_copies_of_shown_rollout": _mean([(r["pair_working"] or {}).get("copies_of_shown_rollout") for r in reps]),
         "ssb_base": _diff(ssb["vs_base"], +1), "ssb_grpo": _diff(arms["grpo"].get("vs_ssb"), -1),
         "ssb_sft": _diff(arms["sft"].get("vs_ssb"), -1), "ssb_rft": _diff(arms["rft"].get("vs_ssb"), -1),
         "accuracy": {a: {"value": arms[a]["accuracy"], "ci": arms[a]["ci"]} for a in ARMS},

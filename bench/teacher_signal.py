@@ -92,15 +92,10 @@ def answer_positions(pieces: list[str]) -> list[int]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--arms", default=None, help="comma-separated conversations to score (default: all)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "teacher_signal.json"))
-    args = ap.parse_args()
-    run = Run.open(args.run)
-    pairs = read_jsonl(run.file("pairs.jsonl"))[: args.limit]
+def score(run_dir: str, limit: int | None, arms: str | None) -> tuple[Run, int, dict]:
+    """Every pair of ``run_dir`` (the first ``limit``) under each conversation: (run, pairs, results)."""
+    run = Run.open(run_dir)
+    pairs = read_jsonl(run.file("pairs.jsonl"))[:limit]
     if not pairs:
         raise SystemExit(f"{run.file('pairs.jsonl')}: no pairs")
     rollouts = {r["id"]: r for r in read_jsonl(run.file("rollouts.jsonl"))}
@@ -110,7 +105,7 @@ def main() -> int:
     for p in pairs:
         wrong = rollouts[p["id"]]["completions"][p["wrong_index"]]
         for name, msgs in conversations(p, wrong).items():
-            if args.arms and name not in args.arms.split(","):
+            if arms and name not in arms.split(","):
                 continue
             a = align_pair(tok, msgs, p["student_messages"], p["solution"])
             ids = torch.tensor([a.teacher_prompt_ids + a.reply_ids], device=model.device)
@@ -143,15 +138,32 @@ def main() -> int:
                       "answer_logprob": s["ans_lp"] / max(1, s["ans"]),
                       "boxed_argmax_acc": s["box_ok"] / max(1, s["box"]),
                       "boxed_prob": math.exp(s["box_lp"] / max(1, s["box"]))} for name, s in acc.items()}
-    print(f"{len(pairs)} pairs of {run.path}\n")
-    print(f"{'teacher sees':14} {'argmax_miss':>11} {'early_end':>9} {'mean_lp':>8} {'ans_acc':>8} {'ans_lp':>7} "
-          f"{'box_acc':>8} {'box_p':>6}")
-    for name, r in results.items():
-        print(f"{name:14} {r['argmax_miss']:11.3f} {r['early_end']:9.3f} {r['mean_logprob']:8.3f} "
-              f"{r['answer_argmax_acc']:8.3f} {r['answer_logprob']:7.3f} {r['boxed_argmax_acc']:8.3f} {r['boxed_prob']:6.3f}")
+    return run, len(pairs), results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", required=True, action="append",
+                    help="a run directory; repeat it to score several (the file then lists them under `runs`)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--arms", default=None, help="comma-separated conversations to score (default: all)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "teacher_signal.json"))
+    args = ap.parse_args()
     from _meta import provenance  # bench/_meta.py: commit, config (the run's resolved one), versions, machine
-    out = {"run": str(run.path), "pairs": len(pairs), "model": run.cfg.model.name_or_path, "results": results,
-           "provenance": provenance(run.file("config.yaml"))}
+    docs = []
+    for run_dir in args.run:
+        run, n, results = score(run_dir, args.limit, args.arms)
+        print(f"{n} pairs of {run.path}\n")
+        print(f"{'teacher sees':14} {'argmax_miss':>11} {'early_end':>9} {'mean_lp':>8} {'ans_acc':>8} {'ans_lp':>7} "
+              f"{'box_acc':>8} {'box_p':>6}")
+        for name, r in results.items():
+            print(f"{name:14} {r['argmax_miss']:11.3f} {r['early_end']:9.3f} {r['mean_logprob']:8.3f} "
+                  f"{r['answer_argmax_acc']:8.3f} {r['answer_logprob']:7.3f} {r['boxed_argmax_acc']:8.3f} "
+                  f"{r['boxed_prob']:6.3f}")
+        docs.append({"run": str(run.path), "name": run.cfg.name, "pairs": n, "model": run.cfg.model.name_or_path,
+                     "results": results, "provenance": provenance(run.file("config.yaml"))})
+    out = docs[0] if len(docs) == 1 else {"runs": docs, "provenance": provenance(None),
+                                          "command": "python bench/teacher_signal.py " + " ".join(sys.argv[1:])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nsaved {args.out}")

@@ -88,3 +88,20 @@ def test_suite_refuses_one_replicate_and_a_missing_arm(tmp_path):
         tasks.build(tmp_path, suite=[row])
     with pytest.raises(tasks.SuiteError, match="missing"):
         tasks.build(tmp_path / "nowhere", suite=[row])
+
+
+def test_the_committed_suite_is_what_its_compare_files_say():
+    """bench/results/tasks.json has what issue 24 asks (≥ 3 tasks, ≥ 2 multi-step, one not addition, ≥ 2
+    replicates each, SSB minus base / GRPO / SFT with intervals), and is exactly bench/tasks.py's reading of
+    the committed compare files (nothing typed, nothing stale)."""
+    tasks = _bench("tasks")
+    doc = json.loads((ROOT / "bench" / "results" / "tasks.json").read_text())
+    assert {k: v for k, v in doc.items() if k != "provenance"} == json.loads(json.dumps(tasks.build()))
+    assert doc["n_tasks"] >= 3 and doc["multi_step_tasks"] >= 2
+    assert any("not addition" in t["why"] for t in doc["tasks"])
+    for t in doc["tasks"]:
+        assert (ROOT / t["results"]).is_file() and load_config(ROOT / t["config"])
+        assert len(t["replicates"]) >= 2 and 0 < t["base_accuracy"] < 1
+        for key in ("ssb_base", "ssb_grpo", "ssb_sft"):
+            lo, hi = t[key]["ci"]
+            assert lo <= t[key]["value"] <= hi and t[key]["significant"] is (not lo <= 0 <= hi)
