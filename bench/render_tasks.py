@@ -30,6 +30,15 @@ def _working(w: dict | None) -> str:
     return f"{w['equalities_per_solution']:.2f} / {pct(w['multi_step_share'], 0)} / {pct(w['copies_of_shown_rollout'], 0)}"
 
 
+def _rejected(r: dict) -> str:
+    """A replicate's rejected teacher replies: wrong answer (verified) / false working (consistent) / any other gate."""
+    g = r.get("teacher_rejected_by_gate")
+    if not g:
+        return "—"
+    other = sum(v for k, v in g.items() if k not in ("verified", "consistent"))
+    return f"{g.get('verified', 0)} / {g.get('consistent', 0)} / {other}"
+
+
 def render_tasks_main() -> str:
     d = load("tasks.json")
     rows = []
@@ -56,13 +65,15 @@ def render_tasks_details() -> str:
     d = load("tasks.json")
     out = []
     for t in d["tasks"]:
-        rows = [[str(r["replicate"]), str(r["pairs"]), _working(r.get("pair_working")), pct(r["rollout_accuracy"]),
+        rows = [[str(r["replicate"]), str(r["pairs"]), _working(r.get("pair_working")), _rejected(r),
+                 pct(r["rollout_accuracy"]),
                  *(pct(r["accuracy"][k]) for k in ("base", "ssb", "sft", "rft", "grpo")),
                  f"{pts(100 * r['ssb_base']['value'])} {interval(100 * r['ssb_base']['ci'][0], 100 * r['ssb_base']['ci'][1])}",
                  f"{r['ssb_base']['p_value']:.3f}" if r["ssb_base"].get("p_value") is not None else "—"]
                 for r in t["replicates"]]
-        reps = table(["replicate", "pairs", "pairs' steps / 2+ steps / copies", "rollout accuracy", "base", "SSB", "SFT", "RFT", "GRPO",
-                      "SSB − base (Newcombe 95%)", "McNemar p"], rows, "lrrrrrrrrrr")
+        reps = table(["replicate", "pairs", "pairs' steps / 2+ steps / copies", "teacher replies rejected: wrong / "
+                      "false working / other", "rollout accuracy", "base", "SSB", "SFT", "RFT", "GRPO",
+                      "SSB − base (Newcombe 95%)", "McNemar p"], rows, "lrrrrrrrrrrr")
         q = t["output_quality"]
         qrow = [[SHORT[k], pct(q[k]["equations_hold"]),
                  f"{q[k]['equalities_per_answer']:.2f}" if "equalities_per_answer" in q[k] else "—",

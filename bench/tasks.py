@@ -88,7 +88,8 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
     for i, r in enumerate(d["replicates"]):
         sb = ssb["vs_base"]["per_replicate"][i]
         reps.append({"replicate": r["replicate"], "seed": r.get("seed"), "rollout_accuracy": r.get("rollout_accuracy"),
-                     "pairs": r.get("pairs"), "pair_working": r.get("pair_working"), "accuracy": {a: _rep(arms[a], i) for a in ARMS},
+                     "pairs": r.get("pairs"), "pair_working": r.get("pair_working"),
+                     "teacher_rejected_by_gate": r.get("teacher_rejected_by_gate"), "accuracy": {a: _rep(arms[a], i) for a in ARMS},
                      "ssb_base": {"value": sb["value"], "ci": sb["ci"], "p_value": sb.get("p_value")}})
     grpo_ratio = None
     fl = {a: (arms[a].get("compute") or {}).get("flops") for a in ARMS}

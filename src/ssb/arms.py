@@ -315,6 +315,7 @@ class Compare:
                                  "teacher": c.teacher.seed, "distill": c.distill.seed, "grpo": c.grpo.seed},
                         "rollout_accuracy": st.get("rollout", {}).get("accuracy"),
                         "pairs": st.get("teacher", {}).get("pairs_written"),
+                        "teacher_rejected_by_gate": st.get("teacher", {}).get("replies_rejected_by_gate"),
                         "pair_working": arms_results.pair_working(read_jsonl(run.file("pairs.jsonl")),
                                                                   read_jsonl(run.file("rollouts.jsonl")))
                         if run.file("pairs.jsonl").is_file() else None,
