@@ -44,7 +44,9 @@ def render_tasks_main() -> str:
     rows = []
     for t in d["tasks"]:
         a = t["accuracy"]
-        rows.append([f"`{t['name']}`", "yes" if t["multi_step"] else "no", pct(t.get("pairs_multi_step_share"), 0),
+        name = f"`{t['name']}`" + ("" if t["in_range"] else " (base below range)" if t["base_accuracy"] < d["range"][0]
+                                   else " (base above range)")
+        rows.append([name, "yes" if t["multi_step"] else "no", pct(t.get("pairs_multi_step_share"), 0),
                      *(_acc(a[k]) for k in ("base", "ssb", "sft", "rft", "grpo")),
                      _diff(t["ssb_base"]), _diff(t["ssb_grpo"]), _diff(t["ssb_sft"])])
     n = d["tasks"][0]["n_problems"]

@@ -70,7 +70,7 @@ def render_teacher_signal_tasks() -> str:
     rows = []
     for r in d["runs"]:
         t, s = r["results"]["run"], r["results"]["student"]
-        rows.append([f"`{r['name']}` {Path(r['run']).name}", str(r["pairs"]), f"{t['mean_logprob']:.3f}",
+        rows.append([f"`{Path(r['run']).parent.name}` {Path(r['run']).name}", str(r["pairs"]), f"{t['mean_logprob']:.3f}",
                      f"{s['mean_logprob']:.3f}", pct(t["argmax_miss"]), pct(s["argmax_miss"]),
                      pct(t["answer_argmax_acc"]), pct(s["answer_argmax_acc"])])
     t = table(["run", "pairs", "log-prob per solution token: teacher", "student", "argmax misses: teacher",

@@ -55,7 +55,7 @@ def _diff(arm: dict | None, sign: int) -> dict | None:
     if not arm:
         return None
     v, (lo, hi) = arm["value"], arm["ci"]
-    value, ci = (v, [lo, hi]) if sign > 0 else (-v, [-hi, -lo])
+    value, ci = (v, [lo, hi]) if sign > 0 else (0.0 - v, [0.0 - hi, 0.0 - lo])  # 0.0 - x: never -0.0
     return {"value": value, "ci": ci, "significant": not (ci[0] <= 0 <= ci[1])}
 
 
