@@ -105,3 +105,53 @@ def test_the_committed_suite_is_what_its_compare_files_say():
         for key in ("ssb_base", "ssb_grpo", "ssb_sft"):
             lo, hi = t[key]["ci"]
             assert lo <= t[key]["value"] <= hi and t[key]["significant"] is (not lo <= 0 <= hi)
+
+
+# ----------------------------------------------------------------------------- docs/tasks.md's reading
+
+
+@pytest.fixture(scope="module")
+def suite():
+    doc = json.loads((ROOT / "bench" / "results" / "tasks.json").read_text())
+    return {t["name"]: t for t in doc["tasks"]}
+
+
+def _below(d):
+    return d["significant"] and d["value"] < 0
+
+
+def test_ssb_helps_on_the_in_range_tasks_and_is_never_the_best_arm(suite):
+    in_range = [t for t in suite.values() if t["in_range"]]
+    assert {t["name"] for t in in_range} == {"chain_sum", "chain_sum3"}
+    assert all(t["ssb_base"]["significant"] and t["ssb_base"]["value"] > 0 for t in in_range)
+    c3, c2 = suite["chain_sum3"], suite["chain_sum"]
+    assert _below(c3["ssb_grpo"]) and _below(c3["ssb_sft"]) and _below(c3["ssb_rft"])
+    assert not c2["ssb_grpo"]["significant"] and _below(c2["ssb_sft"]) and _below(c2["ssb_rft"])
+    assert c3["pairs_multi_step_share"] > 0.3 and c2["pairs_multi_step_share"] == 0
+
+
+def test_products_is_below_range_with_one_line_pairs(suite):
+    p = suite["products"]
+    assert not p["in_range"] and p["base_accuracy"] < 0.15 and p["pairs_multi_step_share"] < 0.1
+    assert not p["ssb_base"]["significant"]
+    full = json.loads((ROOT / p["results"]).read_text())["arms"]
+    lo, hi = full["grpo"]["vs_base"]["ci"]
+    assert lo <= 0 <= hi  # GRPO stays at the base too
+    assert all(full[a]["vs_base"]["ci"][0] > 0 for a in ("sft", "rft"))  # SFT and RFT gain a few points
+
+
+def test_what_the_chain_sum3_student_writes(suite):
+    q = suite["chain_sum3"]["output_quality"]
+    assert q["base"]["equalities_hold"] < q["ssb"]["equalities_hold"] < q["grpo"]["equalities_hold"]
+    assert q["sft"]["equalities_per_answer"] < q["ssb"]["equalities_per_answer"] < q["grpo"]["equalities_per_answer"]
+    assert q["grpo"]["equalities_per_answer"] > 1.9  # almost always two lines
+
+
+def test_why_ssb_loses_the_teacher_is_close_to_the_student_but_at_the_results(suite):
+    ts = json.loads((ROOT / "bench" / "results" / "teacher_signal_tasks.json").read_text())
+    assert {Path(r["run"]).parent.name for r in ts["runs"]} >= {"chain_sum3", "products"}
+    for r in ts["runs"]:
+        teacher, student = r["results"]["run"], r["results"]["student"]
+        assert student["argmax_miss"] < 0.1  # the bare student already picks nearly every solution token
+        assert teacher["answer_logprob"] > student["answer_logprob"]  # the hint makes the teacher surer at results
+    assert all(t["pairs_copies_of_shown_rollout"] > 0.5 for t in suite.values())  # mostly copies of the shown rollout
