@@ -127,6 +127,8 @@ def test_ssb_helps_on_the_in_range_tasks_and_is_never_the_best_arm(suite):
     c3, c2 = suite["chain_sum3"], suite["chain_sum"]
     assert _below(c3["ssb_grpo"]) and _below(c3["ssb_sft"]) and _below(c3["ssb_rft"])
     assert not c2["ssb_grpo"]["significant"] and _below(c2["ssb_sft"]) and _below(c2["ssb_rft"])
+    r0, r1 = (r["accuracy"] for r in c3["replicates"])
+    assert r0["grpo"] - r0["ssb"] > 0.05 and abs(r1["grpo"] - r1["ssb"]) < 0.01  # GRPO's lead is replicate 0's
     assert c3["pairs_multi_step_share"] > 0.3 and c2["pairs_multi_step_share"] == 0
 
 
@@ -154,4 +156,5 @@ def test_why_ssb_loses_the_teacher_is_close_to_the_student_but_at_the_results(su
         teacher, student = r["results"]["run"], r["results"]["student"]
         assert student["argmax_miss"] < 0.1  # the bare student already picks nearly every solution token
         assert teacher["answer_logprob"] > student["answer_logprob"]  # the hint makes the teacher surer at results
+        assert teacher["answer_argmax_acc"] > student["answer_argmax_acc"]
     assert all(t["pairs_copies_of_shown_rollout"] > 0.5 for t in suite.values())  # mostly copies of the shown rollout
