@@ -26,12 +26,12 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _meta import provenance  # noqa: E402
+from tasks import RANGE  # noqa: E402  (the suite's base-accuracy range, one definition)
 from ssb.arms_results import output_quality  # noqa: E402
 from ssb.config import load_config  # noqa: E402
 from ssb.jsonl import read_jsonl  # noqa: E402
 from ssb.stages.evaluate import evaluate  # noqa: E402
 
-RANGE = (0.15, 0.60)
 
 
 def main() -> int:
