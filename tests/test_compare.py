@@ -45,6 +45,7 @@ def smoke_compare(tmp_path_factory):
 def test_every_arm_is_trained_and_evaluated_on_the_same_problems(smoke_compare):
     d, doc, stdout = smoke_compare
     assert set(ARMS) <= set(doc["arms"]) and doc["n_replicates"] == 1 and doc["n_problems"] == 8
+    assert doc["training_shared_with_replicate_0"] == {}  # one replicate: nothing to share
     for name in ARMS:
         a = doc["arms"][name]
         assert 0 <= a["ci"][0] <= a["accuracy"] <= a["ci"][1] <= 1
@@ -215,3 +216,22 @@ def test_arms_are_checked():
     assert ablation_overrides("ssb:teacher.solution=rollout", None) == ["teacher.solution=rollout"]
     with pytest.raises(CompareError, match="neither a teacher.hint"):
         ablation_overrides("ssb:both", None)
+
+
+def test_replicates_draw_their_own_training_problems():
+    """reasoning-gym draws entry i of seed s from Random(s + i): replicate seeds one apart would
+    share all but one problem (they did before DATA_SEED_STRIDE); stepped by the stride they share
+    only chance coincidences (the task's small question space makes some)."""
+    from ssb.arms import replicate_overrides
+    from ssb.config import load_config
+    from ssb.data.load import load_problems
+    from ssb.data.problem import question_keys
+
+    path = ROOT / "configs" / "default.yaml"
+    cfg = load_config(path)
+    draws = [question_keys(load_problems(load_config(path, replicate_overrides(cfg, r)).data)) for r in (0, 1)]
+    old = question_keys(load_problems(load_config(path, [f"data.seed={cfg.data.seed + 1}"]).data))
+    assert len(draws[0]) == len(draws[1]) == cfg.data.limit
+    assert len(draws[0] & old) >= cfg.data.limit - 1  # the old rule: the same problems shifted by one
+    # the default task's small numbers repeat by chance (78 of 320 shared), never wholesale
+    assert len(draws[0] & draws[1]) < cfg.data.limit // 2

@@ -38,6 +38,7 @@ from typing import Any
 from . import arms_results
 from .config import load_config
 from .data.heldout import training_questions
+from .data.gym import MAX_DRAWS
 from .errors import SSBError
 from .funnel import rollout_counts
 from .jsonl import atomic_write_json, atomic_write_text, read_jsonl
@@ -82,10 +83,18 @@ def ablation_overrides(arm: str, template: str | None) -> list[str]:
     return out
 
 
+# reasoning-gym draws entry i of seed s from Random(s + i), so seeds s and s + 1 give the same
+# problems shifted by one: replicates step the data seed past every index a draw can reach.
+DATA_SEED_STRIDE = MAX_DRAWS + 3
+
+
 def replicate_overrides(cfg, r: int) -> list[str]:
+    """Replicate ``r``'s seeds: every stage's seed + r, the data seed + r x DATA_SEED_STRIDE (a
+    training draw of its own; before 2026-11-30 it was + r, and replicates shared 319 of 320
+    reasoning-gym problems)."""
     if r == 0:
         return []
-    return [f"data.seed={cfg.data.seed + r}", f"rollout.seed={cfg.rollout.seed + r}",
+    return [f"data.seed={cfg.data.seed + r * DATA_SEED_STRIDE}", f"rollout.seed={cfg.rollout.seed + r}",
             f"curate.seed={cfg.curate.seed + r}", f"teacher.seed={cfg.teacher.seed + r}",
             f"distill.seed={cfg.distill.seed + r}", f"grpo.seed={cfg.grpo.seed + r}"]
 
@@ -215,8 +224,9 @@ class Compare:
         t0 = time.time()
         self.dir.mkdir(parents=True, exist_ok=True)
         mains = {r: self.main_run(r) for r in self.R}
-        for run in mains.values():
-            self.exclude |= training_questions(run)
+        train = {r: training_questions(run) for r, run in mains.items()}
+        for qs in train.values():
+            self.exclude |= qs
         params = model_params(self.base_cfg)
         self.evaluate("base", None)
         arm_runs: dict[str, dict[int, Run]] = {a: dict(mains) for a in ("ssb", "sft", "rft", "grpo") if a in self.arms}
@@ -255,6 +265,7 @@ class Compare:
                     row["accuracy"] = sum(vec) / len(vec)
         doc.update(config=self.config, overrides=self.overrides, curves_measured=self.curves, grpo_budget=self.base_cfg.grpo.budget, ssb_hint=self.base_cfg.teacher.hint, arms_requested=self.arms, dir=str(self.dir),
                    flop_rule=ledger(mains[0], params)["rule"], params=params, replicates=self.replicates(mains),
+                   training_shared_with_replicate_0={r: len(train[r] & train[0]) for r in train if r},
                    holdout={"n": self.n, "seed": self.seed, "deduplicated_against_training_of_all_replicates": True},
                    decoding="greedy pass@1, the training prompt (system + worked example)",
                    wall_seconds_this_invocation=round(time.time() - t0, 1))
