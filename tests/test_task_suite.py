@@ -39,15 +39,16 @@ def test_task_config_draws_its_task_and_its_example_passes_the_gates(path):
     assert len(train) == len(held) == 6
     assert [t.name for t in cfg.data.tasks] == [t.name for t in cfg.eval.holdout.tasks]  # held out from the same task
     assert not {p.question for p in train} & {p.question for p in held}
-    # the worked example is a solution the teacher may write: it passes every text gate, its last result is its answer
-    (ex,) = cfg.prompt.examples
-    reply = ex.solution
-    boxed = reply.rsplit("\\boxed{", 1)[1].split("}")[0]
-    v = check_reply(reply, correct=True, finished=True, outcome="correct", cfg=cfg.teacher.gates, privileged=None,
-                    reference=None, want_boxed=asks_boxed(cfg.prompt))
-    assert v.ok, (path.name, v)
-    assert last_result(reply) == boxed
-    assert "\n" in reply.split("\n\n")[0] or path.stem == "products"  # multi-line working (products: one chain)
+    # every worked example is a solution the teacher may write: it passes every text gate, its last result is its answer
+    assert cfg.prompt.examples
+    for ex in cfg.prompt.examples:
+        reply = ex.solution
+        boxed = reply.rsplit("\\boxed{", 1)[1].split("}")[0]
+        v = check_reply(reply, correct=True, finished=True, outcome="correct", cfg=cfg.teacher.gates, privileged=None,
+                        reference=None, want_boxed=asks_boxed(cfg.prompt))
+        assert v.ok, (path.name, v)
+        assert last_result(reply) == boxed
+        assert "\n" in reply.split("\n\n")[0] or path.stem == "products"  # multi-line working (products: one chain)
     # a drawn problem's answer is graded by its own checker: the gold answer in the example's format is correct
     p = train[0]
     assert grade(p, f"So it is.\n\nThe answer is \\boxed{{{p.answer}}}.").correct
