@@ -10,7 +10,8 @@ task has ≥ 2 replicates, the same held-out size and every arm, and writes
 ``tasks`` (per task ``name``, ``config``, ``results`` (its compare file), ``multi_step`` and ``why``
 (what its solutions should show), ``base_accuracy`` (+ ``base_ci``, held-out, pooled), ``replicates``
 (per replicate: seeds, rollout accuracy, pairs and what their solutions show (``pair_working``),
-accuracy per arm, SSB minus base with its interval and exact McNemar p), ``pairs_multi_step_share`` and
+accuracy per arm, SSB minus base with its interval and exact McNemar p), ``replicate_training`` (how many
+training problems each replicate shares with replicate 0: ``training_problems``, ``shared_with_replicate_0``), ``pairs_multi_step_share`` and
 ``pairs_copies_of_shown_rollout`` (means over replicates), the pooled differences ``ssb_base``, ``ssb_grpo``, ``ssb_sft`` and ``ssb_rft``
 (SSB minus the other arm: ``value``, ``ci`` (bootstrap 95%), ``significant``), ``accuracy`` and
 ``flops`` per arm, ``output_quality`` per arm, ``grpo_flops_ratio``) and ``summary`` (counts of
@@ -27,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "src"))
 
 from _meta import provenance  # noqa: E402
 
@@ -70,6 +72,18 @@ def _rep(arm: dict, i: int) -> float:
     return accs[i] if len(accs) > 1 else accs[0]
 
 
+def shared_training(config: str, seeds: list[int]) -> dict:
+    """Training problems replicate i > 0 shares with replicate 0, redrawn from the config at each replicate's
+    recorded data seed (reasoning-gym draws are deterministic): seeds one apart draw the same problems shifted
+    by one, which every comparison before the data-seed stride (ssb.arms.DATA_SEED_STRIDE) did."""
+    from ssb.config import load_config  # lazy: pydantic, reasoning-gym
+    from ssb.data.load import load_problems
+    from ssb.data.problem import question_keys
+
+    draws = [question_keys(load_problems(load_config(ROOT / config, [f"data.seed={s}"]).data)) for s in seeds]
+    return {"training_problems": len(draws[0]), "shared_with_replicate_0": [len(d & draws[0]) for d in draws[1:]]}
+
+
 def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
                results_dir: Path = RESULTS) -> dict:
     path = results_dir / results
@@ -100,6 +114,7 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
         "n_problems": d["n_problems"], "base_accuracy": arms["base"]["accuracy"], "base_ci": arms["base"]["ci"],
         "in_range": RANGE[0] <= arms["base"]["accuracy"] <= RANGE[1],
         "replicates": reps,
+        "replicate_training": shared_training(config, [r["seed"]["data"] for r in d["replicates"]]),
         # what the pairs teach, over replicates: the share of teacher solutions with two or more checked steps
         "pairs_multi_step_share": _mean([(r["pair_working"] or {}).get("multi_step_share") for r in reps]),
         "pairs_copies_of_shown_rollout": _mean([(r["pair_working"] or {}).get("copies_of_shown_rollout") for r in reps]),

@@ -148,6 +148,29 @@ def test_no_curves_evaluates_the_final_adapters_only(smoke_compare):
     assert {a: v["accuracy"] for a, v in flat["arms"].items()} == {a: v["accuracy"] for a, v in doc["arms"].items()}
 
 
+@pytest.mark.slow
+def test_a_rounds_arm_adds_rounds_to_the_same_replicates(smoke_compare):
+    """``ssb@2`` on the same directory: replicate 0 runs a second round (rounds/r2, on its merged model),
+    nothing it had is trained again, and the new arm is scored on the same held-out problems with its
+    compute added up over both rounds and set against GRPO's (the last round meets the final GRPO)."""
+    d, doc, _ = smoke_compare
+    before = {s: v.get("finished") for s, v in Run.open(d / "r0").manifest()["stages"].items()
+              if s not in ("report", "rounds")}
+    res = ssb(*COMPARE, "--dir", str(d), "--no-curves", "--arms", "base,ssb,grpo,ssb@2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = Run.open(d / "r0").manifest()["stages"]
+    assert {s: v.get("finished") for s, v in m.items() if s not in ("report", "rounds")} == before
+    assert m["rounds"]["status"] == "done" and (d / "r0" / "rounds" / "r2" / "student" / "adapter_config.json").is_file()
+    two = json.loads((d / "results.json").read_text())
+    a = two["arms"]["ssb@2"]
+    ids = [str(r["id"]) for r in read_jsonl(d / "eval" / "base" / "holdout.jsonl")]
+    assert [str(r["id"]) for r in read_jsonl(d / "eval" / "r0-ssb@2" / "holdout.jsonl")] == ids
+    assert a["compute"]["flops"] > two["arms"]["ssb"]["compute"]["flops"] > 0
+    assert a["vs_ssb"]["per_replicate"] and a["matched_grpo"] == "grpo" and a["vs_matched_grpo"]["ci"]
+    assert "matched_grpo" not in two["arms"]["ssb"]  # GRPO ran at a steps budget: no point at round 1's compute
+    assert two["arms"]["ssb"]["accuracy"] == doc["arms"]["ssb"]["accuracy"]
+
+
 # ----------------------------------------------------------------------------- fast
 
 

@@ -14,8 +14,8 @@ import pytest
 from ssb.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = ["eval_base", "rollout", "curate", "teacher", "logits", "distill", "eval_ssb", "sft", "eval_sft", "rft",
-              "eval_rft", "grpo", "eval_grpo", "report"]
+ALL_STAGES = ["eval_base", "rollout", "curate", "teacher", "logits", "distill", "eval_ssb", "rounds", "sft",
+              "eval_sft", "rft", "eval_rft", "grpo", "eval_grpo", "report"]
 BASELINES = {"sft", "eval_sft", "rft", "eval_rft"}  # off in ssb run unless baselines.sft / baselines.rft
 RUN_STAGES = [s for s in ALL_STAGES if s not in BASELINES]  # what `ssb run configs/smoke.yaml` runs
 
@@ -26,10 +26,15 @@ def ssb(*args, cwd=ROOT, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
+# the shared smoke run bootstraps three rounds (stages/rounds.py); the stop rule is off (any drop
+# allowed) so every round runs: it is tested on its own in test_rounds.py
+ROUNDS = ("--set", "rounds.n=3", "--set", "rounds.validation_n=32", "--set", "rounds.stop_drop=1")
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    res = ssb("run", "configs/smoke.yaml", "--set", f"runs_dir={runs}")
+    res = ssb("run", "configs/smoke.yaml", "--set", f"runs_dir={runs}", *ROUNDS)
     assert res.returncode == 0, res.stderr[-4000:]
     return runs / "smoke", res
 
@@ -191,10 +196,49 @@ def test_smoke_run_writes_model_cards(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_run_bootstraps_three_rounds(smoke_run):
+    """Rounds 2 and 3 ran in rounds/r2, rounds/r3 on a merged model each, were scored on the run's own
+    held-out problems and on a validation draw apart from them, and the ledger adds their compute up."""
+    from ssb.config import load_config
+    from ssb.ledger import ledger
+    from ssb.rundir import Run
+    from ssb.stages.grpo_budget import point_fractions
+
+    path, _ = smoke_run
+    doc = json.loads((path / "rounds" / "rounds.json").read_text())
+    assert [r["round"] for r in doc["rounds"]] == [1, 2, 3] and doc["stopped"] is None
+    held = (path / "eval" / "holdout.problems.jsonl").read_text()
+    val = {r["question"] for r in read_jsonl(path / "rounds" / "validation" / "holdout.problems.jsonl")}
+    assert len(val) == 32 and not val & {r["question"] for r in read_jsonl(path / "eval" / "holdout.problems.jsonl")}
+    assert not val & {r["problem"]["question"] for r in read_jsonl(path / "rollouts.jsonl")}
+    for row in doc["rounds"]:
+        r = row["round"]
+        assert row["problems"] == 16 and row["heldout"]["n_problems"] == 8 and row["validation"]["n"] == 32
+        assert 0 <= row["rollout_no_answer_rate"] <= 1 and row["rollout_mean_tokens"] > 0
+        if r > 1:
+            d = path / "rounds" / f"r{r}"
+            assert (d / "model" / "config.json").is_file() and (d / "student" / "adapter_config.json").is_file()
+            assert json.loads((d / "manifest.json").read_text())["stages"]["distill"]["status"] == "done"
+            assert (d / "eval" / "holdout.problems.jsonl").read_text() == held  # the same held-out problems
+            assert load_config(d / "config.yaml").model.name_or_path == str(d / "model")
+            assert row["cumulative_flops"] == pytest.approx(doc["rounds"][r - 2]["cumulative_flops"] + row["flops"])
+    run = Run(path, load_config(path / "config.yaml", ["grpo.budget=flops"]))  # not written back
+    arms = ledger(run)["arms"]
+    assert arms["ssb@3"]["flops"] == pytest.approx(doc["rounds"][2]["cumulative_flops"])
+    assert arms["ssb@3"]["flops"] > arms["ssb@2"]["flops"] > arms["ssb"]["flops"]
+    # GRPO at a FLOPs budget over three rounds saves an adapter where each earlier round's compute ends
+    total = arms["ssb@3"]["flops"]
+    assert point_fractions(run, None, 0, total) == [round(arms["ssb"]["flops"] / total, 6),
+                                                     round(arms["ssb@2"]["flops"] / total, 6)]
+    report = (path / "report.md").read_text()
+    assert "## Rounds" in report and "| 3 | 16 |" in report
+
+
+@pytest.mark.slow
 def test_rerun_skips_completed_stages(smoke_run):
     path, _ = smoke_run
     before = (path / "rollouts.jsonl").read_text()
-    res = ssb("run", "configs/smoke.yaml", "--set", f"runs_dir={path.parent}", timeout=300)
+    res = ssb("run", "configs/smoke.yaml", "--set", f"runs_dir={path.parent}", *ROUNDS, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stderr.count("already done") >= len(RUN_STAGES) - 1
     assert (path / "rollouts.jsonl").read_text() == before

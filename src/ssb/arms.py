@@ -4,12 +4,16 @@
 
 Everything goes to ``<runs_dir>/<name>-compare/`` (``--dir``), and a rerun resumes it:
 
-* ``r<i>/``: replicate i, a run directory of the config (replicate 0: as committed; i > 0:
-  ``data.seed + i`` and every sampling / training seed + i). Its stages make every arm that shares
+* ``r<i>/``: replicate i, a run directory of the config (replicate 0: as committed; i > 0: a
+  training draw of its own, ``data.seed + i x DATA_SEED_STRIDE``, and every sampling / training seed + i). Its stages make every arm that shares
   its rollouts: rollout (once), curate, teacher, logits, distill (``ssb``), ``sft`` and ``rft``
   (``stages/sft.py``) and ``grpo`` (budget ``grpo.budget``, FLOPs by default: SSB's). Nothing is
   generated twice. Adapters are also saved after each epoch (``distill.save_every_epoch``) and at
   ``--grpo-points`` points of GRPO's budget (``grpo.curve_points``).
+* ``ssb@<k>``: SSB after k bootstrapping rounds (``rounds.n``, ``stages/rounds.py``; every round runs, the
+  stop rule off, its validation accuracies recorded in ``r<i>/rounds/rounds.json``); with ``grpo`` each
+  round also meets GRPO at its own compute: GRPO's FLOPs budget is all rounds' and ``grpo@<k>`` is its
+  adapter saved where round k's compute ends (the arm ``grpo``: where the last round's ends).
 * ``r<i>-<arm>/`` for a teacher ablation ``ssb:<hint>`` (``ssb:answer``, ``ssb:correct``,
   ``ssb:contrastive``, ``ssb:none``) or ``ssb:<key>=<value>`` (any override, e.g.
   ``ssb:teacher.solution=rollout``): the replicate's rollouts copied, the SSB stages rerun.
@@ -63,8 +67,11 @@ class CompareError(SSBError, ValueError):
 def parse_arms(spec: str) -> list[str]:
     arms = [a.strip() for a in spec.split(",") if a.strip()]
     for a in arms:
-        if a not in BASE_ARMS and not a.startswith("ssb:"):
-            raise CompareError(f"unknown arm {a!r}: arms are {', '.join(BASE_ARMS)} or ssb:<hint> / ssb:<key>=<value>")
+        if a.startswith("ssb@") and not (a[4:].isdigit() and int(a[4:]) >= 2):
+            raise CompareError(f"arm {a!r}: ssb@<k> names SSB after k >= 2 rounds, e.g. ssb@2")
+        if a not in BASE_ARMS and not a.startswith(("ssb:", "ssb@")):
+            raise CompareError(f"unknown arm {a!r}: arms are {', '.join(BASE_ARMS)}, ssb@<rounds> or ssb:<hint> / "
+                               "ssb:<key>=<value>")
     if "base" not in arms:
         arms.insert(0, "base")
     return arms
@@ -83,15 +90,13 @@ def ablation_overrides(arm: str, template: str | None) -> list[str]:
     return out
 
 
-# reasoning-gym draws entry i of seed s from Random(s + i), so seeds s and s + 1 give the same
-# problems shifted by one: replicates step the data seed past every index a draw can reach.
+# reasoning-gym's entry i of seed s comes from Random(s + i): seed s + 1 repeats seed s shifted by one
 DATA_SEED_STRIDE = MAX_DRAWS + 3
 
 
 def replicate_overrides(cfg, r: int) -> list[str]:
-    """Replicate ``r``'s seeds: every stage's seed + r, the data seed + r x DATA_SEED_STRIDE (a
-    training draw of its own; before 2026-11-30 it was + r, and replicates shared 319 of 320
-    reasoning-gym problems)."""
+    """Replicate ``r``'s seeds: every stage's seed + r, the data seed + r x DATA_SEED_STRIDE, a training draw
+    of its own (before 2026-11-30 it was + r, and replicates shared 319 of 320 reasoning-gym problems)."""
     if r == 0:
         return []
     return [f"data.seed={cfg.data.seed + r * DATA_SEED_STRIDE}", f"rollout.seed={cfg.rollout.seed + r}",
@@ -127,6 +132,7 @@ class Compare:
         self.dir = Path(out) if out else Path(self.base_cfg.runs_dir) / f"{self.base_cfg.name}-compare"
         self.records: dict[str, list[dict]] = {}
         self.exclude: set[str] = set()
+        self.rounds = max([int(a[4:]) for a in arms if a.startswith("ssb@")], default=1)
 
     # ------------------------------------------------------------------ runs
 
@@ -138,6 +144,8 @@ class Compare:
         extra = replicate_overrides(self.base_cfg, r) + [
             f"baselines.sft={'sft' in want}", f"baselines.rft={'rft' in want}", f"grpo.enabled={'grpo' in want}",
             f"distill.save_every_epoch={self.curves}", f"grpo.curve_points={self.grpo_points if self.curves else 0}"]
+        if self.rounds > 1:  # every round runs: the stop rule's validation accuracies are recorded, not acted on
+            extra += [f"rounds.n={self.rounds}", "rounds.stop_drop=1"]
         stages = ["rollout", *SSB_STAGES, "sft", "rft", "grpo", "report"]
         return run_pipeline(self.cfg(f"r{r}", extra), only=stages)
 
@@ -164,7 +172,7 @@ class Compare:
 
     # ------------------------------------------------------------------ evaluation
 
-    def evaluate(self, label: str, adapter: Path | None) -> None:
+    def evaluate(self, label: str, adapter: Path | None, model=None) -> None:
         from .stages.evaluate import evaluate  # lazy: torch
 
         if label in self.records or (adapter is not None and not (adapter / "adapter_config.json").exists()):
@@ -179,7 +187,7 @@ class Compare:
         holdout = c.eval.holdout.model_copy(update={"limit": self.n, "seed": self.seed})
         ecfg = c.eval.model_copy(update={"holdout": holdout, "benches": ["holdout"], "limit": None, "n": 1,
                                          "temperature": 0.0})
-        evaluate(c.model, adapter, ["holdout"], c.prompt, c.generation, ecfg, where, exclude=self.exclude,
+        evaluate(model or c.model, adapter, ["holdout"], c.prompt, c.generation, ecfg, where, exclude=self.exclude,
                  label=label, fix=f"delete {{path}} (ssb compare evaluates {label} again)")
         self.records[label] = read_jsonl(where / "holdout.jsonl")
         seconds.setdefault(label, round(time.time() - t0, 1))
@@ -250,6 +258,8 @@ class Compare:
                          "run_dirs": [str(run.path) for run in runs.values()]}
             if arm in adapters:
                 curves[arm] = self.curve(arm, runs, params, halves if arm == "ssb" else {})
+        if self.rounds > 1:
+            self.round_arms(mains, params, arms)
         k = self.k_sensitivity()
         doc = arms_results.results(arms, self.records, "base", curves)
         doc["k_sensitivity"] = k
@@ -276,6 +286,36 @@ class Compare:
         self.plot(doc)
         return doc
 
+    def round_arms(self, mains: dict[int, Run], params: dict, arms: dict[str, dict]) -> None:
+        """``ssb@<k>`` (round k's student on its merged model) and ``grpo@<k>`` (GRPO's adapter where
+        round k's compute ends: the point whose budget fraction is nearest round k's share)."""
+        for k in range(2, self.rounds + 1):
+            labels, compute = [], []
+            for r, run in mains.items():
+                d = run.file(f"rounds/r{k}")
+                if (d / "config.yaml").is_file():  # the round's student on the round's merged model
+                    self.evaluate(f"r{r}-ssb@{k}", d / "student", model=load_config(d / "config.yaml").model)
+                labels += [f"r{r}-ssb@{k}"] if f"r{r}-ssb@{k}" in self.records else []
+                compute.append({**ledger(run, params)["arms"].get(f"ssb@{k}", {}), "run_dir": str(d)})
+            arms[f"ssb@{k}"] = {"labels": labels if len(labels) == len(mains) else [], "compute": compute}
+        if "grpo" not in self.arms:
+            return
+        for k in range(1, self.rounds):
+            labels, compute = [], []
+            for r, run in mains.items():
+                f, budget = run.file("grpo_points/points.json"), run.stage("grpo").get("budget_flops")
+                key = "ssb" if k == 1 else f"ssb@{k}"
+                share = ledger(run, params, all_arms=True)["arms"].get(key, {}).get("flops", 0) / (budget or 1)
+                points = [p for p in (json.loads(f.read_text()) if f.is_file() else []) if "target" in p]
+                if not budget or not points:  # GRPO not run, or not at a FLOPs budget: no matched points
+                    continue
+                p = min(points, key=lambda p: abs(p["target"] - share))
+                self.evaluate(f"r{r}-grpo@{k}", run.file(f"grpo_points/{p['dir']}"))
+                labels.append(f"r{r}-grpo@{k}")
+                compute.append({**{x: p[x] for x in ("flops", "budget_fraction", "step")},
+                                "round_share": round(share, 6), "run_dir": str(run.path)})
+            arms[f"grpo@{k}"] = {"labels": labels if len(labels) == len(mains) else [], "compute": compute}
+
     def curve(self, arm: str, runs: dict[int, Run], params: dict, halves: dict[int, Run | None]) -> list[dict]:
         """Points along an arm's compute: epochs (ssb, sft, rft; the last is the final adapter), half
         of SSB's pairs, GRPO's budget points (the last is the final adapter)."""
@@ -287,15 +327,13 @@ class Compare:
             own = led["stages"].get("distill" if arm == "ssb" else arm, {})
             upstream = total - own.get("flops", 0.0)
             points = []
-            if not self.curves:  # finals only (--no-curves)
-                pass
-            elif arm == "grpo":
+            if self.curves and arm == "grpo":  # --no-curves: the final adapters only
                 f = run.file("grpo_points/points.json")
                 last = run.stage("grpo").get("steps")  # a point at the final step is the final adapter
                 for p in [p for p in (json.loads(f.read_text()) if f.is_file() else []) if p["step"] != last]:
                     points.append((f"p{p['point']}", run.file(f"grpo_points/{p['dir']}"), p["flops"],
                                    {"budget_fraction": p["budget_fraction"], "step": p["step"]}))
-            else:
+            elif self.curves:
                 f = run.file(f"{out_dir}_epochs/points.json")
                 per_tok = (own.get("flops", 0.0) / own["trained_tokens"]) if own.get("trained_tokens") else 0.0
                 eps = json.loads(f.read_text()) if f.is_file() else []
@@ -333,6 +371,7 @@ class Compare:
                         "grpo": {k: st.get("grpo", {}).get(k) for k in
                                  ("steps", "completions", "stopped_by", "budget_flops", "flops", "train_seconds",
                                   "generation_seconds")},
+                        "rounds": json.loads(f.read_text()) if (f := run.file("rounds/rounds.json")).is_file() else None,
                         "seconds_by_stage": {s: run.stage_seconds(s) for s in st}})
         return out
 

@@ -81,6 +81,17 @@ def paired(x: list[bool], y: list[bool]) -> dict:
             "a_only": res["x_only"], "b_only": res["y_only"]}
 
 
+def matched_grpo(name: str, models) -> str | None:
+    """The GRPO arm at SSB-after-k-rounds' compute (``ssb compare`` with ``ssb@<k>`` arms): ``grpo@<k>``,
+    or ``grpo`` itself for the last round (GRPO's budget is all rounds'); None without rounds."""
+    last = max([int(m[4:]) for m in models if m.startswith("ssb@")], default=1)
+    if last == 1 or not (name == "ssb" or name.startswith("ssb@")):
+        return None
+    k = 1 if name == "ssb" else int(name[4:])
+    g = "grpo" if k == last else f"grpo@{k}"
+    return g if g in models else None
+
+
 def _mean_compute(per_rep: list[dict]) -> dict:
     keys = [k for k in per_rep[0] if isinstance(per_rep[0][k], (int, float))]
     return {k: mean(float(c.get(k) or 0) for c in per_rep) for k in keys}
@@ -101,6 +112,8 @@ def results(arms: dict[str, dict], records: dict[str, list[dict]], base_label: s
                    and all(lab in vec for lab in a["labels"])})
     pairs = [(m, "base") for m in models if m != "base"]
     pairs += [(m, "ssb") for m in models if m not in ("base", "ssb") and "ssb" in models]
+    matched = {m: g for m in models if (g := matched_grpo(m, models))}
+    pairs += list(matched.items())
     pooled = stats.bootstrap_pooled({m: [vec[x] for x in labs] for m, labs in models.items()}, pairs, iters=iters)
 
     def diff(a: str, b: str) -> dict | None:
@@ -123,6 +136,7 @@ def results(arms: dict[str, dict], records: dict[str, list[dict]], base_label: s
             **pooled["models"][name],
             "per_replicate_accuracy": [sum(vec[x]) / len(ids) for x in labs],
             "vs_base": diff(name, "base"), "vs_ssb": diff(name, "ssb"),
+            **({"matched_grpo": matched[name], "vs_matched_grpo": diff(name, matched[name])} if name in matched else {}),
             "compute": {**_mean_compute(comp), "per_replicate": comp} if comp else None,
             "output_quality": output_quality([r for x in labs for r in records[x]]),
         }
@@ -169,7 +183,13 @@ def verdict(doc: dict) -> list[str]:
 
     lines = []
     g, s = arms.get("grpo", {}), arms.get("ssb", {})
-    if g.get("vs_ssb") and s.get("compute") and g.get("compute"):
+    for name, a in arms.items():  # rounds: each round against GRPO where its compute ends
+        m = arms.get(a.get("matched_grpo") or "", {})
+        if a.get("vs_matched_grpo") and a.get("compute") and m.get("compute") and a["compute"]["flops"]:
+            lines.append(f"{name} against GRPO at its compute ({a['matched_grpo']}, "
+                         f"{m['compute']['flops'] / a['compute']['flops']:.2f}x its FLOPs): "
+                         f"{name} minus GRPO {pt(a['vs_matched_grpo'])}.")
+    if g.get("vs_ssb") and s.get("compute") and g.get("compute") and not lines:
         ratio = g["compute"]["flops"] / s["compute"]["flops"] if s["compute"]["flops"] else float("nan")
         d = g["vs_ssb"]
         lo, hi = d["ci"]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from .errors import SSBError
+from .overrides import ConfigError, apply_overrides  # noqa: F401  (re-exported: ssb.config.ConfigError)
 from .renamed_keys import move_keys, read_old_hint_keys
 
 
@@ -290,6 +290,26 @@ class BaselinesConfig(Section):
     rft_per_problem: int = Field(1, ge=1, description="distinct correct rollouts per problem that RFT trains on")
 
 
+class RoundsConfig(Section):
+    """Bootstrapping rounds (``stages/rounds.py``); ``rounds: 3`` is short for ``rounds: {n: 3}``."""
+
+    n: int = Field(1, ge=1, description="rounds; 1: one round (the paper). Round r > 1 merges round r-1's student "
+                   "into the weights and runs rollout, curate, teacher, logits and distill again with that model "
+                   "(the teacher is the round's model with the hint), into rounds/r<r>/")
+    problems: Literal["all", "unsolved"] = Field("all", description="what round r > 1 rolls out: all of round "
+                                                 "r-1's problems, or those its rollouts did not get K of K right")
+    validation: DataConfig | None = Field(None, description="problems each round's student is scored on for the "
+                                          "stop rule; None: eval.holdout (else data) at another seed; deduplicated "
+                                          "against training and the held-out problems either way")
+    validation_n: int = Field(100, ge=1, description="validation problems")
+    stop_drop: float = Field(0.0, ge=0, description="no further round once a round's validation accuracy is more "
+                             "than this below the previous round's")
+
+    @property
+    def enabled(self) -> bool:
+        return self.n > 1
+
+
 class ReportConfig(Section):
     title: str | None = None
 
@@ -323,6 +343,7 @@ class RunConfig(Section):
     eval: EvalConfig
     grpo: GRPOConfig
     baselines: BaselinesConfig
+    rounds: RoundsConfig
     report: ReportConfig
     tracking: TrackingConfig
 
@@ -334,6 +355,8 @@ class RunConfig(Section):
         if not isinstance(data, dict):
             return data
         data = move_keys(data, (info.context or {}).get("source", "config"))
+        if isinstance(data.get("rounds"), int) and not isinstance(data["rounds"], bool):
+            data = {**data, "rounds": {"n": data["rounds"]}}
         sections = [name for name, f in cls.model_fields.items()
                     if isinstance(f.annotation, type) and issubclass(f.annotation, Section)]
         return {**dict.fromkeys(sections, {}), **data}
@@ -344,31 +367,6 @@ class RunConfig(Section):
 
 
 # ----------------------------------------------------------------------------- loading
-
-
-class ConfigError(SSBError, ValueError):
-    pass
-
-
-def _parse_scalar(text: str) -> Any:
-    """Parse an override value the way YAML would ("8" -> 8, "true" -> True, "[a,b]" -> list)."""
-    return yaml.safe_load(text) if text != "" else ""
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides to a nested dict (in place) and return it."""
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.field=value")
-        key, value = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = _parse_scalar(value)
-    return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -24,7 +24,8 @@ is counted apart (``evaluation``): it measures a model, it does not make one.
 
 Which stage an arm pays for is the stage table's ``cost_of`` (``stages/__init__.py``): SSB pays
 rollout, curate, teacher, logits and distill; SFT rollout, curate, teacher and its own
-training; RFT rollout and its own training; GRPO only itself.
+training; RFT rollout and its own training; GRPO only itself. With rounds (``rounds.n`` > 1) the arm ``ssb@<r>`` is SSB after round r: every
+round's stages up to r added up (:func:`round_arms`).
 """
 
 from __future__ import annotations
@@ -112,6 +113,25 @@ def _checkpointing(run: Run, name: str) -> bool:
     return bool(cfg.distill.gradient_checkpointing) if name in ("distill", "sft", "rft") else False
 
 
+def round_arms(run: Run, params: dict[str, int], ssb: dict | None, all_arms: bool = False) -> dict[str, dict]:
+    """``ssb@<r>``: SSB after round r (``rounds.n`` > 1, ``stages/rounds.py``), the compute of rounds 1 .. r
+    added up (each later round's rollout, curate, teacher, logits and distill, in ``rounds/r<r>/``)."""
+    out: dict[str, dict] = {}
+    total = dict(ssb) if ssb else None
+    for r in range(2, 1000):
+        d = run.file(f"rounds/r{r}")
+        if total is None or not (d / "config.yaml").is_file():
+            break
+        sub = ledger(Run.open(d), params, all_arms=True)["arms"].get("ssb")
+        if not sub:
+            break
+        total = {**{k: total[k] + sub[k] for k in (*KINDS, "flops")}, "seconds": total["seconds"] + sub["seconds"],
+                 "stages": total["stages"] + [f"rounds/r{r}"]}
+        if all_arms or Run.open(d).stage_done("distill"):
+            out[f"ssb@{r}"] = total
+    return out
+
+
 def ledger(run: Run, params: dict[str, int] | None = None, all_arms: bool = False) -> dict:
     """The run's compute: per stage its token counts, FLOPs and wall-clock (all invocations);
     per arm the sum over the stages it pays for (the stage table's ``cost_of``), for the arms whose
@@ -140,6 +160,7 @@ def ledger(run: Run, params: dict[str, int] | None = None, all_arms: bool = Fals
     # an arm whose own training never ran is not an arm of this run
     trained = {arm for st in STAGES for arm in st.cost_of if st.trains and st.name in stages}
     arms = {a: v for a, v in arms.items() if all_arms or a in trained}
+    arms.update(round_arms(run, params, arms.get("ssb"), all_arms))
     evaluation = {}
     for st in STAGES:
         if st.is_eval:

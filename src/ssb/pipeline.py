@@ -123,6 +123,9 @@ def _run_stages(run: Run, cfg: RunConfig, only, skip, force) -> None:
         if cfg.data.draw_chunk:
             raise PipelineError("data.draw_chunk is not supported under accelerate launch yet: roll out "
                                 "with one process, or set data.limit and leave data.draw_chunk unset")
+        if cfg.rounds.n > 1:
+            raise PipelineError("rounds (rounds.n > 1) are not supported under accelerate launch yet: run them "
+                                "in one process")
         run.update_manifest(distributed=distributed.info())
     log.info("run directory: %s", run.path)
     t_all = time.time()

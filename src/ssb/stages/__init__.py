@@ -97,6 +97,10 @@ STAGES: tuple[Stage, ...] = (
           outputs=("student", "train_log.jsonl", "checkpoints", "student_epochs"), cost_of=("ssb",), trains=True,
           needs_pairs=True),
     _eval("ssb", "student", "the SSB student (student/)", needs_pairs=True),
+    # its compute is the ledger's ssb@<r> arms (ledger.round_arms): each round a run directory of its own
+    Stage("rounds", "ssb.stages.rounds", "run_rounds",
+          help="rounds 2..rounds.n: the last round's student, merged, is the next round's model (rollout to distill)",
+          outputs=("rounds",), main_process_only=True, needs_pairs=True, generates=True, enabled_by="rounds.enabled"),
     Stage("sft", "ssb.stages.sft", "run_sft",
           help="baseline: cross-entropy on the teacher's verified solutions under the student prompt",
           outputs=("sft", "sft_log.jsonl", "sft_checkpoints", "sft_epochs"), cost_of=("sft",), trains=True,

@@ -50,7 +50,7 @@ from ..grading.grade import grade
 from ..jsonl import JsonlWriter, read_jsonl
 from ..prompts import student_messages
 from ..rundir import Run
-from .grpo_budget import Spend, flops_budget, params_or_none, seconds_budget, token_budget  # noqa: F401
+from .grpo_budget import Spend, flops_budget, params_or_none, point_fractions, seconds_budget, token_budget  # noqa: F401
 from .grpo_rollout import ssb_rollout_func
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class CorrectnessReward:
 
 
 def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, log_path: Path, t0: float,
-               points_dir: Path, n_points: int, max_steps: int, timer: dict):
+               points_dir: Path, fractions: list[float], max_steps: int, timer: dict):
     from transformers import TrainerCallback  # lazy: ~1.4 s, only when training
 
     class BudgetAndLog(TrainerCallback):
@@ -146,7 +146,7 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, lo
             spend.update(int(state.num_input_tokens_seen), self.tokens, num_generations)
             seconds = distributed.broadcast(time.time() - t0)
             frac = self.fraction = spend.fraction(seconds, state.global_step, max_steps)
-            if n_points and frac is not None:
+            if fractions and frac is not None:
                 self._save_points(model, state, frac, seconds)
             if frac is not None and spend.in_force() != "steps" and frac >= 1:  # steps: max_steps stops it
                 self.stopped_by_budget = True
@@ -155,14 +155,14 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, lo
             return control
 
         def _save_points(self, model, state, frac: float, seconds: float) -> None:
-            """The adapter at each crossed ``i / n_points`` of the budget (the last: where training stops)."""
-            due = min(int(frac * n_points + 1e-9), n_points)
+            """The adapter at each crossed fraction of the budget (grpo_budget.point_fractions)."""
+            due = sum(f <= frac + 1e-9 for f in fractions)
             while len(self.points) < due:
                 i = len(self.points) + 1
                 if distributed.is_main() and model is not None:
                     model.save_pretrained(str(points_dir / f"p{i}"))
                 self.points.append({"point": i, "dir": f"p{i}", "step": state.global_step,
-                                    "budget_fraction": round(frac, 4), "flops": spend.flops,
+                                    "budget_fraction": round(frac, 4), "target": fractions[i - 1], "flops": spend.flops,
                                     **spend.counts, "seconds": round(seconds, 2)})
                 if distributed.is_main():
                     points_dir.mkdir(parents=True, exist_ok=True)
@@ -354,7 +354,7 @@ def run_grpo(run: Run) -> dict:
         spend = Spend(cfg, params, {"flops": budget_flops, "tokens": budget, "seconds": budget_seconds})
         timer = {"generation": gen_so_far}
         cb = _callbacks(reward, spend, num_generations, log_path, t0, run.file("grpo_points"),
-                        cfg.grpo.curve_points, max_steps, timer)
+                        point_fractions(run, params, cfg.grpo.curve_points, budget_flops), max_steps, timer)
         with warnings.catch_warnings(), known_warnings_filtered():
             # rollout_func is marked experimental: we pin the TRL version it works with
             warnings.filterwarnings("ignore", message="You are using 'rollout_func'")

@@ -51,10 +51,25 @@ def flops_budget(run: Run, params: dict | None) -> tuple[float | None, str]:
     """FLOPs SSB spent on the stages it pays for (``ledger.py``), and where that came from."""
     if run.cfg.grpo.budget != "flops":
         return None, f"budget={run.cfg.grpo.budget}"
-    ssb = ledger(run, params, all_arms=True)["arms"].get("ssb")
+    arms = ledger(run, params, all_arms=True)["arms"]
+    last = max((int(a.split("@")[1]) for a in arms if a.startswith("ssb@")), default=1)
+    ssb = arms.get("ssb" if last == 1 else f"ssb@{last}")
     if not ssb or not ssb["flops"]:
         return None, "no SSB compute in the run (SSB stages not run): max_steps/epochs"
     return float(ssb["flops"]), "ledger: FLOPs of " + " + ".join(ssb["stages"])
+
+
+def point_fractions(run: Run, params: dict | None, n_points: int, budget_flops: float | None) -> list[float]:
+    """Where GRPO saves its adapter, as fractions of its budget: ``n_points`` evenly spaced, and with a
+    FLOPs budget over several rounds (``flops_budget``) each earlier round's share, so every round
+    meets GRPO at its own compute (``ssb@<r>`` of ``ledger.py``)."""
+    out = {round(i / n_points, 6) for i in range(1, n_points + 1)} if n_points else set()
+    if run.cfg.grpo.budget == "flops" and budget_flops:
+        arms = ledger(run, params, all_arms=True)["arms"]
+        for a in [a for a in arms if a == "ssb" or a.startswith("ssb@")]:
+            if 0 < arms[a]["flops"] < budget_flops:
+                out.add(round(arms[a]["flops"] / budget_flops, 6))
+    return sorted(out)
 
 
 class Spend:

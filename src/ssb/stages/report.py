@@ -17,6 +17,7 @@ It also writes the model card ``README.md`` of each trained adapter (``student/`
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -196,6 +197,34 @@ def _ledger_lines(run: Run) -> list[str]:
     return lines + ["", f"FLOPs: {led['rule']}."]
 
 
+def _rounds_lines(run: Run) -> list[str]:
+    """Bootstrapping rounds (``rounds/rounds.json``): funnel, collapse figures and accuracy per round."""
+    f = run.file("rounds/rounds.json")
+    if not f.is_file():
+        return []
+    doc = json.loads(f.read_text())
+
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.1f}%"
+
+    md = ["## Rounds", "", f"{len(doc['rounds'])} of {doc['n']} rounds ran ({doc['merge']}; problems: "
+          f"{doc['problems']}). Rollouts are the round's model before it trains; validation is a draw of its own "
+          "(the stop rule's), never the held-out problems.", "",
+          "| round | problems | rollout acc. | with both | pairs | rollout no answer | rollout tokens | validation | "
+          "val. no answer | val. tokens | held-out | cumulative FLOPs |", "|" + "---:|" * 12]
+    for r in doc["rounds"]:
+        v, h = r.get("validation") or {}, r.get("heldout") or {}
+        fl = f"{r['cumulative_flops']:.3g}" if r.get("cumulative_flops") else "—"
+        md.append(f"| {r['round']} | {r['problems']} | {pct(r['rollout_accuracy'])} | {r['with_both']} | {r['pairs']} | "
+                  f"{pct(r['rollout_no_answer_rate'])} | {r['rollout_mean_tokens']} | {pct(v.get('accuracy'))} | "
+                  f"{pct(v.get('no_answer_rate'))} | {v.get('mean_tokens', '—')} | {pct(h.get('accuracy'))} | "
+                  f"{fl} |")
+    stop = doc.get("stopped")
+    md += ["", f"Stopped after round {stop['after_round']}: {stop['reason']}." if stop else "No stop.",
+           f"Best round on validation: {doc['best_round_on_validation']}.", ""]
+    return md
+
+
 def write_report(run: Run) -> Path:
     """Write ``report.md`` and ``plots/*.png`` for ``run``; returns the report path."""
     plots = run.file("plots")
@@ -260,6 +289,8 @@ def write_report(run: Run) -> Path:
         md += _kv_table(stages.get("distill", {})) + [""]
     else:
         md += [f"Distillation: {NOT_RUN}.", ""]
+
+    md += _rounds_lines(run)
 
     # -- GRPO
     md += ["## GRPO baseline", ""]

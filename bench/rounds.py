@@ -1,0 +1,124 @@
+"""Bootstrapping rounds against GRPO at matched compute: ``bench/results/rounds.json``.
+
+    python bench/compare.py --config configs/default.yaml --dir runs/rounds-chain_sum \\
+        --arms base,ssb,ssb@2,ssb@3,grpo --replicates 2 --n 400 --k-max 0 --no-curves \\
+        --out bench/results/rounds/chain_sum.json          # and the same for each task of SUITE
+    python bench/rounds.py
+
+Each task's comparison is ``ssb compare`` with the round arms (``src/ssb/arms.py``): every replicate runs
+rounds 1-3 (``rounds.n``, the stop rule recorded but not acted on), and GRPO's FLOPs budget is all three
+rounds', with its adapter saved where each round's compute ends (``grpo@1``, ``grpo@2``; ``grpo`` is at
+round 3's). This script reads those files and writes ``bench/results/rounds.json``: ``provenance``,
+``tasks`` (per task ``name``, ``config``, ``results``, ``n_problems``, ``n_replicates``, ``base_accuracy``
+and its ``rounds``), ``rounds`` (the first task's, the default task's: the headline) where each round is
+``round``, ``accuracy`` + ``ci`` (held-out, pooled over replicates), ``per_replicate_accuracy``,
+``vs_round1`` and ``vs_grpo`` (this round minus round 1 / minus GRPO at this round's compute: ``value``,
+``ci`` (bootstrap 95%), ``significant``), ``grpo_arm``, ``grpo_accuracy``, ``flops`` and ``grpo_flops``
+(means over replicates), and ``collapse`` (held-out no-answer rate and mean answer tokens; the round's
+rollouts' no-answer rate and length, its student's validation accuracy, no-answer rate and length, means
+over replicates; ``stop_rule_would_stop`` (replicates where validation fell below the previous round)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _meta import provenance  # noqa: E402
+from tasks import SuiteError, _diff, _mean  # noqa: E402  (one reading of a pooled difference)
+
+RESULTS = ROOT / "bench" / "results"
+SUITE = [  # name, config, compare results file
+    ("chain_sum", "configs/default.yaml", "rounds/chain_sum.json"),
+    ("chain_sum3", "configs/tasks/chain_sum3.yaml", "rounds/chain_sum3.json"),
+]
+
+
+def _rep_rounds(d: dict, k: int) -> list[dict]:
+    """Round ``k``'s row of every replicate's ``rounds/rounds.json`` (recorded by compare)."""
+    rows = []
+    for r in d["replicates"]:
+        rows += [x for x in ((r.get("rounds") or {}).get("rounds") or []) if x["round"] == k]
+    return rows
+
+
+def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULTS) -> dict:
+    path = results_dir / results
+    if not path.is_file():
+        raise SuiteError(f"{path}: missing; run python bench/compare.py --config {config} --arms "
+                         f"base,ssb,ssb@2,ssb@3,grpo --out bench/results/{results} first")
+    d = json.loads(path.read_text())
+    arms = d["arms"]
+    if d.get("n_replicates", 0) < 2:
+        raise SuiteError(f"{path}: {d.get('n_replicates')} replicate(s); rounds are measured on at least 2")
+    n = max(int(a[4:]) for a in arms if a.startswith("ssb@") and "accuracy" in arms[a])
+    rounds = []
+    for k in range(1, n + 1):
+        arm = arms["ssb" if k == 1 else f"ssb@{k}"]
+        if "accuracy" not in arm:
+            raise SuiteError(f"{path}: round {k} was not evaluated")
+        g = arms.get(arm.get("matched_grpo") or "", {})
+        reps = _rep_rounds(d, k)
+        prev = _rep_rounds(d, k - 1)
+        val = [(x.get("validation") or {}) for x in reps]
+        drops = sum(1 for a, b in zip(prev, reps) if k > 1 and (b.get("validation") or {}).get("accuracy", 0)
+                    < (a.get("validation") or {}).get("accuracy", 0))
+        q = arm["output_quality"]
+        rounds.append({
+            "round": k, "accuracy": arm["accuracy"], "ci": arm["ci"],
+            "per_replicate_accuracy": arm["per_replicate_accuracy"],
+            "vs_round1": _diff(arm.get("vs_ssb"), +1) if k > 1 else None,
+            "vs_grpo": _diff(arm.get("vs_matched_grpo"), +1), "grpo_arm": arm.get("matched_grpo"),
+            "grpo_accuracy": g.get("accuracy"),
+            "flops": (arm.get("compute") or {}).get("flops"), "grpo_flops": (g.get("compute") or {}).get("flops"),
+            "pairs": _mean([x.get("pairs") for x in reps]),
+            "collapse": {
+                "heldout_no_answer_rate": q["no_answer_rate"], "heldout_mean_tokens": q["mean_tokens"],
+                "rollout_no_answer_rate": _mean([x.get("rollout_no_answer_rate") for x in reps]),
+                "rollout_mean_tokens": _mean([x.get("rollout_mean_tokens") for x in reps]),
+                "validation_accuracy": _mean([v.get("accuracy") for v in val]),
+                "validation_no_answer_rate": _mean([v.get("no_answer_rate") for v in val]),
+                "validation_mean_tokens": _mean([v.get("mean_tokens") for v in val]),
+                "stop_rule_would_stop": drops,
+            },
+        })
+    return {"name": name, "config": config, "results": f"bench/results/{results}", "n_problems": d["n_problems"],
+            "n_replicates": d["n_replicates"], "base_accuracy": arms["base"]["accuracy"], "rounds": rounds,
+            "commit": d.get("commit"), "trained_at_commit": d.get("trained_at_commit"),
+            "hours": round(d["timing"]["total_seconds"] / 3600, 2) if d.get("timing") else None}
+
+
+def build(results_dir: Path = RESULTS, suite=SUITE) -> dict:
+    tasks = [task_rounds(*row, results_dir=results_dir) for row in suite if (results_dir / row[2]).is_file()]
+    if not tasks:
+        raise SuiteError(f"no rounds comparison under {results_dir}/rounds/; see this script's doc")
+    return {"tasks": tasks, "rounds": tasks[0]["rounds"], "task_of_rounds": tasks[0]["name"],
+            "missing": [row[0] for row in suite if not (results_dir / row[2]).is_file()]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(RESULTS / "rounds.json"))
+    args = ap.parse_args()
+    try:
+        doc = build()
+    except SuiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    Path(args.out).write_text(json.dumps({"provenance": provenance(None), **doc}, indent=2) + "\n")
+    for t in doc["tasks"]:
+        for r in t["rounds"]:
+            vs = r["vs_grpo"]
+            print(f"{t['name']} round {r['round']}: {100 * r['accuracy']:.1f}%"
+                  + (f", minus GRPO at its compute {100 * vs['value']:+.1f}" if vs else ""))
+    print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
