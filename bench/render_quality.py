@@ -77,7 +77,9 @@ def render_quality_main() -> str:
     task = ", ".join(t["name"] for t in d["holdout"]["task"])
     lines = [
         f"{d['n_problems']} held-out `{task}` problems, greedy pass@1, {d['n_replicates']} replicates "
-        "(other training problems and seeds); pooled = mean over replicates, 95% interval from a bootstrap "
+        "(other sampling and training seeds; their training problems were drawn at data seeds one apart, which "
+        "reasoning-gym turns into the same problems shifted by one, so they share nearly all of them: "
+        "see docs/compare.md); pooled = mean over replicates, 95% interval from a bootstrap "
         "over held-out problems.",
         "",
         table(["model", "accuracy", "95% CI", "per replicate", "no answer"], rows),

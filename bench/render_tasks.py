@@ -39,6 +39,15 @@ def _rejected(r: dict) -> str:
     return f"{g.get('verified', 0)} / {g.get('consistent', 0)} / {other}"
 
 
+def _shared(tasks: list[dict]) -> str:
+    """How much the replicates' training problems overlap (``replicate_training``), in words."""
+    parts = [f"`{t['name']}` {'/'.join(map(str, t['replicate_training']['shared_with_replicate_0']))} of "
+             f"{t['replicate_training']['training_problems']}" for t in tasks if t.get("replicate_training")]
+    return ("Training problems the replicates share with replicate 0: " + ", ".join(parts) + " (replicates drawn at data "
+            "seeds one apart share nearly all: they measure sampling and training randomness, not the draw of problems; "
+            "see docs/compare.md).") if parts else ""
+
+
 def render_tasks_main() -> str:
     d = load("tasks.json")
     rows = []
@@ -53,7 +62,7 @@ def render_tasks_main() -> str:
     reps = sorted({len(t["replicates"]) for t in d["tasks"]})
     head = (f"{n} held-out problems per task, greedy pass@1, {'/'.join(map(str, reps))} replicates pooled; "
             "differences are SSB minus the other arm with a bootstrap 95% interval, in bold where it excludes 0. "
-            "GRPO held to SSB's FLOPs; every arm on the same problems, prompt and LoRA.")
+            "GRPO held to SSB's FLOPs; every arm on the same problems, prompt and LoRA. " + _shared(d["tasks"]))
     t = table(["task", "multi-step", "pairs with 2+ steps", "base", "SSB", "SFT", "RFT", "GRPO", "SSB − base", "SSB − GRPO", "SSB − SFT"],
               rows, "llrrrrrrrrr")
     s = d["summary"]
