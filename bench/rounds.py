@@ -47,15 +47,15 @@ def _rep_rounds(d: dict, k: int) -> list[dict]:
     return rows
 
 
-def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULTS) -> dict:
+def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULTS, min_replicates: int = 2) -> dict:
     path = results_dir / results
     if not path.is_file():
         raise SuiteError(f"{path}: missing; run python bench/compare.py --config {config} --arms "
                          f"base,ssb,ssb@2,ssb@3,grpo --out bench/results/{results} first")
     d = json.loads(path.read_text())
     arms = d["arms"]
-    if d.get("n_replicates", 0) < 2:
-        raise SuiteError(f"{path}: {d.get('n_replicates')} replicate(s); rounds are measured on at least 2")
+    if d.get("n_replicates", 0) < min_replicates:
+        raise SuiteError(f"{path}: {d.get('n_replicates')} replicate(s); rounds are measured on at least {min_replicates}")
     n = max(int(a[4:]) for a in arms if a.startswith("ssb@") and "accuracy" in arms[a])
     rounds = []
     for k in range(1, n + 1):

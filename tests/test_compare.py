@@ -169,6 +169,21 @@ def test_a_rounds_arm_adds_rounds_to_the_same_replicates(smoke_compare):
     assert a["vs_ssb"]["per_replicate"] and a["matched_grpo"] == "grpo" and a["vs_matched_grpo"]["ci"]
     assert "matched_grpo" not in two["arms"]["ssb"]  # GRPO ran at a steps budget: no point at round 1's compute
     assert two["arms"]["ssb"]["accuracy"] == doc["arms"]["ssb"]["accuracy"]
+    # bench/rounds.py's reading of this file (it asks for 2 replicates; this one has 1)
+    sys.path.insert(0, str(ROOT / "bench"))
+    import rounds
+
+    with pytest.raises(rounds.SuiteError, match="1 replicate"):
+        rounds.task_rounds("smoke", "configs/smoke.yaml", "results.json", results_dir=d)
+    t = rounds.task_rounds("smoke", "configs/smoke.yaml", "results.json", results_dir=d, min_replicates=1)
+    r1, r2 = t["rounds"]
+    assert (r1["round"], r2["round"]) == (1, 2) and r2["accuracy"] == a["accuracy"] and r1["vs_round1"] is None
+    assert r2["vs_round1"]["value"] == a["vs_ssb"]["value"] and r2["vs_grpo"]["value"] == a["vs_matched_grpo"]["value"]
+    assert r2["grpo_arm"] == "grpo" and r2["flops"] == a["compute"]["flops"]
+    row = json.loads((d / "r0" / "rounds" / "rounds.json").read_text())["rounds"][1]
+    assert r2["collapse"]["validation_accuracy"] == row["validation"]["accuracy"]
+    assert r2["collapse"]["rollout_no_answer_rate"] == row["rollout_no_answer_rate"] and r2["pairs"] == row["pairs"]
+    assert r2["collapse"]["stop_rule_would_stop"] == int(row["validation"]["accuracy"] < r1["collapse"]["validation_accuracy"])
 
 
 # ----------------------------------------------------------------------------- fast

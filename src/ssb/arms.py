@@ -146,7 +146,7 @@ class Compare:
             f"distill.save_every_epoch={self.curves}", f"grpo.curve_points={self.grpo_points if self.curves else 0}"]
         if self.rounds > 1:  # every round runs: the stop rule's validation accuracies are recorded, not acted on
             extra += [f"rounds.n={self.rounds}", "rounds.stop_drop=1"]
-        stages = ["rollout", *SSB_STAGES, "sft", "rft", "grpo", "report"]
+        stages = ["rollout", *SSB_STAGES, "rounds", "sft", "rft", "grpo", "report"]
         return run_pipeline(self.cfg(f"r{r}", extra), only=stages)
 
     def ablation_run(self, r: int, arm: str, main: Run) -> Run:

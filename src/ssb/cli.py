@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "replicated, per FLOP (resumable)"))
     sp.add_argument("config", help="YAML config, e.g. configs/default.yaml")
     sp.add_argument("--arms", default="base,ssb,sft,rft,grpo",
-                    help="comma-separated: base, ssb, sft, rft, grpo, ssb:<hint> or ssb:<key>=<value> (ablations)")
+                    help="comma-separated: base, ssb, sft, rft, grpo, ssb@<k> (after k rounds), ssb:<hint> or "
+                    "ssb:<key>=<value> (ablations)")
     sp.add_argument("--replicates", type=int, default=2, help="replicates (other problems and seeds each)")
     sp.add_argument("--n", type=int, default=400, help="held-out problems (the same for every model)")
     sp.add_argument("--seed", type=int, default=20261122, help="seed of the held-out draw")
