@@ -4,6 +4,7 @@ is the previous model with its student applied, the stop rule, and round configs
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,30 @@ def test_the_merged_model_is_the_model_with_its_adapter(tmp_path, tiny_model_dir
         got = merged.model(ids).logits
     assert torch.allclose(got, want, atol=1e-4)
     assert merged.tokenizer.chat_template == base.tokenizer.chat_template
+
+
+def test_round_problems_all_or_the_unsolved(tmp_path):
+    """rounds.problems: every problem the previous round rolled out, or those not solved K of K."""
+    from ssb.data.problem import Problem
+    from ssb.stages.rounds import round_problems
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml", ["rounds=2", f"runs_dir={tmp_path}"])
+    prev = Run.create(cfg)
+    grades = {"a": ["correct"] * 4, "b": ["correct", "wrong", "correct", "correct"], "c": ["no_answer"] * 4}
+    rows = [{"id": i, "problem": Problem(id=i, question=f"What is {i}?", answer="1").to_dict(), "grades": g}
+            for i, g in grades.items()]
+    prev.file("rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [p.id for p in round_problems(cfg, prev)] == ["a", "b", "c"]
+    unsolved = load_config(ROOT / "configs" / "smoke.yaml", ["rounds.n=2", "rounds.problems=unsolved"])
+    got = round_problems(unsolved, prev)
+    assert [p.id for p in got] == ["b", "c"] and got[0].question == "What is b?"
+
+
+def test_rounds_refuse_llamacpp_before_any_work(tmp_path):
+    from ssb.stages.rounds import RoundsError, run_rounds
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml", ["rounds=2", f"runs_dir={tmp_path}", "generation.backend=llamacpp"])
+    run = Run.create(cfg)
+    with pytest.raises(RoundsError, match="llamacpp|llama.cpp"):
+        run_rounds(run)
+    assert not run.file("rounds").exists() and run.stage("rounds") == {}
