@@ -140,5 +140,7 @@ def render_task_base() -> str:
                      "yes" if t["in_range"] else "no", pct(q["equations_hold"]), pct(q["no_answer_rate"])])
     t = table(["config", "reasoning-gym task", "base greedy accuracy [95% CI]",
                f"in range ({pct(lo, 0)}–{pct(hi, 0)})", "equations hold", "no answer"], rows, "llrrrr")
-    return (f"{t}\n\n{d['n']} held-out problems per task, greedy pass@1 with the config's prompt.\n\n"
+    drawn = (f", drawn as `ssb compare` draws them (seed {d['seed']}, deduplicated against {d['replicates']} "
+             "replicates' training problems)") if d.get("replicates") else ""
+    return (f"{t}\n\n{d['n']} held-out problems per task{drawn}, greedy pass@1 with the config's prompt.\n\n"
             + source("task_base.json", d, f"python bench/task_base.py --n {d['n']}"))
