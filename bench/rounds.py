@@ -21,7 +21,6 @@ over replicates; ``stop_rule_would_stop`` (replicates where validation fell belo
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -29,8 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _meta import provenance  # noqa: E402
-from tasks import SuiteError, _diff, _mean  # noqa: E402  (one reading of a pooled difference)
+from tasks import SuiteError, _diff, _mean, cli  # noqa: E402  (one reading of a pooled difference)
 
 RESULTS = ROOT / "bench" / "results"
 SUITE = [  # name, config, compare results file
@@ -101,23 +99,14 @@ def build(results_dir: Path = RESULTS, suite=SUITE) -> dict:
             "missing": [row[0] for row in suite if not (results_dir / row[2]).is_file()]}
 
 
+def _line(t: dict, r: dict) -> str:
+    vs = r["vs_grpo"]
+    return (f"{t['name']} round {r['round']}: {100 * r['accuracy']:.1f}%"
+            + (f", minus GRPO at its compute {100 * vs['value']:+.1f}" if vs else ""))
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(RESULTS / "rounds.json"))
-    args = ap.parse_args()
-    try:
-        doc = build()
-    except SuiteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    Path(args.out).write_text(json.dumps({"provenance": provenance(None), **doc}, indent=2) + "\n")
-    for t in doc["tasks"]:
-        for r in t["rounds"]:
-            vs = r["vs_grpo"]
-            print(f"{t['name']} round {r['round']}: {100 * r['accuracy']:.1f}%"
-                  + (f", minus GRPO at its compute {100 * vs['value']:+.1f}" if vs else ""))
-    print(f"saved {args.out}")
-    return 0
+    return cli(__doc__, build, RESULTS / "rounds.json", lambda doc: [_line(t, r) for t in doc["tasks"] for r in t["rounds"]])
 
 
 if __name__ == "__main__":

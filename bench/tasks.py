@@ -149,22 +149,26 @@ def build(results_dir: Path = RESULTS, suite=SUITE) -> dict:
             "tasks": tasks, "summary": summary(tasks)}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(RESULTS / "tasks.json"))
+def cli(doc: str, build_fn, default_out: Path, lines) -> int:
+    """A results script's command line: ``--out``; ``build_fn()`` written there under its ``provenance``, then
+    ``lines(doc)`` printed; exit 2 with the reason when ``build_fn`` refuses (:class:`SuiteError`)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", default=str(default_out))
     args = ap.parse_args()
     try:
-        doc = build()
+        built = build_fn()
     except SuiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = {"provenance": provenance(None), **doc}
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    for t in doc["tasks"]:
-        print(f"{t['name']}: base {100 * t['base_accuracy']:.1f}%, SSB-base {100 * t['ssb_base']['value']:+.1f}, "
-              f"SSB-GRPO {100 * t['ssb_grpo']['value']:+.1f}, SSB-SFT {100 * t['ssb_sft']['value']:+.1f}")
-    print(f"saved {args.out}")
+    Path(args.out).write_text(json.dumps({"provenance": provenance(None), **built}, indent=2) + "\n")
+    print("\n".join(lines(built)) + f"\nsaved {args.out}")
     return 0
+
+
+def main() -> int:
+    return cli(__doc__, build, RESULTS / "tasks.json", lambda doc: [
+        f"{t['name']}: base {100 * t['base_accuracy']:.1f}%, SSB-base {100 * t['ssb_base']['value']:+.1f}, "
+        f"SSB-GRPO {100 * t['ssb_grpo']['value']:+.1f}, SSB-SFT {100 * t['ssb_sft']['value']:+.1f}" for t in doc["tasks"]])
 
 
 if __name__ == "__main__":
