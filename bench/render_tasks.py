@@ -100,3 +100,27 @@ def render_tasks_details() -> str:
                    f"equation, the share whose equalities all hold; the equalities checked per answer, and the "
                    f"share of them that hold):\n\n{qt}")
     return "\n\n".join(out) + "\n\n" + source("tasks.json", d, "python bench/tasks.py")
+
+
+def render_rounds_main() -> str:
+    """docs/rounds.md: per task, each round's held-out accuracy, its difference to round 1 and to GRPO at
+    its compute, its compute and collapse figures (``bench/rounds.py`` -> ``bench/results/rounds.json``)."""
+    d = load("rounds.json")
+    out = []
+    for t in d["tasks"]:
+        rows = []
+        for r in t["rounds"]:
+            c = r["collapse"]
+            rows.append([str(r["round"]), f"{pct(r['accuracy'])} {interval(100 * r['ci'][0], 100 * r['ci'][1], signed=False)}",
+                         _diff(r["vs_round1"]) if r["vs_round1"] else "—",
+                         (_diff(r["vs_grpo"]) + f" ({r['grpo_arm']})") if r["vs_grpo"] else "not run",
+                         f"{r['flops']:.2e}" if r.get("flops") else "—", f"{r['pairs']:.0f}" if r.get("pairs") is not None else "—",
+                         pct(c["rollout_no_answer_rate"]), pct(c["validation_accuracy"]), pct(c["heldout_no_answer_rate"]),
+                         f"{c['heldout_mean_tokens']:.1f}", str(c["stop_rule_would_stop"])])
+        tab = table(["round", "held-out [95% CI]", "− round 1", "− GRPO at its compute", "FLOPs (all rounds)",
+                     "pairs", "rollouts: no answer", "validation", "held-out: no answer", "held-out tokens",
+                     "replicates where validation fell"], rows, "lrrrrrrrrrr")
+        out.append(f"### `{t['name']}` (`{t['config']}`)\n\nBase {pct(t['base_accuracy'])}; {t['n_problems']} held-out "
+                   f"problems, {t['n_replicates']} replicates pooled, bootstrap 95% intervals (bold: excludes 0). "
+                   f"Full results: `{t['results']}`.\n\n{tab}")
+    return "\n\n".join(out) + "\n\n" + source("rounds.json", d, "python bench/rounds.py")
