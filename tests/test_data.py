@@ -238,6 +238,26 @@ def test_basic_arithmetic_answers_match_questions():
         assert _exact_value(expr) == Fraction(p.answer), (expr, p.answer)
 
 
+def test_basic_arithmetic_without_parentheses_keeps_only_answers_of_the_printed_expression():
+    """reasoning-gym's basic_arithmetic prints its expression tree without parentheses but answers for
+    the tree: `4 + 2 * 2` with 12. Such entries are dropped (counted), so every kept gold answer is the
+    printed expression's value under the usual precedence."""
+    from fractions import Fraction
+
+    from ssb.data.gym import _exact_value
+
+    task = ReasoningGymTask(name="basic_arithmetic", options={
+        "min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1, "operators": ["+", "*"],
+        "allow_parentheses": False, "allow_negation": False})
+    stats: dict = {}
+    probs = reasoning_gym_problems([task], size=200, seed=7, stats=stats)
+    assert len(probs) == 200 and stats["basic_arithmetic"]["dropped_inconsistent"] > 20
+    for p in probs:
+        expr = p.question.removeprefix("Calculate ").rstrip(".")
+        assert _exact_value(expr) == Fraction(p.answer), (p.question, p.answer)
+    assert any(" + " in p.question and " * " in p.question.split(" + ")[1] for p in probs)  # a + b * c kept when right
+
+
 # ----------------------------------------------------------------------------- load_problems
 
 
