@@ -42,6 +42,8 @@ SUITE = [
      "two one- or two-digit terms: one equation (a + b = c) is the whole solution"),
     ("chain_sum3", "configs/tasks/chain_sum3.yaml", "tasks/chain_sum3.json", True,
      "three one-digit terms: the intermediate sum on its own line, then the second operation"),
+    ("basic_arithmetic", "configs/tasks/basic_arithmetic.yaml", "tasks/basic_arithmetic.json", True,
+     "three one-digit terms with + and *: the product on its own line, then the sum; not addition alone"),
     ("products", "configs/tasks/products.yaml", "tasks/products.json", True,
      "a two-digit factor split into tens and units: two partial products, then their sum; not addition"),
 ]
