@@ -123,13 +123,17 @@ def _below(d):
 
 def test_ssb_helps_on_the_in_range_tasks_and_is_never_the_best_arm(suite):
     in_range = [t for t in suite.values() if t["in_range"]]
-    assert {t["name"] for t in in_range} == {"chain_sum", "chain_sum3"}
+    assert {t["name"] for t in in_range} == {"chain_sum", "chain_sum3", "basic_arithmetic"}
     assert all(t["ssb_base"]["significant"] and t["ssb_base"]["value"] > 0 for t in in_range)
-    c3, c2 = suite["chain_sum3"], suite["chain_sum"]
-    assert _below(c3["ssb_grpo"]) and _below(c3["ssb_sft"]) and _below(c3["ssb_rft"])
+    c3, c2, ba = suite["chain_sum3"], suite["chain_sum"], suite["basic_arithmetic"]
+    for t in (c3, ba):  # the multi-step tasks: GRPO, SFT and RFT all ahead of SSB
+        assert t["multi_step"] and _below(t["ssb_grpo"]) and _below(t["ssb_sft"]) and _below(t["ssb_rft"])
+        r0, r1 = (r["accuracy"] for r in t["replicates"])
+        assert r0["grpo"] - r0["ssb"] > 0.05 and r1["grpo"] - r1["ssb"] < 0.01  # GRPO's lead is replicate 0's
+    assert abs(c3["replicates"][1]["accuracy"]["grpo"] - c3["replicates"][1]["accuracy"]["ssb"]) < 0.01  # level
+    r1 = ba["replicates"][1]["accuracy"]
+    assert r1["grpo"] < r1["base"]  # below the base model
     assert not c2["ssb_grpo"]["significant"] and _below(c2["ssb_sft"]) and _below(c2["ssb_rft"])
-    r0, r1 = (r["accuracy"] for r in c3["replicates"])
-    assert r0["grpo"] - r0["ssb"] > 0.05 and abs(r1["grpo"] - r1["ssb"]) < 0.01  # GRPO's lead is replicate 0's
     assert c3["pairs_multi_step_share"] > 0.3 and c2["pairs_multi_step_share"] == 0
 
 
@@ -148,6 +152,16 @@ def test_what_the_chain_sum3_student_writes(suite):
     assert q["base"]["equalities_hold"] < q["ssb"]["equalities_hold"] < q["grpo"]["equalities_hold"]
     assert q["sft"]["equalities_per_answer"] < q["ssb"]["equalities_per_answer"] < q["grpo"]["equalities_per_answer"]
     assert q["grpo"]["equalities_per_answer"] > 1.9  # almost always two lines
+
+
+def test_what_the_basic_arithmetic_student_writes(suite):
+    t = suite["basic_arithmetic"]
+    q = t["output_quality"]
+    assert all(q["ssb"]["equalities_per_answer"] < q[a]["equalities_per_answer"] for a in ("base", "sft", "rft", "grpo"))
+    assert all(q["base"]["equalities_hold"] < q["ssb"]["equalities_hold"] < q[a]["equalities_hold"]
+               for a in ("sft", "rft", "grpo"))
+    assert t["pairs_multi_step_share"] < 0.5  # most pairs are one line
+    assert "not addition" in t["why"] and t["replicate_training"]["shared_with_replicate_0"][0] < 64
 
 
 def test_why_ssb_loses_the_teacher_is_close_to_the_student_but_at_the_results(suite):
