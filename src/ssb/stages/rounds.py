@@ -27,7 +27,6 @@ Every step resumes: a merged model, a finished stage or evaluation is never redo
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import shutil
 import time
@@ -55,17 +54,6 @@ class RoundsError(SSBError, ValueError):
 
 def round_dir(run: Run, r: int) -> Path:
     return run.file(f"rounds/r{r}")
-
-
-def round_runs(run: Run) -> list[Run]:
-    """The later rounds' run directories that exist (round 2, 3, ... in order)."""
-    out = []
-    for r in range(2, 1000):
-        d = round_dir(run, r)
-        if not (d / "config.yaml").is_file():
-            break
-        out.append(Run.open(d))
-    return out
 
 
 def round_config(cfg: RunConfig, run: Run, r: int) -> RunConfig:
@@ -239,9 +227,3 @@ def run_rounds(run: Run) -> dict:
                     validation_accuracy=[(x.get("validation") or {}).get("accuracy") for x in rows],
                     heldout_accuracy=[(x.get("heldout") or {}).get("accuracy") for x in rows])
     return info
-
-
-def read_rounds(run: Run) -> dict | None:
-    """``rounds/rounds.json`` or None."""
-    f = run.file("rounds/rounds.json")
-    return json.loads(f.read_text()) if f.is_file() else None
