@@ -42,7 +42,7 @@ from _results import ROOT, RenderError  # noqa: E402
 from render_compare import (render_compare_details, render_compare_main, render_grpo_generation,  # noqa: E402
                             render_task_base)
 from render_quality import render_default_run, render_quality_arms, render_quality_main  # noqa: E402
-from render_tasks import render_tasks_details, render_tasks_main  # noqa: E402
+from render_tasks import render_rounds_main, render_rounds_readme, render_tasks_details, render_tasks_main  # noqa: E402
 from render_speed import render_distill_memory, render_distill_stores, render_rollout_throughput  # noqa: E402
 from render_teacher import (render_teacher_signal, render_teacher_signal_answer_hint,  # noqa: E402
                             render_teacher_signal_hints, render_teacher_signal_tasks)
@@ -68,6 +68,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "teacher_signal_tasks": render_teacher_signal_tasks,
     "quality_arms": render_quality_arms,
     "default_run": render_default_run,
+    "rounds_main": render_rounds_main,
+    "rounds_readme": render_rounds_readme,
 }
 
 OPEN_RE = re.compile(r"^<!-- results: (\S+) -->[ \t]*$", re.M)  # a marker is a line of its own

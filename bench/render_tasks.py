@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from _results import interval, load, pct, pts, source, table
+from _results import interval, load, num, pct, pts, source, table
 
 SHORT = {"base": "base", "ssb": "SSB", "sft": "SFT", "rft": "RFT", "grpo": "GRPO"}
 
@@ -102,25 +102,71 @@ def render_tasks_details() -> str:
     return "\n\n".join(out) + "\n\n" + source("tasks.json", d, "python bench/tasks.py")
 
 
+def _setting(t: dict) -> str:
+    return (f"{t['training_problems']} training problems" + (f" (`{' '.join(t['overrides'])}`)" if t.get("overrides") else "")
+            + f", {t['n_problems']} held-out problems, {t['n_replicates']} replicates pooled")
+
+
+def _versus(d: dict | None) -> str:
+    """A pooled difference and its reading: above / level (the interval holds 0) / below."""
+    if not d:
+        return "not measured"
+    word = "level" if not d["significant"] else ("above" if d["value"] > 0 else "below")
+    return f"{_diff(d)}, {word}"
+
+
 def render_rounds_main() -> str:
     """docs/rounds.md: per task, each round's held-out accuracy, its difference to round 1 and to GRPO at
-    its compute, its compute and collapse figures (``bench/rounds.py`` -> ``bench/results/rounds.json``)."""
+    its compute, its compute; then what the round's pairs and its student's answers look like and the
+    collapse figures (``bench/rounds.py`` -> ``bench/results/rounds.json``)."""
     d = load("rounds.json")
     out = []
     for t in d["tasks"]:
-        rows = []
+        acc, looks = [], []
         for r in t["rounds"]:
-            c = r["collapse"]
-            rows.append([str(r["round"]), f"{pct(r['accuracy'])} {interval(100 * r['ci'][0], 100 * r['ci'][1], signed=False)}",
-                         _diff(r["vs_round1"]) if r["vs_round1"] else "—",
-                         (_diff(r["vs_grpo"]) + f" ({r['grpo_arm']})") if r["vs_grpo"] else "not run",
-                         f"{r['flops']:.2e}" if r.get("flops") else "—", f"{r['pairs']:.0f}" if r.get("pairs") is not None else "—",
-                         pct(c["rollout_no_answer_rate"]), pct(c["validation_accuracy"]), pct(c["heldout_no_answer_rate"]),
-                         f"{c['heldout_mean_tokens']:.1f}", str(c["stop_rule_would_stop"])])
-        tab = table(["round", "held-out [95% CI]", "− round 1", "− GRPO at its compute", "FLOPs (all rounds)",
-                     "pairs", "rollouts: no answer", "validation", "held-out: no answer", "held-out tokens",
-                     "replicates where validation fell"], rows, "lrrrrrrrrrr")
-        out.append(f"### `{t['name']}` (`{t['config']}`)\n\nBase {pct(t['base_accuracy'])}; {t['n_problems']} held-out "
-                   f"problems, {t['n_replicates']} replicates pooled, bootstrap 95% intervals (bold: excludes 0). "
-                   f"Full results: `{t['results']}`.\n\n{tab}")
+            c, w, h = r["collapse"], r.get("pairs_written") or {}, r.get("heldout_answers") or {}
+            acc.append([str(r["round"]), f"{pct(r['accuracy'])} {interval(100 * r['ci'][0], 100 * r['ci'][1], signed=False)}",
+                        " / ".join(pct(a) for a in r["per_replicate_accuracy"]),
+                        _diff(r["vs_round1"]) if r["vs_round1"] else "—",
+                        f"{pct(r['grpo_accuracy'])} (`{r['grpo_arm']}`)" if r.get("grpo_arm") else "not run",
+                        _diff(r["vs_grpo"]) if r["vs_grpo"] else "—",
+                        f"{r['flops']:.2e}" if r.get("flops") else "—", (f"{r['grpo_flops']:.2e} ({r['grpo_flops_ratio']:.2f}×)" if r.get("grpo_flops") else "—")])
+            looks.append([str(r["round"]), f"{r['pairs']:.0f}" if r.get("pairs") is not None else "—",
+                          num(w.get("equalities_per_solution"), 2), pct(w.get("ends_as_taught"), 0),
+                          pct(c["rollout_no_answer_rate"]), pct(c["validation_accuracy"]),
+                          pct(c["heldout_no_answer_rate"]), f"{c['heldout_mean_tokens']:.1f}",
+                          num(h.get("equalities_per_answer"), 2), pct(h.get("equalities_hold")),
+                          str(c["stop_rule_would_stop"])])
+        tab = table(["round", "held-out [95% CI]", "per replicate", "− round 1", "GRPO at its compute", "SSB − GRPO",
+                     "SSB FLOPs (rounds 1..r)", "GRPO FLOPs (× SSB's)"], acc, "lrrrrrrr")
+        tab2 = table(["round", "pairs", "pairs: equalities per solution", "pairs ending as taught",
+                      "rollouts: no answer", "validation", "held-out: no answer", "held-out tokens",
+                      "held-out: equalities per answer", "held-out: equalities that hold",
+                      "replicates where validation fell"], looks, "lrrrrrrrrrr")
+        out.append(f"### `{t['name']}` (`{t['config']}`)\n\nBase {pct(t['base_accuracy'])}; {_setting(t)}; bootstrap 95% "
+                   f"intervals (bold: excludes 0); GRPO stopped by: {', '.join(map(str, t['grpo_stopped_by']))} "
+                   f"(per replicate). Full results: `{t['results']}`.\n\n{tab}\n\nWhat each round's "
+                   f"teacher wrote (its pairs, means over replicates; ending as taught: the last line is the worked "
+                   f"examples' `The answer is \\boxed{{N}}.`), how its student answers and the collapse figures "
+                   f"(validation: the stop rule's draw, never the held-out problems):\n\n{tab2}")
+    if d.get("missing"):
+        out.append("Not measured yet: " + ", ".join(f"`{m}`" for m in d["missing"]) + ".")
+    return "\n\n".join(out) + "\n\n" + source("rounds.json", d, "python bench/rounds.py")
+
+
+def render_rounds_readme() -> str:
+    """README: what rounds 2 and 3 buy over round 1 and how each round stands against GRPO at its compute."""
+    d = load("rounds.json")
+    out = []
+    for t in d["tasks"]:
+        first, *later = t["rounds"]
+        parts = [f"round {r['round']} {pct(r['accuracy'])} (− round 1: {_versus(r['vs_round1'])})" for r in later]
+        grpo = [f"round {r['round']} {pct(r['grpo_accuracy'])} (SSB − GRPO: {_versus(r['vs_grpo'])}"
+                + (f"; GRPO at {r['grpo_flops_ratio']:.2f}× SSB's FLOPs, stopped by "
+                   f"{'/'.join(sorted(set(map(str, t['grpo_stopped_by']))))}" if abs(r["grpo_flops_ratio"] - 1) > 0.05 else "")
+                + ")" for r in t["rounds"]]
+        out.append(f"`{t['name']}` ({_setting(t)}): base {pct(t['base_accuracy'])}; SSB round 1 {pct(first['accuracy'])}, "
+                   + ", ".join(parts) + ". GRPO at each round's FLOPs: " + ", ".join(grpo) + ".")
+    if d.get("missing"):
+        out.append("Not measured yet: " + ", ".join(f"`{m}`" for m in d["missing"]) + ".")
     return "\n\n".join(out) + "\n\n" + source("rounds.json", d, "python bench/rounds.py")

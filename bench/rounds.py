@@ -1,22 +1,35 @@
 """Bootstrapping rounds against GRPO at matched compute: ``bench/results/rounds.json``.
 
-    python bench/compare.py --config configs/default.yaml --dir runs/rounds-chain_sum \\
+    python bench/compare.py --config configs/tasks/basic_arithmetic.yaml --dir runs/rounds-basic_arithmetic \\
         --arms base,ssb,ssb@2,ssb@3,grpo --replicates 2 --n 400 --k-max 0 --no-curves \\
-        --out bench/results/rounds/chain_sum.json          # and the same for each task of SUITE
+        --set data.limit=160 --out bench/results/rounds/basic_arithmetic.json   # and the same for each task of SUITE
+    python bench/round_pairs.py --dir runs/rounds-basic_arithmetic --out bench/results/rounds/basic_arithmetic_pairs.json
     python bench/rounds.py
+
+``data.limit=160`` (half the task configs' 320 training problems) keeps a task's comparison (three rounds and
+GRPO at three rounds' FLOPs, two replicates) under two hours on a 2-core CPU; each task records its overrides.
 
 Each task's comparison is ``ssb compare`` with the round arms (``src/ssb/arms.py``): every replicate runs
 rounds 1-3 (``rounds.n``, the stop rule recorded but not acted on), and GRPO's FLOPs budget is all three
 rounds', with its adapter saved where each round's compute ends (``grpo@1``, ``grpo@2``; ``grpo`` is at
-round 3's). This script reads those files and writes ``bench/results/rounds.json``: ``provenance``,
-``tasks`` (per task ``name``, ``config``, ``results``, ``n_problems``, ``n_replicates``, ``base_accuracy``
-and its ``rounds``), ``rounds`` (the first task's, the default task's: the headline) where each round is
-``round``, ``accuracy`` + ``ci`` (held-out, pooled over replicates), ``per_replicate_accuracy``,
-``vs_round1`` and ``vs_grpo`` (this round minus round 1 / minus GRPO at this round's compute: ``value``,
-``ci`` (bootstrap 95%), ``significant``), ``grpo_arm``, ``grpo_accuracy``, ``flops`` and ``grpo_flops``
-(means over replicates), and ``collapse`` (held-out no-answer rate and mean answer tokens; the round's
-rollouts' no-answer rate and length, its student's validation accuracy, no-answer rate and length, means
-over replicates; ``stop_rule_would_stop`` (replicates where validation fell below the previous round)).
+round 3's). What each round's teacher wrote is read from the comparison's directory by
+``bench/round_pairs.py`` into ``bench/results/rounds/<task>_pairs.json``, beside it.
+
+This script reads those files and writes ``bench/results/rounds.json``: ``provenance``, ``missing`` (tasks
+of SUITE not measured yet), ``tasks`` (per task ``name``, ``config``, ``results``, ``pairs_file``,
+``overrides`` (the comparison's ``--set``), ``training_problems``, ``n_problems``, ``n_replicates``,
+``base_accuracy``, ``grpo_stopped_by``, ``hours`` and its ``rounds``) and ``rounds`` (the first task of SUITE whose comparison
+exists, named by ``task_of_rounds``: the headline). Each round is ``round``, ``accuracy`` + ``ci``
+(held-out, pooled over replicates), ``per_replicate_accuracy``, ``vs_round1`` and ``vs_grpo`` (this round
+minus round 1 / minus GRPO at this round's compute: ``value``, ``ci`` (bootstrap 95%), ``significant``),
+``grpo_arm``, ``grpo_accuracy``, ``flops`` and ``grpo_flops`` (means over replicates) and
+``grpo_flops_ratio`` (below 1 where GRPO stopped before its budget: ``grpo_stopped_by`` per replicate), ``pairs``,
+``pairs_written`` (the round's pairs: equalities per solution, share with 2+, share whose equalities hold,
+share copying the shown rollout, ``ends_as_taught``; means over replicates), ``heldout_answers``
+(equalities per held-out answer and the share that hold) and ``collapse`` (held-out no-answer rate and
+mean answer tokens; the round's rollouts' no-answer rate and length, its student's validation accuracy,
+no-answer rate and length, means over replicates; ``stop_rule_would_stop`` (replicates where validation
+fell below the previous round)).
 """
 
 from __future__ import annotations
@@ -28,12 +41,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from ssb.config import load_config  # noqa: E402
 from tasks import SuiteError, _diff, _mean, cli  # noqa: E402  (one reading of a pooled difference)
 
 RESULTS = ROOT / "bench" / "results"
 SUITE = [  # name, config, compare results file
     ("chain_sum", "configs/default.yaml", "rounds/chain_sum.json"),
-    ("chain_sum3", "configs/tasks/chain_sum3.yaml", "rounds/chain_sum3.json"),
+    ("basic_arithmetic", "configs/tasks/basic_arithmetic.yaml", "rounds/basic_arithmetic.json"),  # multi-step
 ]
 
 
@@ -54,6 +68,8 @@ def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULT
     arms = d["arms"]
     if d.get("n_replicates", 0) < min_replicates:
         raise SuiteError(f"{path}: {d.get('n_replicates')} replicate(s); rounds are measured on at least {min_replicates}")
+    pairs_file = path.with_name(path.stem + "_pairs.json")
+    pairs_doc = json.loads(pairs_file.read_text()) if pairs_file.is_file() else {}
     n = max(int(a[4:]) for a in arms if a.startswith("ssb@") and "accuracy" in arms[a])
     rounds = []
     for k in range(1, n + 1):
@@ -67,6 +83,7 @@ def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULT
         drops = sum(1 for a, b in zip(prev, reps) if k > 1 and (b.get("validation") or {}).get("accuracy", 0)
                     < (a.get("validation") or {}).get("accuracy", 0))
         q = arm["output_quality"]
+        written = [x for rep in pairs_doc.get("replicates", []) for x in rep["rounds"] if x["round"] == k]
         rounds.append({
             "round": k, "accuracy": arm["accuracy"], "ci": arm["ci"],
             "per_replicate_accuracy": arm["per_replicate_accuracy"],
@@ -74,7 +91,14 @@ def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULT
             "vs_grpo": _diff(arm.get("vs_matched_grpo"), +1), "grpo_arm": arm.get("matched_grpo"),
             "grpo_accuracy": g.get("accuracy"),
             "flops": (arm.get("compute") or {}).get("flops"), "grpo_flops": (g.get("compute") or {}).get("flops"),
+            "grpo_flops_ratio": (g["compute"]["flops"] / arm["compute"]["flops"]
+                                 if (g.get("compute") or {}).get("flops") and (arm.get("compute") or {}).get("flops") else None),
             "pairs": _mean([x.get("pairs") for x in reps]),
+            "pairs_written": {key: _mean([x["pair_working"].get(key) for x in written]) for key in
+                              ("equalities_per_solution", "multi_step_share", "equalities_hold",
+                               "copies_of_shown_rollout")} | {"ends_as_taught": _mean([x["ends_as_taught"] for x in written])}
+            if written else None,
+            "heldout_answers": {key: q.get(key) for key in ("equalities_per_answer", "equalities_hold")},
             "collapse": {
                 "heldout_no_answer_rate": q["no_answer_rate"], "heldout_mean_tokens": q["mean_tokens"],
                 "rollout_no_answer_rate": _mean([x.get("rollout_no_answer_rate") for x in reps]),
@@ -85,9 +109,14 @@ def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULT
                 "stop_rule_would_stop": drops,
             },
         })
-    return {"name": name, "config": config, "results": f"bench/results/{results}", "n_problems": d["n_problems"],
+    limit = [o.split("=", 1)[1] for o in d.get("overrides") or [] if o.startswith("data.limit=")]
+    return {"name": name, "config": config, "results": f"bench/results/{results}", "overrides": d.get("overrides") or [],
+            "training_problems": int(limit[-1]) if limit else load_config(ROOT / config).data.limit,
+            "n_problems": d["n_problems"],
             "n_replicates": d["n_replicates"], "base_accuracy": arms["base"]["accuracy"], "rounds": rounds,
             "commit": d.get("commit"), "trained_at_commit": d.get("trained_at_commit"),
+            "grpo_stopped_by": [(r.get("grpo") or {}).get("stopped_by") for r in d["replicates"]],
+            "pairs_file": f"bench/results/{Path(results).with_name(pairs_file.name)}" if pairs_doc else None,
             "hours": round(d["timing"]["total_seconds"] / 3600, 2) if d.get("timing") else None}
 
 

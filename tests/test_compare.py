@@ -184,6 +184,21 @@ def test_a_rounds_arm_adds_rounds_to_the_same_replicates(smoke_compare):
     assert r2["collapse"]["validation_accuracy"] == row["validation"]["accuracy"]
     assert r2["collapse"]["rollout_no_answer_rate"] == row["rollout_no_answer_rate"] and r2["pairs"] == row["pairs"]
     assert r2["collapse"]["stop_rule_would_stop"] == int(row["validation"]["accuracy"] < r1["collapse"]["validation_accuracy"])
+    assert r2["pairs_written"] is None and t["pairs_file"] is None  # no round_pairs file beside it yet
+    # bench/round_pairs.py reads what each round's teacher wrote from the directory; rounds.py adds it
+    import round_pairs
+
+    written = round_pairs.build(d)
+    (rep,) = written["replicates"]
+    assert [x["round"] for x in rep["rounds"]] == [1, 2] and rep["rounds"][1]["n"] == row["pairs"]
+    sol = [p["solution"] for p in read_jsonl(d / "r0" / "rounds" / "r2" / "pairs.jsonl")]
+    taught = sum(s.strip().split("\n")[-1].startswith("The answer is \\boxed{") and s.strip().endswith("}.") for s in sol)
+    assert rep["rounds"][1]["ends_as_taught"] == taught / len(sol)
+    (d / "results_pairs.json").write_text(json.dumps(written))
+    t = rounds.task_rounds("smoke", "configs/smoke.yaml", "results.json", results_dir=d, min_replicates=1)
+    w = t["rounds"][1]["pairs_written"]
+    assert w["ends_as_taught"] == rep["rounds"][1]["ends_as_taught"] and t["pairs_file"].endswith("results_pairs.json")
+    assert w["equalities_per_solution"] == rep["rounds"][1]["pair_working"]["equalities_per_solution"]
 
 
 # ----------------------------------------------------------------------------- fast
