@@ -50,6 +50,26 @@ def test_stages_without_pairs_are_skipped_with_a_reason(tmp_path, caplog):
     assert "no verified pairs" in caplog.text
 
 
+def test_skipping_a_trained_stage_skips_its_evaluation(tmp_path, caplog):
+    """``ssb run --skip grpo`` on a run where GRPO never ran must not evaluate a missing adapter (it used to
+    stop with "not a PEFT adapter directory"); once GRPO has run, --skip grpo still evaluates it."""
+    from ssb.config import RunConfig
+    from ssb.pipeline import _should_run
+    from ssb.rundir import Run
+    from ssb.stages import STAGES
+
+    caplog.set_level("INFO")
+    cfg = RunConfig(name="skips", runs_dir=str(tmp_path))
+    run = Run.create(cfg)
+    st = {s.name: s for s in STAGES}
+    assert cfg.grpo.enabled and _should_run(run, st["eval_grpo"], cfg, None, None, None)
+    assert not _should_run(run, st["eval_grpo"], cfg, None, ["grpo"], None)
+    assert "[eval_grpo] skipped: grpo was skipped and has not run" in caplog.text
+    assert _should_run(run, st["eval_base"], cfg, None, ["grpo"], None)  # other evaluations unaffected
+    run.set_stage("grpo", status="done")
+    assert _should_run(run, st["eval_grpo"], cfg, None, ["grpo"], None)
+
+
 # ----------------------------------------------------------------------------- --force
 
 

@@ -162,6 +162,10 @@ def _should_run(run: Run, stage: Stage, cfg: RunConfig, only, skip, force) -> bo
     if stage.name in (skip or []) or not stage.enabled(cfg):
         log.info("[%s] skipped", stage.name)
         return False
+    trained = stage.name[len("eval_"):] if stage.name.startswith("eval_") else None
+    if trained in (skip or []) and not run.stage_done(trained):
+        log.info("[%s] skipped: %s was skipped and has not run", stage.name, trained)
+        return False
     if stage.name in (force or []):
         removed = remove_outputs(run, stage)
         log.info("[%s] --force: removed %s", stage.name, ", ".join(removed) or "nothing (no outputs yet)")
