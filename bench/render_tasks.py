@@ -163,7 +163,7 @@ def render_rounds_readme() -> str:
         parts = [f"round {r['round']} {pct(r['accuracy'])} (− round 1: {_versus(r['vs_round1'])})" for r in later]
         grpo = [f"round {r['round']} {pct(r['grpo_accuracy'])} (SSB − GRPO: {_versus(r['vs_grpo'])}"
                 + (f"; GRPO at {r['grpo_flops_ratio']:.2f}× SSB's FLOPs, stopped by "
-                   f"{'/'.join(sorted(set(map(str, t['grpo_stopped_by']))))}" if abs(r["grpo_flops_ratio"] - 1) > 0.05 else "")
+                   f"{'/'.join(sorted(set(map(str, t['grpo_stopped_by']))))}" if r.get("grpo_flops_ratio") and abs(r["grpo_flops_ratio"] - 1) > 0.05 else "")
                 + ")" for r in t["rounds"]]
         out.append(f"`{t['name']}` ({_setting(t)}): base {pct(t['base_accuracy'])}; SSB round 1 {pct(first['accuracy'])}, "
                    + ", ".join(parts) + ". GRPO at each round's FLOPs: " + ", ".join(grpo) + ".")
