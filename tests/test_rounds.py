@@ -176,3 +176,16 @@ def test_what_rounds_bought_on_basic_arithmetic(measured):
     assert h[0] < h[1] < h[2]
     assert [x["stop_rule_would_stop"] for x in c] == [0, 2, 2]  # validation fell at rounds 2 and 3 on both replicates
     assert c[0]["validation_accuracy"] > c[1]["validation_accuracy"] > c[2]["validation_accuracy"]
+
+
+def test_the_readme_counts_what_the_last_round_bought(measured):
+    """The README's closing count is the rounds file's last-round differences, read as above / level / below."""
+    _bench_rounds()  # bench/ on sys.path
+    import render_tasks
+
+    d = lambda v, s: {"value": v, "significant": s}  # noqa: E731
+    assert render_tasks._tally([d(0.1, False), d(-0.1, True), d(0.2, True), d(-0.3, True), None]) == "1 above, 1 level, 2 below"
+    text = render_tasks.render_rounds_readme()
+    last = [t["rounds"][-1] for t in measured["tasks"]]
+    below = sum(r["vs_round1"]["significant"] and r["vs_round1"]["value"] < 0 for r in last)
+    assert "against round 1, " in text and (f"{below} below" in text) == (below > 0)
