@@ -104,7 +104,9 @@ def render_tasks_details() -> str:
 
 def _setting(t: dict) -> str:
     return (f"{t['training_problems']} training problems" + (f" (`{' '.join(t['overrides'])}`)" if t.get("overrides") else "")
-            + f", {t['n_problems']} held-out problems, {t['n_replicates']} replicates pooled")
+            + f", {t['n_problems']} held-out problems, {t['n_replicates']} replicates pooled"
+            + "".join(f" (replicate {i} shares {k} of its training problems with replicate 0)"
+                      for i, k in (t.get("training_shared_with_replicate_0") or {}).items()))
 
 
 def _versus(d: dict | None) -> str:

@@ -17,7 +17,7 @@ round 3's). What each round's teacher wrote is read from the comparison's direct
 
 This script reads those files and writes ``bench/results/rounds.json``: ``provenance``, ``missing`` (tasks
 of SUITE not measured yet), ``tasks`` (per task ``name``, ``config``, ``results``, ``pairs_file``,
-``overrides`` (the comparison's ``--set``), ``training_problems``, ``n_problems``, ``n_replicates``,
+``overrides`` (the comparison's ``--set``), ``training_problems``, ``training_shared_with_replicate_0``, ``n_problems``, ``n_replicates``,
 ``base_accuracy``, ``grpo_stopped_by``, ``hours`` and its ``rounds``) and ``rounds`` (the first task of SUITE whose comparison
 exists, named by ``task_of_rounds``: the headline). Each round is ``round``, ``accuracy`` + ``ci``
 (held-out, pooled over replicates), ``per_replicate_accuracy``, ``vs_round1`` and ``vs_grpo`` (this round
@@ -112,7 +112,7 @@ def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULT
     limit = [o.split("=", 1)[1] for o in d.get("overrides") or [] if o.startswith("data.limit=")]
     return {"name": name, "config": config, "results": f"bench/results/{results}", "overrides": d.get("overrides") or [],
             "training_problems": int(limit[-1]) if limit else load_config(ROOT / config).data.limit,
-            "n_problems": d["n_problems"],
+            "n_problems": d["n_problems"], "training_shared_with_replicate_0": d.get("training_shared_with_replicate_0"),
             "n_replicates": d["n_replicates"], "base_accuracy": arms["base"]["accuracy"], "rounds": rounds,
             "commit": d.get("commit"), "trained_at_commit": d.get("trained_at_commit"),
             "grpo_stopped_by": [(r.get("grpo") or {}).get("stopped_by") for r in d["replicates"]],
