@@ -123,7 +123,7 @@ def render_rounds_main() -> str:
     collapse figures (``bench/rounds.py`` -> ``bench/results/rounds.json``)."""
     d = load("rounds.json")
     out = []
-    for t in d["tasks"]:
+    for t in d["tasks"] + d.get("variants", []):
         acc, looks = [], []
         for r in t["rounds"]:
             c, w, h = r["collapse"], r.get("pairs_written") or {}, r.get("heldout_answers") or {}
@@ -133,7 +133,8 @@ def render_rounds_main() -> str:
                         f"{pct(r['grpo_accuracy'])} (`{r['grpo_arm']}`)" if r.get("grpo_arm") else "not run",
                         _diff(r["vs_grpo"]) if r["vs_grpo"] else "—",
                         f"{r['flops']:.2e}" if r.get("flops") else "—", (f"{r['grpo_flops']:.2e} ({r['grpo_flops_ratio']:.2f}×)" if r.get("grpo_flops") else "—")])
-            looks.append([str(r["round"]), f"{r['pairs']:.0f}" if r.get("pairs") is not None else "—",
+            looks.append([str(r["round"]), f"{r['rolled_out']:.0f}" if r.get("rolled_out") is not None else "—",
+                          f"{r['pairs']:.0f}" if r.get("pairs") is not None else "—",
                           num(w.get("equalities_per_solution"), 2), pct(w.get("ends_as_taught"), 0),
                           pct(c["rollout_no_answer_rate"]), pct(c["validation_accuracy"]),
                           pct(c["heldout_no_answer_rate"]), f"{c['heldout_mean_tokens']:.1f}",
@@ -141,13 +142,16 @@ def render_rounds_main() -> str:
                           str(c["stop_rule_would_stop"])])
         tab = table(["round", "held-out [95% CI]", "per replicate", "− round 1", "GRPO at its compute", "SSB − GRPO",
                      "SSB FLOPs (rounds 1..r)", "GRPO FLOPs (× SSB's)"], acc, "lrrrrrrr")
-        tab2 = table(["round", "pairs", "pairs: equalities per solution", "pairs ending as taught",
+        tab2 = table(["round", "problems rolled out", "pairs", "pairs: equalities per solution", "pairs ending as taught",
                       "rollouts: no answer", "validation", "held-out: no answer", "held-out tokens",
                       "held-out: equalities per answer", "held-out: equalities that hold",
-                      "replicates where validation fell"], looks, "lrrrrrrrrrr")
-        out.append(f"### `{t['name']}` (`{t['config']}`)\n\nBase {pct(t['base_accuracy'])}; {_setting(t)}; bootstrap 95% "
-                   f"intervals (bold: excludes 0); GRPO stopped by: {', '.join(map(str, t['grpo_stopped_by']))} "
-                   f"(per replicate). Full results: `{t['results']}`.\n\n{tab}\n\nWhat each round's "
+                      "replicates where validation fell"], looks, "lrrrrrrrrrrr")
+        other = [o for o in t.get("overrides") or [] if not o.startswith("data.limit=")]
+        stopped = (f"GRPO stopped by: {', '.join(map(str, t['grpo_stopped_by']))} (per replicate)"
+                   if any(t["grpo_stopped_by"]) else "GRPO not run")
+        out.append(f"### `{t['name']}` (`{t['config']}`{''.join(f', `{o}`' for o in other)})\n\nBase {pct(t['base_accuracy'])}; "
+                   f"{_setting(t)}; bootstrap 95% intervals (bold: excludes 0); {stopped}. "
+                   f"Full results: `{t['results']}`.\n\n{tab}\n\nWhat each round's "
                    f"teacher wrote (its pairs, means over replicates; ending as taught: the last line is the worked "
                    f"examples' `The answer is \\boxed{{N}}.`), how its student answers and the collapse figures "
                    f"(validation: the stop rule's draw, never the held-out problems):\n\n{tab2}")

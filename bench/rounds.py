@@ -16,14 +16,16 @@ round 3's). What each round's teacher wrote is read from the comparison's direct
 ``bench/round_pairs.py`` into ``bench/results/rounds/<task>_pairs.json``, beside it.
 
 This script reads those files and writes ``bench/results/rounds.json``: ``provenance``, ``missing`` (tasks
-of SUITE not measured yet), ``tasks`` (per task ``name``, ``config``, ``results``, ``pairs_file``,
+of SUITE not measured yet), ``variants`` (as ``tasks``, for the comparisons of VARIANTS that exist: a task
+with other round settings, without GRPO), ``tasks`` (per task ``name``, ``config``, ``results``, ``pairs_file``,
 ``overrides`` (the comparison's ``--set``), ``training_problems``, ``training_shared_with_replicate_0``, ``n_problems``, ``n_replicates``,
 ``base_accuracy``, ``grpo_stopped_by``, ``hours`` and its ``rounds``) and ``rounds`` (the first task of SUITE whose comparison
 exists, named by ``task_of_rounds``: the headline). Each round is ``round``, ``accuracy`` + ``ci``
 (held-out, pooled over replicates), ``per_replicate_accuracy``, ``vs_round1`` and ``vs_grpo`` (this round
 minus round 1 / minus GRPO at this round's compute: ``value``, ``ci`` (bootstrap 95%), ``significant``),
 ``grpo_arm``, ``grpo_accuracy``, ``flops`` and ``grpo_flops`` (means over replicates) and
-``grpo_flops_ratio`` (below 1 where GRPO stopped before its budget: ``grpo_stopped_by`` per replicate), ``pairs``,
+``grpo_flops_ratio`` (below 1 where GRPO stopped before its budget: ``grpo_stopped_by`` per replicate),
+``rolled_out`` (problems the round rolled out) and ``pairs``,
 ``pairs_written`` (the round's pairs: equalities per solution, share with 2+, share whose equalities hold,
 share copying the shown rollout, ``ends_as_taught``; means over replicates), ``heldout_answers``
 (equalities per held-out answer and the share that hold) and ``collapse`` (held-out no-answer rate and
@@ -48,6 +50,9 @@ RESULTS = ROOT / "bench" / "results"
 SUITE = [  # name, config, compare results file
     ("chain_sum", "configs/default.yaml", "rounds/chain_sum.json"),
     ("basic_arithmetic", "configs/tasks/basic_arithmetic.yaml", "rounds/basic_arithmetic.json"),  # multi-step
+]
+VARIANTS = [  # a task of SUITE with other round settings (its overrides say which), SSB arms only
+    ("chain_sum", "configs/default.yaml", "rounds/chain_sum_unsolved.json"),  # --set rounds.problems=unsolved
 ]
 
 
@@ -93,7 +98,7 @@ def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULT
             "flops": (arm.get("compute") or {}).get("flops"), "grpo_flops": (g.get("compute") or {}).get("flops"),
             "grpo_flops_ratio": (g["compute"]["flops"] / arm["compute"]["flops"]
                                  if (g.get("compute") or {}).get("flops") and (arm.get("compute") or {}).get("flops") else None),
-            "pairs": _mean([x.get("pairs") for x in reps]),
+            "rolled_out": _mean([x.get("problems") for x in reps]), "pairs": _mean([x.get("pairs") for x in reps]),
             "pairs_written": {key: _mean([x["pair_working"].get(key) for x in written]) for key in
                               ("equalities_per_solution", "multi_step_share", "equalities_hold",
                                "copies_of_shown_rollout")} | {"ends_as_taught": _mean([x["ends_as_taught"] for x in written])}
@@ -120,12 +125,13 @@ def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULT
             "hours": round(d["timing"]["total_seconds"] / 3600, 2) if d.get("timing") else None}
 
 
-def build(results_dir: Path = RESULTS, suite=SUITE) -> dict:
+def build(results_dir: Path = RESULTS, suite=SUITE, variants=VARIANTS) -> dict:
     tasks = [task_rounds(*row, results_dir=results_dir) for row in suite if (results_dir / row[2]).is_file()]
     if not tasks:
         raise SuiteError(f"no rounds comparison under {results_dir}/rounds/; see this script's doc")
     return {"tasks": tasks, "rounds": tasks[0]["rounds"], "task_of_rounds": tasks[0]["name"],
-            "missing": [row[0] for row in suite if not (results_dir / row[2]).is_file()]}
+            "missing": [row[0] for row in suite if not (results_dir / row[2]).is_file()],
+            "variants": [task_rounds(*row, results_dir=results_dir) for row in variants if (results_dir / row[2]).is_file()]}
 
 
 def _line(t: dict, r: dict) -> str:
@@ -135,7 +141,8 @@ def _line(t: dict, r: dict) -> str:
 
 
 def main() -> int:
-    return cli(__doc__, build, RESULTS / "rounds.json", lambda doc: [_line(t, r) for t in doc["tasks"] for r in t["rounds"]])
+    return cli(__doc__, build, RESULTS / "rounds.json",
+               lambda doc: [_line(t, r) for t in doc["tasks"] + doc["variants"] for r in t["rounds"]])
 
 
 if __name__ == "__main__":
