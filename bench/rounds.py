@@ -4,6 +4,9 @@
         --arms base,ssb,ssb@2,ssb@3,grpo --replicates 2 --n 400 --k-max 0 --no-curves \\
         --set data.limit=160 --out bench/results/rounds/basic_arithmetic.json   # and the same for each task of SUITE
     python bench/round_pairs.py --dir runs/rounds-basic_arithmetic --out bench/results/rounds/basic_arithmetic_pairs.json
+    python bench/compare.py --config configs/default.yaml --dir runs/rounds-chain_sum_unsolved \\
+        --arms base,ssb,ssb@2,ssb@3 --replicates 2 --n 400 --k-max 0 --no-curves --set data.limit=160 \\
+        --set rounds.problems=unsolved --out bench/results/rounds/chain_sum_unsolved.json   # VARIANTS
     python bench/rounds.py
 
 ``data.limit=160`` (half the task configs' 320 training problems) keeps a task's comparison (three rounds and

@@ -139,6 +139,8 @@ def test_the_committed_rounds_are_what_their_compare_files_say(measured):
     rounds = _bench_rounds()
     assert {k: v for k, v in measured.items() if k != "provenance"} == json.loads(json.dumps(rounds.build()))
     assert [r["round"] for r in measured["rounds"]] == [1, 2, 3]
+    for v in measured["variants"]:
+        assert (ROOT / v["results"]).is_file() and (ROOT / v["pairs_file"]).is_file() and v["n_replicates"] >= 2
     for t in measured["tasks"]:
         assert t["n_replicates"] >= 2 and (ROOT / t["results"]).is_file() and (ROOT / t["pairs_file"]).is_file()
         flops = [r["flops"] for r in t["rounds"]]
@@ -175,6 +177,20 @@ def test_what_rounds_bought_on_chain_sum(measured):
     assert c[0]["rollout_no_answer_rate"] < c[1]["rollout_no_answer_rate"] < c[2]["rollout_no_answer_rate"]
     assert all(x["heldout_no_answer_rate"] < 0.01 for x in c)
     assert [x["stop_rule_would_stop"] for x in c] == [0, 0, 1]  # validation fell at round 3 on one replicate
+
+
+def test_unsolved_only_rounds_cost_less_and_buy_the_same(measured):
+    """docs/rounds.md's reading of rounds.problems=unsolved on chain_sum: round 1 is the all-problems run's,
+    later rounds roll out fewer problems, write fewer pairs, spend less, and stay level with round 1."""
+    (v,) = measured["variants"]
+    (t,) = [t for t in measured["tasks"] if t["name"] == v["name"] == "chain_sum"]
+    assert "rounds.problems=unsolved" in v["overrides"] and not any(v["grpo_stopped_by"])
+    assert v["rounds"][0]["per_replicate_accuracy"] == t["rounds"][0]["per_replicate_accuracy"]
+    assert v["rounds"][0]["pairs"] == t["rounds"][0]["pairs"] and v["rounds"][0]["flops"] == t["rounds"][0]["flops"]
+    for a, b in zip(v["rounds"][1:], t["rounds"][1:]):
+        assert a["rolled_out"] < b["rolled_out"] == t["training_problems"] and a["pairs"] < b["pairs"]
+        assert a["flops"] < b["flops"] and not a["vs_round1"]["significant"] and a["vs_grpo"] is None
+    assert v["rounds"][0]["pairs_written"]["ends_as_taught"] > 0.9 > 0.5 > v["rounds"][2]["pairs_written"]["ends_as_taught"]
 
 
 def test_the_same_compute_on_grpo_does_as_well_or_better(measured):
