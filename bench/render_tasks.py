@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from _results import interval, load, num, pct, pts, source, table
+from tasks import reading
 
 SHORT = {"base": "base", "ssb": "SSB", "sft": "SFT", "rft": "RFT", "grpo": "GRPO"}
 
@@ -113,8 +114,7 @@ def _versus(d: dict | None) -> str:
     """A pooled difference and its reading: above / level (the interval holds 0) / below."""
     if not d:
         return "not measured"
-    word = "level" if not d["significant"] else ("above" if d["value"] > 0 else "below")
-    return f"{_diff(d)}, {word}"
+    return f"{_diff(d)}, {reading(d)}"
 
 
 def render_rounds_main() -> str:
@@ -160,12 +160,6 @@ def render_rounds_main() -> str:
     return "\n\n".join(out) + "\n\n" + source("rounds.json", d, "python bench/rounds.py")
 
 
-def _tally(ds: list) -> str:
-    """How many pooled differences lie above, level with (interval holds 0) or below zero."""
-    words = ["level" if not x["significant"] else ("above" if x["value"] > 0 else "below") for x in ds if x]
-    return ", ".join(f"{words.count(w)} {w}" for w in ("above", "level", "below") if w in words)
-
-
 def render_rounds_readme() -> str:
     """README: what rounds 2 and 3 buy over round 1 and how each round stands against GRPO at its compute."""
     d = load("rounds.json")
@@ -179,11 +173,9 @@ def render_rounds_readme() -> str:
                 + ")" for r in t["rounds"]]
         out.append(f"`{t['name']}` ({_setting(t)}): base {pct(t['base_accuracy'])}; SSB round 1 {pct(first['accuracy'])}, "
                    + ", ".join(parts) + ". GRPO at each round's FLOPs: " + ", ".join(grpo) + ".")
-    last = [t["rounds"][-1] for t in d["tasks"]]
-    n, lr = len(last), "/".join(sorted({str(r["round"]) for r in last}))
-    out.append(f"What rounds buy, counted over the {n} task{'s' if n > 1 else ''} measured: round {lr} against "
-               f"round 1, {_tally([r['vs_round1'] for r in last])}; round {lr} against GRPO at its compute, "
-               f"{_tally([r['vs_grpo'] for r in last])}.")
+    n, lr = len(d["tasks"]), "/".join(sorted({str(t["rounds"][-1]["round"]) for t in d["tasks"]}))
+    out.append(f"What rounds buy, counted over the {n} task{'s' if n > 1 else ''} measured: round {lr} "
+               f"{_words(d['summary']['vs_round1'], 'round 1')}; {_words(d['summary']['vs_grpo'], 'GRPO at its compute')}.")
     if d.get("missing"):
         out.append("Not measured yet: " + ", ".join(f"`{m}`" for m in d["missing"]) + ".")
     return "\n\n".join(out) + "\n\n" + source("rounds.json", d, "python bench/rounds.py")

@@ -19,7 +19,8 @@ round 3's). What each round's teacher wrote is read from the comparison's direct
 ``bench/round_pairs.py`` into ``bench/results/rounds/<task>_pairs.json``, beside it.
 
 This script reads those files and writes ``bench/results/rounds.json``: ``provenance``, ``missing`` (tasks
-of SUITE not measured yet), ``variants`` (as ``tasks``, for the comparisons of VARIANTS that exist: a task
+of SUITE not measured yet), ``summary`` (per ``vs_round1`` and ``vs_grpo``, the tasks whose last round
+is significantly ``above``, ``level`` with or ``below`` round 1 / GRPO at its compute), ``variants`` (as ``tasks``, for the comparisons of VARIANTS that exist: a task
 with other round settings, without GRPO), ``tasks`` (per task ``name``, ``config``, ``results``, ``pairs_file``,
 ``overrides`` (the comparison's ``--set``), ``training_problems``, ``training_shared_with_replicate_0``, ``n_problems``, ``n_replicates``,
 ``base_accuracy``, ``grpo_stopped_by``, ``hours`` and its ``rounds``) and ``rounds`` (the first task of SUITE whose comparison
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ssb.config import load_config  # noqa: E402
-from tasks import SuiteError, _diff, _mean, cli  # noqa: E402  (one reading of a pooled difference)
+from tasks import SuiteError, _diff, _mean, cli, reading  # noqa: E402  (one reading of a pooled difference)
 
 RESULTS = ROOT / "bench" / "results"
 SUITE = [  # name, config, compare results file
@@ -132,7 +133,10 @@ def build(results_dir: Path = RESULTS, suite=SUITE, variants=VARIANTS) -> dict:
     tasks = [task_rounds(*row, results_dir=results_dir) for row in suite if (results_dir / row[2]).is_file()]
     if not tasks:
         raise SuiteError(f"no rounds comparison under {results_dir}/rounds/; see this script's doc")
-    return {"tasks": tasks, "rounds": tasks[0]["rounds"], "task_of_rounds": tasks[0]["name"],
+    last = {t["name"]: t["rounds"][-1] for t in tasks}
+    summary = {k: {w: [n for n, r in last.items() if r[k] and reading(r[k]) == w] for w in ("above", "level", "below")}
+               for k in ("vs_round1", "vs_grpo")}
+    return {"tasks": tasks, "rounds": tasks[0]["rounds"], "task_of_rounds": tasks[0]["name"], "summary": summary,
             "missing": [row[0] for row in suite if not (results_dir / row[2]).is_file()],
             "variants": [task_rounds(*row, results_dir=results_dir) for row in variants if (results_dir / row[2]).is_file()]}
 

@@ -130,6 +130,11 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
     }
 
 
+def reading(d: dict) -> str:
+    """A pooled difference read as ``above`` / ``level`` (its interval holds 0) / ``below``."""
+    return "level" if not d["significant"] else "above" if d["value"] > 0 else "below"
+
+
 def summary(tasks: list[dict]) -> dict:
     """Per other arm, the tasks where SSB is significantly above it, level (the interval holds 0), below."""
     out = {}
@@ -137,7 +142,7 @@ def summary(tasks: list[dict]) -> dict:
         s = {"above": [], "level": [], "below": []}
         for t in tasks:
             d = t[key]
-            s["level" if not d["significant"] else "above" if d["value"] > 0 else "below"].append(t["name"])
+            s[reading(d)].append(t["name"])
         out[key] = s
     return out
 

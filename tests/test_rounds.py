@@ -227,10 +227,13 @@ def test_the_readme_counts_what_the_last_round_bought(measured):
     """The README's closing count is the rounds file's last-round differences, read as above / level / below."""
     _bench_rounds()  # bench/ on sys.path
     import render_tasks
+    from tasks import reading
 
     d = lambda v, s: {"value": v, "significant": s}  # noqa: E731
-    assert render_tasks._tally([d(0.1, False), d(-0.1, True), d(0.2, True), d(-0.3, True), None]) == "1 above, 1 level, 2 below"
+    assert [reading(x) for x in (d(0.1, False), d(-0.1, True), d(0.2, True), d(-0.3, True))] == ["level", "below", "above", "below"]
+    for k in ("vs_round1", "vs_grpo"):
+        assert {n: w for w, ns in measured["summary"][k].items() for n in ns} == {
+            t["name"]: reading(t["rounds"][-1][k]) for t in measured["tasks"]}
     text = render_tasks.render_rounds_readme()
-    last = [t["rounds"][-1] for t in measured["tasks"]]
-    below = sum(r["vs_round1"]["significant"] and r["vs_round1"]["value"] < 0 for r in last)
-    assert "against round 1, " in text and (f"{below} below" in text) == (below > 0)
+    below = len(measured["summary"]["vs_round1"]["below"])
+    assert "vs round 1: " in text and (f"{below} below" in text) == (below > 0)
