@@ -37,8 +37,8 @@ test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: setup
-	$(PY) bench/rollout_throughput.py
-	$(PY) bench/distill_memory.py
+	$(PY) -m bench.rollout_throughput
+	$(PY) -m bench.distill_memory
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

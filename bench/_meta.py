@@ -1,7 +1,7 @@
 """Provenance of a benchmark result: what code, config and machine produced it.
 
 Every bench script puts ``provenance(config_path)`` under the ``provenance`` key of the JSON it
-writes, so a number in the docs (rendered by ``bench/render.py``) can be traced to the commit
+writes, so a number in the docs (rendered by ``python -m bench.render``) can be traced to the commit
 and config it ran, and rerun from them.
 """
 
@@ -24,7 +24,7 @@ def _git(*args: str) -> str | None:
         res = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    return res.stdout.strip() if res.returncode == 0 else None
+    return res.stdout.rstrip() if res.returncode == 0 else None  # rstrip: porcelain lines start with a space
 
 
 def _version(name: str) -> str | None:
@@ -58,6 +58,12 @@ def provenance(config_path: str | Path | None = None) -> dict:
         "torch": _version("torch"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
+
+
+def dirty_paths() -> list[str]:
+    """The tracked files with uncommitted changes (what ``dirty`` stands for), as paths in the repository."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return [line[3:] for line in (out or "").splitlines() if line.strip()]
 
 
 def last_commit(path: str | Path) -> str | None:

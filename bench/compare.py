@@ -1,13 +1,13 @@
 """`ssb compare` on a config, its results saved with provenance: ``bench/results/compare.json``.
 
-    python bench/compare.py [--config configs/default.yaml] [--dir runs/default-compare] [ssb compare flags]
+    python -m bench.compare [--config configs/default.yaml] [--dir runs/default-compare] [ssb compare flags]
 
-A thin caller of ``ssb compare`` (``src/ssb/arms.py``): it runs (or resumes) the comparison with the
+A thin caller of ``ssb compare`` (``src/ssb/comparison/arms.py``): it runs (or resumes) the comparison with the
 flags given (``--arms``, ``--replicates``, ``--n``, ``--k-max``, ``--k-values``, ``--grpo-points``, ``--no-curves``,
 ``--set``), then writes the comparison's ``results.json`` with ``provenance`` (commit, dirty paths,
 config sha256) and ``invocations`` (every invocation's commit: a rerun resumes the same directory,
 so the first one trained what later ones only re-aggregate) to ``--out``. ``commit`` is the commit
-of this invocation. Rendered into README/docs by ``bench/render.py``.
+of this invocation. Rendered into README/docs by ``python -m bench.render``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
+from ssb.comparison.arms import Compare, parse_arms
 
-from _meta import provenance  # noqa: E402
-from quality import dirty_paths  # noqa: E402
-from ssb.arms import Compare, parse_arms  # noqa: E402
+from ._meta import ROOT, dirty_paths, provenance
 
 
 def main() -> int:
@@ -58,7 +54,7 @@ def main() -> int:
     invocations = prov.pop("invocations")
     out = {"provenance": prov, "commit": prov["commit"], "invocations": invocations,
            "trained_at_commit": invocations[0]["commit"],
-           "command": "python bench/compare.py " + " ".join(sys.argv[1:]), **doc,
+           "command": "python -m bench.compare " + " ".join(sys.argv[1:]), **doc,
            "wall_seconds_bench_invocation": round(time.time() - t0, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

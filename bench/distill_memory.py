@@ -33,7 +33,7 @@ of the embedded model at 4 × 1024 tokens: +3.2 GB RSS with 0.39 GB of saved ten
 every tensor over 1 MiB is returned to the system when freed: peak RSS then tracks live memory,
 for both modes alike, at some cost in speed (page faults):
 
-    MALLOC_MMAP_THRESHOLD_=1048576 python bench/distill_memory.py --mem-limit-gb 20
+    MALLOC_MMAP_THRESHOLD_=1048576 python -m bench.distill_memory --mem-limit-gb 20
 """
 
 from __future__ import annotations
@@ -48,15 +48,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from distill_step import lora, qwen_shape_model, run_step_subprocess
-from ssb.alignment import align_pair
-from ssb.lm_head import answer_hidden_states
-from ssb.losses import TeacherSignal, distill_loss, reference_loss
 from ssb.models import load_model
+from ssb.signal.alignment import align_pair
+from ssb.signal.lm_head import answer_hidden_states
+from ssb.signal.losses import TeacherSignal, distill_loss, reference_loss
 from ssb.stages.logits import encode, pad_batch, teacher_hidden
 
-ROOT = Path(__file__).resolve().parent
-GSM8K = ROOT.parent / "src" / "ssb" / "benchmarks" / "gsm8k" / "train.jsonl"
+from ._meta import ROOT, provenance
+from .distill_step import lora, qwen_shape_model, run_step_subprocess
+
+GSM8K = ROOT / "src" / "ssb" / "benchmarks" / "gsm8k" / "train.jsonl"
 SYSTEM = "You are a careful math tutor. Solve the problem step by step, then give the final answer as \\boxed{ANSWER}."
 TOPK = (16, 64, 256)
 
@@ -288,7 +289,7 @@ def main() -> None:
                     help="modes for the Qwen shape; the dense baseline without checkpointing needs ~24 GB "
                     "(weights 2 + activations ~7 + five B×S×V fp32 tensors of 2.5 GB), more than this machine has")
     ap.add_argument("--embedded-modes", default="dense,ours,dense_ckpt,ours_ckpt")
-    ap.add_argument("--out", default=str(ROOT / "results" / "distill_memory.json"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "distill_memory.json"))
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     t0 = time.time()
@@ -358,7 +359,6 @@ def main() -> None:
         "grad_cosine": res["grad_cosine"] >= tg["grad_cosine"],
         "peak_mem_ratio": (res["peak_mem_ratio"] or 0) >= tg["peak_mem_ratio"],
         "tokens_per_s_ratio": (res["tokens_per_s_ratio"] or 0) >= tg["tokens_per_s_ratio"]}.items() if not ok]
-    from _meta import provenance  # bench/_meta.py: commit, versions, machine of this result
     res["provenance"] = provenance()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

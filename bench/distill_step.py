@@ -1,6 +1,6 @@
-"""One training step of ``bench/distill_memory.py`` in a process of its own, so its peak RSS is clean.
+"""One training step of ``python -m bench.distill_memory`` in a process of its own, so its peak RSS is clean.
 
-    python bench/distill_step.py MODE --workdir DIR --steps N --shape {embedded,qwen2.5-0.5b}
+    python -m bench.distill_step MODE --workdir DIR --steps N --shape {embedded,qwen2.5-0.5b}
 
 ``MODE``: ``dense`` (the full-vocabulary reference: the whole teacher logits tensor, full softmaxes)
 or ``ours`` (hidden-store rows for the answer positions + the chunked loss), ``_ckpt`` appended for
@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from ssb.config import DistillConfig, LoRAConfig
-from ssb.lm_head import answer_hidden_states
-from ssb.losses import TeacherSignal, distill_loss
+from ssb.signal.lm_head import answer_hidden_states
+from ssb.signal.losses import TeacherSignal, distill_loss
 from ssb.models import load_model, lora_config
+
+from ._meta import ROOT
 
 
 def lora(model, r: int = 32):
@@ -170,7 +172,7 @@ def run_step_subprocess(mode: str, workdir: Path, steps: int, shape: str = "embe
     shared machine into the OOM killer."""
     import resource
 
-    cmd = [sys.executable, __file__, mode, "--workdir", str(workdir), "--steps", str(steps),
+    cmd = [sys.executable, "-m", "bench.distill_step", mode, "--workdir", str(workdir), "--steps", str(steps),
            "--shape", shape]
     limit = int(mem_limit_gb * 2**30)
 
@@ -179,7 +181,7 @@ def run_step_subprocess(mode: str, workdir: Path, steps: int, shape: str = "embe
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     t0 = time.time()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=cap)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=cap, cwd=ROOT)
     if out.returncode != 0:
         if limit and ("can't allocate memory" in out.stderr or "MemoryError" in out.stderr):
             print(f"  {shape:<13} {mode:<10} did not fit in {mem_limit_gb} GB of address space", flush=True)

@@ -1,6 +1,6 @@
 """How a GRPO step splits between generation and training, with TRL's sampling and with ssb's engine.
 
-    python bench/grpo_generation.py [--config configs/default.yaml] [--steps 8] [--batch-sizes 8,32]
+    python -m bench.grpo_generation [--config configs/default.yaml] [--steps 8] [--batch-sizes 8,32]
 
 For each batch size (completions per step) and each ``grpo.generator`` (``trl``: TRL's
 ``model.generate``; ``ssb``: ssb's hf engine through TRL's ``rollout_func``,
@@ -26,15 +26,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
+from ssb.config import load_config
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
+from ssb.stages.grpo import run_grpo
 
-from _meta import provenance  # noqa: E402
-from ssb.config import load_config  # noqa: E402
-from ssb.jsonl import read_jsonl  # noqa: E402
-from ssb.rundir import Run  # noqa: E402
-from ssb.stages.grpo import run_grpo  # noqa: E402
+from ._meta import ROOT, provenance
 
 
 def one(config: str, runs: Path, generator: str, batch: int, steps: int) -> dict:

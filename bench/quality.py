@@ -1,6 +1,6 @@
 """Quality benchmark: base vs SSB (per teacher hint) vs GRPO, replicated, on held-out problems.
 
-    python bench/quality.py [--config configs/default.yaml] [--replicates 2] [--n 400]
+    python -m bench.quality [--config configs/default.yaml] [--replicates 2] [--n 400]
                             [--arms answer,correct,contrastive,none] [--grpo-lrs 2e-5,6e-5,2e-4]
 
 Replicates. Replicate 0 is ``ssb run CONFIG`` as committed (its training stages; the
@@ -15,7 +15,7 @@ from that replicate's rollouts (copied, never regenerated), with everything else
 config. The config's own hint is the arm reported as ``ssb``. Each arm's students are also
 evaluated on the validation draw (``validation_accuracy``), so that a hint can be chosen by a
 rule that never looks at the held-out problems. ``contrastive`` needs a
-template that shows the wrong rollout: :data:`ssb.arms.CONTRASTIVE_TEMPLATE` (the config's template
+template that shows the wrong rollout: :data:`ssb.comparison.arms.CONTRASTIVE_TEMPLATE` (the config's template
 with the wrong rollout added) is used.
 
 GRPO. Its learning rate is chosen by a stated rule, never on the held-out problems: on
@@ -31,12 +31,17 @@ per replicate, so a reader sees what a wall-clock match gave each side.
 
 Evaluation. Every model greedy pass@1 with the training prompt on the same ``--n`` held-out
 problems (``--seed``, deduplicated against every replicate's training problems); the base
-model is deterministic and evaluated once. Per replicate, paired differences with
-``stats.paired_diff`` (Newcombe's method 10 with the continuity-corrected phi; exact
-McNemar). Pooled over replicates: the mean, with a 95% interval from a bootstrap over
-held-out problems (one resample for every replicate and model, so the pairing is kept).
+model is deterministic and evaluated once. Per replicate and pooled over replicates, the differences
+are ``ssb compare``'s (``ssb.comparison.results.pooled``: Newcombe's method 10 with the
+continuity-corrected phi and exact McNemar per replicate; the mean over replicates with a 95% interval
+from a bootstrap over held-out problems, one resample for every replicate and model).
 
-Writes ``bench/results/quality.json`` (rendered into the docs by ``bench/render.py``):
+A thin caller of ``ssb.comparison``: the replicate and arm overrides, the copying of a replicate's
+rollouts, correctness vectors, paired and pooled differences and their interval methods are
+``ssb compare``'s; this script adds GRPO's learning rate chosen on a validation draw and its results
+file's layout. ``ssb compare`` with the arms ``ssb:<hint>`` measures the hint arms the same way.
+
+Writes ``bench/results/quality.json`` (rendered into the docs by ``python -m bench.render``):
 ``provenance`` (commit, dirty paths, config), ``invocations`` (every invocation's commit: a rerun
 resumes the same run directories, so the first one trained what later ones re-aggregate), ``config``, ``n_problems``, ``holdout``,
 ``validation``, ``models`` (base / ssb / grpo pooled), ``diff_ssb_base``, ``diff_ssb_grpo``,
@@ -50,33 +55,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
+from ssb.comparison.arms import HINTS, ablation_overrides, copy_stages, replicate_overrides
+from ssb.comparison.results import INTERVALS, correct_vector, pooled
+from ssb.config import load_config
+from ssb.data.heldout import training_questions
+from ssb.data.problem import normalize_question
+from ssb.pipeline import run_pipeline
+from ssb.report import stats
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
+from ssb.rundir.table import stage_names
+from ssb.stages.evaluate import evaluate
 
-from _meta import provenance  # noqa: E402
-from ssb import stats  # noqa: E402
-from ssb.arms import (HINTS, ablation_overrides, copy_stages,  # noqa: E402  (what ssb compare does too)
-                      replicate_overrides)
-from ssb.config import load_config  # noqa: E402
-from ssb.data.heldout import training_questions  # noqa: E402
-from ssb.data.problem import normalize_question  # noqa: E402
-from ssb.jsonl import read_jsonl  # noqa: E402
-from ssb.pipeline import run_pipeline  # noqa: E402
-from ssb.rundir import Run  # noqa: E402
-from ssb.stages import stage_names  # noqa: E402
-from ssb.stages.evaluate import evaluate  # noqa: E402
+from ._meta import ROOT, dirty_paths, provenance
 
 SSB_STAGES = stage_names(counts_toward_ssb_cost=True)  # what SSB spends (the stage table)
 TRAIN_STAGES = [s for s in SSB_STAGES if s != "rollout"]  # each arm reruns these on shared rollouts
-POOLING = ("mean over replicates; 95% CI from 4000 bootstrap resamples of held-out problems (the same resample "
-           "for every replicate and model, so the pairing is kept)")
-PER_REPLICATE = "Newcombe (1998) method 10, continuity-corrected phi; exact McNemar p"
 LR_RULE = ("GRPO trained on replicate 0 once per candidate learning rate; each student evaluated greedy on the "
            "validation draw; highest validation accuracy wins, ties to the lower learning rate")
 
@@ -86,27 +84,9 @@ def arm_overrides(hint: str) -> list[str]:
     return ablation_overrides(f"ssb:{hint}", None)
 
 
-def correct_vector(records: list[dict], ids: list[str]) -> list[bool]:
-    by_id = {str(r["id"]): bool(r["correct"][0]) for r in records}
-    return [by_id[i] for i in ids]
-
-
 def no_answer_rate(records: list[dict]) -> float:
     grades = [g for r in records for g in r["grades"]]
     return sum(g == "no_answer" for g in grades) / len(grades) if grades else 0.0
-
-
-def paired(x: list[bool], y: list[bool]) -> dict:
-    """x minus y on the same problems: value, Newcombe CI, exact McNemar p."""
-    res = stats.paired_diff(x, y)
-    return {"value": res["diff"], "ci": list(res["ci"]), "p_value": res["p_value"],
-            "a_only": res["x_only"], "b_only": res["y_only"]}
-
-
-def dirty_paths() -> list[str]:
-    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                         text=True).stdout
-    return [line[3:] for line in out.splitlines() if line.strip()]
 
 
 # ----------------------------------------------------------------------------- runs
@@ -121,18 +101,12 @@ def refuse_other_hint(cfg) -> None:
                          "pass another --runs-dir (the run directories are named by replicate, not by hint)")
 
 
-def copy_rollouts(src: Run, dst: Run, stages: tuple[str, ...] = ("rollout",)) -> None:
-    """``dst`` starts from ``src``'s rollouts (and the manifest entries of ``stages``, so
-    budgets and compute read the same numbers); nothing is regenerated."""
-    copy_stages(src, dst, tuple(stages), ("rollouts.jsonl",))
-
-
 def train_arm(args, name: str, r: int, hint: str, main: Run) -> Run:
     """The SSB student of one hint on replicate ``r``'s rollouts."""
     cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r{r}-{hint}"]
                       + replicate_overrides(load_config(args.config), r) + arm_overrides(hint))
     run = Run.create(cfg)
-    copy_rollouts(main, run)
+    copy_stages(main, run, ("rollout",), ("rollouts.jsonl",))  # the replicate's rollouts, never regenerated
     run_pipeline(cfg, only=TRAIN_STAGES)
     return run
 
@@ -143,7 +117,7 @@ def train_grpo(args, name: str, r: int, lr: float, main: Run) -> Run:
     cfg = load_config(args.config, [f"runs_dir={args.runs_dir}", f"name={name}-r{r}-grpo-lr{lr:g}", f"grpo.lr={lr}"]
                       + replicate_overrides(load_config(args.config), r))
     run = Run.create(cfg)
-    copy_rollouts(main, run, SSB_STAGES)
+    copy_stages(main, run, tuple(SSB_STAGES), ("rollouts.jsonl",))  # and SSB's stage records: its budget
     run_pipeline(cfg, only=["grpo"])
     return run
 
@@ -283,19 +257,16 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
             pairs += [(m, "base"), (m, "grpo")] + ([(m, f"ssb:{default}")] if m != f"ssb:{default}" else [])
     pairs.append(("grpo", "base"))
     pairs = [p for p in pairs if p[0] in models and p[1] in models]
-    pooled = stats.bootstrap_pooled({m: [vec[x] for x in labels] for m, labels in models.items()}, pairs)
+    accuracy, diffs = pooled(vec, models, pairs)
 
     def diff(a: str, b: str) -> dict | None:
-        if (a, b) not in pooled["diffs"]:
-            return None
-        per = [paired(vec[x], vec[y]) for x, y in zip(models[a], models[b])]
-        return {**pooled["diffs"][a, b], "per_replicate": per}
+        return diffs.get((a, b))
 
     out_models = {}
     for m, labels in models.items():
         if m in ("base", "grpo") or m == f"ssb:{default}":
             key = "ssb" if m.startswith("ssb:") else m
-            out_models[key] = {**pooled["models"][m], **pooled_entry(labels[:1] if m == "base" else labels)}
+            out_models[key] = {**accuracy[m], **pooled_entry(labels[:1] if m == "base" else labels)}
 
     gc = base_cfg.grpo
     grpo_settings = {"lr": chosen, "lr_scheduler": gc.lr_scheduler, "budget": gc.budget,
@@ -317,7 +288,7 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
         if all(val):
             entry["validation_accuracy"] = [sum(bool(x["correct"][0]) for x in v) / len(v) for v in val]
         if m in models:
-            entry.update(pooled["models"][m], **pooled_entry(models[m]),
+            entry.update(accuracy[m], **pooled_entry(models[m]),
                          vs_base=diff(m, "base"), vs_grpo=diff(m, "grpo"),
                          vs_config_default=diff(m, f"ssb:{default}") if hint != default else None)
         arm_out[hint] = entry
@@ -361,7 +332,7 @@ def write_results(args, prov, base_cfg, arms, mains, arm_runs, grpo_runs, record
         "validation": {"seed": args.val_seed, "n": len(base_val), "deduplicated_against": "training and held-out",
                        "base_accuracy": sum(bool(x["correct"][0]) for x in base_val) / len(base_val),
                        "draw": val_info},
-        "interval_method": {"per_replicate": PER_REPLICATE, "pooled": POOLING},
+        "interval_method": INTERVALS,
         "models": out_models,
         "diff_ssb_base": diff(f"ssb:{default}", "base"),
         "diff_ssb_grpo": diff(f"ssb:{default}", "grpo"),

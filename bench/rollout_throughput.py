@@ -24,7 +24,7 @@ baseline is slow, so it runs on the first ``baseline_seqs`` sequences of a workl
 its total time is extrapolated from its tokens/s (printed as such). CPU seconds of this
 process are recorded beside wall seconds: on a shared machine they show the work done.
 
-    python bench/rollout_throughput.py [--workloads gsm8k,chain_sum] [--skip a,b,c,d]
+    python -m bench.rollout_throughput [--workloads gsm8k,chain_sum] [--skip a,b,c,d]
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from ssb.generation.llamacpp import LlamaCppGenerator
 from ssb.models import load_model
 from ssb.prompts import render_prompt_ids, student_messages
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).parent / "results" / "rollout_throughput.json"
+from ._meta import ROOT, provenance
+
+RESULTS = ROOT / "bench" / "results" / "rollout_throughput.json"
 
 WORKLOADS = {
     "gsm8k": dict(problems=16, k=4, max_new_tokens=256, baseline_seqs=3),
@@ -224,7 +225,6 @@ def main(argv=None) -> int:
             print(f"{wname:<11}(a) {a['note']}: ~{a['extrapolated_seconds_all']} s")
         print(f"{wname:<11}best / sequential = {w['speedup_best_vs_sequential']}")
     print(f"speedup_best_vs_sequential (min over workloads) = {result['speedup_best_vs_sequential']}")
-    from _meta import provenance  # bench/_meta.py: commit, config, versions, machine of this result
     result["provenance"] = provenance(ROOT / "configs" / "default.yaml")  # the chain_sum workload's config
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

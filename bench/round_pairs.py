@@ -1,14 +1,14 @@
 """What each round's teacher writes: the pairs of every round of a rounds comparison, read from its directory.
 
-    python bench/round_pairs.py --dir runs/rounds-basic_arithmetic --out bench/results/rounds/basic_arithmetic_pairs.json
+    python -m bench.round_pairs --dir runs/rounds-basic_arithmetic --out bench/results/rounds/basic_arithmetic_pairs.json
 
 A comparison's ``results.json`` keeps each round's funnel (``rounds/rounds.json``) but not what the pairs
 say; this script reads ``pairs.jsonl`` and ``rollouts.jsonl`` of round 1 (the replicate's run directory)
 and of each later round (``rounds/r<k>/``) and writes, per replicate and round, ``n`` (pairs),
-``pair_working`` (``ssb.arms_results.pair_working``: checked equalities per solution, share with two or
+``pair_working`` (``ssb.comparison.results.pair_working``: checked equalities per solution, share with two or
 more, share whose equalities all hold, share that copy the shown correct rollout) and ``ends_as_taught``
 (the share whose last line is the worked examples' ``The answer is \\boxed{ANSWER}.``, nothing after it).
-``bench/rounds.py`` adds these, averaged over replicates, to each round of ``bench/results/rounds.json``.
+``python -m bench.rounds`` adds these, averaged over replicates, to each round of ``bench/results/rounds.json``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "src"))
+from ssb.comparison.results import pair_working
+from ssb.rundir.jsonl import read_jsonl
 
-from _meta import provenance  # noqa: E402
-from ssb.arms_results import pair_working  # noqa: E402
-from ssb.jsonl import read_jsonl  # noqa: E402
+from ._meta import provenance
 
 TAUGHT_END = re.compile(r"(^|\n)The answer is \\boxed\{[^{}]+\}\.$")
 
@@ -56,7 +53,7 @@ def build(compare_dir: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", required=True, help="the comparison's directory (bench/compare.py --dir)")
+    ap.add_argument("--dir", required=True, help="the comparison's directory (python -m bench.compare --dir)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     doc = {"provenance": provenance(None), **build(Path(args.dir))}

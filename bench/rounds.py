@@ -1,22 +1,22 @@
 """Bootstrapping rounds against GRPO at matched compute: ``bench/results/rounds.json``.
 
-    python bench/compare.py --config configs/tasks/basic_arithmetic.yaml --dir runs/rounds-basic_arithmetic \\
+    python -m bench.compare --config configs/tasks/basic_arithmetic.yaml --dir runs/rounds-basic_arithmetic \\
         --arms base,ssb,ssb@2,ssb@3,grpo --replicates 2 --n 400 --k-max 0 --no-curves \\
         --set data.limit=160 --out bench/results/rounds/basic_arithmetic.json   # and the same for each task of SUITE
-    python bench/round_pairs.py --dir runs/rounds-basic_arithmetic --out bench/results/rounds/basic_arithmetic_pairs.json
-    python bench/compare.py --config configs/default.yaml --dir runs/rounds-chain_sum_unsolved \\
+    python -m bench.round_pairs --dir runs/rounds-basic_arithmetic --out bench/results/rounds/basic_arithmetic_pairs.json
+    python -m bench.compare --config configs/default.yaml --dir runs/rounds-chain_sum_unsolved \\
         --arms base,ssb,ssb@2,ssb@3 --replicates 2 --n 400 --k-max 0 --no-curves --set data.limit=160 \\
         --set rounds.problems=unsolved --out bench/results/rounds/chain_sum_unsolved.json   # VARIANTS
-    python bench/rounds.py
+    python -m bench.rounds
 
 ``data.limit=160`` (half the task configs' 320 training problems) keeps a task's comparison (three rounds and
 GRPO at three rounds' FLOPs, two replicates) under two hours on a 2-core CPU; each task records its overrides.
 
-Each task's comparison is ``ssb compare`` with the round arms (``src/ssb/arms.py``): every replicate runs
+Each task's comparison is ``ssb compare`` with the round arms (``src/ssb/comparison/arms.py``): every replicate runs
 rounds 1-3 (``rounds.n``, the stop rule recorded but not acted on), and GRPO's FLOPs budget is all three
 rounds', with its adapter saved where each round's compute ends (``grpo@1``, ``grpo@2``; ``grpo`` is at
 round 3's). What each round's teacher wrote is read from the comparison's directory by
-``bench/round_pairs.py`` into ``bench/results/rounds/<task>_pairs.json``, beside it.
+``python -m bench.round_pairs`` into ``bench/results/rounds/<task>_pairs.json``, beside it.
 
 This script reads those files and writes ``bench/results/rounds.json``: ``provenance``, ``missing`` (tasks
 of SUITE not measured yet), ``summary`` (per ``vs_round1`` and ``vs_grpo``, the tasks whose last round
@@ -44,13 +44,10 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+from ssb.config import load_config
+from ssb.report.stats import reading
 
-from ssb.config import load_config  # noqa: E402
-from tasks import SuiteError, _diff, _mean, cli, reading  # noqa: E402  (one reading of a pooled difference)
-
-RESULTS = ROOT / "bench" / "results"
+from .aggregate import RESULTS, ROOT, SuiteError, cli, difference, mean
 SUITE = [  # name, config, compare results file
     ("chain_sum", "configs/default.yaml", "rounds/chain_sum.json"),
     ("basic_arithmetic", "configs/tasks/basic_arithmetic.yaml", "rounds/basic_arithmetic.json"),  # multi-step
@@ -71,7 +68,7 @@ def _rep_rounds(d: dict, k: int) -> list[dict]:
 def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULTS, min_replicates: int = 2) -> dict:
     path = results_dir / results
     if not path.is_file():
-        raise SuiteError(f"{path}: missing; run python bench/compare.py --config {config} --arms "
+        raise SuiteError(f"{path}: missing; run python -m bench.compare --config {config} --arms "
                          f"base,ssb,ssb@2,ssb@3,grpo --out bench/results/{results} first")
     d = json.loads(path.read_text())
     arms = d["arms"]
@@ -96,25 +93,25 @@ def task_rounds(name: str, config: str, results: str, results_dir: Path = RESULT
         rounds.append({
             "round": k, "accuracy": arm["accuracy"], "ci": arm["ci"],
             "per_replicate_accuracy": arm["per_replicate_accuracy"],
-            "vs_round1": _diff(arm.get("vs_ssb"), +1) if k > 1 else None,
-            "vs_grpo": _diff(arm.get("vs_matched_grpo"), +1), "grpo_arm": arm.get("matched_grpo"),
+            "vs_round1": difference(arm.get("vs_ssb"), +1) if k > 1 else None,
+            "vs_grpo": difference(arm.get("vs_matched_grpo"), +1), "grpo_arm": arm.get("matched_grpo"),
             "grpo_accuracy": g.get("accuracy"),
             "flops": (arm.get("compute") or {}).get("flops"), "grpo_flops": (g.get("compute") or {}).get("flops"),
             "grpo_flops_ratio": (g["compute"]["flops"] / arm["compute"]["flops"]
                                  if (g.get("compute") or {}).get("flops") and (arm.get("compute") or {}).get("flops") else None),
-            "rolled_out": _mean([x.get("problems") for x in reps]), "pairs": _mean([x.get("pairs") for x in reps]),
-            "pairs_written": {key: _mean([x["pair_working"].get(key) for x in written]) for key in
+            "rolled_out": mean([x.get("problems") for x in reps]), "pairs": mean([x.get("pairs") for x in reps]),
+            "pairs_written": {key: mean([x["pair_working"].get(key) for x in written]) for key in
                               ("equalities_per_solution", "multi_step_share", "equalities_hold",
-                               "copies_of_shown_rollout")} | {"ends_as_taught": _mean([x["ends_as_taught"] for x in written])}
+                               "copies_of_shown_rollout")} | {"ends_as_taught": mean([x["ends_as_taught"] for x in written])}
             if written else None,
             "heldout_answers": {key: q.get(key) for key in ("equalities_per_answer", "equalities_hold")},
             "collapse": {
                 "heldout_no_answer_rate": q["no_answer_rate"], "heldout_mean_tokens": q["mean_tokens"],
-                "rollout_no_answer_rate": _mean([x.get("rollout_no_answer_rate") for x in reps]),
-                "rollout_mean_tokens": _mean([x.get("rollout_mean_tokens") for x in reps]),
-                "validation_accuracy": _mean([v.get("accuracy") for v in val]),
-                "validation_no_answer_rate": _mean([v.get("no_answer_rate") for v in val]),
-                "validation_mean_tokens": _mean([v.get("mean_tokens") for v in val]),
+                "rollout_no_answer_rate": mean([x.get("rollout_no_answer_rate") for x in reps]),
+                "rollout_mean_tokens": mean([x.get("rollout_mean_tokens") for x in reps]),
+                "validation_accuracy": mean([v.get("accuracy") for v in val]),
+                "validation_no_answer_rate": mean([v.get("no_answer_rate") for v in val]),
+                "validation_mean_tokens": mean([v.get("mean_tokens") for v in val]),
                 "stop_rule_would_stop": drops,
             },
         })
@@ -134,7 +131,7 @@ def build(results_dir: Path = RESULTS, suite=SUITE, variants=VARIANTS) -> dict:
     if not tasks:
         raise SuiteError(f"no rounds comparison under {results_dir}/rounds/; see this script's doc")
     last = {t["name"]: t["rounds"][-1] for t in tasks}
-    summary = {k: {w: [n for n, r in last.items() if r[k] and reading(r[k]) == w] for w in ("above", "level", "below")}
+    summary = {k: {w: [n for n, r in last.items() if r[k] and reading(r[k]["ci"]) == w] for w in ("above", "level", "below")}
                for k in ("vs_round1", "vs_grpo")}
     return {"tasks": tasks, "rounds": tasks[0]["rounds"], "task_of_rounds": tasks[0]["name"], "summary": summary,
             "missing": [row[0] for row in suite if not (results_dir / row[2]).is_file()],

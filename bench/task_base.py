@@ -1,6 +1,6 @@
 """The task suite's base accuracies: does the embedded model sit between about 15% and 60% on each task?
 
-    python bench/task_base.py [--configs configs/tasks/*.yaml] [--n 200] [--runs-dir /tmp/task-base]
+    python -m bench.task_base [--configs configs/tasks/*.yaml] [--n 200] [--runs-dir /tmp/task-base]
 
 For every task config, the base model (no adapter) greedy pass@1 with the config's prompt (system
 + its worked example) on ``--n`` problems of its held-out draw, drawn as ``ssb compare`` draws it:
@@ -8,7 +8,7 @@ For every task config, the base model (no adapter) greedy pass@1 with the config
 ``--replicates`` replicates (a task whose small question space the training draws use up loses its
 easy questions here exactly as in the comparison; products did: 23% undeduplicated, 2.5% in compare), and how its answers
 read: the share that state an equation, of those the share whose equalities all hold, the
-no-answer rate (``arms_results.output_quality``). A task is in range when its accuracy is in
+no-answer rate (``ssb.comparison.results.output_quality``). A task is in range when its accuracy is in
 [15%, 60%]: there rollouts hold both correct and wrong answers, so curation yields pairs.
 
 Writes ``bench/results/task_base.json``: ``provenance``, ``n``, ``seed``, ``replicates``, ``tasks`` (per config: ``name``,
@@ -24,19 +24,16 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
+from ssb.comparison.arms import replicate_overrides
+from ssb.comparison.results import output_quality
+from ssb.config import load_config
+from ssb.data.load import load_problems
+from ssb.data.problem import question_keys
+from ssb.rundir.jsonl import read_jsonl
+from ssb.stages.evaluate import evaluate
 
-from _meta import provenance  # noqa: E402
-from tasks import RANGE  # noqa: E402  (the suite's base-accuracy range, one definition)
-from ssb.arms import replicate_overrides  # noqa: E402
-from ssb.arms_results import output_quality  # noqa: E402
-from ssb.config import load_config  # noqa: E402
-from ssb.data.load import load_problems  # noqa: E402
-from ssb.data.problem import question_keys  # noqa: E402
-from ssb.jsonl import read_jsonl  # noqa: E402
-from ssb.stages.evaluate import evaluate  # noqa: E402
+from ._meta import ROOT, provenance
+from .tasks import RANGE  # the suite's base-accuracy range, one definition
 
 
 def _rel(path: str) -> str:

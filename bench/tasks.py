@@ -1,8 +1,8 @@
 """The task suite across tasks: SSB against the base model, GRPO and SFT on each task, one table.
 
-    python bench/tasks.py        # after bench/compare.py ran on every task of SUITE
+    python -m bench.tasks        # after python -m bench.compare ran on every task of SUITE
 
-Each task's comparison is ``bench/compare.py`` on its config (arms base, ssb, sft, rft, grpo; ≥ 2
+Each task's comparison is ``python -m bench.compare`` on its config (arms base, ssb, sft, rft, grpo; ≥ 2
 replicates), saved beside this file's output: ``bench/results/tasks/<task>.json`` (the default task,
 two-term chain_sum, is ``bench/results/compare.json``). This script reads them, checks that every
 task has ≥ 2 replicates, the same held-out size and every arm, and writes
@@ -16,23 +16,19 @@ training problems each replicate shares with replicate 0: ``training_problems``,
 (SSB minus the other arm: ``value``, ``ci`` (bootstrap 95%), ``significant``), ``accuracy`` and
 ``flops`` per arm, ``output_quality`` per arm, ``grpo_flops_ratio``) and ``summary`` (counts of
 tasks where SSB is significantly above / level with / below each other arm).
-Rendered into README.md (``tasks_main``) and docs/tasks.md (``tasks_details``) by bench/render.py.
+Rendered into README.md (``tasks_main``) and docs/tasks.md (``tasks_details``) by ``python -m bench.render``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "src"))
+from ssb.report.stats import reading
 
-from _meta import provenance  # noqa: E402
+from .aggregate import RESULTS, ROOT, SuiteError, cli, difference, mean
 
-RESULTS = ROOT / "bench" / "results"
 RANGE = (0.15, 0.60)
 ARMS = ("base", "ssb", "sft", "rft", "grpo")
 
@@ -49,25 +45,6 @@ SUITE = [
 ]
 
 
-class SuiteError(Exception):
-    pass
-
-
-def _diff(arm: dict | None, sign: int) -> dict | None:
-    """A pooled difference of compare's results as SSB minus the other arm: ``vs_base`` of SSB is
-    already SSB - base (sign +1); ``vs_ssb`` of another arm is that arm - SSB (sign -1)."""
-    if not arm:
-        return None
-    v, (lo, hi) = arm["value"], arm["ci"]
-    value, ci = (v, [lo, hi]) if sign > 0 else (0.0 - v, [0.0 - hi, 0.0 - lo])  # 0.0 - x: never -0.0
-    return {"value": value, "ci": ci, "significant": not (ci[0] <= 0 <= ci[1])}
-
-
-def _mean(xs: list) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
 def _rep(arm: dict, i: int) -> float:
     """Replicate ``i``'s accuracy; the base model is evaluated once (one model, the same held-out problems)."""
     accs = arm["per_replicate_accuracy"]
@@ -77,7 +54,7 @@ def _rep(arm: dict, i: int) -> float:
 def shared_training(config: str, seeds: list[int]) -> dict:
     """Training problems replicate i > 0 shares with replicate 0, redrawn from the config at each replicate's
     recorded data seed (reasoning-gym draws are deterministic): seeds one apart draw the same problems shifted
-    by one, which every comparison before the data-seed stride (ssb.arms.DATA_SEED_STRIDE) did."""
+    by one, which every comparison before the data-seed stride (ssb.comparison.arms.DATA_SEED_STRIDE) did."""
     from ssb.config import load_config  # lazy: pydantic, reasoning-gym
     from ssb.data.load import load_problems
     from ssb.data.problem import question_keys
@@ -90,7 +67,7 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
                results_dir: Path = RESULTS) -> dict:
     path = results_dir / results
     if not path.is_file():
-        raise SuiteError(f"{path}: missing; run python bench/compare.py --config {config} "
+        raise SuiteError(f"{path}: missing; run python -m bench.compare --config {config} "
                          f"--out bench/results/{results} first")
     d = json.loads(path.read_text())
     arms = d.get("arms", {})
@@ -118,10 +95,10 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
         "replicates": reps,
         "replicate_training": shared_training(config, [r["seed"]["data"] for r in d["replicates"]]),
         # what the pairs teach, over replicates: the share of teacher solutions with two or more checked steps
-        "pairs_multi_step_share": _mean([(r["pair_working"] or {}).get("multi_step_share") for r in reps]),
-        "pairs_copies_of_shown_rollout": _mean([(r["pair_working"] or {}).get("copies_of_shown_rollout") for r in reps]),
-        "ssb_base": _diff(ssb["vs_base"], +1), "ssb_grpo": _diff(arms["grpo"].get("vs_ssb"), -1),
-        "ssb_sft": _diff(arms["sft"].get("vs_ssb"), -1), "ssb_rft": _diff(arms["rft"].get("vs_ssb"), -1),
+        "pairs_multi_step_share": mean([(r["pair_working"] or {}).get("multi_step_share") for r in reps]),
+        "pairs_copies_of_shown_rollout": mean([(r["pair_working"] or {}).get("copies_of_shown_rollout") for r in reps]),
+        "ssb_base": difference(ssb["vs_base"], +1), "ssb_grpo": difference(arms["grpo"].get("vs_ssb"), -1),
+        "ssb_sft": difference(arms["sft"].get("vs_ssb"), -1), "ssb_rft": difference(arms["rft"].get("vs_ssb"), -1),
         "accuracy": {a: {"value": arms[a]["accuracy"], "ci": arms[a]["ci"]} for a in ARMS},
         "flops": fl, "grpo_flops_ratio": grpo_ratio,
         "output_quality": {a: arms[a].get("output_quality") for a in ARMS},
@@ -130,19 +107,13 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
     }
 
 
-def reading(d: dict) -> str:
-    """A pooled difference read as ``above`` / ``level`` (its interval holds 0) / ``below``."""
-    return "level" if not d["significant"] else "above" if d["value"] > 0 else "below"
-
-
 def summary(tasks: list[dict]) -> dict:
     """Per other arm, the tasks where SSB is significantly above it, level (the interval holds 0), below."""
     out = {}
     for key in ("ssb_base", "ssb_grpo", "ssb_sft", "ssb_rft"):
         s = {"above": [], "level": [], "below": []}
         for t in tasks:
-            d = t[key]
-            s[reading(d)].append(t["name"])
+            s[reading(t[key]["ci"])].append(t["name"])
         out[key] = s
     return out
 
@@ -154,22 +125,6 @@ def build(results_dir: Path = RESULTS, suite=SUITE) -> dict:
         raise SuiteError(f"held-out sizes differ across tasks: {sorted(sizes)}; rerun with one --n")
     return {"range": list(RANGE), "n_tasks": len(tasks), "multi_step_tasks": sum(t["multi_step"] for t in tasks),
             "tasks": tasks, "summary": summary(tasks)}
-
-
-def cli(doc: str, build_fn, default_out: Path, lines) -> int:
-    """A results script's command line: ``--out``; ``build_fn()`` written there under its ``provenance``, then
-    ``lines(doc)`` printed; exit 2 with the reason when ``build_fn`` refuses (:class:`SuiteError`)."""
-    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--out", default=str(default_out))
-    args = ap.parse_args()
-    try:
-        built = build_fn()
-    except SuiteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    Path(args.out).write_text(json.dumps({"provenance": provenance(None), **built}, indent=2) + "\n")
-    print("\n".join(lines(built)) + f"\nsaved {args.out}")
-    return 0
 
 
 def main() -> int:

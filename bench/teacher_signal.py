@@ -1,6 +1,6 @@
 """What the teacher's distribution says about a run's solutions, before any training.
 
-    python bench/teacher_signal.py --run runs/default [--limit 85]
+    python -m bench.teacher_signal --run runs/default [--limit 85]
 
 The student learns the teacher's distribution over each pair's solution, so a teacher that
 disagrees with the solution (wants other words, wants to end the turn early, or prefers
@@ -36,16 +36,15 @@ import math
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import torch
 
-import torch  # noqa: E402
+from ssb.models import load_model
+from ssb.prompts import teacher_prompt
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
+from ssb.signal.alignment import align_pair, answer_slice
 
-from ssb.alignment import align_pair, answer_slice  # noqa: E402
-from ssb.jsonl import read_jsonl  # noqa: E402
-from ssb.models import load_model  # noqa: E402
-from ssb.prompts import teacher_prompt  # noqa: E402
-from ssb.rundir import Run  # noqa: E402
+from ._meta import ROOT, provenance
 
 CONTRASTIVE = ("A correct solution:\n{correct}\n\nA wrong solution (its answer {wrong_answer} is wrong):\n"
                "{wrong}\n\n{question}")
@@ -149,7 +148,6 @@ def main() -> int:
     ap.add_argument("--arms", default=None, help="comma-separated conversations to score (default: all)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "teacher_signal.json"))
     args = ap.parse_args()
-    from _meta import provenance  # bench/_meta.py: commit, config (the run's resolved one), versions, machine
     docs = []
     for run_dir in args.run:
         run, n, results = score(run_dir, args.limit, args.arms)
@@ -163,7 +161,7 @@ def main() -> int:
         docs.append({"run": str(run.path), "name": run.cfg.name, "pairs": n, "model": run.cfg.model.name_or_path,
                      "results": results, "provenance": provenance(run.file("config.yaml"))})
     out = docs[0] if len(docs) == 1 else {"runs": docs, "provenance": provenance(None),
-                                          "command": "python bench/teacher_signal.py " + " ".join(sys.argv[1:])}
+                                          "command": "python -m bench.teacher_signal " + " ".join(sys.argv[1:])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nsaved {args.out}")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ssb.alignment import AlignmentError, align_pair, prompt_and_reply_ids
 from ssb.prompts import end_of_turn_ids
+from ssb.signal.alignment import AlignmentError, align_pair, prompt_and_reply_ids
 
 SYSTEM = {"role": "system", "content": "You are a careful math tutor."}
 STUDENT = [SYSTEM, {"role": "user", "content": "Tom has 3 apples and buys 4 more. How many?"}]

@@ -81,7 +81,7 @@ def test_run_readers(tmp_path, tiny_model_dir):
 
 def test_compare_calls_the_arms_compare(monkeypatch, tmp_path):
     import ssb
-    from ssb import arms
+    from ssb.comparison import arms
 
     seen = {}
 

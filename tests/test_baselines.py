@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
-from ssb.alignment import prompt_and_reply_ids
-from ssb.jsonl import JsonlWriter, read_jsonl
-from ssb.stages.sft import rft_examples, run_rft, run_sft, sft_examples
 from test_teacher_distill import make_run
+
+from ssb.rundir.jsonl import JsonlWriter, read_jsonl
+from ssb.signal.alignment import prompt_and_reply_ids
+from ssb.stages.sft import rft_examples, run_rft, run_sft, sft_examples
 
 
 def _rollouts(run) -> None:

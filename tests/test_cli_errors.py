@@ -102,7 +102,7 @@ def test_debug_shows_the_traceback(tmp_path):
     debug = subprocess.run(argv[:3] + ["--debug"] + argv[3:], capture_output=True, text=True, env=env, timeout=120)
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr and "not a run directory" in debug.stderr
-    assert "rundir.py" in debug.stderr  # where it was raised
+    assert "rundir/run.py" in debug.stderr  # where it was raised
 
 
 # ----------------------------------------------------------------------------- ssb data validate
@@ -185,8 +185,8 @@ def test_validate_other_field_names_says_how_to_map(tmp_path, capsys):
 
 def test_bom_and_other_fields_through_a_config(tmp_path):
     from ssb.config import DataConfig
-    from ssb.data.problem import DataError
     from ssb.data.load import load_problems
+    from ssb.data.problem import DataError
 
     p = tmp_path / "x.jsonl"
     p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"problem": "P?", "final": "9"}).encode() + b"\n")

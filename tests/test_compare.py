@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from ssb import arms_results, stats
-from ssb.arms import CompareError, ablation_overrides, parse_arms
-from ssb.funnel import rollout_counts
-from ssb.jsonl import read_jsonl
-from ssb.ledger import KINDS, flops, ledger
-from ssb.rundir import Run
-from ssb.stages import STAGES
+from ssb.comparison import results as arms_results
+from ssb.comparison.arms import CompareError, ablation_overrides, parse_arms
+from ssb.report import stats
+from ssb.report.funnel import rollout_counts
+from ssb.report.ledger import KINDS, flops, ledger
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
+from ssb.rundir.table import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("base", "ssb", "sft", "rft", "grpo")
@@ -169,9 +170,8 @@ def test_a_rounds_arm_adds_rounds_to_the_same_replicates(smoke_compare):
     assert a["vs_ssb"]["per_replicate"] and a["matched_grpo"] == "grpo" and a["vs_matched_grpo"]["ci"]
     assert "matched_grpo" not in two["arms"]["ssb"]  # GRPO ran at a steps budget: no point at round 1's compute
     assert two["arms"]["ssb"]["accuracy"] == doc["arms"]["ssb"]["accuracy"]
-    # bench/rounds.py's reading of this file (it asks for 2 replicates; this one has 1)
-    sys.path.insert(0, str(ROOT / "bench"))
-    import rounds
+    # bench.rounds's reading of this file (it asks for 2 replicates; this one has 1)
+    from bench import rounds
 
     with pytest.raises(rounds.SuiteError, match="1 replicate"):
         rounds.task_rounds("smoke", "configs/smoke.yaml", "results.json", results_dir=d)
@@ -185,8 +185,8 @@ def test_a_rounds_arm_adds_rounds_to_the_same_replicates(smoke_compare):
     assert r2["collapse"]["rollout_no_answer_rate"] == row["rollout_no_answer_rate"] and r2["pairs"] == row["pairs"]
     assert r2["collapse"]["stop_rule_would_stop"] == int(row["validation"]["accuracy"] < r1["collapse"]["validation_accuracy"])
     assert r2["pairs_written"] is None and t["pairs_file"] is None  # no round_pairs file beside it yet
-    # bench/round_pairs.py reads what each round's teacher wrote from the directory; rounds.py adds it
-    import round_pairs
+    # bench.round_pairs reads what each round's teacher wrote from the directory; bench.rounds adds it
+    from bench import round_pairs
 
     written = round_pairs.build(d)
     (rep,) = written["replicates"]
@@ -228,6 +228,23 @@ def test_pooled_results_pair_every_replicate_on_the_same_problems():
     assert doc["reach"]["ssb"]["+1pt"] == 3.0
     text = arms_results.markdown({**doc, "grpo_budget": "flops"})
     assert "| ssb | 32.5" in text and "vs base +7.5 pt" in text
+
+
+def test_the_verdict_reads_each_interval_one_way():
+    """The verdict calls a difference "not significant", and names no winner, exactly where
+    ``stats.reading`` reads its interval as level (it holds zero)."""
+    d = lambda v, lo, hi: {"value": v, "ci": [lo, hi]}  # noqa: E731
+    flops = {"flops": 1e12}
+    doc = {"grpo_budget": "flops", "arms": {
+        "base": {"accuracy": 0.3},
+        "ssb": {"accuracy": 0.35, "vs_base": d(0.05, 0.01, 0.09), "compute": flops},
+        "grpo": {"accuracy": 0.36, "vs_base": d(0.06, -0.01, 0.12), "vs_ssb": d(0.01, -0.03, 0.05), "compute": flops}}}
+    first, ssb, grpo = arms_results.verdict(doc)
+    assert first.endswith("the winner is neither (the interval holds zero): GRPO minus SSB +1.0 pt [-3.0, +5.0], "
+                          "not significant.")
+    assert "vs base +5.0 pt [+1.0, +9.0]." in ssb and "vs base +6.0 pt [-1.0, +12.0], not significant" in grpo
+    doc["arms"]["grpo"]["vs_ssb"] = d(-0.04, -0.07, -0.01)
+    assert "the winner is SSB: GRPO minus SSB -4.0 pt [-7.0, -1.0]." in arms_results.verdict(doc)[0]
 
 
 def test_output_quality_reads_the_working():
@@ -275,7 +292,7 @@ def test_replicates_draw_their_own_training_problems():
     """reasoning-gym draws entry i of seed s from Random(s + i): replicate seeds one apart would
     share all but one problem (they did before DATA_SEED_STRIDE); stepped by the stride they share
     only chance coincidences (the task's small question space makes some)."""
-    from ssb.arms import replicate_overrides
+    from ssb.comparison.arms import replicate_overrides
     from ssb.config import load_config
     from ssb.data.load import load_problems
     from ssb.data.problem import question_keys

@@ -1,15 +1,14 @@
 """Config loading/overrides and the run directory (manifest, atomic writes, JSONL resume)."""
 
 import json
-
-import yaml
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ssb.config import ConfigError, RunConfig, dump_config, load_config
-from ssb.jsonl import JsonlWriter, atomic_write_json, read_jsonl
-from ssb.rundir import Run
+from ssb.rundir.jsonl import JsonlWriter, atomic_write_json, read_jsonl
+from ssb.rundir.run import Run
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 

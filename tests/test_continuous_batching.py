@@ -4,11 +4,10 @@ the running batch (its KV cache merged, padding after the shared prefix); no out
 from __future__ import annotations
 
 import torch
+from test_prefix_cache import CONVS
 
 from ssb.generation.engine import Sampling
 from ssb.generation.hf import HFGenerator, sample_rows, sample_tokens, warp_logits
-
-from test_prefix_cache import CONVS
 
 
 def ids(out):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ssb import distributed
-from ssb.jsonl import JsonlWriter, read_jsonl
+from ssb.rundir import distributed
+from ssb.rundir.jsonl import JsonlWriter, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

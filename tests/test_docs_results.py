@@ -1,7 +1,7 @@
-"""Every benchmark figure in the docs comes from a results file (bench/render.py).
+"""Every benchmark figure in the docs comes from a results file (``python -m bench.render``).
 
 (a) every results block of README.md, docs/*.md and bench/README.md is what its renderer
-    makes of the results file now (``python bench/render.py --check``, run in-process);
+    makes of the results file now (``python -m bench.render --check``, run in-process);
 (b) a number changed inside a rendered block fails that check (on a copy, never the real files);
 (c) no benchmark figure is typed by hand outside a rendered block, in the docs or in the
     comments of configs/*.yaml (a separate test).
@@ -10,40 +10,25 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench import _meta as meta
+from bench.render import cli as render
+from bench.render import common as _results
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
-
-
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # render.py imports _meta from its own folder
-    spec = importlib.util.spec_from_file_location(f"ssb_bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-render = _load("render")
-meta = _load("_meta")
-import _results  # noqa: E402  (bench/, on sys.path once render is loaded: its formats and captions)
-
 
 # ----------------------------------------------------------------------------- (a) blocks are current
 
 
 def test_every_results_block_is_current():
     problems = render.check()
-    assert not problems, "stale results blocks (run `python bench/render.py`):\n" + "\n".join(problems)
+    assert not problems, "stale results blocks (run `python -m bench.render`):\n" + "\n".join(problems)
 
 
 def test_the_docs_have_results_blocks_and_every_renderer_is_shown():
@@ -138,9 +123,11 @@ def test_formats():
 def test_caption_with_recorded_provenance():
     prov = {"commit": "0123456789abcdef", "dirty": True, "date": "2025-01-02T03:04:05+00:00",
             "config": {"path": "configs/default.yaml", "sha256": "ab" * 32}}
-    cap = _results.source("x.json", {"provenance": prov}, "python bench/x.py")
+    cap = _results.source("x.json", {"provenance": prov}, "python -m bench.x")
     assert "commit 0123456, uncommitted changes; 2025-01-02; config `configs/default.yaml` sha256 abababab" in cap
-    assert "Regenerate: `python bench/x.py`" in cap
+    assert "Regenerate: `python -m bench.x`" in cap
+    # a command recorded before bench/ was a package is shown as it runs now
+    assert _results.runnable("python bench/compare.py --n 4") == "python -m bench.compare --n 4"
 
 
 def test_provenance_fields(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ssb.config import RunConfig
 from ssb.data.load import load_problems
-from ssb.jsonl import read_jsonl
 from ssb.pipeline import draw_until_pairs, run_pipeline
-from ssb.rundir import Run
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
 
 TASK = {"name": "chain_sum", "options": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}}
 

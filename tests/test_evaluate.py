@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ssb import paired as cmp
 from ssb.config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig, RunConfig
 from ssb.data import heldout
-from ssb.jsonl import read_jsonl
-from ssb.rundir import Run
+from ssb.report import paired as cmp
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
 from ssb.stages import evaluate as ev
 
 
@@ -321,8 +321,8 @@ def test_holdout_with_9600_training_problems_is_not_empty():
 
 def test_holdout_exhausted_space_says_so(caplog):
     from ssb.config import DataConfig, ReasoningGymTask
-    from ssb.data.problem import question_keys
     from ssb.data.gym import reasoning_gym_problems
+    from ssb.data.problem import question_keys
 
     holdout = DataConfig(source="reasoning_gym", limit=100, seed=5, tasks=[ReasoningGymTask(**ONE_DIGIT)])
     # one-digit two-term chain sums have 200 distinct questions: train on 150 of them

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from ssb.config import GatesConfig, PromptConfig, WorkedExample
-from ssb.gates import (GATE_ORDER, GATES, arithmetic_errors, asks_boxed, check_reply, consistent, degenerate, last_result,
-                       privileged_text, shows_work, stated_answers, well_formed, word_ngrams)
 from ssb.grading.answers import extract_answer
+from ssb.grading.gates import (GATE_ORDER, GATES, arithmetic_errors, asks_boxed, check_reply, consistent, degenerate,
+                               last_result, privileged_text, shows_work, stated_answers, well_formed, word_ngrams)
 from ssb.prompts import TEACHER_TEMPLATE
 
 CHAIN_TEMPLATE = """{question}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ssb.config import RunConfig, load_config
-from ssb.jsonl import JsonlWriter, read_jsonl
-from ssb.rundir import Run
+from ssb.rundir.jsonl import JsonlWriter, read_jsonl
+from ssb.rundir.run import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_grpo_flops_budget_points_and_generation_time(tmp_path, tiny_model_dir):
     """The default budget: GRPO stops once its FLOPs (ledger.py's rule over the token kinds it
     records) reach SSB's; the curve points are saved where the budget's quarters are crossed; the
     seconds spent generating are measured apart from training."""
-    from ssb.ledger import flops, ledger, model_params
+    from ssb.report.ledger import flops, ledger, model_params
     from ssb.stages.grpo import run_grpo
 
     run = _run(tmp_path, tiny_model_dir, max_steps=4, curve_points=2)
@@ -132,7 +132,8 @@ def test_grpo_time_budget_counts_every_invocation(tmp_path, tiny_model_dir):
     """SSB's side: seconds_total adds an interrupted and a resumed invocation. GRPO's side: a
     run resumed from its checkpoint goes on with its clock, so the budget it spent before the
     kill still counts (without that it would train to max_steps)."""
-    from ssb.stages.grpo import run_grpo, seconds_budget
+    from ssb.stages.grpo import run_grpo
+    from ssb.stages.grpo_budget import seconds_budget
 
     run = _run(tmp_path, tiny_model_dir, budget="seconds", max_steps=2, save_steps=1)
     with pytest.raises(KeyboardInterrupt), run.stage_run("distill"):
@@ -179,12 +180,13 @@ def test_force_resets_a_stage_total(tmp_path, tiny_model_dir):
     ("none", {}, "steps", 0.25),
 ])
 def test_one_unit_rules_grpo_stop_points_and_bar(kind, budgets, want, frac):
-    """The stop rule, the curve points and the progress bar read Spend in one unit: the budget's when it
+    """The stop rule, the curve points and the progress bar read the Budget in one unit: the budget's when it
     could be computed, else steps (step 1 of max_steps 4 here)."""
-    from ssb.stages.grpo_budget import Spend
+    from ssb.stages.grpo_budget import Budget, Spend
 
     cfg = load_config(ROOT / "configs" / "smoke.yaml", [f"grpo.budget={kind}"])
-    spend = Spend(cfg, None, budgets)
+    budget = Budget(cfg.grpo.budget, budgets.get(kind))
+    spend = Spend(cfg, None)
     spend.counts, spend.flops = {"generated_tokens": 10}, 100.0
-    assert spend.in_force() == want
-    assert spend.fraction(4.0, 1, 4) == frac
+    assert budget.unit == want
+    assert budget.fraction(spend, 4.0, 1, 4) == frac

@@ -58,7 +58,7 @@ def test_hinted_teacher_prompt_keeps_question_and_traces_as_text(tok):
 
 
 def test_training_alignment_keeps_question_and_reply_as_text(tok):
-    from ssb.alignment import align_pair
+    from ssb.signal.alignment import align_pair
 
     student = student_messages(PROMPT, INJECTED)
     teacher = teacher_messages(PROMPT, INJECTED, correct=SOLUTION, wrong="\\boxed{7}", wrong_answer="7")
@@ -86,9 +86,9 @@ def test_grpo_prompts_keep_question_as_text(tmp_path, tiny_model_dir):
     from trl import GRPOTrainer
 
     from ssb.config import RunConfig
-    from ssb.stages.grpo import grpo_args
     from ssb.models import load_model
-    from ssb.rundir import Run
+    from ssb.rundir.run import Run
+    from ssb.stages.grpo import grpo_args
 
     cfg = RunConfig.model_validate({"name": "g", "runs_dir": str(tmp_path),
                                     "model": {"name_or_path": str(tiny_model_dir), "device": "cpu"},

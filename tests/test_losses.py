@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ssb.lm_head import answer_hidden_states
-from ssb.losses import TeacherSignal, auto_chunk_size, distill_loss, reference_loss
+from ssb.signal.lm_head import answer_hidden_states
+from ssb.signal.losses import TeacherSignal, auto_chunk_size, distill_loss, reference_loss
 from ssb.stages.logits import encode
 
 N, H, V = 37, 16, 50
@@ -39,7 +39,7 @@ def test_default_chunk_follows_the_vocabulary(setup, monkeypatch):
     assert (auto_chunk_size(49_152), auto_chunk_size(151_936), auto_chunk_size(10**8)) == (682, 220, 16)
     W, h_s, h_t, _ = setup
     ref, g_ref = _grad(lambda h: reference_loss(h @ W.t(), h_t @ W.t(), temperature=2.0), h_s)
-    monkeypatch.setattr("ssb.losses.CHUNK_LOGITS", 20 * V)  # 20 rows per chunk: 2 chunks of the 37 rows
+    monkeypatch.setattr("ssb.signal.losses.CHUNK_LOGITS", 20 * V)  # 20 rows per chunk: 2 chunks of the 37 rows
     assert auto_chunk_size(V) == 20
     out, g = _grad(lambda h: distill_loss(h, W, None, TeacherSignal("hidden", hidden=h_t)).loss, h_s)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
@@ -139,7 +139,7 @@ def _tiny(family):
 
 
 def _pair():
-    from ssb.alignment import AlignedPair
+    from ssb.signal.alignment import AlignedPair
 
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, 256, (14,), generator=g).tolist()
@@ -150,8 +150,8 @@ def _pair():
 def test_scaled_heads_recompute_the_models_own_logits(family):
     """Hidden and top-k stores and the loss recompute logits from the head input; for every
     scaled/soft-capped family of the installed transformers they equal the model's forward logits."""
-    from ssb.lm_head import LogitTransform, logit_transform
-    from ssb.losses import model_logits
+    from ssb.signal.lm_head import LogitTransform, logit_transform
+    from ssb.signal.losses import model_logits
     from ssb.stages.logits import check_head, teacher_hidden
 
     model = _tiny(family)
@@ -191,18 +191,19 @@ def test_scaled_heads_recompute_the_models_own_logits(family):
 def test_unknown_post_processing_is_refused(monkeypatch):
     """A family whose scaling ssb does not know (simulated by forgetting Granite's) is refused
     with a clear error instead of storing wrong logits."""
-    import ssb.lm_head
-    from ssb.stages.logits import TeacherStoreError, check_head
+    import ssb.signal.lm_head
+    from ssb.signal.store import TeacherStoreError
+    from ssb.stages.logits import check_head
 
     model = _tiny("granite")
-    monkeypatch.setattr(ssb.lm_head, "_DIVIDE_BY_LOGITS_SCALING", ())
+    monkeypatch.setattr(ssb.signal.lm_head, "_DIVIDE_BY_LOGITS_SCALING", ())
     with pytest.raises(TeacherStoreError, match="'granite'.*cannot recompute"):
         check_head(model, _pair(), pad_id=0)
 
 
 def test_prescaled_hidden_states_need_no_transform(tiny_model):
     """MiniCPM3-style ``logits_scaling`` (applied before the head) and plain Llama: identity."""
-    from ssb.lm_head import LogitTransform, logit_transform
+    from ssb.signal.lm_head import LogitTransform, logit_transform
 
     assert logit_transform(tiny_model.model) == LogitTransform() and LogitTransform().identity
     cfg = type("Cfg", (), {"model_type": "minicpm3", "logits_scaling": 256.0})()

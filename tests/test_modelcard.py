@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 
 import yaml
-
-from ssb.paired import pct
-from ssb.modelcard import _adapter_digest, _front_matter, write_model_card
-from ssb.rundir import Run
 from test_report import make_synthetic_run
+
+from ssb.report.modelcard import _adapter_digest, _front_matter, write_model_card
+from ssb.report.paired import pct
+from ssb.rundir.run import Run
 
 
 def check_card(run_dir: Path, adapter: str, method: str, label: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ssb.jsonl import read_jsonl
+from ssb.rundir.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_STAGES = ["eval_base", "rollout", "curate", "teacher", "logits", "distill", "eval_ssb", "rounds", "sft",
@@ -55,8 +55,8 @@ def test_skipping_a_trained_stage_skips_its_evaluation(tmp_path, caplog):
     stop with "not a PEFT adapter directory"); once GRPO has run, --skip grpo still evaluates it."""
     from ssb.config import RunConfig
     from ssb.pipeline import _should_run
-    from ssb.rundir import Run
-    from ssb.stages import STAGES
+    from ssb.rundir.run import Run
+    from ssb.rundir.table import STAGES
 
     caplog.set_level("INFO")
     cfg = RunConfig(name="skips", runs_dir=str(tmp_path))
@@ -79,7 +79,7 @@ def _tree(root: Path) -> set[str]:
 
 def _fake_outputs(run_dir: Path) -> None:
     """Every file each stage declares, plus files no stage owns."""
-    from ssb.stages import STAGES
+    from ssb.rundir.table import STAGES
 
     for stage in STAGES:
         for out in stage.outputs:
@@ -96,13 +96,13 @@ def _fake_outputs(run_dir: Path) -> None:
 
 
 def test_the_stage_table_lists_every_stage_in_order():
-    from ssb.stages import stage_names
+    from ssb.rundir.table import stage_names
 
     assert stage_names() == tuple(ALL_STAGES)
 
 
 def test_stages_declare_their_outputs_in_the_stage_table():
-    from ssb.stages import STAGES
+    from ssb.rundir.table import STAGES
 
     declared = {s.name: s.outputs for s in STAGES}
     assert declared["rollout"] == ("rollouts.jsonl",)
@@ -124,8 +124,8 @@ def test_stages_declare_their_outputs_in_the_stage_table():
 def test_force_removes_exactly_what_the_stage_declares(tmp_path, stage_name):
     from ssb.config import RunConfig
     from ssb.pipeline import remove_outputs
-    from ssb.rundir import Run
-    from ssb.stages import get_stage
+    from ssb.rundir.run import Run
+    from ssb.rundir.table import get_stage
 
     run = Run.create(RunConfig(name="forced", runs_dir=str(tmp_path)))
     _fake_outputs(run.path)
@@ -220,8 +220,8 @@ def test_smoke_run_bootstraps_three_rounds(smoke_run):
     """Rounds 2 and 3 ran in rounds/r2, rounds/r3 on a merged model each, were scored on the run's own
     held-out problems and on a validation draw apart from them, and the ledger adds their compute up."""
     from ssb.config import load_config
-    from ssb.ledger import ledger
-    from ssb.rundir import Run
+    from ssb.report.ledger import ledger
+    from ssb.rundir.run import Run
     from ssb.stages.grpo_budget import point_fractions
 
     path, _ = smoke_run

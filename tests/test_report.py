@@ -8,8 +8,8 @@ import math
 import random
 
 from ssb.config import RunConfig
-from ssb.jsonl import JsonlWriter, atomic_write_json
-from ssb.rundir import Run
+from ssb.rundir.jsonl import JsonlWriter, atomic_write_json
+from ssb.rundir.run import Run
 
 TASK = {"name": "chain_sum", "options": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}}
 

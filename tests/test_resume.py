@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ssb.stages import stage_names
+from ssb.rundir.table import stage_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"

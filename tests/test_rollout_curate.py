@@ -16,8 +16,8 @@ import pytest
 
 from ssb.config import RunConfig
 from ssb.generation.engine import Completion
-from ssb.jsonl import read_jsonl
-from ssb.rundir import Run
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
 from ssb.stages.curate import group_answers, run_curate, select_traces
 from ssb.stages.rollout import run_rollout
 
@@ -127,7 +127,7 @@ def test_rollout_writes_records_and_stats(tmp_path, tiny_model_dir, tiny_model):
 
 ROLLOUT_SCRIPT = """
 import sys, time
-from ssb.rundir import Run
+from ssb.rundir.run import Run
 from ssb.generation.factory import load_generator
 from ssb.stages.rollout import run_rollout
 run = Run.open(sys.argv[1])
@@ -140,8 +140,8 @@ run_rollout(run, loaded=loaded, generator=Slow())
 """
 
 
-def _kill_after_first_lines(cmd: list[str], out: Path, timeout: float = 120) -> int:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _kill_after_first_lines(cmd: list[str], out: Path, timeout: float = 120, env: dict | None = None) -> int:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     t0 = time.time()
     try:
         while time.time() - t0 < timeout:
@@ -278,8 +278,8 @@ def test_rollout_curate_teacher_on_embedded_model(tmp_path, embedded_model):
 def test_one_funnel_count_for_rollout_curate_and_report(tmp_path):
     """funnel.rollout_counts is the count the rollout manifest, curate's funnel and the report
     all show; a no-answer rollout counts as wrong only with no_answer_is_wrong."""
+    from ssb.report.funnel import rollout_counts
     from ssb.stages.curate import funnel
-    from ssb.funnel import rollout_counts
     from ssb.stages.report import funnel_counts
 
     recs = [{"grades": ["correct", "no_answer"], "formats": ["boxed", "none"], "finish_reasons": ["stop", "length"],

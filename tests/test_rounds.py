@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ssb.config import ConfigError, RunConfig, load_config
-from ssb.rundir import Run
+from ssb.rundir.run import Run
 from ssb.stages.rounds import round_config, stop_decision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,15 +118,6 @@ def test_rounds_refuse_llamacpp_before_any_work(tmp_path):
 # ----------------------------------------------------------------------------- the committed measurement
 
 
-def _bench_rounds():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    import rounds
-
-    return rounds
-
-
 @pytest.fixture(scope="module")
 def measured():
     return json.loads((ROOT / "bench" / "results" / "rounds.json").read_text())
@@ -135,8 +126,9 @@ def measured():
 def test_the_committed_rounds_are_what_their_compare_files_say(measured):
     """bench/results/rounds.json has what issue 25 asks under ``rounds`` (rounds 1, 2, 3: held-out accuracy,
     interval, difference to round 1 and to GRPO at matched compute, compute, collapse figures; ≥ 2 replicates)
-    and is exactly bench/rounds.py's reading of the committed compare files (nothing typed, nothing stale)."""
-    rounds = _bench_rounds()
+    and is exactly bench.rounds's reading of the committed compare files (nothing typed, nothing stale)."""
+    from bench import rounds
+
     assert {k: v for k, v in measured.items() if k != "provenance"} == json.loads(json.dumps(rounds.build()))
     assert [r["round"] for r in measured["rounds"]] == [1, 2, 3]
     for v in measured["variants"]:
@@ -224,16 +216,18 @@ def test_what_rounds_bought_on_basic_arithmetic(measured):
 
 
 def test_the_readme_counts_what_the_last_round_bought(measured):
-    """The README's closing count is the rounds file's last-round differences, read as above / level / below."""
-    _bench_rounds()  # bench/ on sys.path
-    import render_tasks
-    from tasks import reading
+    """The README's rounds sentence counts the rounds file's last-round differences, read as above / level /
+    below, and links docs/rounds.md: one sentence, then its source caption."""
+    from bench.render import tasks as render_tasks
+    from ssb.report.stats import reading
 
-    d = lambda v, s: {"value": v, "significant": s}  # noqa: E731
-    assert [reading(x) for x in (d(0.1, False), d(-0.1, True), d(0.2, True), d(-0.3, True))] == ["level", "below", "above", "below"]
+    cis = ([-0.1, 0.3], [-0.2, -0.05], [0.1, 0.3], [-0.4, -0.2])
+    assert [reading(ci) for ci in cis] == ["level", "below", "above", "below"]
     for k in ("vs_round1", "vs_grpo"):
         assert {n: w for w, ns in measured["summary"][k].items() for n in ns} == {
-            t["name"]: reading(t["rounds"][-1][k]) for t in measured["tasks"]}
+            t["name"]: reading(t["rounds"][-1][k]["ci"]) for t in measured["tasks"]}
     text = render_tasks.render_rounds_readme()
     below = len(measured["summary"]["vs_round1"]["below"])
     assert "vs round 1: " in text and (f"{below} below" in text) == (below > 0)
+    sentence, caption = text.split("\n\n")
+    assert "[docs/rounds.md](docs/rounds.md)" in sentence and "\n" not in sentence and caption.startswith("_Source:")

@@ -17,14 +17,14 @@ import pytest
 
 from ssb import cli
 from ssb.config import RunConfig
-from ssb.rundir import Run, locked
-from ssb.runlock import LOCK_NAME, RunLock, RunLockedError, holder
+from ssb.rundir.lock import LOCK_NAME, RunLock, RunLockedError, holder
+from ssb.rundir.run import Run, locked
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from ssb.rundir import Run
+    from ssb.rundir.run import Run
 
     with Run.open(sys.argv[1]).locked():
         print("locked", flush=True)
@@ -112,7 +112,7 @@ def test_exception_releases_and_reentry_is_allowed(run_dir):
 
 
 def test_non_main_processes_of_a_launch_take_no_lock(run_dir, monkeypatch):
-    monkeypatch.setattr("ssb.rundir._main_process", lambda: False)
+    monkeypatch.setattr("ssb.rundir.run._main_process", lambda: False)
     with locked(run_dir) as lock:
         assert lock is None and not (run_dir / LOCK_NAME).exists()
 
@@ -133,7 +133,7 @@ def test_a_forked_child_does_not_keep_the_lock(run_dir):
     """A child forked while the lock is held (a data-loader worker) closes its copy: when the
     parent dies without releasing (simulated: its descriptor closed, the file left), the lock is
     free even while the child lives."""
-    import ssb.runlock as runlock
+    import ssb.rundir.lock as runlock
 
     lock = RunLock(run_dir).acquire()
     r, w = os.pipe()
@@ -147,7 +147,7 @@ def test_a_forked_child_does_not_keep_the_lock(run_dir):
     lock._fd = None
     runlock._HELD.clear()
     try:
-        probe = subprocess.run([sys.executable, "-c", "import sys; from ssb.runlock import RunLock\n"
+        probe = subprocess.run([sys.executable, "-c", "import sys; from ssb.rundir.lock import RunLock\n"
                                 "RunLock(sys.argv[1]).acquire(); print('got it')", str(run_dir)],
                                capture_output=True, text=True, timeout=60,
                                env=dict(os.environ, PYTHONPATH=str(SRC)))

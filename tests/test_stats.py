@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ssb import stats
+from ssb.report import stats
 
 
 def test_wilson_known_values():
@@ -128,6 +128,12 @@ def test_paired_bootstrap_seeded_and_sensible():
     assert a["p_value"] < 0.01
     null = stats.paired_bootstrap(x, x, iters=500)
     assert null["diff"] == 0 and null["p_value"] == 1.0
+
+
+def test_reading_of_a_difference_interval():
+    # above / below where the interval excludes zero on that side; level where it holds zero (its ends included)
+    cis = ([0.01, 0.2], [-0.3, -0.001], [-0.1, 0.1], [0.0, 0.2], [-0.2, 0.0])
+    assert [stats.reading(ci) for ci in cis] == ["above", "below", "level", "level", "level"]
 
 
 def test_length_stats():

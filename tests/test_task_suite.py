@@ -1,33 +1,23 @@
 """The task suite (issue 24): its configs draw their reasoning-gym tasks, their worked examples are
-in a format the gates accept, and ``bench/tasks.py`` reads each task's comparison the right way round."""
+in a format the gates accept, and ``bench.tasks`` reads each task's comparison the right way round."""
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench import tasks
 from ssb.config import load_config
 from ssb.data.load import load_problems
-from ssb.gates import asks_boxed, check_reply, last_result
-from ssb.grading.grade import grade
 from ssb.data.problem import Problem
+from ssb.grading.gates import asks_boxed, check_reply, last_result
+from ssb.grading.grade import grade
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = sorted((ROOT / "configs" / "tasks").glob("*.yaml"))
-
-
-def _bench(name: str):
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location(f"ssb_bench_{name}", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
@@ -55,7 +45,6 @@ def test_task_config_draws_its_task_and_its_example_passes_the_gates(path):
 
 
 def test_suite_reads_each_compare_file_as_ssb_minus_the_other_arm(tmp_path):
-    tasks = _bench("tasks")
     src = json.loads((ROOT / "bench" / "results" / "compare.json").read_text())
     (tmp_path / "compare.json").write_text(json.dumps(src))
     doc = tasks.build(tmp_path, suite=[("chain_sum", "configs/default.yaml", "compare.json", False, "one line")])
@@ -75,7 +64,6 @@ def test_suite_reads_each_compare_file_as_ssb_minus_the_other_arm(tmp_path):
 
 
 def test_suite_refuses_one_replicate_and_a_missing_arm(tmp_path):
-    tasks = _bench("tasks")
     src = json.loads((ROOT / "bench" / "results" / "compare.json").read_text())
     row = ("chain_sum", "configs/default.yaml", "compare.json", False, "one line")
     one = copy.deepcopy(src)
@@ -93,9 +81,8 @@ def test_suite_refuses_one_replicate_and_a_missing_arm(tmp_path):
 
 def test_the_committed_suite_is_what_its_compare_files_say():
     """bench/results/tasks.json has what issue 24 asks (≥ 3 tasks, ≥ 2 multi-step, one not addition, ≥ 2
-    replicates each, SSB minus base / GRPO / SFT with intervals), and is exactly bench/tasks.py's reading of
+    replicates each, SSB minus base / GRPO / SFT with intervals), and is exactly bench.tasks's reading of
     the committed compare files (nothing typed, nothing stale)."""
-    tasks = _bench("tasks")
     doc = json.loads((ROOT / "bench" / "results" / "tasks.json").read_text())
     assert {k: v for k, v in doc.items() if k != "provenance"} == json.loads(json.dumps(tasks.build()))
     assert doc["n_tasks"] >= 3 and doc["multi_step_tasks"] >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,15 +11,13 @@ from pathlib import Path
 import pytest
 
 from ssb.generation.engine import Completion
-from ssb.jsonl import read_jsonl
-from ssb.rundir import Run
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
 from ssb.stages.curate import run_curate
 from ssb.stages.teacher import run_teacher
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_rollout_curate import EASY, _kill_after_first_lines, fake_rollouts, make_run  # noqa: E402
-
-from test_gates import CHAIN_TEMPLATE  # noqa: E402
+from test_gates import CHAIN_TEMPLATE
+from test_rollout_curate import EASY, _kill_after_first_lines, fake_rollouts, make_run
 
 
 class ScriptedTeacher:
@@ -261,9 +260,8 @@ def test_shows_work_reference_without_a_correct_rollout(tmp_path, tiny_model_dir
 
 TEACHER_SCRIPT = """
 import sys
-sys.path.insert(0, sys.argv[2])
-from test_teacher import ScriptedTeacher, EASY
-from ssb.rundir import Run
+from test_teacher import ScriptedTeacher, EASY  # tests/ is on PYTHONPATH
+from ssb.rundir.run import Run
 from ssb.stages.teacher import run_teacher
 run_teacher(Run.open(sys.argv[1]), generator=ScriptedTeacher(dict(EASY), delay=0.7))
 """
@@ -277,7 +275,9 @@ def test_teacher_resumes_after_kill(tmp_path, tiny_model_dir, tiny_model):
     script = tmp_path / "teach.py"
     script.write_text(TEACHER_SCRIPT)
     out = run.file("pairs.jsonl")
-    partial = _kill_after_first_lines([sys.executable, str(script), str(run.path), str(Path(__file__).parent)], out)
+    tests = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]  # the script imports this file
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(tests)}
+    partial = _kill_after_first_lines([sys.executable, str(script), str(run.path)], out, env=env)
     assert 1 <= partial < 5
     stats = run_teacher(Run.open(run.path), loaded=tiny_model, generator=ScriptedTeacher(dict(EASY)))
     ids = [p["id"] for p in read_jsonl(out)]

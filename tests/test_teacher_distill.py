@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from ssb.config import RunConfig
-from ssb.jsonl import read_jsonl
-from ssb.rundir import Run
-from ssb.stages.logits import TeacherStore, TeacherStoreError, run_logits
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
+from ssb.signal.store import TeacherStore, TeacherStoreError
+from ssb.stages.logits import run_logits
 
 SYSTEM = "You are a careful math tutor. Give the final answer as \\boxed{ANSWER}."
 PROBLEMS = [("What is 2 + 3?", "2 + 3 = 5.\n\\boxed{5}"),
@@ -182,8 +183,8 @@ def test_distill_overfits_and_saves_loadable_adapter(tmp_path, sharp_model_dir):
     tiny_model_dir = sharp_model_dir
     from peft import PeftModel
 
-    from ssb.stages.distill import merge_adapter, run_distill
     from ssb.models import load_model
+    from ssb.stages.distill import merge_adapter, run_distill
 
     run = make_run(tmp_path, tiny_model_dir, logits={"batch_size": 4}, lora={"r": 8, "alpha": 16},
                    distill={"epochs": 10, "batch_size": 3, "lr": 1e-2,
@@ -215,7 +216,7 @@ def test_distill_overfits_and_saves_loadable_adapter(tmp_path, sharp_model_dir):
 
 
 def test_answer_slice_selects_the_positions_that_predict_the_reply(tiny_model):
-    from ssb.alignment import answer_slice
+    from ssb.signal.alignment import answer_slice
 
     assert list(range(10))[answer_slice(4, 3)] == [3, 4, 5]
     prompt, reply = [11, 12, 13, 14], [21, 22, 23]
@@ -249,7 +250,7 @@ def test_distill_collator_pads_and_marks_answer_positions():
 
 
 def test_check_head_on_a_plain_head(tiny_model):
-    from ssb.alignment import align_pair
+    from ssb.signal.alignment import align_pair
     from ssb.stages.logits import check_head
 
     rec = json.loads(json.dumps({"t": [{"role": "user", "content": "What is 2 + 3? Hint: 5."}],
@@ -283,7 +284,7 @@ def test_kd_is_zero_at_step_0_when_teacher_prompt_equals_student_prompt(tmp_path
 
 
 def test_resume_point_skips_a_checkpoint_killed_while_saving(tmp_path):
-    from ssb.stages.distill import resume_point
+    from ssb.training import resume_point
 
     ck, log = tmp_path / "checkpoints", tmp_path / "train_log.jsonl"
     assert resume_point(ck, log) is None
@@ -304,11 +305,12 @@ def test_warmup_ratio_is_a_share_of_the_optimizer_steps(tmp_path, tiny_model_dir
     """distill.warmup_ratio=0.5 over 10 optimizer steps: the Trainer's own scheduler, built
     from the stage's training arguments, warms the lr up over steps 0-5, then decays it."""
     from ssb.config import ConfigError
-    from ssb.stages.distill import DistillTrainer, _training_args
+    from ssb.stages.distill import DistillTrainer
+    from ssb.training import training_args
 
     run = make_run(tmp_path, tiny_model_dir, distill={"warmup_ratio": 0.5, "lr": 1e-3, "lr_scheduler": "linear"})
     dc = run.cfg.distill
-    trainer = DistillTrainer(model=torch.nn.Linear(2, 2), args=_training_args(run, dc, torch.device("cpu")),
+    trainer = DistillTrainer(model=torch.nn.Linear(2, 2), args=training_args(run, dc, torch.device("cpu")),
                              distill_cfg=dc, store_kind="hidden", store_temperature=None)
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     lrs = []
@@ -322,4 +324,4 @@ def test_warmup_ratio_is_a_share_of_the_optimizer_steps(tmp_path, tiny_model_dir
     # 1 or more would be read as a number of steps: refused, naming the field
     for bad in (1.0, 2.0, -0.1):
         with pytest.raises(ConfigError, match=r"distill.warmup_ratio=.* set distill.warmup_ratio in \[0, 1\)"):
-            _training_args(run, dc.model_copy(update={"warmup_ratio": bad}), torch.device("cpu"))
+            training_args(run, dc.model_copy(update={"warmup_ratio": bad}), torch.device("cpu"))

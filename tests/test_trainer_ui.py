@@ -56,7 +56,7 @@ def test_report_to_is_one_field_and_the_old_key_still_reads(tmp_path, caplog):
         cfg = load_config(f)
     assert cfg.tracking.report_to == "tensorboard"
     assert "distill.report_to -> tracking.report_to" in caplog.text
-    from ssb.trainer_ui import report_to
+    from ssb.training import report_to
 
     assert report_to(cfg.tracking) == ["tensorboard"]
     assert report_to(load_config(None, ["tracking.report_to=tensorboard, wandb"]).tracking) == ["tensorboard", "wandb"]
@@ -64,7 +64,7 @@ def test_report_to_is_one_field_and_the_old_key_still_reads(tmp_path, caplog):
 
 
 def test_known_warnings_are_filtered_by_message_only():
-    from ssb.trainer_ui import known_warnings_filtered
+    from ssb.training import known_warnings_filtered
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
@@ -82,7 +82,7 @@ def test_known_warnings_are_filtered_by_message_only():
 def test_distill_shows_one_bar_and_writes_tensorboard(tmp_path, tiny_model_dir, capfd, monkeypatch, recwarn):
     from test_teacher_distill import make_run
 
-    from ssb.jsonl import read_jsonl
+    from ssb.rundir.jsonl import read_jsonl
     from ssb.stages import distill
     from ssb.stages.logits import run_logits
 
@@ -109,7 +109,7 @@ def test_budgeted_grpo_bar_ends_where_the_budget_stops(tmp_path, tiny_model_dir,
     budget stopped (the old bar announced the epochs' steps and stopped short)."""
     from test_grpo import _run
 
-    from ssb import trainer_ui
+    from ssb import training as trainer_ui
     from ssb.stages import grpo
 
     run = _run(tmp_path, tiny_model_dir, max_steps=4)
@@ -131,7 +131,7 @@ def test_budgeted_grpo_bar_ends_where_the_budget_stops(tmp_path, tiny_model_dir,
 def test_grpo_without_a_budget_counts_steps(tmp_path, tiny_model_dir, capfd, monkeypatch):
     from test_grpo import _run
 
-    from ssb import trainer_ui
+    from ssb import training as trainer_ui
     from ssb.stages import grpo
 
     run = _run(tmp_path, tiny_model_dir, budget="steps", max_steps=2)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import RunConfig, apply_overrides, load_config
-from .rundir import Run
+from .rundir.run import Run
 
 __all__ = ["Run", "compare", "load_config", "run"]
 
@@ -46,7 +46,7 @@ def compare(config: str | Path, arms: str | list[str] = "base,ssb,sft,rft,grpo",
     ``options`` are ``arms.Compare``'s others with its defaults (``grpo_points=4``, ``curves=True``, ``k_max=0``: no
     K-sensitivity pass, which the command runs with ``--k-max 10 --k-values 2,10``, i.e.
     ``k_max=10, k_values=(2, 10)``). ``base`` is always an arm."""
-    from .arms import Compare, parse_arms  # lazy: it imports the orchestrator
+    from .comparison.arms import Compare, parse_arms  # lazy: it imports the orchestrator
 
     spec = arms if isinstance(arms, str) else ",".join(arms)
     return Compare(str(config), parse_arms(spec), replicates, n, seed, Path(out) if out else None,

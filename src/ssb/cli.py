@@ -8,14 +8,14 @@
 
 Imports of ssb modules are inside the commands, each marked: ``config`` pulls in pydantic
 (~0.3 s) and ``models`` torch, and ``ssb --help`` needs neither. The stage commands and
-their help come from the stage table (``stages/__init__.py``, standard library only).
+their help come from the stage table (``rundir/table.py``, standard library only).
 
 Errors meant for the user (every :class:`ssb.errors.SSBError`, and a missing or unreadable
 file) print as ``ssb: error: MESSAGE`` with exit status 1; ``--debug`` shows the traceback
 instead. Anything else is a bug and keeps its traceback.
 
 Commands that write into a run directory (``run``, the stage commands, ``report``, ``eval`` of a
-run into its ``eval/``) hold the directory's lock (``runlock.py``); the read-only ones
+run into its ``eval/``) hold the directory's lock (``rundir/lock.py``); the read-only ones
 (``config``, ``data``, ``model``, ``eval --out`` elsewhere) do not.
 """
 
@@ -29,7 +29,7 @@ import time
 from contextlib import contextmanager
 
 from .errors import SSBError
-from .stages import STAGES, get_stage, stage_names
+from .rundir.table import STAGES, get_stage, stage_names
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -54,9 +54,9 @@ def cmd_run(args) -> int:
 
 @contextmanager
 def _owned_run(args):
-    """The run of ``--run``, its directory locked for the command (``runlock.py``): stage
+    """The run of ``--run``, its directory locked for the command (``rundir/lock.py``): stage
     commands and the report write into it."""
-    from .rundir import Run, locked  # lazy: pydantic, keeps `ssb --help` fast
+    from .rundir.run import Run, locked  # lazy: pydantic, keeps `ssb --help` fast
 
     Run.open(args.run)  # a directory that is no run: the usual error, and no lock file left in it
     with locked(args.run):
@@ -82,8 +82,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .arms import Compare, parse_arms  # lazy: pydantic, keeps `ssb --help` fast
-    from .arms_results import markdown
+    from .comparison.arms import Compare, parse_arms  # lazy: pydantic, keeps `ssb --help` fast
+    from .comparison.results import markdown
 
     ks = tuple(int(k) for k in args.k_values.split(",") if k) if args.k_max else ()
     doc = Compare(args.config, parse_arms(args.arms), args.replicates, args.n, args.seed, args.dir, args.set,

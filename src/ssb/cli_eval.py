@@ -17,11 +17,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .paired import load_results, load_summaries, paired_table, print_tables
 from .config import EvalConfig, ModelConfig, RunConfig, load_config
 from .data.heldout import HOLDOUT_ALIASES, EvalError, bench_name, training_questions
-from .rundir import Run
-from .stages import STAGES
+from .report.paired import load_results, load_summaries, paired_table, print_tables
+from .rundir.run import Run
+from .rundir.table import STAGES
 from .stages.evaluate import evaluate
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def evaluate_cli(args) -> dict:
     # summaries are keyed by output directory (the paired table pairs directories); each
     # carries the model's label (run/adapter label or model name), which the tables show
     summaries = {}
-    # writing into a run's eval/: own its directory (runlock.py); --out elsewhere only reads the run
+    # writing into a run's eval/: own its directory (rundir/lock.py); --out elsewhere only reads the run
     owns = run is not None and any(Path(o).resolve().is_relative_to(run.path.resolve()) for *_, o in jobs)
     with run.locked() if owns else nullcontext():
         for label, mcfg, adp, out in jobs:

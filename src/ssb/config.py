@@ -12,12 +12,42 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from .overrides import ConfigError, apply_overrides  # noqa: F401  (re-exported: ssb.config.ConfigError)
+from .errors import SSBError
 from .renamed_keys import move_keys, read_old_hint_keys
+
+
+class ConfigError(SSBError, ValueError):
+    pass
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would ("8" -> 8, "true" -> True, "[a,b]" -> list)."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides to a nested dict (in place) and return it."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_scalar(value)
+    return data
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# What the hinted teacher prompt may show (``teacher.hint``); prompts.py renders each, ``ssb compare``
+# takes each as an arm. The one list of them.
+HINTS = ("answer", "correct", "contrastive", "none")
 
 
 # ----------------------------------------------------------------------------- model
@@ -156,7 +186,7 @@ class TeacherConfig(Section):
         "is replaced by it. The teacher's distribution over the answer line follows this wording, so "
         "keep it in the format the student is asked for (prompt.system)",
     )
-    hint: Literal["answer", "correct", "contrastive", "none"] = Field(
+    hint: Literal[HINTS] = Field(
         "answer",
         description="what the hinted prompt shows besides the question. answer: the verified final answer in "
         "answer_hint's wording; correct: one verified correct rollout (solution=rollout: never the rollout being "
@@ -262,7 +292,7 @@ class GRPOConfig(Section):
     budget: Literal["flops", "tokens", "seconds", "steps", "none"] = Field(
         "flops",
         description="flops: stop once GRPO spent as many FLOPs as SSB's rollout+curate+teacher+logits+distill "
-        "(ledger.py's rule: the unit that rewards neither implementation); "
+        "(report/ledger.py's rule: the unit that rewards neither implementation); "
         "tokens: once GRPO generated as many tokens as SSB's rollouts+teacher; "
         "seconds: once it ran as long as SSB's rollout+curate+teacher+logits+distill stages (all invocations "
         "of each, resumes included; wall-clock rewards the faster implementation, not the method); "

@@ -1,18 +1,18 @@
 """`ssb run CONFIG`: every stage in order into one run directory (the orchestrator; only the
-CLI imports it).
+CLI, ``ssb compare`` (``comparison/arms.py``) and the Python API (``api.py``) import it).
 
 The stages and their facts (order, entry points, outputs, which run on the main process
-alone, which are drawn in chunks, which need pairs) are the table in ``stages/__init__.py``.
+alone, which are drawn in chunks, which need pairs) are the table in ``rundir/table.py``.
 Stages already marked done in ``manifest.json`` are skipped; a partial stage resumes
 from its own append-only outputs. Ctrl-C leaves the run resumable: rerun the same
-command to go on. The run directory is locked for the whole run (``runlock.py``): a second
+command to go on. The run directory is locked for the whole run (``rundir/lock.py``): a second
 ``ssb run`` or stage command on it stops with the holder's name. ``--force STAGE`` removes
 exactly the stage's ``outputs`` in the table (an eval stage: ``eval/<label>``) and reruns it.
 
 Under ``accelerate launch`` every process runs this loop: the main process decides what
 each stage does (and alone writes the manifest and the report), every process follows;
 generation stages shard their problems, training stages use DDP, and the stages marked
-``main_process_only`` run on the main process while the others wait (``distributed.py``).
+``main_process_only`` run on the main process while the others wait (``rundir/distributed.py``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import logging
 import shutil
 import time
 
-from . import distributed
 from .config import RunConfig
 from .data.load import load_problems
 from .errors import SSBError
-from .rundir import Run, locked
-from .stages import STAGES, Stage, stage_names
+from .rundir import distributed
+from .rundir.run import Run, locked
+from .rundir.table import STAGES, Stage, stage_names
 from .stages.curate import run_curate
 
 log = logging.getLogger("ssb")
@@ -109,7 +109,7 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
         distributed.check_supported("distillation")
     if any(s.generates or s.drawn for s in planned):  # drawn: run with rollout + teacher under draw_chunk
         distributed.check_generation(cfg.generation.backend)
-    # one process owns the run directory (runlock.py; under a launch: the main process for all)
+    # one process owns the run directory (rundir/lock.py; under a launch: the main process for all)
     with locked(cfg.run_dir):
         with distributed.main_process_first():
             run = Run.create(cfg)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from .config import PromptConfig
+from .config import HINTS, PromptConfig
 from .errors import SSBError
 
 Message = dict[str, str]
@@ -132,7 +132,7 @@ def special_token_hits(text: str, tokenizer=None) -> list[str]:
 # What the hinted prompt shows (``teacher.hint``): the verified final answer, one verified
 # correct rollout, the paper's correct + most common wrong rollout, or nothing (the control).
 # ``{correct}`` holds the answer (in ``teacher.answer_hint``'s wording) or the correct trace.
-HINT_MODES = ("answer", "correct", "contrastive", "none")
+# The values: ``config.HINTS``.
 
 TEACHER_TEMPLATE = """\
 Here is a math problem{intro}.
@@ -181,8 +181,8 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 def check_teacher_template(template: str, mode: str) -> None:
     """A teacher template must show the question and, in a hint mode, the hint."""
-    if mode not in HINT_MODES:
-        raise TemplateError(f"unknown teacher.hint {mode!r}; use one of {', '.join(HINT_MODES)}")
+    if mode not in HINTS:
+        raise TemplateError(f"unknown teacher.hint {mode!r}; use one of {', '.join(HINTS)}")
     if "{question}" not in template:
         raise TemplateError("teacher.template must contain {question}")
     if mode != "none" and "{context}" not in template and "{correct}" not in template:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..config import DataConfig, EvalConfig
 from ..errors import SSBError
-from ..jsonl import JsonlWriter, atomic_write_json, read_jsonl
-from ..rundir import Run
+from ..rundir.jsonl import JsonlWriter, atomic_write_json, read_jsonl
+from ..rundir.run import Run
 from .load import load_benchmark, load_problems
 from .problem import DataError, Problem, normalize_question, question_keys
 

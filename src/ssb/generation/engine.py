@@ -1,7 +1,7 @@
 """Generation records and the helpers every backend shares: what a sampling request is
 (:class:`Sampling`), what comes back (:class:`Completion`), the :class:`Generator` protocol,
 per-sequence seeds, stop tokens (the end-of-turn list lives in :mod:`prompts`, shared with
-:mod:`alignment`), cutting a reply at its stop token (:func:`finish`) and the progress bar. No
+:mod:`signal.alignment`), cutting a reply at its stop token (:func:`finish`) and the progress bar. No
 torch here (the hf backend's sampling math lives in ``hf.py``), so the modules that only
 need these records (the evaluate, curate and grpo stages) import them without loading torch.
 

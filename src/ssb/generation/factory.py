@@ -39,7 +39,7 @@ from .engine import GenerationError, Generator
 if TYPE_CHECKING:
     from ..config import GenerationConfig, ModelConfig
     from ..models import LoadedModel
-    from ..rundir import Run
+    from ..rundir.run import Run
 
 
 def make_generator(gen_cfg: GenerationConfig, loaded: LoadedModel, model_cfg: ModelConfig | None = None,

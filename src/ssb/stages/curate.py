@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SSBError
-from ..funnel import rollout_counts
 from ..generation.engine import derive_seed
 from ..grading.grade import same_answer
-from ..jsonl import atomic_write_text, read_jsonl
-from ..rundir import Run
+from ..report.funnel import rollout_counts
+from ..rundir.jsonl import atomic_write_text, read_jsonl
+from ..rundir.run import Run
 
 log = logging.getLogger(__name__)
 

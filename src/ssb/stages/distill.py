@@ -17,30 +17,29 @@ full LM head weight directly, and they shard it.
 
 Writes ``student/`` (adapter + tokenizer), ``train_log.jsonl`` (one line per logging
 step) and, with ``distill.save_steps``, ``checkpoints/`` (a rerun resumes from the last complete
-checkpoint; one cut short by a kill is removed, see :func:`resume_point`).
+checkpoint; one cut short by a kill is removed: ``training.resume_point``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import Trainer
 
-from .. import distributed
-from ..alignment import answer_slice, prompt_and_reply_ids
-from ..config import ConfigError, ModelConfig
-from ..jsonl import read_jsonl
-from ..lm_head import answer_hidden_states, logit_transform
-from ..losses import TeacherSignal, distill_loss
-from ..models import load_model, lora_config, resolve_device
-from ..trainer_ui import TrainProgress, known_warnings_filtered, point_trackers, report_to, show_progress
-from .logits import TENSORS, TeacherStore, TeacherStoreError, check_store_temperature
+from ..config import ModelConfig
+from ..models import load_model, resolve_device
+from ..rundir import distributed
+from ..rundir.jsonl import read_jsonl
+from ..signal.alignment import answer_slice, prompt_and_reply_ids
+from ..signal.lm_head import answer_hidden_states, logit_transform
+from ..signal.losses import TeacherSignal, distill_loss
+from ..signal.store import TENSORS, TeacherStore, TeacherStoreError, check_store_temperature
+from ..training import (TrainProgress, known_warnings_filtered, point_trackers, save_adapter, show_progress,
+                        training_args, training_setup)
 
 log = logging.getLogger(__name__)
 
@@ -170,133 +169,7 @@ class DistillTrainer(Trainer):
         super().log(logs, start_time)
 
 
-class JsonlLogCallback(TrainerCallback):
-    """Appends each training log (loss, kd, ce, grad_norm, learning_rate, ...) to a JSONL file."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs and "loss" in logs:
-            rec = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-
-
-class EpochAdapters(TrainerCallback):
-    """``distill.save_every_epoch``: the adapter after each epoch into ``<out>/epoch-<k>/`` and a line
-    per epoch in ``<out>/points.json`` (epoch, step, trained tokens so far): the points of
-    ``ssb compare``'s curves. Used by the distillation and by the sft/rft baselines."""
-
-    def __init__(self, out: Path, tokens_per_epoch: int):
-        self.out, self.tokens_per_epoch = Path(out), tokens_per_epoch
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if not state.is_world_process_zero or model is None:
-            return
-        k = int(round(state.epoch or 0))
-        model.save_pretrained(str(self.out / f"epoch-{k}"))
-        f = self.out / "points.json"
-        points = [p for p in (json.loads(f.read_text()) if f.is_file() else []) if p["epoch"] != k]
-        points.append({"epoch": k, "dir": f"epoch-{k}", "step": state.global_step,
-                       "trained_tokens": int(self.tokens_per_epoch * (state.epoch or 0))})
-        f.write_text(json.dumps(sorted(points, key=lambda p: p["epoch"]), indent=1) + "\n")
-
-
 # ----------------------------------------------------------------------------- the stage
-
-
-def _training_args(run, dc, device: torch.device, stage: str = "distill") -> TrainingArguments:
-    """The Trainer's arguments for ``stage`` (distill, sft, rft) from ``dc`` and ``tracking``. ``distill.warmup_ratio`` goes to
-    ``warmup_steps`` as a float in [0, 1), which transformers 5 reads as a share of the
-    optimizer steps (``TrainingArguments.get_warmup_steps``: ``ceil(ratio * steps)``; it has
-    no ``warmup_ratio`` any more); a value outside [0, 1), which it would read as a step
-    count, raises :class:`ConfigError`."""
-    if not 0 <= dc.warmup_ratio < 1:
-        raise ConfigError(f"distill.warmup_ratio={dc.warmup_ratio} is not a share of the optimizer steps: "
-                          "set distill.warmup_ratio in [0, 1)")
-    return TrainingArguments(
-        output_dir=str(run.file("checkpoints")),
-        num_train_epochs=dc.epochs,
-        per_device_train_batch_size=dc.batch_size,
-        gradient_accumulation_steps=dc.grad_accum,
-        learning_rate=dc.lr,
-        lr_scheduler_type=dc.lr_scheduler,
-        warmup_steps=float(dc.warmup_ratio),  # < 1: a share of the steps (see the docstring)
-        weight_decay=dc.weight_decay,
-        max_grad_norm=dc.max_grad_norm,
-        logging_steps=dc.logging_steps,
-        save_strategy="steps" if dc.save_steps else "no",
-        save_steps=dc.save_steps or 500,
-        report_to=report_to(run.cfg.tracking),
-        run_name=f"{run.cfg.name}/{stage}",  # the trackers' name for it (W&B's run)
-        seed=dc.seed,
-        data_seed=dc.seed,
-        remove_unused_columns=False,
-        activation_checkpointing=dc.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if dc.gradient_checkpointing else None,
-        use_cpu=device.type == "cpu",
-        dataloader_pin_memory=device.type == "cuda",
-        ddp_find_unused_parameters=False,  # distributed hook: every LoRA weight is used in each forward
-        disable_tqdm=False,
-    )
-
-
-def resume_point(ckpt_dir: Path, log_path: Path) -> str | None:
-    """The last *complete* checkpoint to resume from (None: start over, without a log).
-
-    A run killed while saving leaves a checkpoint without ``trainer_state.json`` (the Trainer
-    writes it last): such partial checkpoints are removed. Log lines after the checkpoint's
-    step (logged before a save that never finished) are dropped, so the resumed run's log has
-    each step once."""
-    last = None
-    for ck in sorted(ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else [],
-                     key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1):
-        try:
-            json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))
-            last = ck
-        except (OSError, ValueError):
-            log.warning("removing incomplete checkpoint %s (the run was interrupted while saving it)", ck)
-            shutil.rmtree(ck, ignore_errors=True)
-    if last is None:
-        log_path.unlink(missing_ok=True)
-        return None
-    step = int(last.name.split("-")[-1])
-    keep = [r for r in read_jsonl(log_path) if r.get("step", 0) <= step]
-    log_path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    return str(last)
-
-
-def training_setup(run, lm, items: list[dict], ckpt: str, log_name: str, epochs_dir: str):
-    """What the distillation and the cross-entropy baselines (``stages/sft.py``) set up alike: the seed,
-    the LoRA adapter on ``lm``'s model, the checkpoint to resume from, the log and per-epoch callbacks,
-    and the tokens of one epoch. Returns ``(model, resume, callbacks, seq_tokens)``."""
-    from peft import get_peft_model  # lazy: ~3 s more than transformers, only to train or merge
-
-    dc = run.cfg.distill
-    set_seed(dc.seed)
-    if dc.gradient_checkpointing:
-        lm.model.enable_input_require_grads()
-    with known_warnings_filtered():
-        model = get_peft_model(lm.model, lora_config(run.cfg.lora))
-    log_path = run.file(log_name)
-    # distributed hook: the main process alone tidies checkpoints and the log, all resume from its answer
-    resume = distributed.broadcast(resume_point(run.file(ckpt), log_path) if distributed.is_main() else None)
-    seq_tokens = sum(len(it["input_ids"]) for it in items)
-    callbacks = [JsonlLogCallback(log_path)]
-    if dc.save_every_epoch:
-        callbacks.append(EpochAdapters(run.file(epochs_dir), seq_tokens))
-    return model, resume, callbacks, seq_tokens
-
-
-def save_adapter(model, tokenizer, out: Path) -> None:
-    """``out`` holds the adapter and the tokenizer, and nothing older (the main process saves, the others wait)."""
-    if distributed.is_main():  # distributed hook
-        if out.exists():
-            shutil.rmtree(out)
-        model.save_pretrained(str(out))
-        tokenizer.save_pretrained(str(out))
-    distributed.barrier()
 
 
 def run_distill(run) -> dict:
@@ -310,7 +183,7 @@ def run_distill(run) -> dict:
     if msg := check_store_temperature(store.kind, store.temperature, dc.temperature):
         warnings.warn(msg)
     with run.stage_run("distill") as info:
-        args = _training_args(run, dc, resolve_device(cfg.model.device))  # checks settings before loading
+        args = training_args(run, dc, resolve_device(cfg.model.device))  # checks settings before loading
         lm = load_model(cfg.model)
         store.check_model(lm.model, lm.tokenizer, lm.name)
         items, stats = build_items(pairs, store, lm.tokenizer, dc.max_length)
@@ -337,7 +210,7 @@ def run_distill(run) -> dict:
         answer_tokens = sum(len(it["input_ids"]) - it["prompt_len"] for it in items)
         info.update(
             **stats, examples=len(items), answer_tokens=answer_tokens, store=store.kind,
-            trained_tokens=int(seq_tokens * dc.epochs),  # ledger.py: every position, prompt included
+            trained_tokens=int(seq_tokens * dc.epochs),  # report/ledger.py: every position, prompt included
             steps=trainer.state.global_step, epochs=dc.epochs, resumed_from=resume,
             train_seconds=round(train_seconds, 2),
             answer_tokens_per_s=round(answer_tokens * dc.epochs / max(train_seconds, 1e-9), 1),

@@ -12,7 +12,7 @@ completions, extracted answers, grades, tokens, finish reasons), appended as pro
 finish so a killed eval resumes where it stopped; then ``<out>/summary.json`` with
 accuracy, its 95% interval (Wilson for 0/1 scores, paired-bootstrap over problems for
 n > 1 sampled completions), pass@k for k <= n, completion-length statistics and the
-truncated count. ``paired.py`` pairs models on the same problem ids.
+truncated count. ``report/paired.py`` pairs models on the same problem ids.
 
 Every record carries what made it: ``sampling`` (the :class:`~ssb.generation.engine.Sampling`
 fields: n, temperature, top_k, top_p, max_new_tokens, seed) and ``model`` (the base model's
@@ -25,7 +25,7 @@ regenerating or relabelling on its own (``ssb eval``: pass ``--out`` or delete t
 pipeline stage: ``ssb run CONFIG --force eval_<label>``). Records written before ssb
 recorded these (no ``sampling`` key) are refused the same way: what made them is unknown.
 Under ``accelerate launch`` each process evaluates its share of the problems into a shard
-file, merged in problem order by the main process (``distributed.py``).
+file, merged in problem order by the main process (``rundir/distributed.py``).
 
 Here: loading the model to evaluate, generating, scoring, summarising, and the stage entry
 point :func:`run_eval` (the ``eval_<label>`` stages of the stage table). Which problems a bench
@@ -45,14 +45,15 @@ from typing import Any, Iterable
 
 from tqdm.auto import tqdm
 
-from .. import distributed, stats
 from ..config import EvalConfig, GenerationConfig, ModelConfig, PromptConfig
 from ..data.heldout import HOLDOUT_ALIASES, EvalError, bench_name, bench_problems, training_questions
 from ..generation.engine import Sampling, derive_seed
 from ..grading.grade import grade
-from ..jsonl import JsonlWriter, atomic_write_json, read_jsonl
 from ..prompts import student_messages
-from ..rundir import Run, iter_batches
+from ..report import stats
+from ..rundir import distributed
+from ..rundir.jsonl import JsonlWriter, atomic_write_json, read_jsonl
+from ..rundir.run import Run, iter_batches
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def load_for_eval(model_cfg: ModelConfig, adapter: str | Path | None = None, mer
         raise EvalError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
     from peft import PeftModel  # heavy: imported only to apply an adapter
 
-    from ..trainer_ui import known_warnings_filtered  # transformers, as peft
+    from ..training import known_warnings_filtered  # transformers, as peft
 
     with known_warnings_filtered():
         model = PeftModel.from_pretrained(loaded.model, str(adapter))

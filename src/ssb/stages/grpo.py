@@ -13,7 +13,7 @@ What is held equal to SSB, so the comparison is about the method:
 * the reward: 1.0 when ``grading.grade`` says correct, else 0.0 — nothing else;
 * the budget (``cfg.grpo.budget``, default ``flops``): training stops once GRPO has spent as
   many FLOPs as SSB's stages (those the stage table says SSB pays for: rollout, curate,
-  teacher, logits, distill), both priced by ``ledger.py``'s rule, a unit that rewards neither
+  teacher, logits, distill), both priced by ``report/ledger.py``'s rule, a unit that rewards neither
   implementation. ``tokens`` stops once GRPO has generated as many completion tokens as SSB's
   rollouts + hinted teacher (manifest ``rollout.generated_tokens`` + ``teacher.teacher_tokens``);
   ``seconds`` once it has trained as long as SSB's stages took (wall-clock rewards whichever
@@ -41,16 +41,16 @@ import time
 import warnings
 from pathlib import Path
 
-from .. import distributed
 from ..data.load import load_problems
 from ..data.problem import Problem
 from ..errors import SSBError
 from ..generation.engine import stop_token_ids
 from ..grading.grade import grade
-from ..jsonl import JsonlWriter, read_jsonl
 from ..prompts import student_messages
-from ..rundir import Run
-from .grpo_budget import Spend, flops_budget, params_or_none, point_fractions, seconds_budget, token_budget  # noqa: F401
+from ..rundir import distributed
+from ..rundir.jsonl import JsonlWriter, read_jsonl
+from ..rundir.run import Run
+from .grpo_budget import Budget, Spend, grpo_budget, params_or_none
 from .grpo_rollout import ssb_rollout_func
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ class CorrectnessReward:
 
 
 
-def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, log_path: Path, t0: float,
-               points_dir: Path, fractions: list[float], max_steps: int, timer: dict):
+def _callbacks(reward: CorrectnessReward, spend: Spend, budget: Budget, num_generations: int, log_path: Path,
+               t0: float, points_dir: Path, max_steps: int, timer: dict):
     from transformers import TrainerCallback  # lazy: ~1.4 s, only when training
 
     class BudgetAndLog(TrainerCallback):
@@ -145,24 +145,24 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, lo
             self.tokens = self.resumed_tokens + new
             spend.update(int(state.num_input_tokens_seen), self.tokens, num_generations)
             seconds = distributed.broadcast(time.time() - t0)
-            frac = self.fraction = spend.fraction(seconds, state.global_step, max_steps)
-            if fractions and frac is not None:
+            frac = self.fraction = budget.fraction(spend, seconds, state.global_step, max_steps)
+            if budget.points and frac is not None:
                 self._save_points(model, state, frac, seconds)
-            if frac is not None and spend.in_force() != "steps" and frac >= 1:  # steps: max_steps stops it
+            if frac is not None and budget.unit != "steps" and frac >= 1:  # steps: max_steps stops it
                 self.stopped_by_budget = True
                 control.should_training_stop = True
                 control.should_save = True
             return control
 
         def _save_points(self, model, state, frac: float, seconds: float) -> None:
-            """The adapter at each crossed fraction of the budget (grpo_budget.point_fractions)."""
-            due = sum(f <= frac + 1e-9 for f in fractions)
+            """The adapter at each crossed fraction of the budget (``Budget.points``)."""
+            due = sum(f <= frac + 1e-9 for f in budget.points)
             while len(self.points) < due:
                 i = len(self.points) + 1
                 if distributed.is_main() and model is not None:
                     model.save_pretrained(str(points_dir / f"p{i}"))
                 self.points.append({"point": i, "dir": f"p{i}", "step": state.global_step,
-                                    "budget_fraction": round(frac, 4), "target": fractions[i - 1], "flops": spend.flops,
+                                    "budget_fraction": round(frac, 4), "target": budget.points[i - 1], "flops": spend.flops,
                                     **spend.counts, "seconds": round(seconds, 2)})
                 if distributed.is_main():
                     points_dir.mkdir(parents=True, exist_ok=True)
@@ -194,18 +194,17 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, num_generations: int, lo
 BAR_UNITS = {"flops": "FLOP", "tokens": "tok", "seconds": "s"}
 
 
-def progress_bar(cfg, spend: Spend, cb):
-    """The stage's progress bar (``trainer_ui.TrainProgress``): with a FLOPs, tokens or seconds
+def progress_bar(budget: Budget, cb):
+    """The stage's progress bar (``training.TrainProgress``): with a FLOPs, tokens or seconds
     budget its total is the budget in that unit and it advances by what each step spent (``cb``'s
     share of the budget), so it ends where the budget stops training; otherwise it counts steps."""
-    from ..trainer_ui import TrainProgress  # lazy: transformers
+    from ..training import TrainProgress  # lazy: transformers
 
-    kind, shown = spend.in_force(), ("reward", "loss", "kl")
+    kind, shown = budget.unit, ("reward", "loss", "kl")
     if kind == "steps":
         return TrainProgress("grpo", shown)
-    budget = spend.budgets[kind]
-    return TrainProgress(f"grpo ({kind} budget)", shown, total=budget, unit=BAR_UNITS[kind],
-                         measure=lambda state: (cb.fraction or 0.0) * budget)
+    return TrainProgress(f"grpo ({kind} budget)", shown, total=budget.amount, unit=BAR_UNITS[kind],
+                         measure=lambda state: (cb.fraction or 0.0) * budget.amount)
 
 
 def read_points(points_dir: Path) -> list[dict]:
@@ -234,25 +233,14 @@ def timed_trainer(base):
 # ----------------------------------------------------------------------------- resume
 
 
-def _resume_point(ckpt_dir: Path, log_path: Path) -> tuple[str | None, int, float, float]:
-    """Last checkpoint (or None), the generated tokens, training seconds and generation seconds
-    logged up to it; log lines after the checkpoint are dropped so the log matches the resumed state."""
-    from transformers.trainer_utils import get_last_checkpoint  # lazy: ~1.4 s, only when training
-
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+def spent_before(log_path: Path) -> tuple[int, float, float]:
+    """The generated tokens, training seconds and generation seconds that the log (cut back to the
+    checkpoint a run resumes from, ``training.resume_point``) records: a resumed run goes on from them."""
     recs = read_jsonl(log_path)
-    if last is None:
-        if log_path.exists() and distributed.is_main():  # distributed hook: one writer
-            log_path.unlink()
-        return None, 0, 0.0, 0.0
-    step = int(Path(last).name.split("-")[-1])
-    keep = [r for r in recs if r.get("step", 0) <= step]
-    if distributed.is_main():  # distributed hook: one writer
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    if not keep:
-        return last, 0, 0.0, 0.0
-    return (last, int(keep[-1]["generated_tokens"]), float(keep[-1].get("seconds", 0.0)),
-            float(keep[-1].get("generation_seconds", 0.0)))
+    if not recs:
+        return 0, 0.0, 0.0
+    return (int(recs[-1]["generated_tokens"]), float(recs[-1].get("seconds", 0.0)),
+            float(recs[-1].get("generation_seconds", 0.0)))
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -263,7 +251,7 @@ def grpo_args(run: Run, num_generations: int, device, dtype, max_steps: int):
     import torch  # lazy: the budget and reward code (and its tests) load without torch or trl
     from trl import GRPOConfig as TRLGRPOConfig
 
-    from ..trainer_ui import report_to
+    from ..training import report_to
 
     cfg = run.cfg
     g = cfg.grpo
@@ -324,7 +312,7 @@ def run_grpo(run: Run) -> dict:
     from trl import GRPOTrainer  # lazy: see grpo_args
 
     from ..models import load_model  # lazy: torch, loaded only when training starts (as trl is)
-    from ..trainer_ui import known_warnings_filtered, point_trackers, show_progress
+    from ..training import known_warnings_filtered, point_trackers, resume_point, save_adapter, show_progress
 
     cfg = run.cfg
     with run.stage_run("grpo") as info:
@@ -335,14 +323,13 @@ def run_grpo(run: Run) -> dict:
         if num_generations < 2:
             raise GRPOError(f"GRPO needs num_generations >= 2 (group baseline), got {num_generations}")
         params = params_or_none(cfg)
-        budget, budget_source = token_budget(run)
-        budget_seconds, seconds_source = seconds_budget(run)
-        budget_flops, flops_source = flops_budget(run, params)
-        budget_source = {"seconds": seconds_source, "flops": flops_source}.get(cfg.grpo.budget, budget_source)
+        budget = grpo_budget(run, params)
         max_steps = cfg.grpo.max_steps if cfg.grpo.max_steps else -1
         log_path = run.file("grpo_log.jsonl")
-        with distributed.main_process_first():  # distributed hook: others read the log once it is trimmed
-            resume, tokens_so_far, seconds_so_far, gen_so_far = _resume_point(run.file("grpo_checkpoints"), log_path)
+        # distributed hook: the main process alone tidies checkpoints and the log, all resume from its answer
+        resume = distributed.broadcast(resume_point(run.file("grpo_checkpoints"), log_path)
+                                       if distributed.is_main() else None)
+        tokens_so_far, seconds_so_far, gen_so_far = spent_before(log_path)
 
         loaded = load_model(cfg.model)
         # stop at end-of-turn exactly like generation/engine.py does for rollouts and eval
@@ -351,27 +338,21 @@ def run_grpo(run: Run) -> dict:
         args = grpo_args(run, num_generations, param.device, param.dtype, max_steps)
         reward = CorrectnessReward(tokens_so_far)
         t0 = time.time() - seconds_so_far  # a resumed run's clock goes on from its checkpoint
-        spend = Spend(cfg, params, {"flops": budget_flops, "tokens": budget, "seconds": budget_seconds})
+        spend = Spend(cfg, params)
         timer = {"generation": gen_so_far}
-        cb = _callbacks(reward, spend, num_generations, log_path, t0, run.file("grpo_points"),
-                        point_fractions(run, params, cfg.grpo.curve_points, budget_flops), max_steps, timer)
+        cb = _callbacks(reward, spend, budget, num_generations, log_path, t0, run.file("grpo_points"), max_steps, timer)
         with warnings.catch_warnings(), known_warnings_filtered():
             # rollout_func is marked experimental: we pin the TRL version it works with
             warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
             trainer = _make_trainer(GRPOTrainer, loaded, reward, args, problems, cfg, cb)
         trainer.ssb_timer = timer
-        show_progress(trainer, progress_bar(cfg, spend, cb))
+        show_progress(trainer, progress_bar(budget, cb))
         point_trackers(trainer, run, "grpo")
         with known_warnings_filtered():
             result = trainer.train(resume_from_checkpoint=resume)
         out = run.file("grpo")
-        if distributed.is_main():  # distributed hook: the main process saves, the others wait for it
-            trainer.model.save_pretrained(str(out))
-            loaded.tokenizer.save_pretrained(str(out))
-        distributed.barrier()
-        stopped = ({"tokens": "token budget", "seconds": "time budget", "flops": "FLOPs budget"}.get(cfg.grpo.budget,
-                                                                                                  "budget")
-                   if cb.stopped_by_budget else
+        save_adapter(trainer.model, loaded.tokenizer, out)
+        stopped = (budget.stopped_by() if cb.stopped_by_budget else
                    "max_steps" if max_steps > 0 and trainer.state.global_step >= max_steps else "epochs")
         info.update(
             problems=len(problems),
@@ -380,10 +361,7 @@ def run_grpo(run: Run) -> dict:
             completions=reward.completions,
             **{**spend.counts, "generated_tokens": cb.tokens},
             flops=spend.flops,
-            budget_flops=budget_flops,
-            budget_tokens=budget,
-            budget_seconds=budget_seconds,
-            budget_source=budget_source,
+            **budget.manifest(),
             stopped_by=stopped,
             train_seconds=round(time.time() - t0, 2),
             generation_seconds=round(timer["generation"], 2),
@@ -392,6 +370,6 @@ def run_grpo(run: Run) -> dict:
             resumed_from=resume,
             adapter=str(out),
         )
-        log.info("GRPO: %d steps, %d generated tokens (budget %s), stopped by %s",
-                 info["steps"], info["generated_tokens"], budget, stopped)
+        log.info("GRPO: %d steps, %d generated tokens (budget %s %s), stopped by %s",
+                 info["steps"], info["generated_tokens"], budget.amount, budget.unit, stopped)
     return info

@@ -1,24 +1,25 @@
 """GRPO's budget: what SSB spent (FLOPs, generated tokens or seconds) and what GRPO has spent so far.
 
-``flops`` (the default) prices both sides with ``ledger.py``'s rule; ``tokens`` counts generated
-completion tokens; ``seconds`` wall-clock (every invocation of each stage). See ``stages/grpo.py``.
+``flops`` (the default) prices both sides with ``report/ledger.py``'s rule; ``tokens`` counts
+generated completion tokens; ``seconds`` wall-clock (every invocation of each stage). See
+``stages/grpo.py``. ``grpo.budget`` is read once, by :func:`grpo_budget`, which builds the one
+:class:`Budget` that the stop rule, the curve points, the progress bar and the manifest read.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from ..ledger import flops, ledger, model_params
-from ..rundir import Run
-from . import stage_names
+from ..report.ledger import flops, ledger, model_params
+from ..rundir.run import Run
+from ..rundir.table import stage_names
 
 log = logging.getLogger(__name__)
 
 
-def token_budget(run: Run) -> tuple[int | None, str]:
+def token_budget(run: Run, params: dict | None = None) -> tuple[int | None, str]:
     """Completion tokens SSB generated (rollouts + hinted teacher) and where that came from."""
-    if run.cfg.grpo.budget != "tokens":
-        return None, f"budget={run.cfg.grpo.budget}"
     rollout = run.stage("rollout").get("generated_tokens")
     teacher = run.stage("teacher").get("teacher_tokens")
     if rollout is None and teacher is None:
@@ -26,11 +27,9 @@ def token_budget(run: Run) -> tuple[int | None, str]:
     return int(rollout or 0) + int(teacher or 0), "manifest: rollout.generated_tokens + teacher.teacher_tokens"
 
 
-def seconds_budget(run: Run) -> tuple[float | None, str]:
+def seconds_budget(run: Run, params: dict | None = None) -> tuple[float | None, str]:
     """Wall-clock SSB spent on its stages (those the stage table marks
     ``counts_toward_ssb_cost``), every invocation of each counted."""
-    if run.cfg.grpo.budget != "seconds":
-        return None, f"budget={run.cfg.grpo.budget}"
     ssb_stages = stage_names(counts_toward_ssb_cost=True)
     secs = [run.stage_seconds(s) for s in ssb_stages]
     if not any(secs):
@@ -48,9 +47,7 @@ def params_or_none(cfg) -> dict | None:
 
 
 def flops_budget(run: Run, params: dict | None) -> tuple[float | None, str]:
-    """FLOPs SSB spent on the stages it pays for (``ledger.py``), and where that came from."""
-    if run.cfg.grpo.budget != "flops":
-        return None, f"budget={run.cfg.grpo.budget}"
+    """FLOPs SSB spent on the stages it pays for (``report/ledger.py``), and where that came from."""
     arms = ledger(run, params, all_arms=True)["arms"]
     last = max((int(a.split("@")[1]) for a in arms if a.startswith("ssb@")), default=1)
     ssb = arms.get("ssb" if last == 1 else f"ssb@{last}")
@@ -61,10 +58,10 @@ def flops_budget(run: Run, params: dict | None) -> tuple[float | None, str]:
 
 def point_fractions(run: Run, params: dict | None, n_points: int, budget_flops: float | None) -> list[float]:
     """Where GRPO saves its adapter, as fractions of its budget: ``n_points`` evenly spaced, and with a
-    FLOPs budget over several rounds (``flops_budget``) each earlier round's share, so every round
-    meets GRPO at its own compute (``ssb@<r>`` of ``ledger.py``)."""
+    FLOPs budget (``budget_flops``, None otherwise) over several rounds each earlier round's share, so
+    every round meets GRPO at its own compute (``ssb@<r>`` of ``report/ledger.py``)."""
     out = {round(i / n_points, 6) for i in range(1, n_points + 1)} if n_points else set()
-    if run.cfg.grpo.budget == "flops" and budget_flops:
+    if budget_flops:
         arms = ledger(run, params, all_arms=True)["arms"]
         for a in [a for a in arms if a == "ssb" or a.startswith("ssb@")]:
             if 0 < arms[a]["flops"] < budget_flops:
@@ -72,12 +69,60 @@ def point_fractions(run: Run, params: dict | None, n_points: int, budget_flops: 
     return sorted(out)
 
 
-class Spend:
-    """What GRPO has spent so far: token kinds (``ledger.KINDS``), FLOPs, seconds; and the share of
-    its budget that is (``fraction``: FLOPs, tokens, seconds or steps, whichever the budget is)."""
+AMOUNTS = {"flops": flops_budget, "tokens": token_budget, "seconds": seconds_budget}  # SSB's spend, by unit
+STOPPED_BY = {"flops": "FLOPs budget", "tokens": "token budget", "seconds": "time budget"}
 
-    def __init__(self, cfg, params: dict | None, budgets: dict):
-        self.cfg, self.params, self.budgets = cfg, params, budgets
+
+@dataclass(frozen=True)
+class Budget:
+    """GRPO's budget, built once per run by :func:`grpo_budget` and passed down. ``asked`` is
+    ``grpo.budget``; ``amount`` what SSB spent in that unit (None when it could not be read, or the
+    unit is ``steps``/``none``), ``source`` where that came from; ``points`` the fractions of the
+    budget where curve adapters are saved."""
+
+    asked: str
+    amount: float | None = None
+    source: str = ""
+    points: tuple[float, ...] = ()
+
+    @property
+    def unit(self) -> str:
+        """The unit GRPO is held to: ``asked`` when its amount could be read, else ``steps``
+        (``grpo.max_steps`` / ``grpo.epochs``). The stop rule, the curve points and the progress bar
+        all read :meth:`fraction` in this unit."""
+        return self.asked if self.asked in AMOUNTS and self.amount else "steps"
+
+    def fraction(self, spend: "Spend", seconds: float, step: int, max_steps: int) -> float | None:
+        """The share of the budget spent so far, in :attr:`unit`."""
+        spent = {"flops": spend.flops, "tokens": spend.counts.get("generated_tokens", 0), "seconds": seconds}
+        if self.unit in spent:
+            return spent[self.unit] / self.amount
+        return step / max_steps if max_steps > 0 else None
+
+    def stopped_by(self) -> str:
+        """What the stop rule is called in the manifest when this budget stopped training."""
+        return STOPPED_BY.get(self.unit, "budget")
+
+    def manifest(self) -> dict:
+        """The manifest's ``budget_<unit>`` fields (the asked unit's amount, None for the others) and ``budget_source``."""
+        return {f"budget_{u}": self.amount if u == self.asked else None for u in AMOUNTS} | {
+            "budget_source": self.source}
+
+
+def grpo_budget(run: Run, params: dict | None) -> Budget:
+    """The run's :class:`Budget`: the one place ``grpo.budget`` is read."""
+    asked = run.cfg.grpo.budget
+    amount, source = AMOUNTS[asked](run, params) if asked in AMOUNTS else (None, f"budget={asked}")
+    points = point_fractions(run, params, run.cfg.grpo.curve_points, amount if asked == "flops" else None)
+    return Budget(asked, amount, source, tuple(points))
+
+
+class Spend:
+    """What GRPO has spent so far: token kinds (``ledger.KINDS``) and FLOPs (:meth:`Budget.fraction`
+    reads it as a share of the budget)."""
+
+    def __init__(self, cfg, params: dict | None):
+        self.cfg, self.params = cfg, params
         self.counts: dict[str, int] = {}
         self.flops = 0.0
 
@@ -87,20 +132,3 @@ class Spend:
                        "forward_tokens": trained if self.cfg.grpo.beta else 0, "trained_tokens": trained}
         if self.params:
             self.flops = flops(self.counts, self.params, self.cfg.grpo.gradient_checkpointing)
-
-    def in_force(self) -> str:
-        """The unit GRPO is held to: ``grpo.budget`` when its budget could be computed, else ``steps``
-        (``max_steps``). The stop rule and the curve points both read :meth:`fraction` in this unit."""
-        kind = self.cfg.grpo.budget
-        return kind if kind in ("flops", "tokens", "seconds") and self.budgets.get(kind) else "steps"
-
-    def fraction(self, seconds: float, step: int, max_steps: int) -> float | None:
-        """The share of the budget in force (:meth:`in_force`) spent so far."""
-        b, kind = self.budgets, self.in_force()
-        if kind == "flops":
-            return self.flops / b["flops"]
-        if kind == "tokens":
-            return self.counts.get("generated_tokens", 0) / b["tokens"]
-        if kind == "seconds":
-            return seconds / b["seconds"]
-        return step / max_steps if max_steps > 0 else None

@@ -1,7 +1,7 @@
 """Stage 4: the teacher signal over the answer tokens, stored compact and exact.
 
 One no-grad forward pass of the frozen base model over each teacher sequence
-(hinted prompt ‖ reply, see alignment.py), batched and length-sorted, keeping only
+(hinted prompt ‖ reply, see signal/alignment.py), batched and length-sorted, keeping only
 the positions that predict reply tokens. Two stores (``logits.store``):
 
 * ``hidden`` (default, exact): the final post-norm hidden state, the LM head's
@@ -37,51 +37,19 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..alignment import AlignedPair, AlignmentError, align_pair, answer_slice
-from ..errors import SSBError
-from ..jsonl import atomic_write_json, read_jsonl
-from ..lm_head import LogitTransform, answer_hidden_states, logit_transform
-from ..losses import TeacherSignal, model_logits
-from ..models import fingerprint, fingerprint_diff, load_model, tensor_hash
-from ..rundir import iter_batches
+from ..models import fingerprint, load_model
+from ..rundir.jsonl import atomic_write_json, read_jsonl
+from ..rundir.run import iter_batches
+from ..signal.alignment import AlignedPair, AlignmentError, align_pair, answer_slice
+from ..signal.lm_head import LogitTransform, answer_hidden_states, logit_transform
+from ..signal.losses import model_logits
+from ..signal.store import (STORE_VERSION, TENSORS, TeacherStoreError, check_store_temperature, head_hash,
+                            read_shard_meta)
 
 log = logging.getLogger(__name__)
-
-STORE_VERSION = 1
-TENSORS = {"hidden": ("hidden",), "topk": ("topk_ids", "topk_logits", "lse")}
-
-
-class TeacherStoreError(SSBError, RuntimeError):
-    pass
-
-
-def head_hash(model) -> str:
-    head = model.get_output_embeddings()
-    h = tensor_hash(head.weight)
-    if getattr(head, "bias", None) is not None:
-        h += "-" + tensor_hash(head.bias)
-    return h
-
-
-def check_store_temperature(kind: str, store_temperature: float | None, temperature: float) -> str | None:
-    """The distillation temperature's rules, for this stage and distill: a ``kind`` store computed at
-    ``store_temperature`` used at ``temperature``. Top-k only (hidden works at any T): another T
-    than its lse's raises :class:`TeacherStoreError`; above T=1 returns the lossy warning."""
-    if kind != "topk":
-        return None
-    if store_temperature is None or abs(store_temperature - temperature) > 1e-6:
-        raise TeacherStoreError(f"the topk store was computed at temperature {store_temperature}, distill uses "
-                                f"{temperature} (distill.temperature); rerun `ssb logits` to recompute it at "
-                                f"{temperature}")
-    if temperature > 1:
-        return (f"the topk teacher store is lossy at temperature {temperature} > 1: the tempered teacher keeps "
-                "much of its mass outside the top-k (one tail bucket stands for it); use store=hidden when the "
-                "teacher's LM head is available")
-    return None
 
 
 # ----------------------------------------------------------------------------- computing
@@ -171,16 +139,6 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> No
         tmp.unlink(missing_ok=True)
 
 
-def _read_shard_meta(path: Path) -> dict:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["ssb"])
-            meta["rows"] = {k: f.get_slice(k).get_shape()[0] for k in f.keys()}
-    except Exception as exc:  # truncated / corrupt / foreign file
-        raise TeacherStoreError(f"teacher shard {path} is unreadable (truncated or corrupt?): {exc}") from exc
-    return meta
-
-
 def _settings(cfg, lm) -> dict:
     lc = cfg.logits
     return {
@@ -204,7 +162,7 @@ def _completed_shards(out: Path, settings: dict) -> list[dict]:
     kept = []
     for path in sorted(out.glob("shard-*.safetensors")):
         try:
-            meta = _read_shard_meta(path)
+            meta = read_shard_meta(path)
         except TeacherStoreError as exc:
             log.warning("%s; recomputing it", exc)
             path.unlink()
@@ -299,96 +257,9 @@ def run_logits(run) -> dict:
         index = _write_index(out, settings, shards)
         total_bytes = sum(sh["bytes"] for sh in shards)
         info.update(store=lc.store, examples=index["n_examples"], answer_tokens=index["n_tokens"],
-                    forward_tokens=sum(e["prompt_len"] + e["length"] for e in index["examples"]),  # ledger.py
+                    forward_tokens=sum(e["prompt_len"] + e["length"] for e in index["examples"]),  # report/ledger.py
                     computed=len(todo), resumed=len(done), skipped=len(skipped), skipped_pairs=skipped[:50],
                     shards=len(shards), bytes=total_bytes,
                     bytes_per_token=round(total_bytes / max(index["n_tokens"], 1), 1),
                     fingerprint=settings["fingerprint"], head_hash=settings["head_hash"])
         return dict(info)
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-class TeacherStore:
-    """Read side of ``teacher/``: validates the index and shards on open, memory-maps shards
-    (safetensors ``safe_open``) and returns each example's rows."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        index_path = self.path / "index.json"
-        if not index_path.exists():
-            raise TeacherStoreError(f"{index_path} not found; run `ssb logits` first")
-        self.index = json.loads(index_path.read_text(encoding="utf-8"))
-        self.kind = self.index["store"]
-        if self.index.get("version") != STORE_VERSION:
-            raise TeacherStoreError(f"{self.path}: store version {self.index.get('version')} != {STORE_VERSION}")
-        if not self.index["examples"] or not self.index["n_tokens"]:
-            raise TeacherStoreError(f"{self.path}: the teacher store is empty")
-        self._files: dict[str, object] = {}
-        for sh in self.index["shards"]:
-            self._validate(sh)
-        self.examples = {ex["id"]: ex for ex in self.index["examples"]}
-
-    def _validate(self, sh: dict) -> None:
-        p = self.path / sh["file"]
-        if not p.exists():
-            raise TeacherStoreError(f"teacher shard {p} is missing")
-        if p.stat().st_size != sh["bytes"]:
-            raise TeacherStoreError(f"teacher shard {p} is truncated or altered: {p.stat().st_size} bytes, "
-                                    f"index says {sh['bytes']}")
-        meta = _read_shard_meta(p)
-        if sh["n_tokens"] <= 0 or meta["n_tokens"] != sh["n_tokens"]:
-            raise TeacherStoreError(f"teacher shard {p} is empty or does not match the index")
-        bad = {k: r for k, r in meta["rows"].items() if r != sh["n_tokens"]}
-        if bad or set(meta["rows"]) != set(TENSORS[self.kind]):
-            raise TeacherStoreError(f"teacher shard {p} has tensors {meta['rows']}, expected "
-                                    f"{list(TENSORS[self.kind])} with {sh['n_tokens']} rows")
-
-    # -- metadata
-    @property
-    def fingerprint(self) -> dict:
-        return self.index["fingerprint"]
-
-    @property
-    def temperature(self) -> float | None:
-        return self.index.get("temperature")
-
-    def ids(self) -> list[str]:
-        return list(self.examples)
-
-    def reply_ids(self, pid: str) -> list[int]:
-        return self.examples[pid]["reply_ids"]
-
-    def check_model(self, model, tokenizer, model_id: str = "") -> None:
-        """Refuse a student base model/tokenizer that differs from the teacher's."""
-        diff = fingerprint_diff(self.fingerprint, fingerprint(model, tokenizer, model_id))
-        if diff:
-            raise TeacherStoreError(
-                f"teacher store {self.path} was computed with a different model/tokenizer: {', '.join(diff)} "
-                f"differ{'s' if len(diff) == 1 else ''} from the student's base "
-                f"(teacher: {self.fingerprint.get('model_id')!r}); rerun `ssb logits` with this model")
-        if self.kind == "hidden" and head_hash(model) != self.index["head_hash"]:
-            raise TeacherStoreError(f"teacher store {self.path}: the student's LM head differs from the head the "
-                                    "hidden states were stored for; rerun `ssb logits`")
-
-    # -- rows
-    def _file(self, name: str):
-        if name not in self._files:
-            self._files[name] = safe_open(str(self.path / name), framework="pt")
-        return self._files[name]
-
-    def get(self, pid: str) -> dict[str, torch.Tensor]:
-        ex = self.examples[pid]
-        f = self._file(ex["shard"])
-        sl = slice(ex["offset"], ex["offset"] + ex["length"])
-        return {name: f.get_slice(name)[sl] for name in TENSORS[self.kind]}
-
-    def signal(self, rows: list[dict[str, torch.Tensor]]) -> TeacherSignal:
-        cat = {name: torch.cat([r[name] for r in rows]) for name in TENSORS[self.kind]}
-        return TeacherSignal(self.kind, temperature=self.temperature, **cat)
-
-    def __getstate__(self):  # picklable for dataloader workers: reopen the memory maps there
-        state = dict(self.__dict__)
-        state["_files"] = {}
-        return state

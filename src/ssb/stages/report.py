@@ -12,7 +12,7 @@ eval files); any stage that has not run is shown as "not run" instead of failing
   an accuracy bar chart with error bars, and completion lengths per model.
 
 It also writes the model card ``README.md`` of each trained adapter (``student/``, ``grpo/``;
-``modelcard.py``): the report runs last and sees every eval.
+``report/modelcard.py``): the report runs last and sees every eval.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import json
 import logging
 from pathlib import Path
 
-from ..paired import compare, load_results, load_summaries, markdown_tables
-from ..funnel import rollout_counts
-from ..gates import GATES
-from ..jsonl import atomic_write_text, read_jsonl
-from ..plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
-from ..rundir import Run, total_seconds
-from ..modelcard import write_model_card
-from . import STAGES, stage_names
+from ..grading.gates import GATES
+from ..report.funnel import rollout_counts
+from ..report.modelcard import write_model_card
+from ..report.paired import compare, load_results, load_summaries, markdown_tables
+from ..report.plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
+from ..rundir.jsonl import atomic_write_text, read_jsonl
+from ..rundir.run import Run, total_seconds
+from ..rundir.table import STAGES, stage_names
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,8 @@ def collapse_flags(summaries: dict, base: str = "base", margin: float = 0.02) ->
 
 
 def _ledger_lines(run: Run) -> list[str]:
-    """The compute ledger (``ledger.py``) per arm, also saved to the manifest under ``compute``."""
-    from ..ledger import KINDS, ledger  # lazy: the parameter count imports torch
+    """The compute ledger (``report/ledger.py``) per arm, also saved to the manifest under ``compute``."""
+    from ..report.ledger import KINDS, ledger  # lazy: the parameter count imports torch
 
     try:
         led = ledger(run)

@@ -14,7 +14,7 @@ done, so a killed run loses at most one chunk and a rerun skips the ids already
 written. Sampling is seeded per problem (``rollout.seed`` + problem id), so a resumed
 run draws the same samples as an uninterrupted one (exactly on the hf backend).
 Under ``accelerate launch`` each process rolls out its share of the problems into its own
-shard file, merged into ``rollouts.jsonl`` in problem order (``distributed.py``).
+shard file, merged into ``rollouts.jsonl`` in problem order (``rundir/distributed.py``).
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .. import distributed
 from ..data.load import load_problems
-from ..funnel import rollout_counts
 from ..generation.engine import Generator, Sampling, derive_seed
 from ..generation.factory import load_generator
 from ..grading.grade import grade
-from ..jsonl import JsonlWriter, read_jsonl
 from ..models import LoadedModel
 from ..prompts import student_messages
-from ..rundir import Run
+from ..report.funnel import rollout_counts
+from ..rundir import distributed
+from ..rundir.jsonl import JsonlWriter, read_jsonl
+from ..rundir.run import Run
 
 log = logging.getLogger(__name__)
 

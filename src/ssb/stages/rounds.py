@@ -19,7 +19,7 @@ problems: never the held-out problems); no further round runs once a round's val
 more than ``rounds.stop_drop`` below the previous round's (or a round writes no pair). Per round
 ``rounds/rounds.json`` records problems, rollout accuracy, pairs, the rollouts' no-answer rate and
 length, validation and held-out accuracy, the student's validation no-answer rate and length, FLOPs
-(the round's and all rounds' so far: ``ledger.py``'s ``ssb@<r>`` arms) and the stop decision.
+(the round's and all rounds' so far: ``report/ledger.py``'s ``ssb@<r>`` arms) and the stop decision.
 
 Every step resumes: a merged model, a finished stage or evaluation is never redone.
 """
@@ -36,10 +36,10 @@ from ..config import RunConfig
 from ..data.heldout import training_questions
 from ..data.problem import Problem, normalize_question
 from ..errors import SSBError
-from ..funnel import rollout_counts
-from ..jsonl import atomic_write_json, read_jsonl
-from ..rundir import Run
-from . import get_stage
+from ..report.funnel import rollout_counts
+from ..rundir.jsonl import atomic_write_json, read_jsonl
+from ..rundir.run import Run
+from ..rundir.table import get_stage
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def run_stages(sub: Run, names: list[str]) -> None:
 
 def run_rounds(run: Run) -> dict:
     """Rounds 2 .. ``rounds.n`` (see the module doc); returns the manifest stats."""
-    from ..ledger import ledger, model_params
+    from ..report.ledger import ledger, model_params
     from .rollout import run_rollout
 
     cfg = run.cfg

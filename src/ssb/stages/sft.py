@@ -28,14 +28,14 @@ import time
 import torch
 from transformers import Trainer
 
-from ..alignment import AlignmentError, prompt_and_reply_ids
 from ..data.problem import Problem
-from ..jsonl import read_jsonl
 from ..models import load_model, resolve_device
 from ..prompts import student_messages
-from ..rundir import Run
-from ..trainer_ui import TrainProgress, known_warnings_filtered, point_trackers, show_progress
-from .distill import _training_args, save_adapter, training_setup
+from ..rundir.jsonl import read_jsonl
+from ..rundir.run import Run
+from ..signal.alignment import AlignmentError, prompt_and_reply_ids
+from ..training import (TrainProgress, known_warnings_filtered, point_trackers, save_adapter, show_progress,
+                        training_args, training_setup)
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,7 @@ def train_ce(run: Run, name: str, examples: list[dict]) -> dict:
     with run.stage_run(name) as info:
         if not examples:
             raise ValueError(f"{name}: nothing to train on ({'pairs.jsonl' if name == 'sft' else 'no correct rollout'})")
-        args = _training_args(run, dc, resolve_device(cfg.model.device), stage=name)
-        args.output_dir = str(run.file(f"{name}_checkpoints"))
+        args = training_args(run, dc, resolve_device(cfg.model.device), stage=name, checkpoints=f"{name}_checkpoints")
         lm = load_model(cfg.model)
         items, stats = _items(examples, lm.tokenizer, dc.max_length)
         if not items:

@@ -37,19 +37,19 @@ from typing import Any
 
 import torch
 
-from ..alignment import align_pair, answer_slice
 from ..config import RunConfig
 from ..data.problem import Problem
 from ..errors import SSBError
-from ..gates import GATE_ORDER, Privileged, Verdict, asks_boxed, check_reply, privileged_text
 from ..generation.engine import Generator, Sampling, derive_seed
 from ..generation.factory import make_generator
 from ..grading.answers import ANSWER_FORMATS
+from ..grading.gates import GATE_ORDER, Privileged, Verdict, asks_boxed, check_reply, privileged_text
 from ..grading.grade import grade
-from ..jsonl import JsonlWriter, read_jsonl
 from ..models import LoadedModel, load_model
 from ..prompts import check_teacher_template, student_messages, teacher_messages
-from ..rundir import Run
+from ..rundir.jsonl import JsonlWriter, read_jsonl
+from ..rundir.run import Run
+from ..signal.alignment import align_pair, answer_slice
 
 OUTPUT = "pairs.jsonl"
 REJECTS = "teacher_rejects.jsonl"
@@ -71,7 +71,7 @@ class Candidate:
         self.problem = Problem.from_dict(row["problem"])
         self.student = student_messages(cfg.prompt, self.problem.question)
         self.tokens = 0
-        self.prompt_tokens = 0  # prompt tokens encoded, over every attempt (ledger.py's prefill)
+        self.prompt_tokens = 0  # prompt tokens encoded, over every attempt (report/ledger.py's prefill)
         self.formats: list[str] = []
         self.rejected: list[dict] = []
         self.attempts = 0

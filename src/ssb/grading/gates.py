@@ -24,10 +24,10 @@ import operator
 import re
 from dataclasses import dataclass, field
 
-from .config import GatesConfig, PromptConfig
-from .grading.answers import as_number, extract_answer
-from .grading.grade import same_answer
-from .prompts import teacher_prompt
+from ..config import GatesConfig, PromptConfig
+from ..prompts import teacher_prompt
+from .answers import as_number, extract_answer
+from .grade import same_answer
 
 GATES = {  # name -> what it rejects, in the order they run; the report and docs/method.md show this table
     "verified": "a wrong or missing final answer, or a reply cut off at max_new_tokens",

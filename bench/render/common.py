@@ -1,16 +1,16 @@
-"""What every renderer of ``bench/render.py`` shares: number formats, a markdown table, reading a
+"""What every renderer of :mod:`bench.render` shares: number formats, a markdown table, reading a
 results file and the caption that names it (file, commit, config, the command that regenerates it)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-import _meta
+from .. import _meta
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results"
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
 
 
 class RenderError(Exception):
@@ -34,6 +34,13 @@ def interval(lo: float, hi: float, digits: int = 1, signed: bool = True) -> str:
     """``[lo, hi]``, signed by default (differences): ``[+1.6, +7.9]``."""
     f = f"{{:{'+' if signed else ''}.{digits}f}}"
     return f"[{f.format(lo)}, {f.format(hi)}]"
+
+
+def difference(d: dict | None) -> str:
+    """A difference (``value`` and ``ci`` as fractions) in points with its interval: ``+4.7 pt [+1.6, +7.9]``."""
+    if not d:
+        return "—"
+    return f"{pts(100 * d['value'])} {interval(100 * d['ci'][0], 100 * d['ci'][1])}"
 
 
 def times(x: float | None, digits: int = 1) -> str:
@@ -83,6 +90,12 @@ def load(name: str) -> dict:
     if not path.is_file():
         raise RenderError(f"{path.relative_to(ROOT)}: no such results file")
     return json.loads(path.read_text())
+
+
+def runnable(recorded: str) -> str:
+    """A command recorded in a results file, as it runs today: a script that ran as
+    ``python bench/NAME.py`` before bench/ was a package runs as ``python -m bench.NAME``."""
+    return re.sub(r"\bpython bench/(\w+)\.py\b", r"python -m bench.\1", recorded)
 
 
 def source(name: str, data: dict, command: str, after: str = "") -> str:

@@ -1,10 +1,10 @@
-"""Renderers of ``bench/teacher_signal.py``'s results: the teacher's distribution over a run's solutions."""
+"""Renderers of ``python -m bench.teacher_signal``'s results: the teacher's distribution over a run's solutions."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from _results import load, pct, source, table
+from .common import load, pct, runnable, source, table
 
 
 ARMS = {
@@ -36,7 +36,7 @@ def _teacher_signal(name: str) -> str:
             row += [pct(r.get("boxed_argmax_acc")), pct(r.get("boxed_prob"))]
         rows.append(row)
     run = Path(d["run"]).name
-    command, after = f"python bench/teacher_signal.py --run RUN --limit {n}", ""
+    command, after = f"python -m bench.teacher_signal --run RUN --limit {n}", ""
     if name != "teacher_signal.json":
         command += f" --out bench/results/{name}"
     if set(d["results"]) <= SCRIPT_ARMS:
@@ -77,4 +77,4 @@ def render_teacher_signal_tasks() -> str:
                "student", "first result's argmax right: teacher", "student"], rows, "lrrrrrrr")
     return (f"{t}\n\nTeacher: the run's hinted teacher prompt; student: the bare question, before any training. "
             "SSB's loss pulls the student toward the teacher's distribution, SFT's toward probability 1 on every "
-            "solution token (log-prob 0).\n\n" + source("teacher_signal_tasks.json", d, d["command"]))
+            "solution token (log-prob 0).\n\n" + source("teacher_signal_tasks.json", d, runnable(d["command"])))

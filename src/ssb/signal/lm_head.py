@@ -1,6 +1,6 @@
 """The model's LM head, as stage 4 and the student's loss need it: its input and its transform.
 
-The loss (``losses.py``) sees only hidden states, the head's weights and a post-head transform;
+The loss (``signal/losses.py``) sees only hidden states, the head's weights and a post-head transform;
 this module gets those from a model:
 
 * :func:`capture_head_input` / :func:`answer_hidden_states`: the (post-norm) hidden states the

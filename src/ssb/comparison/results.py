@@ -23,8 +23,8 @@ import re
 from statistics import mean
 from typing import Any
 
-from . import stats
-from .gates import arithmetic_errors, equalities_hold, work_text
+from ..grading.gates import arithmetic_errors, equalities_hold, work_text
+from ..report import stats
 
 EQUATION = re.compile(r"\d\s*[-+*/×x÷]\s*-?\d[\d.,]*\s*=\s*-?\d")
 REACH_POINTS = (1, 2, 3, 5)  # "compute to reach base + N points"
@@ -81,6 +81,17 @@ def paired(x: list[bool], y: list[bool]) -> dict:
             "a_only": res["x_only"], "b_only": res["y_only"]}
 
 
+def pooled(vec: dict[str, list[bool]], models: dict[str, list[str]], pairs: list[tuple[str, str]],
+           iters: int = 4000) -> tuple[dict[str, dict], dict[tuple[str, str], dict]]:
+    """Per model (``models[m]``: one eval label per replicate, ``vec[label]`` its correctness vector),
+    the accuracy pooled over replicates with its bootstrap interval; per pair ``(a, b)``, a minus b
+    pooled (``stats.bootstrap_pooled``) and per replicate (:func:`paired`) under ``per_replicate``."""
+    boot = stats.bootstrap_pooled({m: [vec[x] for x in labs] for m, labs in models.items()}, pairs, iters=iters)
+    diffs = {(a, b): {**d, "per_replicate": [paired(vec[x], vec[y]) for x, y in zip(models[a], models[b])]}
+             for (a, b), d in boot["diffs"].items()}
+    return boot["models"], diffs
+
+
 def matched_grpo(name: str, models) -> str | None:
     """The GRPO arm at SSB-after-k-rounds' compute (``ssb compare`` with ``ssb@<k>`` arms): ``grpo@<k>``,
     or ``grpo`` itself for the last round (GRPO's budget is all rounds'); None without rounds."""
@@ -114,13 +125,10 @@ def results(arms: dict[str, dict], records: dict[str, list[dict]], base_label: s
     pairs += [(m, "ssb") for m in models if m not in ("base", "ssb") and "ssb" in models]
     matched = {m: g for m in models if (g := matched_grpo(m, models))}
     pairs += list(matched.items())
-    pooled = stats.bootstrap_pooled({m: [vec[x] for x in labs] for m, labs in models.items()}, pairs, iters=iters)
+    accuracy, diffs = pooled(vec, models, pairs, iters)
 
     def diff(a: str, b: str) -> dict | None:
-        if (a, b) not in pooled["diffs"]:
-            return None
-        per = [paired(vec[x], vec[y]) for x, y in zip(models[a], models[b])]
-        return {**pooled["diffs"][a, b], "per_replicate": per}
+        return diffs.get((a, b))
 
     out_arms: dict[str, dict] = {}
     for name in ["base", *[n for n in arms if n != "base"]]:
@@ -133,7 +141,7 @@ def results(arms: dict[str, dict], records: dict[str, list[dict]], base_label: s
         comp = a.get("compute") or []
         out_arms[name] = {
             **{k: v for k, v in a.items() if k not in ("labels", "compute")},
-            **pooled["models"][name],
+            **accuracy[name],
             "per_replicate_accuracy": [sum(vec[x]) / len(ids) for x in labs],
             "vs_base": diff(name, "base"), "vs_ssb": diff(name, "ssb"),
             **({"matched_grpo": matched[name], "vs_matched_grpo": diff(name, matched[name])} if name in matched else {}),
@@ -178,7 +186,7 @@ def verdict(doc: dict) -> list[str]:
     arms = doc["arms"]
 
     def pt(d: dict) -> str:
-        sig = "" if d["ci"][0] > 0 or d["ci"][1] < 0 else ", not significant"
+        sig = ", not significant" if stats.reading(d["ci"]) == "level" else ""
         return f"{100 * d['value']:+.1f} pt [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]{sig}"
 
     lines = []
@@ -192,8 +200,7 @@ def verdict(doc: dict) -> list[str]:
     if g.get("vs_ssb") and s.get("compute") and g.get("compute") and not lines:
         ratio = g["compute"]["flops"] / s["compute"]["flops"] if s["compute"]["flops"] else float("nan")
         d = g["vs_ssb"]
-        lo, hi = d["ci"]
-        winner = "GRPO" if lo > 0 else "SSB" if hi < 0 else "neither (the interval holds zero)"
+        winner = {"above": "GRPO", "below": "SSB", "level": "neither (the interval holds zero)"}[stats.reading(d["ci"])]
         budget = doc.get("grpo_budget", "flops")
         where = (f"At matched compute (GRPO's budget is SSB's FLOPs; it spent {ratio:.2f}x)" if budget == "flops"
                  else f"With GRPO's budget in {budget} (it spent {ratio:.2f}x SSB's FLOPs, so compute is not matched)")

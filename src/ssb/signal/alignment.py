@@ -27,8 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import SSBError
-from .prompts import Message, chat_ids, end_of_turn_ids, render_prompt_ids
+from ..errors import SSBError
+from ..prompts import Message, chat_ids, end_of_turn_ids, render_prompt_ids
+
 
 class AlignmentError(SSBError, ValueError):
     pass

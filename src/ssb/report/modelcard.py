@@ -20,10 +20,10 @@ from pathlib import Path
 
 import yaml
 
+from ..rundir.jsonl import atomic_write_text, read_jsonl
+from ..rundir.run import Run
+from ..rundir.table import STAGES
 from .paired import label_key, pct
-from .jsonl import atomic_write_text, read_jsonl
-from .rundir import Run
-from .stages import STAGES
 
 # the embedded default model (models.EMBEDDED) is a Q4_1 GGUF of this Hub model (Apache-2.0)
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"

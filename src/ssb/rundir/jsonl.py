@@ -3,8 +3,8 @@
 JSONL outputs are append-only and flushed line by line, so a stage killed at any point
 resumes with the records it has not written yet; a torn last line (kill -9 in the middle
 of a write) is dropped on read and truncated before appending. Used by the stages, the run
-directory (``rundir.py``: config and manifest) and the per-process shard files of
-``distributed.py``.
+directory (``rundir/run.py``: config and manifest) and the per-process shard files of
+``rundir/distributed.py``.
 """
 
 from __future__ import annotations

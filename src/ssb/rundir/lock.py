@@ -42,7 +42,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import SSBError
+from ..errors import SSBError
 
 log = logging.getLogger(__name__)
 

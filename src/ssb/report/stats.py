@@ -10,6 +10,7 @@
   combined by square-and-add with the continuity-corrected phi correlation of the
   2x2 table (the variant of that paper and of Fagerland, Lydersen & Laake's
   reference implementation); deterministic, good coverage at small n.
+* :func:`reading` — what a difference's interval says: above zero, below zero or level (it holds zero).
 * :func:`paired_bootstrap` — seeded paired bootstrap of a mean difference, for
   per-problem scores that are not 0/1 (mean accuracy over n sampled completions),
   with a sign-flip permutation p-value.
@@ -169,6 +170,14 @@ def paired_diff(x: Sequence[bool], y: Sequence[bool]) -> dict:
         "x_only": b,
         "y_only": c,
     }
+
+
+def reading(ci: Sequence[float]) -> str:
+    """What a difference's interval says: ``above`` (it lies above zero), ``below`` (below zero) or
+    ``level`` (it holds zero: not significant at the interval's level). The one reading of a
+    difference that compare's verdict, the task suite, the rounds and the quality benchmark use."""
+    lo, hi = ci
+    return "above" if lo > 0 else "below" if hi < 0 else "level"
 
 
 def paired_bootstrap(

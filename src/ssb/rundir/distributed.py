@@ -14,7 +14,7 @@ reads the canonical file and every shard file (of any world size), and :func:`me
 folds in whatever shards it finds, also in a later single-process run.
 
 Training stages (distill, GRPO) are the Hugging Face Trainer / TRL under DDP. Stages that
-are cheap or not sharded yet (``main_process_only`` in the stage table, ``stages/__init__.py``)
+are cheap or not sharded yet (``main_process_only`` in the stage table, ``rundir/table.py``)
 run on the main process while the others wait; only the main process writes
 ``manifest.json``, ``config.yaml`` and the report (see ``pipeline.py``).
 
@@ -32,7 +32,7 @@ itself, barriers do nothing, ``merge`` only folds shard files left by an earlier
 multi-process run.
 
 FSDP and DeepSpeed ZeRO-3 are refused (:func:`check_supported`): the distillation loss
-applies the full LM head to the student's hidden states in chunks (``losses.py``), and
+applies the full LM head to the student's hidden states in chunks (``signal/losses.py``), and
 both shard that head. Use DDP: only the LoRA adapter trains, the frozen base is replicated.
 
 Rank and world size come from ``torch.distributed`` once it is initialised, else from the
@@ -53,7 +53,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .errors import SSBError
+from ..errors import SSBError
 from .jsonl import atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ def check_supported(what: str = "distillation") -> None:
         return
     raise DistributedError(
         f"{plugin} is not supported for ssb's {what}: the loss applies the full LM head to the "
-        f"student's hidden states in chunks (losses.py, stages/logits.py), and {plugin} shards that "
+        f"student's hidden states in chunks (signal/losses.py, stages/logits.py), and {plugin} shards that "
         "head across processes. Use DDP instead: `accelerate launch --config_file "
         "configs/accelerate/ddp.yaml -m ssb.cli run CONFIG` (only the LoRA adapter trains; the frozen "
         "base model is replicated on each GPU). For a model too large for one GPU, generate with "

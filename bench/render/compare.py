@@ -1,18 +1,12 @@
-"""Renderers of ``ssb compare``'s results (``bench/compare.py`` -> ``bench/results/compare.json``):
+"""Renderers of ``ssb compare``'s results (``python -m bench.compare`` -> ``bench/results/compare.json``):
 the arms with their compute, the verdict, the compute-accuracy curves, K sensitivity and output quality."""
 
 from __future__ import annotations
 
-from _results import interval, load, num, pct, pts, source, table
+from .common import difference, interval, load, num, pct, runnable, source, table
 
 NAMES = {"base": "base", "ssb": "SSB", "sft": "SFT (teacher's solutions, cross-entropy)",
          "rft": "RFT (own correct rollouts, cross-entropy)", "grpo": "GRPO"}
-
-
-def _pp(d: dict | None) -> str:
-    if not d:
-        return "—"
-    return f"{pts(100 * d['value'])} {interval(100 * d['ci'][0], 100 * d['ci'][1])}"
 
 
 def _flops(x: float | None) -> str:
@@ -25,7 +19,7 @@ def _compare_source(d: dict) -> str:
     if trained and trained != (d.get("commit") or "")[:7]:
         note = (f"; its runs were trained at commit {trained}, later invocations resumed them "
                 "(`invocations` in the file)")
-    return source("compare.json", d, d.get("command", "python bench/compare.py"), note)
+    return source("compare.json", d, runnable(d.get("command", "python -m bench.compare")), note)
 
 
 def _name(arm: str, d: dict) -> str:
@@ -43,7 +37,7 @@ def render_compare_main() -> str:
             continue
         c = a.get("compute") or {}
         rows.append([_name(arm, d), f"**{pct(a['accuracy'])}** {interval(100 * a['ci'][0], 100 * a['ci'][1], signed=False)}",
-                     _pp(a.get("vs_base")), _pp(a.get("vs_ssb")), _flops(c.get("flops")),
+                     difference(a.get("vs_base")), difference(a.get("vs_ssb")), _flops(c.get("flops")),
                      num(c.get("generated_tokens")), num(c.get("trained_tokens"))])
     head = (f"{d['n_problems']} held-out problems, greedy pass@1, {d['n_replicates']} replicates (other training "
             f"problems and seeds); pooled = mean over replicates, 95% interval from a bootstrap over held-out "
@@ -123,7 +117,7 @@ def render_grpo_generation() -> str:
                        f"second of generation, median step {r['step_seconds']:.2f}x" for b, r in d["ratios"].items())
     load_avg = d.get("load_average_at_write")
     note = f" Load average when written: {load_avg[0]:.1f}." if load_avg else ""
-    cmd = f"python bench/grpo_generation.py --steps {d['settings']['steps']} --batch-sizes " + ",".join(
+    cmd = f"python -m bench.grpo_generation --steps {d['settings']['steps']} --batch-sizes " + ",".join(
         sorted({str(v['batch_size']) for v in d['variants']}, key=int))
     return f"{t}\n\n{ratios}.{note}\n\n{source('grpo_generation.json', d, cmd)}"
 
@@ -143,4 +137,4 @@ def render_task_base() -> str:
     drawn = (f", drawn as `ssb compare` draws them (seed {d['seed']}, deduplicated against {d['replicates']} "
              "replicates' training problems)") if d.get("replicates") else ""
     return (f"{t}\n\n{d['n']} held-out problems per task{drawn}, greedy pass@1 with the config's prompt.\n\n"
-            + source("task_base.json", d, f"python bench/task_base.py --n {d['n']}"))
+            + source("task_base.json", d, f"python -m bench.task_base --n {d['n']}"))

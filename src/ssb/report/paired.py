@@ -12,9 +12,9 @@ import json
 from itertools import combinations
 from pathlib import Path
 
+from ..rundir.jsonl import atomic_write_json, read_jsonl
+from ..rundir.run import Run
 from . import stats
-from .jsonl import atomic_write_json, read_jsonl
-from .rundir import Run
 
 LABEL_ORDER = ("base", "grpo", "ssb")  # reference first: differences read "later minus earlier"
 

@@ -5,12 +5,12 @@ A run is a directory that every stage reads from and writes to::
     runs/NAME/config.yaml     exactly what ran
     runs/NAME/manifest.json   per stage: status, counts, timings, versions, fingerprint
 
-Stages write their records with ``jsonl.py`` (atomic writes, append-only JSONL), so a stage
+Stages write their records with ``rundir/jsonl.py`` (atomic writes, append-only JSONL), so a stage
 killed at any point resumes with the records it has not written yet.
 Under ``accelerate launch`` only the main process writes ``config.yaml`` and
-``manifest.json`` (``distributed.py``); the other processes read them.
+``manifest.json`` (``rundir/distributed.py``); the other processes read them.
 
-A command that writes into a run directory holds its lock (:func:`locked`, ``runlock.py``),
+A command that writes into a run directory holds its lock (:func:`locked`, ``rundir/lock.py``),
 so a second command on the same directory stops with the holder's pid, host and command.
 """
 
@@ -25,11 +25,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..config import RunConfig, dump_config, load_config
 from . import distributed
-from .config import RunConfig, dump_config, load_config
 from .jsonl import atomic_write_json, atomic_write_text, read_jsonl
-from .runlock import RunLock, RunLockedError
-
+from .lock import RunLock, RunLockedError
 
 # ----------------------------------------------------------------------------- versions
 
@@ -53,7 +52,7 @@ def now_iso() -> str:
 
 
 def _main_process() -> bool:
-    """Distributed hook: False in the non-main processes of `accelerate launch` (distributed.py)."""
+    """Distributed hook: False in the non-main processes of `accelerate launch` (rundir/distributed.py)."""
     return distributed.is_main()
 
 

@@ -19,7 +19,7 @@ The logits are always the head's output followed by the model's post-head transf
 :class:`ssb.lm_head.LogitTransform` that :func:`ssb.lm_head.logit_transform` reads from a model's
 config), for the student and for the teacher recomputed from its hidden state
 (:func:`model_logits`). This module never sees a model: getting hidden states, head weights and
-the transform out of one is ``lm_head.py``'s job.
+the transform out of one is ``signal/lm_head.py``'s job.
 
 Memory: :class:`_ChunkedDistill` projects ``chunk_size`` positions at a time (default: as many
 as make a 128 MiB ``[rows, V]`` tensor, :func:`auto_chunk_size`) onto the vocabulary, computes

@@ -213,7 +213,7 @@ def plot_compute_curves(doc: dict, path: Path) -> Path | None:
         err = [[100 * (p["accuracy"] - p["ci"][0]) for p in pts], [100 * (p["ci"][1] - p["accuracy"]) for p in pts]]
         ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, color=_color(arm, i), label=arm)
     ax.set_xscale("log")
-    ax.set_xlabel("training compute (FLOPs, ledger.py's rule)")
+    ax.set_xlabel("training compute (FLOPs, report/ledger.py's rule)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_title(f"accuracy vs compute ({doc['n_problems']} held-out problems, {doc['n_replicates']} replicates)")
     ax.legend(fontsize=8)

@@ -1,35 +1,25 @@
-"""Renderers of ``bench/quality.py``'s results: base, SSB and GRPO pooled; the hint arms; the default run's cost."""
+"""Renderers of ``python -m bench.quality``'s results: base, SSB and GRPO pooled; the hint arms; the default run's cost."""
 
 from __future__ import annotations
 
-from _results import interval, load, mean, num, pct, pts, source, table
+from ssb.report.stats import reading
+
+from .common import difference, interval, load, mean, num, pct, pts, source, table
 
 
-QUALITY_COMMAND = "python bench/quality.py"
+QUALITY_COMMAND = "python -m bench.quality"
 HINT_WORDS = {"answer": "the verified final answer", "correct": "a verified correct rollout",
               "contrastive": "a correct and the most common wrong rollout (the paper)",
               "none": "nothing: the bare question (the control)"}
-
-
-def _pp(d: dict | None) -> str:
-    """A pooled or paired difference in points with its interval: ``+4.7 pt [+1.6, +7.9]``."""
-    if not d:
-        return "—"
-    return f"{pts(100 * d['value'])} {interval(100 * d['ci'][0], 100 * d['ci'][1])}"
 
 
 def verdict(a: str, b: str, d: dict | None) -> str:
     """What a pooled difference ``a − b`` says, in words that follow its interval."""
     if not d:
         return f"{a} vs {b}: not measured"
-    lo, hi = d["ci"]
-    if lo > 0:
-        word = f"{a} is ahead of {b}"
-    elif hi < 0:
-        word = f"{a} is behind {b}"
-    else:
-        word = f"{a} and {b} are not distinguishable here (the interval holds zero)"
-    return f"{word}: {_pp(d)}"
+    word = {"above": f"{a} is ahead of {b}", "below": f"{a} is behind {b}",
+            "level": f"{a} and {b} are not distinguishable here (the interval holds zero)"}[reading(d["ci"])]
+    return f"{word}: {difference(d)}"
 
 
 def _per_rep(d: dict | None) -> str:
@@ -63,7 +53,7 @@ def render_quality_main() -> str:
         per = ", ".join(pct(a) for a in v["per_replicate_accuracy"])
         rows.append([names.get(m, m), f"**{pct(v['accuracy'])}**", interval(100 * v["ci"][0], 100 * v["ci"][1],
                      signed=False), per, pct(v["no_answer_rate"])])
-    diffs = [[label, f"**{_pp(d[key])}**", _per_rep(d[key])] for label, key in
+    diffs = [[label, f"**{difference(d[key])}**", _per_rep(d[key])] for label, key in
              (("SSB − base", "diff_ssb_base"), ("SSB − GRPO", "diff_ssb_grpo"), ("GRPO − base", "diff_grpo_base"))
              if d.get(key)]
     sel = d["grpo"]["selection"]
@@ -111,7 +101,7 @@ def render_quality_arms() -> str:
         val = a.get("validation_accuracy")
         rows.append([name, HINT_WORDS.get(hint, hint), ", ".join(str(p) for p in a["pairs"]),
                      pct(mean(val)) if val else "—", pct(a["accuracy"]),
-                     _pp(a["vs_base"]), _pp(a["vs_grpo"]), _pp(a.get("vs_config_default"))])
+                     difference(a["vs_base"]), difference(a["vs_grpo"]), difference(a.get("vs_config_default"))])
     base_val = d["validation"]["base_accuracy"]
     lines = [table(["`teacher.hint`", "the hinted prompt shows", "pairs per replicate",
                     f"validation (base {pct(base_val)})", "held-out accuracy", "vs base", "vs GRPO",

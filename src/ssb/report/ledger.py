@@ -22,7 +22,7 @@ Attention's context-dependent FLOPs (2 x layers x context x width per token) are
 at the contexts here (< 300 tokens) they are a few percent of 2N for SmolLM2-135M. Evaluation
 is counted apart (``evaluation``): it measures a model, it does not make one.
 
-Which stage an arm pays for is the stage table's ``cost_of`` (``stages/__init__.py``): SSB pays
+Which stage an arm pays for is the stage table's ``cost_of`` (``rundir/table.py``): SSB pays
 rollout, curate, teacher, logits and distill; SFT rollout, curate, teacher and its own
 training; RFT rollout and its own training; GRPO only itself. With rounds (``rounds.n`` > 1) the arm ``ssb@<r>`` is SSB after round r: every
 round's stages up to r added up (:func:`round_arms`).
@@ -33,9 +33,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from .jsonl import read_jsonl
-from .rundir import Run, total_seconds
-from .stages import STAGES
+from ..rundir.jsonl import read_jsonl
+from ..rundir.run import Run, total_seconds
+from ..rundir.table import STAGES
 
 KINDS = ("prefill_tokens", "generated_tokens", "forward_tokens", "trained_tokens")
 FLOP_RULE = ("FLOPs = 2N x (prefill + generated + forward tokens) + (4N + 6 N_lora) x trained tokens "
@@ -50,7 +50,7 @@ def _params(directory: str, gguf: str | None, revision: str | None, trust: bool,
     import torch  # lazy: only the ledger's parameter count needs it
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .models import _gguf_cache_path
+    from ..models import _gguf_cache_path
 
     path = str(_gguf_cache_path(directory, gguf)) if gguf else directory
     config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust)
@@ -68,7 +68,7 @@ def _params(directory: str, gguf: str | None, revision: str | None, trust: bool,
 def model_params(cfg) -> dict[str, int]:
     """``{"total", "matmul", "lora"}`` parameter counts of ``cfg``'s model (a ``RunConfig``) and its
     adapter, from the model's config on the meta device (no weights are loaded)."""
-    from .models import resolve_source  # lazy: imports torch
+    from ..models import resolve_source  # lazy: imports torch
 
     directory, gguf = resolve_source(cfg.model)
     return _params(directory, gguf, cfg.model.revision, bool(cfg.model.trust_remote_code),

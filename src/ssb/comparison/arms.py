@@ -24,9 +24,9 @@ Everything goes to ``<runs_dir>/<name>-compare/`` (``--dir``), and a rerun resum
   ``--k-values`` K from those subsamples.
 * ``eval/<label>/``: every model, greedy pass@1 with the training prompt, on the same ``--n``
   held-out problems (``--seed``, deduplicated against every replicate's training problems).
-* ``results.json``, ``results.md``, ``plots/``: :mod:`arms_results` (pooled accuracies and
+* ``results.json``, ``results.md``, ``plots/``: :mod:`comparison.results` (pooled accuracies and
   intervals, paired differences against base and SSB, the compute ledger of every arm
-  (:mod:`ledger`), the compute-accuracy curves, the compute to reach base + N points, K
+  (:mod:`report.ledger`), the compute-accuracy curves, the compute to reach base + N points, K
   sensitivity, output quality).
 """
 
@@ -39,22 +39,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import arms_results
-from .config import load_config
-from .data.heldout import training_questions
-from .data.gym import MAX_DRAWS
-from .errors import SSBError
-from .funnel import rollout_counts
-from .jsonl import atomic_write_json, atomic_write_text, read_jsonl
-from .ledger import ledger, model_params
-from .pipeline import run_pipeline
-from .rundir import Run
-from .stages import stage_names
+from ..config import HINTS, load_config
+from ..data.gym import MAX_DRAWS
+from ..data.heldout import training_questions
+from ..errors import SSBError
+from ..pipeline import run_pipeline
+from ..report.funnel import rollout_counts
+from ..report.ledger import ledger, model_params
+from ..rundir.jsonl import atomic_write_json, atomic_write_text, read_jsonl
+from ..rundir.run import Run
+from ..rundir.table import stage_names
+from . import results as arms_results
 
 log = logging.getLogger("ssb")
 
 BASE_ARMS = ("base", "ssb", "sft", "rft", "grpo")
-HINTS = ("answer", "correct", "contrastive", "none")
 CONTRASTIVE_TEMPLATE = "{question}\n({correct})\n\nA wrong solution (its answer {wrong_answer} is wrong):\n{wrong}"
 SSB_STAGES = [s for s in stage_names(counts_toward_ssb_cost=True) if s != "rollout"]
 UPSTREAM = ("rollout", "curate", "teacher", "logits")  # what SSB pays before distilling
@@ -173,7 +172,7 @@ class Compare:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, label: str, adapter: Path | None, model=None) -> None:
-        from .stages.evaluate import evaluate  # lazy: torch
+        from ..stages.evaluate import evaluate  # lazy: torch
 
         if label in self.records or (adapter is not None and not (adapter / "adapter_config.json").exists()):
             return
@@ -273,7 +272,9 @@ class Compare:
                 if row["label"] in self.records:
                     vec = [bool(x["correct"][0]) for x in self.records[row["label"]]]
                     row["accuracy"] = sum(vec) / len(vec)
-        doc.update(config=self.config, overrides=self.overrides, curves_measured=self.curves, grpo_budget=self.base_cfg.grpo.budget, ssb_hint=self.base_cfg.teacher.hint, arms_requested=self.arms, dir=str(self.dir),
+        doc.update(config=self.config, overrides=self.overrides, curves_measured=self.curves,
+                   grpo_budget=self.base_cfg.grpo.budget, ssb_hint=self.base_cfg.teacher.hint,
+                   arms_requested=self.arms, dir=str(self.dir),
                    flop_rule=ledger(mains[0], params)["rule"], params=params, replicates=self.replicates(mains),
                    training_shared_with_replicate_0={r: len(train[r] & train[0]) for r in train if r},
                    holdout={"n": self.n, "seed": self.seed, "deduplicated_against_training_of_all_replicates": True},
@@ -395,6 +396,6 @@ class Compare:
                 "shared with other processes on the same CPUs is included"}
 
     def plot(self, doc: dict) -> None:
-        from .plots import plot_compute_curves  # lazy: matplotlib
+        from ..report.plots import plot_compute_curves  # lazy: matplotlib
 
         plot_compute_curves(doc, self.dir / "plots" / "accuracy_vs_flops.png")

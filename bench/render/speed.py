@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _results import gib, load, mean, num, pct, sci, secs, source, table, times
+from .common import gib, load, mean, num, pct, sci, secs, source, table, times
 
 
 BACKENDS = {
@@ -52,7 +52,7 @@ def render_rollout_throughput() -> str:
             summary += f", load average {num(m['load_avg_at_start'][0], 1)} at the start"
         summary += "."
     lines = ["Useful tokens/s (× one at a time):", "", table(header, rows), "", summary, "",
-             source(name, d, "python bench/rollout_throughput.py")]
+             source(name, d, "python -m bench.rollout_throughput")]
     return "\n".join(lines)
 
 
@@ -65,7 +65,7 @@ def _distill_command(d: dict) -> str:
     m = d.get("machine", {})
     env = "".join(f"{k}={v} " for k, v in (m.get("allocator") or {}).items() if v)
     limit = f" --mem-limit-gb {m['mem_limit_gb']:g}" if m.get("mem_limit_gb") is not None else ""
-    return f"{env}python bench/distill_memory.py{limit}"
+    return f"{env}python -m bench.distill_memory{limit}"
 
 
 def render_distill_memory() -> str:

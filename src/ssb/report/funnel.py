@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .grading.answers import ANSWER_FORMATS
+from ..grading.answers import ANSWER_FORMATS
 
 
 def rollout_counts(records: list[dict], no_answer_is_wrong: bool = False) -> dict[str, Any]:

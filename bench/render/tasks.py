@@ -1,17 +1,16 @@
-"""Renderers of the task suite (``bench/tasks.py`` -> ``bench/results/tasks.json``): one row per task
+"""Renderers of the task suite (``python -m bench.tasks`` -> ``bench/results/tasks.json``): one row per task
 (README), and per task its replicates and the quality of its held-out answers (docs/tasks.md)."""
 
 from __future__ import annotations
 
-from _results import interval, load, num, pct, pts, source, table
-from tasks import reading
+from .common import difference, interval, load, num, pct, source, table
 
 SHORT = {"base": "base", "ssb": "SSB", "sft": "SFT", "rft": "RFT", "grpo": "GRPO"}
 
 
 def _diff(d: dict) -> str:
-    s = f"{pts(100 * d['value'])} {interval(100 * d['ci'][0], 100 * d['ci'][1])}"
-    return f"**{s}**" if d["significant"] else s
+    """A difference, in bold where it is significant (its interval excludes 0)."""
+    return f"**{difference(d)}**" if d["significant"] else difference(d)
 
 
 def _acc(a: dict) -> str:
@@ -70,7 +69,7 @@ def render_tasks_main() -> str:
     tally = "; ".join(_words(s[k], o) for k, o in (("ssb_base", "base"), ("ssb_grpo", "GRPO"), ("ssb_sft", "SFT"),
                                                       ("ssb_rft", "RFT")))
     return f"{head}\n\n{t}\n\nSSB across the {d['n_tasks']} tasks, {tally}.\n\n" + source(
-        "tasks.json", d, "python bench/tasks.py", " (each task's comparison: its `results` file)")
+        "tasks.json", d, "python -m bench.tasks", " (each task's comparison: its `results` file)")
 
 
 def render_tasks_details() -> str:
@@ -80,7 +79,7 @@ def render_tasks_details() -> str:
         rows = [[str(r["replicate"]), str(r["pairs"]), _working(r.get("pair_working")), _rejected(r),
                  pct(r["rollout_accuracy"]),
                  *(pct(r["accuracy"][k]) for k in ("base", "ssb", "sft", "rft", "grpo")),
-                 f"{pts(100 * r['ssb_base']['value'])} {interval(100 * r['ssb_base']['ci'][0], 100 * r['ssb_base']['ci'][1])}",
+                 difference(r["ssb_base"]),
                  f"{r['ssb_base']['p_value']:.3f}" if r["ssb_base"].get("p_value") is not None else "—"]
                 for r in t["replicates"]]
         reps = table(["replicate", "pairs", "pairs' steps / 2+ steps / copies", "teacher replies rejected: wrong / "
@@ -100,7 +99,7 @@ def render_tasks_details() -> str:
                    f"`{t['results']}`.\n\n{reps}\n\nHeld-out answers, all replicates (of the answers stating an "
                    f"equation, the share whose equalities all hold; the equalities checked per answer, and the "
                    f"share of them that hold):\n\n{qt}")
-    return "\n\n".join(out) + "\n\n" + source("tasks.json", d, "python bench/tasks.py")
+    return "\n\n".join(out) + "\n\n" + source("tasks.json", d, "python -m bench.tasks")
 
 
 def _setting(t: dict) -> str:
@@ -110,17 +109,10 @@ def _setting(t: dict) -> str:
                       for i, k in (t.get("training_shared_with_replicate_0") or {}).items()))
 
 
-def _versus(d: dict | None) -> str:
-    """A pooled difference and its reading: above / level (the interval holds 0) / below."""
-    if not d:
-        return "not measured"
-    return f"{_diff(d)}, {reading(d)}"
-
-
 def render_rounds_main() -> str:
     """docs/rounds.md: per task, each round's held-out accuracy, its difference to round 1 and to GRPO at
     its compute, its compute; then what the round's pairs and its student's answers look like and the
-    collapse figures (``bench/rounds.py`` -> ``bench/results/rounds.json``)."""
+    collapse figures (``python -m bench.rounds`` -> ``bench/results/rounds.json``)."""
     d = load("rounds.json")
     out = []
     for t in d["tasks"] + d.get("variants", []):
@@ -157,25 +149,16 @@ def render_rounds_main() -> str:
                    f"(validation: the stop rule's draw, never the held-out problems):\n\n{tab2}")
     if d.get("missing"):
         out.append("Not measured yet: " + ", ".join(f"`{m}`" for m in d["missing"]) + ".")
-    return "\n\n".join(out) + "\n\n" + source("rounds.json", d, "python bench/rounds.py")
+    return "\n\n".join(out) + "\n\n" + source("rounds.json", d, "python -m bench.rounds")
 
 
 def render_rounds_readme() -> str:
-    """README: what rounds 2 and 3 buy over round 1 and how each round stands against GRPO at its compute."""
+    """README: one sentence, what the last round buys over round 1 and against GRPO at its compute, counted
+    over the tasks measured (the rounds file's ``summary``), linking docs/rounds.md where each round is read."""
     d = load("rounds.json")
-    out = []
-    for t in d["tasks"]:
-        first, *later = t["rounds"]
-        parts = [f"round {r['round']} {pct(r['accuracy'])} (− round 1: {_versus(r['vs_round1'])})" for r in later]
-        grpo = [f"round {r['round']} {pct(r['grpo_accuracy'])} (SSB − GRPO: {_versus(r['vs_grpo'])}"
-                + (f"; GRPO at {r['grpo_flops_ratio']:.2f}× SSB's FLOPs, stopped by "
-                   f"{'/'.join(sorted(set(map(str, t['grpo_stopped_by']))))}" if r.get("grpo_flops_ratio") and abs(r["grpo_flops_ratio"] - 1) > 0.05 else "")
-                + ")" for r in t["rounds"]]
-        out.append(f"`{t['name']}` ({_setting(t)}): base {pct(t['base_accuracy'])}; SSB round 1 {pct(first['accuracy'])}, "
-                   + ", ".join(parts) + ". GRPO at each round's FLOPs: " + ", ".join(grpo) + ".")
-    n, lr = len(d["tasks"]), "/".join(sorted({str(t["rounds"][-1]["round"]) for t in d["tasks"]}))
-    out.append(f"What rounds buy, counted over the {n} task{'s' if n > 1 else ''} measured: round {lr} "
-               f"{_words(d['summary']['vs_round1'], 'round 1')}; {_words(d['summary']['vs_grpo'], 'GRPO at its compute')}.")
-    if d.get("missing"):
-        out.append("Not measured yet: " + ", ".join(f"`{m}`" for m in d["missing"]) + ".")
-    return "\n\n".join(out) + "\n\n" + source("rounds.json", d, "python bench/rounds.py")
+    n, last = len(d["tasks"]), "/".join(sorted({str(t["rounds"][-1]["round"]) for t in d["tasks"]}))
+    missing = (" (not measured yet: " + ", ".join(f"`{m}`" for m in d["missing"]) + ")") if d.get("missing") else ""
+    return (f"**Rounds** ([docs/rounds.md](docs/rounds.md)): SSB over rounds 1 to {last}, each round's student "
+            f"merged into the next round's model, on {n} task{'s' if n > 1 else ''}{missing}: round {last} "
+            f"{_words(d['summary']['vs_round1'], 'round 1')}; {_words(d['summary']['vs_grpo'], 'GRPO held to the same FLOPs')} "
+            "(bootstrap 95% intervals).\n\n" + source("rounds.json", d, "python -m bench.rounds"))

@@ -1,7 +1,7 @@
 """Render the benchmark tables of the docs from their results files.
 
-    python bench/render.py           # rewrite every results block in place
-    python bench/render.py --check   # exit 1 listing each stale block (file:line renderer), 0 when all are current
+    python -m bench.render           # rewrite every results block in place
+    python -m bench.render --check   # exit 1 listing each stale block (file:line renderer), 0 when all are current
 
 A results block in README.md, docs/*.md or bench/README.md is (each marker a line of its own)
 
@@ -10,16 +10,16 @@ A results block in README.md, docs/*.md or bench/README.md is (each marker a lin
     <!-- /results -->
 
 and the text between the two markers is the output of the renderer ``NAME`` (:data:`RENDERERS`;
-the renderers live in ``render_compare.py``, ``render_tasks.py``, ``render_quality.py``, ``render_speed.py`` and ``render_teacher.py``, what
-they share in ``_results.py``):
-a markdown table read from a ``bench/results/*.json`` file and a one-line caption naming that
-file, the commit it ran (its ``provenance``, written by ``bench/_meta.py``) and the command that
-regenerates it. Never edit inside a block: rerun the benchmark, then this script.
+the renderers live beside this module in ``compare.py``, ``tasks.py``, ``quality.py``, ``speed.py`` and
+``teacher.py``, what they share in ``common.py``): a markdown table read from a ``bench/results/*.json``
+file and a one-line caption naming that file, the commit it ran (its ``provenance``, written by
+``bench/_meta.py``) and the command that regenerates it. Never edit inside a block: rerun the
+benchmark, then this command.
 
 A results file written before provenance was recorded is captioned with the commit that last
 committed it (``git log -1 -- FILE``), labelled as such. That hash changes when the file is
 committed, after the docs were rendered, so ``--check`` does not compare it (the numbers are
-compared); ``render.py`` without ``--check`` writes the current one.
+compared); without ``--check`` it writes the current one.
 
 A block whose name is in :data:`PENDING` (a renderer not written yet) renders as an empty block
 with a comment; any other unknown name is an error.
@@ -34,18 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from _results import ROOT, RenderError  # noqa: E402
-from render_compare import (render_compare_details, render_compare_main, render_grpo_generation,  # noqa: E402
-                            render_task_base)
-from render_quality import render_default_run, render_quality_arms, render_quality_main  # noqa: E402
-from render_tasks import render_rounds_main, render_rounds_readme, render_tasks_details, render_tasks_main  # noqa: E402
-from render_speed import render_distill_memory, render_distill_stores, render_rollout_throughput  # noqa: E402
-from render_teacher import (render_teacher_signal, render_teacher_signal_answer_hint,  # noqa: E402
-                            render_teacher_signal_hints, render_teacher_signal_tasks)
+from .common import ROOT, RenderError
+from .compare import render_compare_details, render_compare_main, render_grpo_generation, render_task_base
+from .quality import render_default_run, render_quality_arms, render_quality_main
+from .speed import render_distill_memory, render_distill_stores, render_rollout_throughput
+from .tasks import render_rounds_main, render_rounds_readme, render_tasks_details, render_tasks_main
+from .teacher import (render_teacher_signal, render_teacher_signal_answer_hint, render_teacher_signal_hints,
+                      render_teacher_signal_tasks)
 
 # Blocks whose renderer is not written yet: they render empty (a comment says so). Remove a
 # name from here when its renderer is registered.
@@ -121,9 +116,9 @@ def render(name: str, cache: dict[str, str] | None = None) -> str:
     if name in RENDERERS:
         body = "\n" + RENDERERS[name]().strip("\n") + "\n\n"
     elif name in PENDING:
-        body = f"<!-- pending: no renderer `{name}` in bench/render.py yet -->\n"
+        body = f"<!-- pending: no renderer `{name}` in bench/render/cli.py yet -->\n"
     else:
-        raise RenderError(f"unknown renderer `{name}` (bench/render.py RENDERERS: {', '.join(sorted(RENDERERS))})")
+        raise RenderError(f"unknown renderer `{name}` (bench/render/cli.py RENDERERS: {', '.join(sorted(RENDERERS))})")
     if cache is not None:
         cache[name] = body
     return body
@@ -189,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in problems:
         print(p, file=sys.stderr)
     if args.check and problems:
-        print(f"{len(problems)} results block(s) not current: run `python bench/render.py`", file=sys.stderr)
+        print(f"{len(problems)} results block(s) not current: run `python -m bench.render`", file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -1,0 +1,1 @@
+"""``ssb compare``: the arms on shared rollouts, replicated, and their pooled results."""
