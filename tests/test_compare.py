@@ -74,6 +74,8 @@ def test_the_ledger_adds_up(smoke_compare):
     assert led["stages"]["rollout"]["generated_tokens"] == sum(sum(r["completion_tokens"]) for r in rollouts)
     teacher = read_jsonl(run.file("pairs.jsonl")) + read_jsonl(run.file("teacher_rejects.jsonl"))
     assert led["stages"]["teacher"]["prefill_tokens"] == sum(r["teacher_prompt_tokens"] for r in teacher) > 0
+    # the plausibility forward (student prompt + solution of every scored reply) is counted, gate on or off
+    assert led["stages"]["teacher"]["forward_tokens"] == sum(r["student_forward_tokens"] for r in teacher) > 0
     n = led["params"]["matmul"]
     for name, st in led["stages"].items():
         fwd = st["prefill_tokens"] + st["generated_tokens"] + st["forward_tokens"]

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from ssb.generation.engine import Completion
+from ssb.report.ledger import stage_counts
 from ssb.rundir.jsonl import read_jsonl
 from ssb.rundir.run import Run
+from ssb.signal.alignment import align_pair
 from ssb.stages.curate import run_curate
 from ssb.stages.teacher import run_teacher
 
@@ -94,6 +96,11 @@ def test_teacher_gates_build_pairs_and_record_rejects(tmp_path, tiny_model_dir, 
     assert p["student_messages"][-1] == {"role": "user", "content": EASY[0][0]}
     assert p["teacher_messages"][:-1] == p["student_messages"][:-1]  # same system prompt and examples
     assert isinstance(p["student_logprob"], float)
+    # the plausibility forward (gate off: still measured) read the student prompt + solution: the ledger counts it
+    tok = tiny_model.tokenizer
+    n = len(align_pair(tok, p["student_messages"], p["student_messages"], p["solution"], run.cfg.distill.max_length).student_ids)
+    assert p["student_forward_tokens"] == n and stage_counts(run, "teacher")["forward_tokens"] == n + sum(
+        r["student_forward_tokens"] for r in pairs[1:])
     assert pairs[1]["teacher_attempts"] == 2 and pairs[1]["rejected_replies"][0]["gate"] == "verified"
     rejects = {r["id"]: r for r in read_jsonl(run.file("teacher_rejects.jsonl"))}
     assert sorted(rejects) == ["p02", "p06", "p08"]
@@ -128,6 +135,8 @@ def test_contradiction_and_plausible_gate(tmp_path, tiny_model_dir, tiny_model):
     assert stats["replies_rejected_by_gate"]["consistent"] == 1 and stats["replies_rejected_by_gate"]["plausible"] == 4
     r = {x["id"]: x for x in read_jsonl(run.file("teacher_rejects.jsonl"))}
     assert "2 + 2 = 5" in r["p00"]["rejected_replies"][0]["reason"]
+    # a reply the plausible gate rejected was scored: its forward pass is counted with the reject
+    assert r["p02"]["student_forward_tokens"] > 0 and r["p00"]["student_forward_tokens"] == 0
 
 
 def test_final_result_check_in_the_teacher_stage(tmp_path, tiny_model_dir, tiny_model):
@@ -262,6 +271,7 @@ TEACHER_SCRIPT = """
 import sys
 from test_teacher import ScriptedTeacher, EASY  # tests/ is on PYTHONPATH
 from ssb.rundir.run import Run
+from ssb.signal.alignment import align_pair
 from ssb.stages.teacher import run_teacher
 run_teacher(Run.open(sys.argv[1]), generator=ScriptedTeacher(dict(EASY), delay=0.7))
 """

@@ -11,7 +11,8 @@ head counted once, tied or not) and ``N_lora`` the adapter's:
   ssb's engine and vLLM's prefix cache encode it once; TRL's plain ``generate`` encodes it
   per sample, which is an implementation's cost, not the method's;
 * ``generated_tokens`` (sampled): 2N each;
-* ``forward_tokens`` (forward only, no gradient: the teacher signal, GRPO's reference model): 2N;
+* ``forward_tokens`` (forward only, no gradient: the teacher signal, the teacher stage's plausibility
+  pass over student prompt + solution, GRPO's reference model): 2N;
 * ``trained_tokens`` (forward + backward; every position of the sequence, prompt included,
   since the adapter's gradient flows through all of them): 4N + 6 N_lora each. The frozen
   base needs the activation gradients (2N) but not its weight gradients (the 2N full
@@ -100,7 +101,10 @@ def stage_counts(run: Run, name: str) -> dict[str, int] | None:
         if not recs and not entry:
             return None
         return {"prefill_tokens": sum(int(r.get("teacher_prompt_tokens") or 0) for r in recs),
-                "generated_tokens": sum(int(r.get("teacher_tokens") or 0) for r in recs)}
+                "generated_tokens": sum(int(r.get("teacher_tokens") or 0) for r in recs),
+                # the plausibility pass: the base model over student prompt + solution (measured whether
+                # or not the plausible gate is on; a run from before it was recorded counts 0)
+                "forward_tokens": sum(int(r.get("student_forward_tokens") or 0) for r in recs)}
     if entry.get("status") != "done":
         return None
     return {k: int(entry[k]) for k in KINDS if entry.get(k) is not None}

@@ -72,6 +72,7 @@ class Candidate:
         self.student = student_messages(cfg.prompt, self.problem.question)
         self.tokens = 0
         self.prompt_tokens = 0  # prompt tokens encoded, over every attempt (report/ledger.py's prefill)
+        self.forward_tokens = 0  # tokens of the plausibility forward (student prompt + solution; the ledger's forward)
         self.formats: list[str] = []
         self.rejected: list[dict] = []
         self.attempts = 0
@@ -176,9 +177,11 @@ def pair_record(c: Candidate, messages: list[dict], solution: str, source: str, 
 
 
 @torch.no_grad()
-def student_logprobs(loaded: LoadedModel, records: list[dict], max_length: int, batch_size: int = 8) -> list[float]:
+def student_logprobs(loaded: LoadedModel, records: list[dict], max_length: int,
+                     batch_size: int = 8) -> list[tuple[float, int]]:
     """Mean log-prob per reply token of each record's ``solution`` under its bare
-    ``student_messages`` (one forward pass of the base model, no generation)."""
+    ``student_messages`` (one forward pass of the base model, no generation), and the tokens that
+    forward pass read (student prompt + solution: the ledger's ``forward_tokens``)."""
     model, tok = loaded.model, loaded.tokenizer
     dev = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -196,7 +199,7 @@ def student_logprobs(loaded: LoadedModel, records: list[dict], max_length: int, 
         for i, p in enumerate(pairs):
             sl = answer_slice(len(p.student_prompt_ids), len(p.reply_ids))
             target = torch.tensor(p.reply_ids, device=dev)
-            out.append(float(logp[i, sl].gather(-1, target[:, None]).mean()))
+            out.append((float(logp[i, sl].gather(-1, target[:, None]).mean()), len(p.student_ids)))
     return out
 
 
@@ -337,12 +340,15 @@ def _generate_round(chunk: list[Candidate], generator: Generator, tally: _Tally)
 
 def _score_plausibility(chunk: list[Candidate], found: dict[str, dict], loaded: LoadedModel | None) -> None:
     """Record each found solution's ``student_logprob`` (the ``plausible`` gate's score, measured
-    whenever the model is loaded); with the gate on, reject the solutions below its threshold."""
+    whenever the model is loaded, and its forward pass counted: ``Candidate.forward_tokens``); with
+    the gate on, reject the solutions below its threshold."""
     cfg, gc = chunk[0].cfg, chunk[0].cfg.teacher.gates
-    recs = [found[c.id] for c in chunk if c.id in found]
-    if recs and loaded is not None:
-        for r, lp in zip(recs, student_logprobs(loaded, recs, cfg.distill.max_length)):
+    scored = [c for c in chunk if c.id in found]
+    if scored and loaded is not None:
+        recs = [found[c.id] for c in scored]
+        for c, r, (lp, n) in zip(scored, recs, student_logprobs(loaded, recs, cfg.distill.max_length)):
             r["student_logprob"] = round(lp, 4)
+            c.forward_tokens += n
     for c in chunk:
         r = found.get(c.id)
         if r is not None and gc.plausible and r["student_logprob"] < gc.min_student_logprob:
@@ -361,10 +367,11 @@ def _write(chunk: list[Candidate], found: dict[str, dict], pairs: JsonlWriter, r
         if r is None:
             rejects.write({"id": c.id, "attempts": c.attempts, "rejected_replies": c.rejected,
                            "reasons": [x["gate"] for x in c.rejected], "teacher_tokens": c.tokens,
-                           "teacher_prompt_tokens": c.prompt_tokens,
+                           "teacher_prompt_tokens": c.prompt_tokens, "student_forward_tokens": c.forward_tokens,
                            "teacher_formats": c.formats, "hint": tc.hint, "solution": tc.solution})
         elif tally.pairs < tally.cap:
             r["rejected_replies"] = c.rejected
+            r["student_forward_tokens"] = c.forward_tokens
             pairs.write(r)
             tally.pairs += 1
 
