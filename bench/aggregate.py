@@ -30,12 +30,20 @@ class SuiteError(Exception):
 def difference(arm: dict | None, sign: int) -> dict | None:
     """A pooled difference of compare's results as "this arm minus the other": ``vs_base`` of SSB is
     already SSB - base (sign +1); ``vs_ssb`` of another arm is that arm - SSB (sign -1). ``significant``:
-    its interval excludes 0 (:func:`ssb.report.stats.reading` is not ``level``)."""
+    its interval ``ci`` (replicates and problems resampled, in results since the two-way bootstrap;
+    problems only before) excludes 0 (:func:`ssb.report.stats.reading` is not ``level``); ``ci_problems``
+    (problems only) where the results have it."""
     if not arm:
         return None
-    v, (lo, hi) = arm["value"], arm["ci"]
-    value, ci = (v, [lo, hi]) if sign > 0 else (0.0 - v, [0.0 - hi, 0.0 - lo])  # 0.0 - x: never -0.0
-    return {"value": value, "ci": ci, "significant": reading(ci) != "level"}
+
+    def turned(ci: list) -> list:
+        return list(ci) if sign > 0 else [0.0 - ci[1], 0.0 - ci[0]]  # 0.0 - x: never -0.0
+
+    value = arm["value"] if sign > 0 else 0.0 - arm["value"]
+    out = {"value": value, "ci": turned(arm["ci"]), "significant": reading(turned(arm["ci"])) != "level"}
+    if arm.get("ci_problems"):
+        out["ci_problems"] = turned(arm["ci_problems"])
+    return out
 
 
 def mean(xs: list) -> float | None:

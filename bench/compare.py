@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from ssb.comparison import defaults
 from ssb.comparison.arms import Compare, parse_arms
 
 from ._meta import ROOT, dirty_paths, provenance
@@ -28,14 +29,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--dir", default=None, help="the comparison's directory (default: <runs_dir>/<name>-compare)")
-    ap.add_argument("--arms", default="base,ssb,sft,rft,grpo")
-    ap.add_argument("--replicates", type=int, default=2)
-    ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--seed", type=int, default=20261122)
-    ap.add_argument("--grpo-points", type=int, default=4)
-    ap.add_argument("--k-max", type=int, default=10)
+    ap.add_argument("--arms", default=defaults.ARMS)
+    ap.add_argument("--replicates", type=int, default=defaults.REPLICATES)
+    ap.add_argument("--n", type=int, default=defaults.N)
+    ap.add_argument("--seed", type=int, default=defaults.SEED)
+    ap.add_argument("--grpo-points", type=int, default=defaults.GRPO_POINTS)
+    ap.add_argument("--k-max", type=int, default=defaults.K_MAX)
     ap.add_argument("--no-curves", dest="curves", action="store_false", help="final adapters only")
-    ap.add_argument("--k-values", default="2,10")
+    ap.add_argument("--k-values", default=",".join(map(str, defaults.K_VALUES)))
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "compare.json"))
     args = ap.parse_args()

@@ -13,8 +13,10 @@ task has ≥ 2 replicates, the same held-out size and every arm, and writes
 accuracy per arm, SSB minus base with its interval and exact McNemar p), ``replicate_training`` (how many
 training problems each replicate shares with replicate 0: ``training_problems``, ``shared_with_replicate_0``), ``pairs_multi_step_share`` and
 ``pairs_copies_of_shown_rollout`` (means over replicates), the pooled differences ``ssb_base``, ``ssb_grpo``, ``ssb_sft`` and ``ssb_rft``
-(SSB minus the other arm: ``value``, ``ci`` (bootstrap 95%), ``significant``), ``accuracy`` and
-``flops`` per arm, ``output_quality`` per arm, ``grpo_flops_ratio``) and ``summary`` (counts of
+(SSB minus the other arm: ``value``, ``ci`` (bootstrap 95%: replicates and problems resampled, in results made
+since the two-way bootstrap), ``ci_problems`` (problems only, where recorded), ``significant``), ``accuracy`` and
+``flops`` per arm, ``output_quality`` per arm, ``grpo_flops_ratio``, ``interval_method``), ``interval_method``
+(the pooled intervals' method when every task shares it, else per task) and ``summary`` (counts of
 tasks where SSB is significantly above / level with / below each other arm).
 Rendered into README.md (``tasks_main``) and docs/tasks.md (``tasks_details``) by ``python -m bench.render``.
 """
@@ -99,7 +101,9 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
         "pairs_copies_of_shown_rollout": mean([(r["pair_working"] or {}).get("copies_of_shown_rollout") for r in reps]),
         "ssb_base": difference(ssb["vs_base"], +1), "ssb_grpo": difference(arms["grpo"].get("vs_ssb"), -1),
         "ssb_sft": difference(arms["sft"].get("vs_ssb"), -1), "ssb_rft": difference(arms["rft"].get("vs_ssb"), -1),
-        "accuracy": {a: {"value": arms[a]["accuracy"], "ci": arms[a]["ci"]} for a in ARMS},
+        "accuracy": {a: {"value": arms[a]["accuracy"], "ci": arms[a]["ci"],
+                         **({"ci_problems": arms[a]["ci_problems"]} if "ci_problems" in arms[a] else {})} for a in ARMS},
+        "interval_method": (d.get("interval_method") or {}).get("pooled"),
         "flops": fl, "grpo_flops_ratio": grpo_ratio,
         "output_quality": {a: arms[a].get("output_quality") for a in ARMS},
         "commit": d.get("commit"), "trained_at_commit": d.get("trained_at_commit"),
@@ -123,7 +127,10 @@ def build(results_dir: Path = RESULTS, suite=SUITE) -> dict:
     sizes = {t["n_problems"] for t in tasks}
     if len(sizes) != 1:
         raise SuiteError(f"held-out sizes differ across tasks: {sorted(sizes)}; rerun with one --n")
+    methods = {t["interval_method"] for t in tasks}
     return {"range": list(RANGE), "n_tasks": len(tasks), "multi_step_tasks": sum(t["multi_step"] for t in tasks),
+            # the pooled intervals' method: one for the suite, else per task (results from before the two-way bootstrap)
+            "interval_method": methods.pop() if len(methods) == 1 else {t["name"]: t["interval_method"] for t in tasks},
             "tasks": tasks, "summary": summary(tasks)}
 
 

@@ -100,3 +100,18 @@ def test_compare_calls_the_arms_compare(monkeypatch, tmp_path):
 
 def _read(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_run_overrides_on_a_config_object_are_checked_like_a_file(tmp_path):
+    """ssb.run(RunConfig, overrides=...) checks them as --set does (a ConfigError naming the field, before any
+    work) and a top-level seed override still moves the stage seeds the config left unset."""
+    import pytest
+
+    import ssb
+    from ssb.config import ConfigError, override_config
+
+    cfg = ssb.load_config("configs/smoke.yaml", [f"runs_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="rollout.k"):
+        ssb.run(cfg, overrides=["rollout.k=0"])
+    assert not any(tmp_path.iterdir())  # nothing written
+    assert override_config(cfg, ["seed=5"]).rollout.seed == 5

@@ -47,6 +47,22 @@ def test_unknown_config_section_names_the_field(tmp_path, capsys):
     assert code == 1 and "Traceback" not in err and "rollout.kk" in err
 
 
+def test_a_typo_in_a_key_names_the_likely_key_and_its_origin(capsys):
+    """Issue 38: not pydantic's bare "Extra inputs are not permitted", blaming the file for an override."""
+    code, _, err = run_cli(capsys, "run", "configs/default.yaml", "--set", "distill.temprature=1")
+    assert code == 1 and "Traceback" not in err and "Extra inputs" not in err
+    assert err.startswith("ssb: error: configs/default.yaml: invalid config")
+    assert "distill.temprature (--set distill.temprature=1): unknown key; did you mean distill.temperature?" in err
+
+
+def test_an_out_of_range_value_names_the_field(capsys):
+    code, _, err = run_cli(capsys, "run", "configs/default.yaml", "--set", "rollout.k=0")
+    assert code == 1 and "Traceback" not in err
+    assert "rollout.k = 0 (--set rollout.k=0): Input should be greater than or equal to 1" in err
+    code, _, err = run_cli(capsys, "config", "show", "configs/smoke.yaml", "--set", "distill.temperature=-1")
+    assert code == 1 and "distill.temperature = -1 (--set distill.temperature=-1)" in err
+
+
 def test_missing_run_dir(tmp_path, capsys):
     code, _, err = run_cli(capsys, "report", "--run", str(tmp_path / "nope"))
     assert code == 1
@@ -204,3 +220,46 @@ def test_validate_flags_control_token_text(tmp_path, capsys):
     assert code == 0 and report["ok"] == 2  # a warning, not a bad row: prompts encode it as text
     (w,) = [w for w in report["warnings"] if "control-token" in w]
     assert w.startswith("1 row(s)") and "<|im_end|>" in w and "<|im_start|>" in w
+
+
+# ----------------------------------------------------------------------------- local paths and run directories
+
+
+def test_eval_of_a_missing_local_model_path_names_it_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """`ssb eval --model runs/nope`: a local path (runs/ is a local folder), not a Hub id; the error names it and
+    its neighbours before any file is written or any download is tried."""
+    import socket
+
+    def no_network(*a, **k):
+        raise AssertionError("ssb eval tried the network")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "default").mkdir(parents=True)
+    code, _, err = run_cli(capsys, "eval", "--model", "runs/defualt", "--bench", "holdout")
+    assert code == 1
+    assert_one_error(err, "--model runs/defualt: no such local file or directory", str(tmp_path / "runs" / "defualt"),
+                     "did you mean runs/default?")
+    for argv in (["--model", "./nope"], ["--model", "~/ssb-nope-model"], ["--model", "nope.gguf"],
+                 ["--model", "a/b/c"], ["--model", "embedded", "--base", "runs/nope"]):
+        code, _, err = run_cli(capsys, "eval", *argv)
+        assert code == 1 and "no such local file or directory" in err, argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no eval/, no holdout.problems.jsonl
+
+
+def test_what_looks_like_a_local_path():
+    from ssb.cli_eval import looks_local
+
+    assert not looks_local("HuggingFaceTB/SmolLM2-135M-Instruct") and not looks_local("embedded")
+    assert looks_local("runs/nope") and looks_local("runs/default/student")  # the runs directory: never the Hub
+    assert looks_local("tests/nope") and not looks_local("no-such-folder/model")  # org/name unless org is a folder
+    assert all(looks_local(x) for x in ("./m", "../m", "~/m", "/m", "m.gguf", "a/b/c", "a\\b"))
+
+
+def test_opening_a_missing_run_is_an_ssberror(tmp_path):
+    import ssb
+    from ssb.errors import SSBError
+
+    with pytest.raises(SSBError, match="is not a run directory") as exc:
+        ssb.Run.open(tmp_path / "nope")
+    assert isinstance(exc.value, FileNotFoundError)  # still what callers caught before

@@ -23,6 +23,7 @@ from ssb.rundir.table import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("base", "ssb", "sft", "rft", "grpo")
+ABLATION = "ssb:distill.temperature=1"  # a student-only ablation: it reuses r0's pairs and teacher signal
 
 
 def ssb(*args, timeout=1200):
@@ -37,7 +38,7 @@ COMPARE = ("compare", "configs/smoke.yaml", "--replicates", "1", "--n", "8", "--
 @pytest.fixture(scope="module")
 def smoke_compare(tmp_path_factory):
     d = tmp_path_factory.mktemp("compare")
-    res = ssb(*COMPARE, "--dir", str(d))
+    res = ssb(*COMPARE, "--dir", str(d), "--arms", ",".join(ARMS) + "," + ABLATION)
     assert res.returncode == 0, res.stderr[-4000:]
     return d, json.loads((d / "results.json").read_text()), res.stdout
 
@@ -288,6 +289,39 @@ def test_arms_are_checked():
     assert ablation_overrides("ssb:teacher.solution=rollout", None) == ["teacher.solution=rollout"]
     with pytest.raises(CompareError, match="neither a teacher.hint"):
         ablation_overrides("ssb:both", None)
+    assert ablation_overrides("ssb:distill.temperature=1+distill.ce_weight=0.5", None) == [
+        "distill.temperature=1", "distill.ce_weight=0.5"]
+    assert ablation_overrides("ssb:distill.lr=1e+3", None) == ["distill.lr=1e+3"]  # a '+' inside a value stays
+    with pytest.raises(CompareError, match="not key=value"):
+        ablation_overrides("ssb:=2", None)
+
+
+def test_an_ablation_reuses_what_it_does_not_change():
+    from ssb.comparison.arms import reused_stages
+
+    upstream = ("rollout", "curate", "teacher", "logits")
+    assert reused_stages(["distill.temperature=1", "lora.r=8"], "hidden") == upstream
+    assert reused_stages(["distill.ce_weight=1"], "topk") == upstream
+    assert reused_stages(["distill.temperature=1"], "topk") == ("rollout", "curate", "teacher")  # its lse is at T
+    for other in (["teacher.hint=answer"], ["distill.max_length=128"], ["distill.epochs=1", "curate.seed=3"]):
+        assert reused_stages(other, "hidden") == ("rollout",), other
+
+
+@pytest.mark.slow
+def test_a_student_only_ablation_trains_on_exactly_the_ssb_arms_pairs(smoke_compare):
+    d, doc, _ = smoke_compare
+    main, abl = Run.open(d / "r0"), Run.open(d / "r0-ssb-distill_temperature-1")
+    pairs = read_jsonl(main.file("pairs.jsonl"))
+    assert pairs and read_jsonl(abl.file("pairs.jsonl")) == pairs
+    assert abl.file("teacher/index.json").read_bytes() == main.file("teacher/index.json").read_bytes()
+    for st in ("curate", "teacher", "logits"):  # taken as they are, not rerun
+        assert abl.stage(st)["seconds"] == main.stage(st)["seconds"], st
+    assert abl.cfg.distill.temperature == 1 != main.cfg.distill.temperature and abl.stage_done("distill")
+    # every trained arm carries what its training did (report/train_summary.py), per replicate
+    assert doc["arms"]["ssb"]["training"][0][0]["epoch"] == 1 and doc["arms"]["sft"]["training"][0][0]["loss"] > 0
+    assert doc["arms"]["grpo"]["training"][0][0]["zero_std_share"] is not None
+    a = doc["arms"][ABLATION]
+    assert a["training"][0][0]["kd"] is not None and a["accuracy"] is not None and a["compute"]["flops"] > 0 and a["vs_ssb"] is not None
 
 
 def test_replicates_draw_their_own_training_problems():
@@ -307,3 +341,28 @@ def test_replicates_draw_their_own_training_problems():
     assert len(draws[0] & old) >= cfg.data.limit - 1  # the old rule: the same problems shifted by one
     # the default task's small numbers repeat by chance (78 of 320 shared), never wholesale
     assert len(draws[0] & draws[1]) < cfg.data.limit // 2
+
+
+def test_training_summaries_per_epoch_and_per_budget_quarter(tmp_path):
+    """summarize reads a stage's log: per epoch the mean loss and its KL/CE parts, the mean gradient norm,
+    the share of steps clipped (norm above max_grad_norm); GRPO per quarter of its FLOPs budget, with the
+    share of zero-variance groups and of steps that moved nothing."""
+    from ssb.config import load_config
+    from ssb.report.train_summary import summarize
+
+    run = Run.create(load_config(ROOT / "configs" / "smoke.yaml", [f"runs_dir={tmp_path}"]))
+    rows = [{"step": 1, "epoch": 0.5, "loss": 2.0, "kd": 2.0, "ce": 0.0, "grad_norm": 3.0},
+            {"step": 2, "epoch": 1.0, "loss": 1.0, "kd": 1.0, "ce": 0.0, "grad_norm": 0.5},
+            {"step": 3, "epoch": 1.5, "loss": 0.5, "kd": 0.4, "ce": 0.1, "grad_norm": 0.25}]
+    run.file("train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert summarize(run, "distill") == [
+        {"epoch": 1, "steps": 2, "loss": 1.5, "grad_norm": 1.75, "clipped_share": 0.5, "kd": 1.5, "ce": 0.0},
+        {"epoch": 2, "steps": 1, "loss": 0.5, "grad_norm": 0.25, "clipped_share": 0.0, "kd": 0.4, "ce": 0.1}]
+    run.set_stage("grpo", budget_flops=100.0)
+    grpo = [{"step": i, "loss": 0.0, "grad_norm": g, "frac_reward_zero_std": z, "reward": 0.5, "flops": f}
+            for i, (g, z, f) in enumerate([(0.0, 1.0, 20.0), (2.0, 0.5, 40.0), (0.0, 1.0, 90.0), (1.0, 0.0, 104.0)], 1)]
+    run.file("grpo_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grpo))
+    got = summarize(run, "grpo")
+    assert [(r["quarter"], r["steps"], r["zero_std_share"], r["zero_grad_share"], r["clipped_share"]) for r in got] == [
+        (1, 1, 1.0, 1.0, 0.0), (2, 1, 0.5, 0.0, 1.0), (4, 2, 0.5, 0.5, 0.0)]
+    assert summarize(run, "sft") is None  # no log: not trained

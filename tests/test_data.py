@@ -279,3 +279,28 @@ def test_load_problems_dispatch(tmp_path):
     assert len(load_problems(DataConfig(source=str(path), skip_bad=True), exclude={"what is 2+2?"})) == 1
     with pytest.raises(DataError, match="unknown data source"):
         load_problems(DataConfig(source="nope"))
+
+
+# ----------------------------------------------------------------------------- ssb data show --config (issue 38)
+
+
+def test_data_show_config_prints_the_problems_the_config_draws(capsys):
+    """`ssb data show reasoning_gym --task chain_sum` shows the generators' defaults; `--config` shows the
+    problems a config trains on (its task options and seed, --set applied) and, with `holdout`, is scored on."""
+    from ssb.cli import main
+    from ssb.config import load_config
+    from ssb.data.heldout import holdout_problems
+
+    root = Path(__file__).resolve().parents[1]
+    config = str(root / "configs" / "smoke.yaml")
+    cfg = load_config(config, ["data.seed=3"])
+    assert main(["data", "show", "--config", config, "--set", "data.seed=3", "--limit", "3", "--json"]) == 0
+    shown = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [p["question"] for p in shown] == [p.question for p in load_problems(cfg.data)[:3]]
+    assert main(["data", "show", "holdout", "--config", config, "--limit", "2", "--json"]) == 0
+    held, _ = holdout_problems(load_config(config).eval.holdout, question_keys(load_problems(load_config(config).data)))
+    assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == [p.id for p in held[:2]]
+    assert main(["data", "show", "--config", config, "--limit", "2"]) == 0
+    assert "smoke.yaml: data, the training problems (16 in all)" in " ".join(capsys.readouterr().out.split())
+    assert main(["data", "show", "gsm8k_typo", "--config", config]) == 1
+    assert "'data' (the training problems) or 'holdout'" in capsys.readouterr().err

@@ -110,8 +110,9 @@ def test_tables_fit_80_columns_with_full_headers_and_model_names():
     for word in ("bench", "model", "acc", "correct", "95% CI", "pass@k", "tokens", "trunc"):
         assert word in header.split("  ") or f" {word} " in f" {header} ", (word, header)
     paired_header = next(line for line in lines if line.startswith("bench") and "A − B" in line)
-    for word in ("A − B", "n", "diff (pt)", "95% CI (pt)", "only A/B", "p", "test"):
+    for word in ("A − B", "n", "diff (pt)", "95% CI (pt)", "only A/B", "p", "p Holm"):
         assert word in paired_header, (word, paired_header)
+    assert "test: McNemar" in text and "p Holm: adjusted" in text  # one test for every row: named once, below
     assert "eval-out" not in text
     assert "SmolLM2-" in text and "aime2024" in text  # long names wrap, never cut
     assert "one problem = 0.50 pt (holdout)" in text or "0.50 pt (holdout)" in text
@@ -340,3 +341,57 @@ def test_holdout_exhausted_space_says_so(caplog):
     msg = str(exc.value)
     assert "no problem left outside the training set" in msg and "were training questions" in msg
     assert "data.limit" in msg and "kept 0 of the 100 wanted" in msg
+
+
+# ----------------------------------------------------------------------------- ssb eval's arguments (issue 38)
+
+
+def test_limit_cuts_the_holdout_set_too_and_keeps_the_pinned_set_whole(tmp_path):
+    """`ssb eval --limit 3 --bench holdout`: 3 of the 10 pinned held-out problems (the limit was ignored)."""
+    from ssb.config import DataConfig, ReasoningGymTask
+
+    holdout = DataConfig(source="reasoning_gym", limit=10, seed=7, tasks=[ReasoningGymTask(**ONE_DIGIT)])
+    probs, info = heldout.bench_problems("holdout", EvalConfig(limit=3, holdout=holdout), set(), tmp_path)
+    pinned = read_jsonl(tmp_path / "holdout.problems.jsonl")
+    assert len(probs) == 3 and len(pinned) == 10 and [p.id for p in probs] == [r["id"] for r in pinned[:3]]
+    assert info["kept"] == 10 and info["limit"] == 3
+    every, info = heldout.bench_problems("holdout", EvalConfig(holdout=holdout), set(), tmp_path)
+    assert len(every) == 10 and "limit" not in info
+
+
+def _fake_evaluate(calls):
+    """stages.evaluate.evaluate without a model: 2 of 4 problems right, written where it is asked."""
+    def evaluate(model_cfg, adapter, benches, prompt_cfg, gen_cfg, eval_cfg, out, data_file=None, exclude=None,
+                 label=None, **kw):
+        calls.append({"out": Path(out), "limit": eval_cfg.limit, "benches": list(benches), "data": data_file})
+        recs = [_rec(f"p{i}", [i < 2]) for i in range(4)]
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "amc23.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        summary = {"label": label, "benches": {"amc23": ev.summarize(recs)}}
+        (Path(out) / "summary.json").write_text(json.dumps(summary))
+        return summary
+    return evaluate
+
+
+def test_eval_tables_show_this_invocations_models_not_their_neighbours(tmp_path, monkeypatch, capsys):
+    """`ssb eval --data amc23.jsonl --out evals/amc` beside an unrelated evals/screen: one row, no pairing."""
+    from ssb import cli_eval
+    from ssb.cli import build_parser
+
+    calls = []
+    monkeypatch.setattr(cli_eval, "evaluate", _fake_evaluate(calls))
+    screen = tmp_path / "evals" / "screen"
+    screen.mkdir(parents=True)
+    other = [_rec(f"p{i}", [True]) for i in range(4)]
+    (screen / "amc23.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))
+    (screen / "summary.json").write_text(json.dumps({"label": "screened-model",
+                                                     "benches": {"amc23": ev.summarize(other)}}))
+    data = tmp_path / "amc23.jsonl"
+    data.write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
+    args = build_parser().parse_args(["eval", "--model", "org/some-model", "--data", str(data),
+                                      "--out", str(tmp_path / "evals" / "amc"), "--limit", "100"])
+    res = cli_eval.evaluate_cli(args)
+    out = capsys.readouterr().out
+    assert list(res["summaries"]) == ["amc"] and res["paired"] == []
+    assert "screened-model" not in out and "some-model" in out
+    assert calls[0]["limit"] == 100 and calls[0]["data"] == str(data)

@@ -43,6 +43,7 @@ def check_card(run_dir: Path, adapter: str, method: str, label: str) -> str:
                f"[{pct(b['ci'][0])}, {pct(b['ci'][1])}]% |")
         assert row in text, (row, text)
     assert "Not evaluated" not in text and "Warning" not in text
+    assert "**one replicate**" in text and "ssb compare " in text  # report/replicated.py
     return text
 
 

@@ -70,3 +70,30 @@ def test_cli_bad_config_is_an_error_not_a_traceback(tmp_path, capsys):
     p.write_text("rollout: {k: many}\n")
     assert main(["config", "show", str(p)]) == 1
     assert "rollout.k" in capsys.readouterr().err
+
+
+def test_cli_model_info_on_an_adapter_says_what_it_is_without_loading(tmp_path, capsys):
+    """`ssb model info runs/x/student`: a LoRA adapter, its base model and rank (and its parameter count,
+    read from the safetensors header), without loading the base model."""
+    import json
+
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    adapter = run / "student"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["v_proj", "q_proj"],
+        "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    save_file({"a.lora_A.weight": torch.zeros(8, 64), "a.lora_B.weight": torch.zeros(64, 8)},
+              str(adapter / "adapter_model.safetensors"))
+    (run / "config.yaml").write_text("model: {name_or_path: embedded}\n")
+    assert main(["model", "info", str(adapter), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"].startswith("LoRA adapter") and info["rank (r)"] == 8 and info["alpha"] == 16
+    assert info["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert info["run's model.name_or_path"] == "embedded"
+    assert info["parameters"] == 2 * 8 * 64 and info["target_modules"] == "q_proj, v_proj"
+    assert main(["model", "info", str(adapter)]) == 0
+    out = capsys.readouterr().out
+    assert "LoRA adapter" in out and "rank (r)" in out

@@ -204,6 +204,19 @@ def test_smoke_run_completes_every_stage(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_report_says_one_run_is_one_replicate(smoke_run):
+    """`ssb run configs/smoke.yaml`'s report says what one run can show and gives the `ssb compare` command of
+    its config file and --set values (recorded in the manifest); its p-values carry Holm's adjustment beside them."""
+    path, _ = smoke_run
+    report = (path / "report.md").read_text()
+    assert "one replicate" in report
+    assert f"ssb compare configs/smoke.yaml --arms base,ssb,sft,rft,grpo --set runs_dir={path.parent} " in report
+    assert "p Holm" in report
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["config_file"] == str(ROOT / "configs" / "smoke.yaml") and m["overrides"][0] == f"runs_dir={path.parent}"
+
+
+@pytest.mark.slow
 def test_smoke_run_writes_model_cards(smoke_run):
     """The report wrote a model card into each adapter of the real run (modelcard.py), its
     numbers those of the eval summaries (check_card: test_modelcard.py); the lock is gone."""

@@ -139,3 +139,37 @@ def test_report_shows_the_problems_kept_without_a_correct_rollout(tmp_path):
     assert "1 problems had both a correct and a wrong rollout; 2 problems with only wrong rollouts kept too" in text
     assert "(rollout: 1, generate: 1); 1 of 2 problems without a correct rollout got a pair." in text
     assert "| kept_without_correct | 2 |" in text
+
+
+def test_the_report_says_one_run_is_one_replicate_and_how_to_compare(tmp_path, monkeypatch):
+    """report.md says one run is one replicate, gives the `ssb compare` command of the run's own config, adjusts
+    its p-values for the comparisons made (Holm), and shows the committed comparison of the same config file,
+    every figure read from bench/results/tasks.json."""
+    from pathlib import Path
+
+    from ssb.report.replicated import DIFFERENCES
+    from ssb.report.stats import holm
+    from ssb.stages.report import write_report
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    run = make_synthetic_run(tmp_path)
+    # no config file recorded (a RunConfig of the API): the run's own config.yaml, and no committed comparison
+    text = write_report(run).read_text()
+    assert "**one replicate**" in text and f"ssb compare {run.file('config.yaml')} --arms base,ssb,sft,rft,grpo" in text
+    assert "The committed comparison" not in text
+    rows = json.loads(run.file("eval/compare.json").read_text())
+    assert [r["p_holm"] for r in rows] == holm([r["p_value"] for r in rows])
+    assert "| p | p Holm | test |" in text and "with 3 comparisons per benchmark" in text
+    # `ssb run configs/default.yaml --set data.limit=40` recorded it: its command, and the committed comparison
+    run.update_manifest(config_file=str(root / "configs" / "default.yaml"), overrides=["data.limit=40"])
+    text = write_report(run).read_text()
+    assert "ssb compare configs/default.yaml --arms base,ssb,sft,rft,grpo --set data.limit=40\n" in text
+    task = next(t for t in json.loads((root / "bench/results/tasks.json").read_text())["tasks"]
+                if t["config"] == "configs/default.yaml")
+    line = next(x for x in text.splitlines() if x.startswith("The committed comparison of `configs/default.yaml`"))
+    assert f"(`{task['results']}`: {len(task['replicates'])} replicates, {task['n_problems']} held-out" in line
+    for key, name in DIFFERENCES:
+        d = task[key]
+        assert f"{name} {100 * d['value']:+.1f} pt [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]" in line, key
+    assert "docs/compare.md" in line and "`data.limit=40`, so it is not exactly that config" in line

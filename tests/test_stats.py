@@ -140,3 +140,64 @@ def test_length_stats():
     s = stats.length_stats([10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
     assert s["mean"] == 55 and s["median"] == 55 and s["p90"] == pytest.approx(91) and s["max"] == 100
     assert stats.length_stats([])["mean"] is None
+
+
+def test_holm_adjusts_a_family_of_p_values_in_their_order():
+    # sorted 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04 -> made non-decreasing: 0.06 for the last
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5, 0.9]) == [1.0, 1.0] and stats.holm([0.02]) == [0.02] and stats.holm([]) == []
+    # a run's three comparisons (ssb − base, grpo − base, ssb − grpo): the smallest p, 0.035, is 0.105 adjusted
+    assert stats.holm([0.035, 0.5, 0.2]) == pytest.approx([0.105, 0.5, 0.4])
+
+
+def test_paired_rows_carry_holm_p_values_per_benchmark():
+    from ssb.report.paired import paired_table
+
+    def recs(n_right, n=60):
+        return [{"id": i, "correct": [i < n_right]} for i in range(n)]
+
+    rows = paired_table({"base": {"b1": recs(20), "b2": recs(20)}, "grpo": {"b1": recs(30)}, "ssb": {"b1": recs(35)}})
+    b1 = [r for r in rows if r["bench"] == "b1"]
+    assert len(b1) == 3 and not [r for r in rows if r["bench"] == "b2"]  # b2: base alone, nothing to pair
+    assert [r["p_holm"] for r in b1] == pytest.approx(stats.holm([r["p_value"] for r in b1]))
+    assert all(r["p_holm"] >= r["p_value"] for r in b1)
+
+
+def test_two_way_bootstrap_counts_run_to_run_variance_by_hand():
+    """Model a: replicate 0 right on every problem, replicate 1 wrong on every one; b always wrong. A problem
+    resample cannot move either (each replicate's accuracy is 1 or 0 whatever problems are drawn), so the
+    problems-only interval of a - b is [0.5, 0.5]; drawing the 2 replicates with replacement gives a - b = 1
+    (both draws replicate 0, p = 1/4), 0.5 (p = 1/2) or 0 (p = 1/4): its 95% interval is [0, 1]."""
+    a = [[True] * 20, [False] * 20]
+    b = [[False] * 20, [False] * 20]
+    res = stats.bootstrap_pooled({"a": a, "b": b}, [("a", "b")], iters=2000, seed=1)
+    d = res["diffs"][("a", "b")]
+    assert d["value"] == 0.5 and d["ci_problems"] == [0.5, 0.5] and d["ci"] == [0.0, 1.0]
+    assert res["models"]["b"]["ci"] == res["models"]["b"]["ci_problems"] == [0.0, 0.0]
+    # one replicate: nothing to draw, the two intervals agree
+    one = stats.bootstrap_pooled({"a": [[True, False] * 10], "b": [[False] * 20]}, [("a", "b")], iters=500)
+    assert one["diffs"][("a", "b")]["ci"] == one["diffs"][("a", "b")]["ci_problems"]
+
+
+def test_two_way_bootstrap_agrees_with_an_independent_implementation():
+    """The same two-way bootstrap written independently with numpy's generator (other draws): the interval
+    ends agree within sampling error, and the two-way interval is wider than the problems-only one when
+    replicates differ."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n, reps = 300, 3
+    base = rng.random(n) < 0.3
+    arm = np.stack([rng.random(n) < p for p in (0.30, 0.42, 0.36)])  # replicates far apart
+    ours = stats.bootstrap_pooled({"arm": [list(map(bool, r)) for r in arm], "base": [list(map(bool, base))] * reps},
+                                  [("arm", "base")], iters=4000, seed=3)["diffs"][("arm", "base")]
+    diffs = []
+    gen = np.random.default_rng(11)
+    for _ in range(20000):
+        idx = gen.integers(0, n, n)
+        rep = gen.integers(0, reps, reps)
+        diffs.append(arm[rep][:, idx].mean() - base[idx].mean())
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    assert abs(ours["ci"][0] - lo) < 0.01 and abs(ours["ci"][1] - hi) < 0.01
+    assert ours["ci"][1] - ours["ci"][0] > 1.5 * (ours["ci_problems"][1] - ours["ci_problems"][0])
+

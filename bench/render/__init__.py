@@ -5,6 +5,7 @@
 
 :mod:`.cli` finds the blocks and holds the table of renderers (``RENDERERS``); one module per results
 family renders its blocks (:mod:`.compare`, :mod:`.tasks`, :mod:`.quality`, :mod:`.speed`,
-:mod:`.teacher`), and :mod:`.common` holds what they share: number formats, a markdown table, reading
-a results file and the caption that names it.
+:mod:`.teacher`; :mod:`.config` renders the config reference from the config model, not a results
+file), and :mod:`.common` holds what they share: number formats, a markdown table, reading a results
+file and the caption that names it.
 """

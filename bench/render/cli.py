@@ -13,7 +13,9 @@ and the text between the two markers is the output of the renderer ``NAME`` (:da
 the renderers live beside this module in ``compare.py``, ``tasks.py``, ``quality.py``, ``speed.py`` and
 ``teacher.py``, what they share in ``common.py``): a markdown table read from a ``bench/results/*.json``
 file and a one-line caption naming that file, the commit it ran (its ``provenance``, written by
-``bench/_meta.py``) and the command that regenerates it. Never edit inside a block: rerun the
+``bench/_meta.py``) and the command that regenerates it. One renderer reads code, not results:
+``config.py``'s ``config_reference``, docs/configuration.md's table of every config field, made from the
+config model and ``configs/default.yaml``. Never edit inside a block: rerun the
 benchmark, then this command.
 
 A results file written before provenance was recorded is captioned with the commit that last
@@ -35,7 +37,9 @@ from pathlib import Path
 from typing import Callable
 
 from .common import ROOT, RenderError
-from .compare import render_compare_details, render_compare_main, render_grpo_generation, render_task_base
+from .compare import (render_compare_details, render_compare_main, render_default_run_cost, render_grpo_generation,
+                      render_task_base)
+from .config import render_config_reference
 from .quality import render_default_run, render_quality_arms, render_quality_main
 from .speed import render_distill_memory, render_distill_stores, render_rollout_throughput
 from .tasks import render_rounds_main, render_rounds_readme, render_tasks_details, render_tasks_main
@@ -63,8 +67,10 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "teacher_signal_tasks": render_teacher_signal_tasks,
     "quality_arms": render_quality_arms,
     "default_run": render_default_run,
+    "default_run_cost": render_default_run_cost,
     "rounds_main": render_rounds_main,
     "rounds_readme": render_rounds_readme,
+    "config_reference": render_config_reference,
 }
 
 OPEN_RE = re.compile(r"^<!-- results: (\S+) -->[ \t]*$", re.M)  # a marker is a line of its own

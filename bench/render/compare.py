@@ -3,6 +3,8 @@ the arms with their compute, the verdict, the compute-accuracy curves, K sensiti
 
 from __future__ import annotations
 
+import re
+
 from .common import difference, interval, load, num, pct, runnable, source, table
 
 NAMES = {"base": "base", "ssb": "SSB", "sft": "SFT (teacher's solutions, cross-entropy)",
@@ -13,13 +15,37 @@ def _flops(x: float | None) -> str:
     return "—" if not x else f"{x:.2e}"
 
 
+def portable(command: str) -> str:
+    """A recorded ``bench.compare`` command without its ``--dir`` when that names an absolute path of the
+    machine it ran on: the comparison's default directory (``<runs_dir>/<name>-compare``) stands instead."""
+    return re.sub(r" --dir /\S+", "", command)
+
+
 def _compare_source(d: dict) -> str:
     note = ""
     trained = (d.get("trained_at_commit") or "")[:7]
     if trained and trained != (d.get("commit") or "")[:7]:
         note = (f"; its runs were trained at commit {trained}, later invocations resumed them "
                 "(`invocations` in the file)")
-    return source("compare.json", d, runnable(d.get("command", "python -m bench.compare")), note)
+    return source("compare.json", d, portable(runnable(d.get("command", "python -m bench.compare"))), note)
+
+
+def _replicates(d: dict) -> str:
+    """What the replicates varied: their seeds, and how many training problems they share with replicate 0
+    (``training_shared_with_replicate_0``; for a comparison made before it was recorded, ``replicate_training``
+    of its task in ``tasks.json``)."""
+    shared = d.get("training_shared_with_replicate_0")
+    total = None
+    if shared is None:
+        task = next((t for t in load("tasks.json").get("tasks", []) if t.get("results") == "bench/results/compare.json"
+                     and t.get("config") == d.get("config")), None)
+        rt = (task or {}).get("replicate_training") or {}
+        shared, total = dict(enumerate(rt.get("shared_with_replicate_0", []), 1)), rt.get("training_problems")
+    if not shared:
+        return "other sampling and training seeds"
+    total = total or (d.get("replicates") or [{}])[0].get("training_problems")
+    counts = "/".join(str(v) for v in shared.values()) + (f" of {total}" if total else "")
+    return f"other sampling, training and data seeds; their training problems share {counts} with replicate 0's"
 
 
 def _name(arm: str, d: dict) -> str:
@@ -39,14 +65,28 @@ def render_compare_main() -> str:
         rows.append([_name(arm, d), f"**{pct(a['accuracy'])}** {interval(100 * a['ci'][0], 100 * a['ci'][1], signed=False)}",
                      difference(a.get("vs_base")), difference(a.get("vs_ssb")), _flops(c.get("flops")),
                      num(c.get("generated_tokens")), num(c.get("trained_tokens"))])
-    head = (f"{d['n_problems']} held-out problems, greedy pass@1, {d['n_replicates']} replicates (other training "
-            f"problems and seeds); pooled = mean over replicates, 95% interval from a bootstrap over held-out "
+    head = (f"{d['n_problems']} held-out problems, greedy pass@1, {d['n_replicates']} replicates ({_replicates(d)}); "
+            f"pooled = mean over replicates, 95% interval from a bootstrap over held-out "
             f"problems. GRPO's budget: `{d.get('grpo_budget')}`. Compute: training FLOPs by `ledger.py`'s rule "
             "(mean over replicates), tokens generated and trained.")
     t = table(["arm", "held-out accuracy [95% CI]", "vs base", "vs SSB", "FLOPs", "generated tokens",
                "trained tokens"], rows, "lrrrrrr")
     verdict = "\n".join(f"- {v}" for v in d.get("verdict", []))
     return f"{head}\n\n{t}\n\n{verdict}\n{_timing_line(d)}\n\n{_compare_source(d)}"
+
+
+def render_default_run_cost() -> str:
+    """What each stage of the default config cost in replicate 0 of its comparison (README links here)."""
+    d = load("compare.json")
+    r0 = d["replicates"][0]
+    cpus = ((d.get("provenance") or {}).get("machine") or {}).get("cpus")
+    rows = [[s, num(v, 0)] for s, v in r0["seconds_by_stage"].items()]
+    total = sum(v for s, v in r0["seconds_by_stage"].items())
+    settings = f"`teacher.hint: {d.get('ssb_hint')}`, `grpo.budget: {d.get('grpo_budget')}`"
+    return (f"Each stage of `{d['config']}` ({settings}) in replicate 0 of its comparison: every arm's training stages, no evaluation, seconds of wall-clock "
+            f"on {cpus or '?'} CPU cores ({num(total / 60, 0)} min in all; `ssb run` trains SSB and GRPO, the "
+            "baselines sft and rft only when `baselines.sft` / `baselines.rft` are on):\n\n"
+            + table(["stage", "seconds"], rows) + "\n\n" + _compare_source(d))
 
 
 def _timing_line(d: dict) -> str:

@@ -123,7 +123,9 @@ def render_default_run() -> str:
     r0 = d["replicates"][0]
     by = r0["ssb"]["seconds_by_stage"]
     rows = [[s, num(v, 0)] for s, v in by.items()] + [["GRPO (the baseline, `grpo.budget`)", num(r0["grpo"]["seconds"], 0)]]
+    then = f"`teacher.hint: {d['ssb_settings']['hint']}`, `grpo.budget: {d['grpo']['settings']['budget']}`"
     lines = ["What the default config's training stages cost on this machine (replicate 0 of the quality "
-             "benchmark, `ssb run configs/default.yaml` without its evaluations), seconds:",
+             f"benchmark, `ssb run configs/default.yaml` without its evaluations), seconds, with the default config "
+             f"as it was then ({then}); today's: [Compare](#what-each-stage-of-the-default-run-costs):",
              "", table(["stage", "seconds"], rows), "", _quality_source(d)]
     return "\n".join(lines)

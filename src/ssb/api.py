@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import RunConfig, apply_overrides, load_config
+from .comparison import defaults
+from .config import RunConfig, load_config, override_config
 from .rundir.run import Run
 
 __all__ = ["Run", "compare", "load_config", "run"]
@@ -29,23 +30,24 @@ def run(config: RunConfig | str | Path, only: list[str] | None = None, skip: lis
     from .pipeline import run_pipeline  # lazy: the orchestrator imports the stage table and data loading
 
     if isinstance(config, RunConfig):
-        cfg = RunConfig.model_validate(apply_overrides(config.model_dump(mode="json"), overrides or [])) \
-            if overrides else config
+        cfg = override_config(config, overrides) if overrides else config  # a ConfigError, seeds as in a file
     else:
         cfg = load_config(config, overrides)
     if name:
         cfg = cfg.model_copy(update={"name": name})
-    return run_pipeline(cfg, only=only, skip=skip, force=force)
+    source = {} if isinstance(config, RunConfig) else {
+        "config_file": config, "overrides": list(overrides or []) + ([f"name={name}"] if name else [])}
+    return run_pipeline(cfg, only=only, skip=skip, force=force, **source)
 
 
-def compare(config: str | Path, arms: str | list[str] = "base,ssb,sft,rft,grpo", replicates: int = 2, n: int = 400,
-            seed: int = 20261122, out: str | Path | None = None, overrides: list[str] | None = None,
-            **options) -> dict:
+def compare(config: str | Path, arms: str | list[str] = defaults.ARMS, replicates: int = defaults.REPLICATES,
+            n: int = defaults.N, seed: int = defaults.SEED, out: str | Path | None = None,
+            overrides: list[str] | None = None, **options) -> dict:
     """``ssb compare``: the arms on shared rollouts (``arms.Compare(...).run()``); returns the document
-    it writes to ``results.json``. ``arms``, ``replicates``, ``n`` and ``seed`` default to the command's;
-    ``options`` are ``arms.Compare``'s others with its defaults (``grpo_points=4``, ``curves=True``, ``k_max=0``: no
-    K-sensitivity pass, which the command runs with ``--k-max 10 --k-values 2,10``, i.e.
-    ``k_max=10, k_values=(2, 10)``). ``base`` is always an arm."""
+    it writes to ``results.json``. ``options`` are ``arms.Compare``'s others: ``grpo_points``, ``curves``,
+    ``k_max`` (0: no K-sensitivity pass), ``k_values``. Every default is the command's
+    (``comparison/defaults.py``: 2 replicates, 400 held-out problems, ``k_max=10, k_values=(2, 10)``, ...).
+    ``base`` is always an arm. Hours on a CPU with the default config (``docs/compare.md``)."""
     from .comparison.arms import Compare, parse_arms  # lazy: it imports the orchestrator
 
     spec = arms if isinstance(arms, str) else ",".join(arms)

@@ -27,11 +27,23 @@ import logging
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from .errors import SSBError
 from .rundir.table import STAGES, get_stage, stage_names
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (problems, replicates, completions, tokens)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 def _print_json(obj) -> None:
@@ -48,7 +60,8 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, args.set)
     if args.name:
         cfg.name = args.name
-    run_pipeline(cfg, only=args.only, skip=args.skip, force=args.force)
+    run_pipeline(cfg, only=args.only, skip=args.skip, force=args.force, config_file=args.config,
+                 overrides=args.set + ([f"name={args.name}"] if args.name else []))
     return EXIT_OK
 
 
@@ -110,18 +123,23 @@ def cmd_data_show(args) -> int:
     from .config import DataConfig, ReasoningGymTask  # lazy: pydantic, keeps `ssb --help` fast
     from .data.load import load_problems  # lazy: pydantic, keeps `ssb --help` fast
 
-    if args.source == "reasoning_gym":
+    if args.config:
+        problems, what = _config_problems(args)
+    elif args.source is None:
+        raise SSBError("ssb data show: give a SOURCE (gsm8k, reasoning_gym, a file, ...) or --config CONFIG")
+    elif args.source == "reasoning_gym":
         tasks = [ReasoningGymTask(name=t) for t in (args.task or ["chain_sum"])]
         cfg = DataConfig(source="reasoning_gym", tasks=tasks, limit=args.limit, seed=args.seed, shuffle=False)
+        problems, what = load_problems(cfg), "reasoning_gym (the generators' default options)"
     else:
         cfg = DataConfig(source=args.source, split=args.split, limit=args.limit, shuffle=False,
                          question_field=args.question_field, answer_field=args.answer_field)
-    problems = load_problems(cfg)
+        problems, what = load_problems(cfg), args.source
     if args.json:
         for p in problems:
             print(json.dumps(p.to_dict(), ensure_ascii=False))
         return EXIT_OK
-    table = Table(title=f"{args.source} ({len(problems)} shown)", show_lines=True)
+    table = Table(title=f"{what} ({len(problems)} shown)", show_lines=True)
     table.add_column("id", overflow="fold")
     table.add_column("question", overflow="fold", ratio=4)
     table.add_column("answer", overflow="fold")
@@ -129,6 +147,28 @@ def cmd_data_show(args) -> int:
         table.add_row(p.id, p.question, p.answer)
     Console().print(table)
     return EXIT_OK
+
+
+def _config_problems(args) -> tuple[list, str]:
+    """The first ``--limit`` problems a config trains on (``data``) or is scored on (``holdout``:
+    ``eval.holdout``, without the config's training questions, as a run draws it), and a title."""
+    from .config import load_config  # lazy: pydantic, keeps `ssb --help` fast
+    from .data.heldout import holdout_problems
+    from .data.load import load_problems
+    from .data.problem import question_keys
+
+    cfg = load_config(args.config, args.set)
+    which = args.source or "data"
+    if which == "data":
+        problems = load_problems(cfg.data)
+        what = f"{args.config}: data, the training problems ({len(problems)} in all)"
+    elif which == "holdout":
+        problems, _ = holdout_problems(cfg.eval.holdout, question_keys(load_problems(cfg.data)))
+        what = f"{args.config}: eval.holdout, the held-out problems ({len(problems)} in all)"
+    else:
+        raise SSBError(f"ssb data show --config: SOURCE is 'data' (the training problems) or 'holdout' (the "
+                       f"held-out ones), not {which!r}")
+    return problems[: args.limit] if args.limit is not None else problems, what
 
 
 def cmd_data_validate(args) -> int:
@@ -155,18 +195,25 @@ def cmd_model_info(args) -> int:
     from rich.console import Console  # lazy: ~0.06 s, only for the table
     from rich.table import Table
 
-    from .config import ModelConfig  # lazy: pydantic, keeps `ssb --help` fast
-    from .models import fingerprint, load_model, model_summary  # lazy: torch
+    from .cli_eval import check_local  # lazy: pydantic, keeps `ssb --help` fast
+    from .config import ModelConfig, load_config
+    from .models import adapter_summary, fingerprint, load_model, model_summary  # lazy: torch
 
-    cfg = ModelConfig(name_or_path=args.model, gguf_file=args.gguf_file, device=args.device,
-                      trust_remote_code=args.trust_remote_code)
-    lm = load_model(cfg)
-    info = model_summary(lm)
-    info["fingerprint"] = fingerprint(lm.model, lm.tokenizer, args.model)["combined"]
+    check_local("model info", args.model)
+    info = adapter_summary(args.model)  # an adapter: what it is and its base, without loading either
+    run_cfg = Path(args.model).parent / "config.yaml"
+    if info is not None and run_cfg.is_file():  # an adapter of a run: the base model as the run names it
+        info["run's model.name_or_path"] = load_config(run_cfg).model.name_or_path
+    if info is None:
+        cfg = ModelConfig(name_or_path=args.model, gguf_file=args.gguf_file, device=args.device,
+                          trust_remote_code=args.trust_remote_code)
+        lm = load_model(cfg)
+        info = model_summary(lm)
+        info["fingerprint"] = fingerprint(lm.model, lm.tokenizer, args.model)["combined"]
     if args.json:
         _print_json(info)
         return EXIT_OK
-    table = Table(title="model", show_header=False)
+    table = Table(title="adapter" if "base_model" in info else "model", show_header=False)
     for k, v in info.items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
     Console().print(table)
@@ -183,9 +230,10 @@ def cmd_model_merge(args) -> int:
 
 
 def cmd_config_show(args) -> int:
-    from .config import dump_config, load_config  # lazy: pydantic, keeps `ssb --help` fast
+    from .config import describe_config, dump_config, load_config  # lazy: pydantic, keeps `ssb --help` fast
 
-    print(dump_config(load_config(args.config, args.set)), end="")
+    cfg = load_config(args.config, args.set)
+    print(describe_config(cfg, args.config, args.set) if args.describe else dump_config(cfg), end="")
     return EXIT_OK
 
 
@@ -222,79 +270,136 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--run", required=True, help="run directory, e.g. runs/default")
         sp.set_defaults(fn=cmd_report if stage.name == "report" else cmd_stage)
 
-    sp = with_set(sub.add_parser("compare", help="SSB against base, SFT, RFT and GRPO on shared rollouts, "
-                                 "replicated, per FLOP (resumable)"))
+    from .comparison import defaults as compare_defaults  # standard library only
+    from .report.replicated import recorded_cost  # standard library only
+
+    cost = recorded_cost()
+    sp = with_set(sub.add_parser(
+        "compare", help="SSB against base, SFT, RFT and GRPO on shared rollouts, replicated, per FLOP (resumable)",
+        description="Every arm trained on shared rollouts in each replicate, all evaluated on the same held-out "
+        "problems, differences pooled over the replicates: what a single `ssb run` cannot show. Cost: every "
+        "replicate is a whole run with every arm, plus the curves and the K-sensitivity pass: hours on a CPU"
+        + (f"; {cost}" if cost else "") + ". --no-curves and --k-max 0 make it cheaper; rerunning the same "
+        "command resumes it."))
     sp.add_argument("config", help="YAML config, e.g. configs/default.yaml")
-    sp.add_argument("--arms", default="base,ssb,sft,rft,grpo",
+    sp.add_argument("--arms", default=compare_defaults.ARMS,
                     help="comma-separated: base, ssb, sft, rft, grpo, ssb@<k> (after k rounds), ssb:<hint> or "
-                    "ssb:<key>=<value> (ablations)")
-    sp.add_argument("--replicates", type=int, default=2, help="replicates (other problems and seeds each)")
-    sp.add_argument("--n", type=int, default=400, help="held-out problems (the same for every model)")
-    sp.add_argument("--seed", type=int, default=20261122, help="seed of the held-out draw")
-    sp.add_argument("--grpo-points", type=int, default=4, help="GRPO adapters saved along its budget (curve)")
-    sp.add_argument("--no-curves", dest="curves", action="store_false",
-                    help="final adapters only: no per-epoch, half-pairs or GRPO-point evaluations (faster)")
-    sp.add_argument("--k-max", type=int, default=10, help="K of the K-sensitivity rollout pass (0: skip it)")
-    sp.add_argument("--k-values", default="2,10", help="K values SSB is trained at in the K-sensitivity check")
+                    "ssb:<key>=<value> (ablations); default: %(default)s")
+    sp.add_argument("--replicates", type=count, default=compare_defaults.REPLICATES,
+                    help="replicates (default: %(default)s); replicate i > 0 moves data.seed by i x a stride and "
+                    "every stage's seed by i: reasoning-gym draws other training problems; a file or benchmark is "
+                    "reshuffled, so other problems only where data.limit keeps fewer than all (and data.shuffle "
+                    "is on)")
+    sp.add_argument("--n", type=count, default=compare_defaults.N,
+                    help="held-out problems, the same for every model (default: %(default)s)")
+    sp.add_argument("--seed", type=int, default=compare_defaults.SEED,
+                    help="seed of the held-out draw (default: %(default)s)")
+    sp.add_argument("--grpo-points", type=int, default=compare_defaults.GRPO_POINTS,
+                    help="GRPO adapters saved along its budget, for the curve (default: %(default)s)")
+    sp.add_argument("--no-curves", dest="curves", action="store_false", default=compare_defaults.CURVES,
+                    help="final adapters only: no per-epoch, half-pairs or GRPO-point evaluations (faster; "
+                    "default: with curves)")
+    sp.add_argument("--k-max", type=int, default=compare_defaults.K_MAX,
+                    help="K of the K-sensitivity rollout pass on replicate 0 (default: %(default)s; 0: skip it)")
+    sp.add_argument("--k-values", default=",".join(map(str, compare_defaults.K_VALUES)),
+                    help="K values SSB is trained at in the K-sensitivity pass (default: %(default)s)")
     sp.add_argument("--dir", default=None, help="output directory (default: <runs_dir>/<name>-compare)")
     sp.set_defaults(fn=cmd_compare)
 
-    sp = sub.add_parser("eval", help="stage 6: pass@k with confidence intervals on benchmarks")
-    sp.add_argument("--model", default="embedded", help="model id/path, a PEFT adapter dir, or a run dir")
-    sp.add_argument("--base", default=None, help="base model for an adapter (default: from the adapter)")
+    sp = sub.add_parser("eval", help="stage 6: pass@k with confidence intervals on benchmarks",
+                        description="Evaluate a model, an adapter, or every model of a run. Settings not given "
+                        "here come from the run's config (--model RUN or an adapter inside a run), else --config, "
+                        "else the code's defaults (greedy pass@1 on gsm8k).")
+    sp.add_argument("--model", default="embedded",
+                    help="a Hub id (org/name), a local model directory or .gguf file, a PEFT adapter directory, "
+                    "or a run directory: its base model and every adapter (default: %(default)s, the bundled "
+                    "SmolLM2-135M-Instruct)")
+    sp.add_argument("--base", default=None, help="base model for an adapter (default: the run's model, else the "
+                    "adapter's own adapter_config.json)")
     sp.add_argument("--bench", default=None,
                     help="comma-separated: gsm8k,math500,aime2024,holdout (default: the run's eval.benches, else gsm8k)")
     sp.add_argument("--data", default=None, help="a JSONL/Parquet/CSV of problems instead of --bench")
-    sp.add_argument("--limit", type=int, default=None)
-    sp.add_argument("--n", type=int, default=None,
+    sp.add_argument("--limit", type=count, default=None,
+                    help="evaluate the first N problems of each benchmark or file, holdout included (default: the "
+                    "config's eval.limit; unset: all)")
+    sp.add_argument("--n", type=count, default=None,
                     help="completions per problem (pass@k for k <= n; default: the config's eval.n)")
-    sp.add_argument("--temperature", type=float, default=None)
-    sp.add_argument("--max-new-tokens", type=int, default=None)
-    sp.add_argument("--backend", default=None, choices=["hf", "llamacpp", "vllm"])
-    sp.add_argument("--config", default=None, help="config whose prompt/generation settings to use")
-    sp.add_argument("--out", default=None, help="output directory (default: eval/<model name>)")
+    sp.add_argument("--temperature", type=float, default=None,
+                    help="sampling temperature (default: the config's eval.temperature, 0 = greedy; 0.7 when --n > "
+                    "1 and the config's is 0)")
+    sp.add_argument("--max-new-tokens", type=count, default=None,
+                    help="longest completion in tokens; longer ones are cut and counted as truncated (default: the "
+                    "config's eval.max_new_tokens, else generation.max_new_tokens)")
+    sp.add_argument("--backend", default=None, choices=["hf", "llamacpp", "vllm"],
+                    help="generation backend (default: the config's generation.backend): hf (any model, CPU or "
+                    "GPU), llamacpp (GGUF on CPU, no adapters), vllm (GPU)")
+    sp.add_argument("--config", default=None,
+                    help="config whose prompt, generation and eval settings to use (default: the code's defaults; "
+                    "a run's own config wins over it)")
+    sp.add_argument("--out", default=None, help="output directory (default: the run's eval/<label>, else "
+                    "eval/<model name>)")
     sp.set_defaults(fn=cmd_eval)
 
     # data helpers
     dp = sub.add_parser("data", help="inspect built-in benchmarks and validate your own data")
     dsub = dp.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    sp = dsub.add_parser("show", help="print problems")
-    sp.add_argument("source", help="gsm8k, math500, aime2024, reasoning_gym, a file, or hf:NAME")
-    sp.add_argument("--split", default="test")
-    sp.add_argument("--limit", type=int, default=5)
-    sp.add_argument("--task", action="append", help="reasoning-gym task name (repeatable)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--question-field", default="question")
-    sp.add_argument("--answer-field", default="answer")
+    sp = with_set(dsub.add_parser(
+        "show", help="print problems: of a source, or those a config trains on (--config)",
+        description="Print the first --limit problems of a source (reasoning_gym: the generators' default "
+        "options), or with --config the problems that config trains on (SOURCE 'data', the default) or is "
+        "scored on (SOURCE 'holdout': eval.holdout without the training questions, as a run draws it)."))
+    sp.add_argument("source", nargs="?", default=None,
+                    help="gsm8k, math500, aime2024, reasoning_gym, a file, or hf:NAME; with --config: data or holdout")
+    sp.add_argument("--config", default=None,
+                    help="show the problems this YAML config draws, its data section's options and seed "
+                    "(with --set overrides)")
+    sp.add_argument("--split", default="test", help="split of a benchmark or hf: dataset (default: %(default)s)")
+    sp.add_argument("--limit", type=count, default=5, help="problems shown (default: %(default)s)")
+    sp.add_argument("--task", action="append",
+                    help="reasoning-gym task name (repeatable; default: chain_sum), at its default options")
+    sp.add_argument("--seed", type=int, default=0, help="reasoning-gym seed (default: %(default)s)")
+    sp.add_argument("--question-field", default="question",
+                    help="column of a file holding the question (default: %(default)s)")
+    sp.add_argument("--answer-field", default="answer",
+                    help="column of a file holding the answer (default: %(default)s)")
     sp.add_argument("--json", action="store_true", help="print JSONL instead of a table")
     sp.set_defaults(fn=cmd_data_show)
     sp = dsub.add_parser("validate", help="check a JSONL/Parquet/CSV file of problems")
-    sp.add_argument("file")
-    sp.add_argument("--question-field", default="question")
-    sp.add_argument("--answer-field", default="answer")
-    sp.add_argument("--id-field", default=None)
+    sp.add_argument("file", help="the .jsonl, .parquet or .csv file")
+    sp.add_argument("--question-field", default="question",
+                    help="column holding the question (default: %(default)s)")
+    sp.add_argument("--answer-field", default="answer", help="column holding the answer (default: %(default)s)")
+    sp.add_argument("--id-field", default=None,
+                    help="column holding a unique id (default: none: ids are <file stem>-<row>)")
     sp.set_defaults(fn=cmd_data_validate)
 
     # model helpers
     mp = sub.add_parser("model", help="inspect a model, merge an adapter")
     msub = mp.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    sp = msub.add_parser("info", help="load a model and print its name, size, vocab, template, load time")
-    sp.add_argument("model", nargs="?", default="embedded")
-    sp.add_argument("--gguf-file", default=None)
-    sp.add_argument("--device", default="auto")
-    sp.add_argument("--trust-remote-code", action="store_true")
-    sp.add_argument("--json", action="store_true")
+    sp = msub.add_parser("info", help="load a model and print its name, size, vocab, template, load time; "
+                         "an adapter directory: its kind, base model and rank, without loading")
+    sp.add_argument("model", nargs="?", default="embedded",
+                    help="a Hub id, a local model directory or .gguf file, or a PEFT adapter directory (default: "
+                    "%(default)s)")
+    sp.add_argument("--gguf-file", default=None, help="the .gguf file inside a model directory or Hub repository")
+    sp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: %(default)s)")
+    sp.add_argument("--trust-remote-code", action="store_true",
+                    help="let transformers run the model repository's own Python code")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sp.set_defaults(fn=cmd_model_info)
     sp = msub.add_parser("merge", help="merge a LoRA adapter into its base and save a standalone model")
     sp.add_argument("adapter", help="adapter directory, e.g. runs/default/student")
     sp.add_argument("out", help="output directory")
-    sp.add_argument("--base", default="embedded", help="base model the adapter was trained on")
+    sp.add_argument("--base", default="embedded", help="base model the adapter was trained on (default: %(default)s)")
     sp.set_defaults(fn=cmd_model_merge)
 
     cp = sub.add_parser("config", help="print a resolved config")
     csub = cp.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     sp = with_set(csub.add_parser("show", help="print the config with defaults and overrides applied"))
-    sp.add_argument("config")
+    sp.add_argument("config", help="YAML config, e.g. configs/default.yaml")
+    sp.add_argument("--describe", action="store_true",
+                    help="every field with its value, where the value came from (file, --set, code default, or "
+                    "the top-level seed) and its description, instead of YAML")
     sp.set_defaults(fn=cmd_config_show)
     return p
 

@@ -11,6 +11,7 @@ stays fast; ``cli.cmd_eval`` imports this module when ``ssb eval`` runs.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from contextlib import nullcontext
@@ -25,6 +26,9 @@ from .rundir.table import STAGES
 from .stages.evaluate import evaluate
 
 log = logging.getLogger(__name__)
+
+LOCAL_ROOT = RunConfig.model_fields["runs_dir"].default  # "runs": a model under it is a run's, never a Hub id
+
 
 def _eval_cfg_from_args(base: EvalConfig, args) -> EvalConfig:
     upd: dict[str, Any] = {}
@@ -41,9 +45,35 @@ def _eval_cfg_from_args(base: EvalConfig, args) -> EvalConfig:
     return base.model_copy(update=upd)
 
 
+def looks_local(name: str) -> bool:
+    """Whether a model name can only be a local path: it starts with ``.``, ``~`` or ``/``, holds a
+    backslash, ends in ``.gguf``, has more than one ``/``, or its first part is a local directory or
+    ``runs`` (the runs directory of every shipped config: ``runs/nope``). A Hub id is ``org/name``."""
+    if name.startswith((".", "~", "/")) or "\\" in name or name.endswith(".gguf"):
+        return True
+    parts = name.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and (parts[0] == LOCAL_ROOT or Path(parts[0]).is_dir()))
+
+
+def check_local(flag: str, name: str) -> None:
+    """Refuse a ``--model`` / ``--base`` that names a local path that is not there, before anything
+    is written or downloaded, naming the path and its closest neighbours."""
+    path = Path(name).expanduser()
+    if not looks_local(name) or path.exists():
+        return
+    parent = path.parent if path.parent.is_dir() else None
+    near = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir()], n=3) if parent else []
+    hint = f"; did you mean {', '.join(str(parent / n) for n in near)}?" if near else ""
+    raise EvalError(f"{flag} {name}: no such local file or directory: {path.resolve()}{hint} (a run directory "
+                    "holds config.yaml, an adapter directory adapter_config.json; a Hugging Face id is org/name)")
+
+
 def _model_source(model: str, base: str | None) -> tuple[ModelConfig | None, Path | None, Run | None]:
     """``(model config, adapter dir, run)`` for ``--model``: a run dir, an adapter dir
-    (inside a run or standalone), or a model id/path."""
+    (inside a run or standalone), or a model id/path (a missing local path: :func:`check_local`)."""
+    check_local("--model", model)
+    if base:
+        check_local("--base", base)
     path = Path(model)
     if (path / "config.yaml").exists() and (path / "manifest.json").exists():
         return None, None, Run.open(path)
@@ -95,11 +125,14 @@ def evaluate_cli(args) -> dict:
             summaries[Path(out).name] = evaluate(mcfg, adp, eval_cfg.benches, cfg.prompt, gen_cfg, eval_cfg, out,
                                                  data_file=getattr(args, "data", None), exclude=exclude,
                                                  label=label)
+    # the tables show this invocation's evaluations, and when it wrote into a run's eval/ the run's
+    # other models too (the same run, the same held-out problems); never whatever else sits beside --out
     out_dirs = {Path(o).parent for *_, o in jobs}
     pairs = []
     if len(out_dirs) == 1:  # every label lives side by side: compare them on shared problems
         eval_dir = out_dirs.pop()
-        summaries = {**load_summaries(eval_dir), **summaries}
-        pairs = paired_table(load_results(eval_dir), seed=eval_cfg.seed)
+        shown = None if owns and eval_dir.resolve() == run.file("eval").resolve() else set(summaries)
+        summaries = {**load_summaries(eval_dir, shown), **summaries}
+        pairs = paired_table(load_results(eval_dir, shown), seed=eval_cfg.seed)
     print_tables(summaries, pairs)
     return {"summaries": summaries, "paired": pairs}

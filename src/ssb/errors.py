@@ -11,3 +11,8 @@ from __future__ import annotations
 
 class SSBError(Exception):
     """An error whose message is meant for the user: what went wrong and what to do."""
+
+
+class MissingFileError(SSBError, FileNotFoundError):
+    """A file or directory a command needs is not there (a run directory, a run's ``pairs.jsonl``, a
+    local model path): the message names it and what makes it. Still a ``FileNotFoundError``."""

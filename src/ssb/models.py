@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -180,7 +181,9 @@ def load_model(cfg: ModelConfig | str | None = None, device: str | None = None) 
                 directory, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
             )
     except OSError as exc:
-        raise ModelLoadError(f"cannot load model {cfg.name_or_path!r}: {exc}") from exc
+        local = Path(cfg.name_or_path).expanduser()
+        also = "" if local.exists() else f" (nor is it a local path: {local.resolve()} does not exist)"
+        raise ModelLoadError(f"cannot load model {cfg.name_or_path!r}{also}: {exc}") from exc
     model.to(dev)
     model.eval()
     tok = _finish_tokenizer(tok)
@@ -269,6 +272,30 @@ def fingerprint_diff(stored: dict, current: dict) -> list[str]:
     """Names of fingerprint parts that differ (model_id is informational only)."""
     keys = ("tokenizer_vocab", "special_tokens", "chat_template", "weights")
     return [k for k in keys if stored.get(k) != current.get(k)]
+
+
+def adapter_summary(path: str | Path) -> dict[str, Any] | None:
+    """What a PEFT adapter directory (``adapter_config.json``) holds, without loading a model: its
+    kind, base model, rank, alpha, dropout, target modules and parameter count (from the shapes in
+    ``adapter_model.safetensors``' header); None when ``path`` is no adapter directory."""
+    path = Path(path)
+    meta_path = path / "adapter_config.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    kind = {"LORA": "LoRA"}.get(meta.get("peft_type"), meta.get("peft_type") or "PEFT")
+    info = {"kind": f"{kind} adapter (PEFT), not a whole model: it runs on its base model",
+            "base_model": meta.get("base_model_name_or_path"), "rank (r)": meta.get("r"),
+            "alpha": meta.get("lora_alpha"), "dropout": meta.get("lora_dropout"),
+            "target_modules": ", ".join(sorted(meta.get("target_modules") or [])) or None}
+    weights = path / "adapter_model.safetensors"
+    try:  # the safetensors header: 8 bytes of length, then JSON with each tensor's shape
+        with weights.open("rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        info["parameters"] = sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        info["parameters"] = None
+    return info
 
 
 def model_summary(lm: LoadedModel) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import importlib
 import logging
 import shutil
 import time
+from pathlib import Path
 
 from .config import RunConfig
 from .data.load import load_problems
@@ -97,7 +98,11 @@ def _has_pairs(run: Run) -> bool:
 
 
 def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] | None = None,
-                 force: list[str] | None = None) -> Run:
+                 force: list[str] | None = None, config_file: str | Path | None = None,
+                 overrides: list[str] | None = None) -> Run:
+    """Every stage of the table into ``cfg``'s run directory (see the module). ``config_file`` and
+    ``overrides``: the YAML file and ``--set`` values ``cfg`` was read from, when it was; recorded in
+    ``manifest.json`` (``config_file``, absolute, and ``overrides``) for the report's ``ssb compare`` command."""
     names = stage_names()
     for name in (only or []) + (skip or []) + (force or []):
         if name not in names:
@@ -113,6 +118,8 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
     with locked(cfg.run_dir):
         with distributed.main_process_first():
             run = Run.create(cfg)
+            if config_file is not None:
+                run.update_manifest(config_file=str(Path(config_file).resolve()), overrides=list(overrides or []))
         _run_stages(run, cfg, only, skip, force)
     return run
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -46,10 +47,12 @@ from ..errors import SSBError
 from ..pipeline import run_pipeline
 from ..report.funnel import rollout_counts
 from ..report.ledger import ledger, model_params
+from ..report.train_summary import summarize
 from ..rundir.jsonl import atomic_write_json, atomic_write_text, read_jsonl
 from ..rundir.run import Run
 from ..rundir.table import stage_names
 from . import results as arms_results
+from .defaults import CURVES, GRPO_POINTS, K_MAX, K_VALUES
 
 log = logging.getLogger("ssb")
 
@@ -57,6 +60,7 @@ BASE_ARMS = ("base", "ssb", "sft", "rft", "grpo")
 CONTRASTIVE_TEMPLATE = "{question}\n({correct})\n\nA wrong solution (its answer {wrong_answer} is wrong):\n{wrong}"
 SSB_STAGES = [s for s in stage_names(counts_toward_ssb_cost=True) if s != "rollout"]
 UPSTREAM = ("rollout", "curate", "teacher", "logits")  # what SSB pays before distilling
+TRAINED_BY = {"ssb": "distill", "sft": "sft", "rft": "rft", "grpo": "grpo"}  # the stage that trains each arm
 
 
 class CompareError(SSBError, ValueError):
@@ -77,16 +81,43 @@ def parse_arms(spec: str) -> list[str]:
 
 
 def ablation_overrides(arm: str, template: str | None) -> list[str]:
-    """Overrides of an ``ssb:...`` arm: a hint name, or ``key=value``."""
+    """Overrides of an ``ssb:...`` arm: a hint name, or ``key=value`` overrides joined by ``+``
+    (``ssb:distill.temperature=1+distill.ce_weight=0.5``)."""
     what = arm.split(":", 1)[1]
     if "=" in what:
-        return [what]
+        parts = re.split(r"\+(?=[A-Za-z_][\w.]*=)", what)
+        bad = [x for x in parts if "=" not in x or not x.split("=", 1)[0]]
+        if bad:
+            raise CompareError(f"arm {arm!r}: {bad[0]!r} is not key=value (several overrides join with '+')")
+        return parts
     if what not in HINTS:
         raise CompareError(f"arm {arm!r}: {what!r} is neither a teacher.hint ({', '.join(HINTS)}) nor key=value")
     out = [f"teacher.hint={what}"]
     if what == "contrastive" and "{wrong}" not in (template or ""):
         out.append("teacher.template=" + json.dumps(CONTRASTIVE_TEMPLATE))
     return out
+
+
+STUDENT_ONLY = ("distill.", "lora.")  # what the student's training alone reads
+SIGNAL_READS = ("distill.max_length",)  # ... except this: the teacher stage and the teacher signal read it too
+
+
+def reused_stages(overrides: list[str], store: str) -> tuple[str, ...]:
+    """The stages an ablation with ``overrides`` takes from its replicate as they are: the rollouts
+    always; with overrides of the student's training only (``distill.*``, ``lora.*``), also curate, the
+    teacher's pairs and the teacher signal (the latter not for a ``topk`` store when
+    ``distill.temperature`` changes: its tail bucket is computed at the temperature), so the ablation
+    trains on exactly its replicate's pairs and changes one thing."""
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    if not keys or not all(k.startswith(STUDENT_ONLY) and k not in SIGNAL_READS for k in keys):
+        return ("rollout",)
+    if store == "topk" and "distill.temperature" in keys:
+        return ("rollout", "curate", "teacher")
+    return UPSTREAM
+
+
+STAGE_FILES = {"rollout": ("rollouts.jsonl",), "curate": ("selections.jsonl",),
+               "teacher": ("pairs.jsonl", "teacher_rejects.jsonl"), "logits": ("teacher",)}
 
 
 # reasoning-gym's entry i of seed s comes from Random(s + i): seed s + 1 repeats seed s shifted by one
@@ -120,8 +151,8 @@ class Compare:
     """One ``ssb compare`` invocation: its settings, directories and what it has made so far."""
 
     def __init__(self, config: str, arms: list[str], replicates: int, n: int, seed: int, out: Path | None,
-                 overrides: list[str], grpo_points: int = 4, k_max: int = 0, k_values: tuple[int, ...] = (),
-                 curves: bool = True):
+                 overrides: list[str], grpo_points: int = GRPO_POINTS, k_max: int = K_MAX,
+                 k_values: tuple[int, ...] = K_VALUES, curves: bool = CURVES):
         self.config, self.arms, self.R, self.curves = config, arms, range(replicates), curves
         self.n, self.seed, self.overrides = n, seed, overrides
         self.grpo_points, self.k_max, self.k_values = grpo_points, k_max, k_values
@@ -149,11 +180,15 @@ class Compare:
         return run_pipeline(self.cfg(f"r{r}", extra), only=stages)
 
     def ablation_run(self, r: int, arm: str, main: Run) -> Run:
-        extra = replicate_overrides(self.base_cfg, r) + ablation_overrides(arm, self.base_cfg.teacher.template)
-        cfg = self.cfg(f"r{r}-{arm.replace(':', '-').replace('=', '-').replace('.', '_')}", extra)
+        """The ablation ``arm`` on replicate ``r``: what it does not change taken from ``main``
+        (:func:`reused_stages`), the rest of SSB's stages rerun."""
+        changed = ablation_overrides(arm, self.base_cfg.teacher.template)
+        name = arm.replace(":", "-").replace("=", "-").replace(".", "_").replace("+", "-")
+        cfg = self.cfg(f"r{r}-{name}", replicate_overrides(self.base_cfg, r) + changed)
         run = Run.create(cfg)
-        copy_stages(main, run, ("rollout",), ("rollouts.jsonl",))
-        return run_pipeline(cfg, only=[*SSB_STAGES, "report"])
+        reused = reused_stages(changed, self.base_cfg.logits.store)
+        copy_stages(main, run, reused, tuple(f for s in reused for f in STAGE_FILES[s]))
+        return run_pipeline(cfg, only=[*[s for s in SSB_STAGES if s not in reused], "report"])
 
     def half_run(self, r: int, main: Run) -> Run | None:
         """SSB's distillation on the first half of ``main``'s pairs (its teacher signal copied)."""
@@ -245,7 +280,7 @@ class Compare:
         curves: dict[str, list[dict]] = {}
         for arm, runs in arm_runs.items():
             key = arm if arm in adapters else "ssb"
-            labels, compute = [], []
+            labels, compute, training = [], [], []
             for r, run in runs.items():
                 label = f"r{r}-{arm.replace(':', '-')}"
                 self.evaluate(label, run.file(adapters[key]))
@@ -253,8 +288,9 @@ class Compare:
                     labels.append(label)
                 led = ledger(run, params)
                 compute.append({**led["arms"].get(key, {}), "run_dir": str(run.path)})
+                training.append(summarize(run, TRAINED_BY[key]))
             arms[arm] = {"labels": labels if len(labels) == len(runs) else [], "compute": compute,
-                         "run_dirs": [str(run.path) for run in runs.values()]}
+                         "training": training, "run_dirs": [str(run.path) for run in runs.values()]}
             if arm in adapters:
                 curves[arm] = self.curve(arm, runs, params, halves if arm == "ssb" else {})
         if self.rounds > 1:

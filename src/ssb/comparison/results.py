@@ -6,9 +6,11 @@ calls :func:`results`, which returns the ``results.json`` document; :func:`markd
 Statistics. Per replicate, every arm against base and against SSB on the same held-out
 problems: Newcombe's interval (method 10, continuity-corrected phi) and the exact McNemar p
 (``stats.paired_diff``). Pooled over replicates: the mean accuracy and difference, with a 95%
-bootstrap interval over problems that resamples the same problems for every replicate and
-model, so the pairing is kept (``stats.bootstrap_pooled``). The base model is deterministic
-(greedy) and evaluated once; its vector stands for every replicate.
+bootstrap interval ``ci`` that resamples replicates and held-out problems (``stats.TWO_WAY``:
+run-to-run variance counts; every verdict and bold mark reads it) and ``ci_problems``, the
+problems-only interval; each resample is shared by every model, so the pairing is kept
+(``stats.bootstrap_pooled``). The base model is deterministic (greedy) and evaluated once; its
+vector stands for every replicate.
 
 Output quality (the "right answer for the right reasons" check), per arm over its held-out
 answers: ``states_equation`` (the share that write at least one ``a op b = c`` equality),
@@ -29,8 +31,9 @@ from ..report import stats
 EQUATION = re.compile(r"\d\s*[-+*/×x÷]\s*-?\d[\d.,]*\s*=\s*-?\d")
 REACH_POINTS = (1, 2, 3, 5)  # "compute to reach base + N points"
 INTERVALS = {"per_replicate": "Newcombe (1998) method 10, continuity-corrected phi; exact McNemar p",
-             "pooled": "mean over replicates; 95% CI from 4000 bootstrap resamples of held-out problems (the same "
-                       "resample for every replicate and model, so the pairing is kept)"}
+             "pooled": "mean over replicates; ci: 95% interval from 4000 resamples of a " + stats.TWO_WAY,
+             "pooled_problems": "ci_problems: 95% interval from the same 4000 resamples of held-out problems alone "
+                                "(every replicate kept), the variance of the held-out draw without run-to-run variance"}
 
 
 def correct_vector(records: list[dict], ids: list[str]) -> list[bool]:

@@ -111,7 +111,8 @@ def holdout_problems(holdout: DataConfig | None, exclude: set[str], cache: Path 
 def bench_problems(bench: str, eval_cfg: EvalConfig, exclude: set[str] | None = None,
                    cache_dir: Path | None = None) -> tuple[list, dict]:
     """Problems of one benchmark: a built-in name, a data file, or ``holdout``; the first
-    ``eval_cfg.limit`` of them (holdout: its own limit)."""
+    ``eval_cfg.limit`` of them (holdout: of the set drawn and pinned at ``eval.holdout.limit``, which
+    stays whole for the run's other evals; ``info['limit']`` says it was cut)."""
     if bench in HOLDOUT_ALIASES:
         cache = cache_dir / f"{HOLDOUT}.problems.jsonl" if cache_dir is not None else None
         probs, info = holdout_problems(eval_cfg.holdout, exclude or set(), cache)
@@ -121,7 +122,9 @@ def bench_problems(bench: str, eval_cfg: EvalConfig, exclude: set[str] | None = 
     else:
         probs = load_benchmark(bench, "test")
         info = {"source": bench}
-    if eval_cfg.limit is not None and bench not in HOLDOUT_ALIASES:
+    if eval_cfg.limit is not None:
+        if bench in HOLDOUT_ALIASES and len(probs) > eval_cfg.limit:
+            info = {**info, "limit": eval_cfg.limit}
         probs = probs[: eval_cfg.limit]
     ids = [p.id for p in probs]
     if len(set(ids)) != len(ids):

@@ -24,6 +24,7 @@ from ..rundir.jsonl import atomic_write_text, read_jsonl
 from ..rundir.run import Run
 from ..rundir.table import STAGES
 from .paired import label_key, pct
+from .replicated import one_run_lines
 
 # the embedded default model (models.EMBEDDED) is a Q4_1 GGUF of this Hub model (Apache-2.0)
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -161,11 +162,14 @@ def _results_lines(run: Run, label: str, adapter_dir: Path) -> tuple[list[str], 
     rows = [r for r in (json.loads(cmp_path.read_text(encoding="utf-8")) if cmp_path.is_file() else [])
             if label in (r.get("a"), r.get("b"))]
     if rows:
-        lines += ["", "Paired differences on the same problems (A − B, percentage points):", "",
-                  "| bench | A − B | n | diff | 95% CI | p | test |", "|---|---|---:|---:|---|---:|---|"]
+        lines += ["", "Paired differences on the same problems (A − B, percentage points); p is one comparison's, "
+                  "p Holm the same p adjusted for every comparison the run made on that benchmark (Holm):", "",
+                  "| bench | A − B | n | diff | 95% CI | p | p Holm | test |", "|---|---|---:|---:|---|---:|---:|---|"]
         for r in sorted(rows, key=lambda r: (r["bench"], label_key(r["b"]))):
+            holm = f"{r['p_holm']:.3g}" if "p_holm" in r else "—"
             lines.append(f"| {r['bench']} | {r['a']} − {r['b']} | {r['n']} | {100 * r['diff']:+.1f} | "
-                         f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}] | {r['p_value']:.3g} | {r['test']} |")
+                         f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}] | {r['p_value']:.3g} | {holm} | "
+                         f"{r['test']} |")
     stamps = {(rec.get("model") or {}).get("adapter_sha256") for bench in summary.get("benches", {})
               for rec in read_jsonl(run.file(f"eval/{label}/{bench}.jsonl"))[:1]}
     stamps.discard(None)
@@ -200,7 +204,7 @@ def model_card(run: Run, adapter_dir: str | Path, method: str) -> str:
           *_data_lines(run, method), *_training_lines(run, method, adapter_dir),
           f"- **Config:** `{cfg_path.name}` of the run directory, sha256 `{_sha256(cfg_path) or 'missing'}`; "
           f"rerun with `ssb run {cfg_path.name}`", "",
-          "## Held-out results", "", *results, "",
+          "## Held-out results", "", *results, "", *one_run_lines(run),
           "## How to load it", "", "```python",
           "from peft import PeftModel",
           "from transformers import AutoModelForCausalLM, AutoTokenizer", "",

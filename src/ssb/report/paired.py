@@ -2,7 +2,8 @@
 
 :func:`paired_table` pairs every two labels of an ``eval/`` directory on the problem ids
 they share: exact McNemar test + Newcombe interval for greedy (one completion) runs, a
-paired bootstrap over problems for sampled runs. The table helpers print or render the
+paired bootstrap over problems for sampled runs; each p-value also Holm-adjusted over the
+comparisons of its benchmark (``p_holm``). The table helpers print or render the
 accuracy table (with raw counts and "one problem = x points") and the paired table.
 """
 
@@ -27,13 +28,13 @@ def label_key(label: str) -> tuple[int, str]:
     return (LABEL_ORDER.index(label) if label in LABEL_ORDER else len(LABEL_ORDER), label)
 
 
-def load_results(eval_dir: str | Path) -> dict[str, dict[str, list[dict]]]:
-    """``{label: {bench: records}}`` from ``eval_dir/<label>/<bench>.jsonl``."""
+def load_results(eval_dir: str | Path, labels: set[str] | None = None) -> dict[str, dict[str, list[dict]]]:
+    """``{label: {bench: records}}`` from ``eval_dir/<label>/<bench>.jsonl`` (only ``labels``, when given)."""
     out: dict[str, dict[str, list[dict]]] = {}
     eval_dir = Path(eval_dir)
     if not eval_dir.is_dir():
         return out
-    for d in sorted(p for p in eval_dir.iterdir() if p.is_dir()):
+    for d in sorted(p for p in eval_dir.iterdir() if p.is_dir() and (labels is None or p.name in labels)):
         benches = {f.stem: read_jsonl(f) for f in sorted(d.glob("*.jsonl"))}
         if benches:
             out[d.name] = benches
@@ -62,6 +63,16 @@ def paired_table(results: dict[str, dict[str, list[dict]]], seed: int = 0) -> li
                                              [sum(b[i]["correct"]) / len(b[i]["correct"]) for i in ids],
                                              iters=4000, seed=seed)
             rows.append({"bench": bench, "a": other, "b": ref, **res})
+    return with_holm(rows)
+
+
+def with_holm(rows: list[dict]) -> list[dict]:
+    """``rows`` with ``p_holm``: each row's p-value Holm-adjusted over the comparisons of its benchmark
+    (:func:`stats.holm`; the family is every pair of models evaluated on that benchmark)."""
+    for bench in {r["bench"] for r in rows}:
+        family = [r for r in rows if r["bench"] == bench]
+        for r, p in zip(family, stats.holm([r["p_value"] for r in family])):
+            r["p_holm"] = p
     return rows
 
 
@@ -115,8 +126,10 @@ def summary_rows(summaries: dict[str, dict]) -> list[dict]:
 SUMMARY_COLUMNS = [("bench", "bench"), ("label", "model"), ("accuracy", "acc"), ("count", "correct"),
                    ("ci", "95% CI"), ("one_problem", "1 problem"), ("pass_at_k", "pass@k"),
                    ("mean_tokens", "tokens"), ("truncated", "trunc")]
-PAIRED_COLUMNS = ["bench", "A − B", "n", "diff (pt)", "95% CI (pt)", "only A/B", "p", "test"]
+PAIRED_COLUMNS = ["bench", "A − B", "n", "diff (pt)", "95% CI (pt)", "only A/B", "p", "p Holm", "test"]
 TEXT_COLUMNS = ("bench", "model", "A − B", "test")  # left-aligned
+HOLM_NOTE = ("p: one comparison's; p Holm: adjusted for every comparison on the same benchmark (Holm), the one "
+             "to read when picking a model among several")
 WRAPPING = ("model", "A − B")  # the only columns that may wrap (long model names); headers never do
 
 
@@ -129,6 +142,7 @@ def paired_rows(rows: list[dict], names: dict[str, str] | None = None) -> list[l
     return [[r["bench"], f"{names.get(r['a'], r['a'])} − {names.get(r['b'], r['b'])}", str(r["n"]),
              f"{100 * r['diff']:+.1f}", f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]",
              f"{r['a_only']}/{r['b_only']}" if "a_only" in r else "", _p(r["p_value"]),
+             _p(r["p_holm"]) if "p_holm" in r else "",
              {"mcnemar-exact": "McNemar", "sign-flip-permutation": "permutation"}.get(r["test"], r["test"])]
             for r in rows]
 
@@ -180,10 +194,14 @@ def terminal_tables(summaries: dict[str, dict], pairs: list[dict] | None = None)
     if pairs:
         prow = paired_rows(pairs, display_names(summaries))
         bench_width = min(12, max([len("bench")] + [len(r[0]) for r in prow]))
-        pt = table("paired differences on the same problems (A − B, percentage points)", PAIRED_COLUMNS,
-                   {"bench": bench_width})
+        tests = {r[-1] for r in prow}
+        heads = PAIRED_COLUMNS if len(tests) > 1 else PAIRED_COLUMNS[:-1]  # one test: named in the caption
+        note = [f"test: {tests.pop()}"] if len(heads) < len(PAIRED_COLUMNS) else []
+        note += [HOLM_NOTE] if any("p_holm" in r for r in pairs) else []
+        pt = table("paired differences on the same problems (A − B, percentage points)", heads,
+                   {"bench": bench_width}, "; ".join(note) or None)
         for r in prow:
-            pt.add_row(*r)
+            pt.add_row(*r[:len(heads)])
         out.append(pt)
     return out
 
@@ -197,11 +215,12 @@ def print_tables(summaries: dict[str, dict], pairs: list[dict] | None = None, co
         console.print(t)
 
 
-def load_summaries(eval_dir: str | Path) -> dict[str, dict]:
-    """``{label: summary.json}`` of every label under ``eval_dir``."""
+def load_summaries(eval_dir: str | Path, labels: set[str] | None = None) -> dict[str, dict]:
+    """``{label: summary.json}`` of every label under ``eval_dir`` (only ``labels``, when given)."""
     out = {}
     eval_dir = Path(eval_dir)
     if eval_dir.is_dir():
         for f in sorted(eval_dir.glob("*/summary.json")):
-            out[f.parent.name] = json.loads(f.read_text(encoding="utf-8"))
+            if labels is None or f.parent.name in labels:
+                out[f.parent.name] = json.loads(f.read_text(encoding="utf-8"))
     return out

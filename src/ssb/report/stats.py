@@ -11,6 +11,8 @@
   2x2 table (the variant of that paper and of Fagerland, Lydersen & Laake's
   reference implementation); deterministic, good coverage at small n.
 * :func:`reading` — what a difference's interval says: above zero, below zero or level (it holds zero).
+* :func:`holm` — Holm's (1979) step-down adjustment of a family of p-values (several comparisons
+  of one run's models on one benchmark: a raw p below 0.05 is no longer a 5% chance of a false finding).
 * :func:`paired_bootstrap` — seeded paired bootstrap of a mean difference, for
   per-problem scores that are not 0/1 (mean accuracy over n sampled completions),
   with a sign-flip permutation p-value.
@@ -172,6 +174,20 @@ def paired_diff(x: Sequence[bool], y: Sequence[bool]) -> dict:
     }
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values of a family of tests, in the order given: the i-th smallest p times
+    (m - i) (i from 0), made non-decreasing in that order, capped at 1. Rejecting where the adjusted
+    p < alpha holds the family-wise error rate at alpha (Holm 1979, Scand J Stat 6:65-70)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    out = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
 def reading(ci: Sequence[float]) -> str:
     """What a difference's interval says: ``above`` (it lies above zero), ``below`` (below zero) or
     ``level`` (it holds zero: not significant at the interval's level). The one reading of a
@@ -235,29 +251,40 @@ def length_stats(lengths: Sequence[float]) -> dict:
     }
 
 
+TWO_WAY = ("two-way bootstrap: each of the resamples draws the replicates (with replacement) and, independently, "
+           "the held-out problems (with replacement); one draw serves every model, so pairs stay paired on both; "
+           "the pooled value is the mean over the drawn replicates of the accuracy over the drawn problems. "
+           "Crossed designs make it a little conservative (the replicate-by-problem interaction is counted twice).")
+
+
 def bootstrap_pooled(vectors: dict[str, list[list[bool]]], pairs: list[tuple[str, str]], iters: int = 4000,
                      seed: int = 0) -> dict:
-    """Pooled accuracies and differences (mean over replicates) with a 95% bootstrap interval over
-    problems: one resample of the problem indices serves every replicate and model, so the pairing
-    is kept. ``vectors[model]`` holds one correctness vector per replicate, aligned on the same
-    problems; ``pairs`` the (a, b) differences a minus b wanted."""
-    n = len(next(iter(vectors.values()))[0])
-    rng = random.Random(seed)
+    """Pooled accuracies and differences (mean over replicates) with two 95% bootstrap intervals:
+    ``ci`` resamples replicates and held-out problems (:data:`TWO_WAY`: run-to-run variance counts),
+    ``ci_problems`` problems only (every replicate kept: the variance of the held-out draw alone).
+    One resample of the problem indices serves every replicate and model, and one of the replicate
+    indices every model, so the pairing is kept. ``vectors[model]`` holds one correctness vector per
+    replicate, aligned on the same problems (a model evaluated once, like the greedy base, repeats
+    its vector: the replicate draw cannot move it); ``pairs`` the (a, b) differences a minus b wanted.
+    The problem draws are those of ``random.Random(seed)``, the replicate draws ``random.Random(seed + 1)``'s."""
+    import numpy as np  # lazy: the rest of this module is standard library
 
-    def mean_acc(vs: list[list[bool]], idx: list[int]) -> float:
-        return sum(sum(v[i] for i in idx) / len(idx) for v in vs) / len(vs)
-
+    reps = {len(vs) for vs in vectors.values()}
+    n_rep, n = max(reps), len(next(iter(vectors.values()))[0])
+    mats = {m: np.asarray([vs[r % len(vs)] for r in range(n_rep)], dtype=np.float64) for m, vs in vectors.items()}
+    rng, rng_rep = random.Random(seed), random.Random(seed + 1)
     full = list(range(n))
-    point = {m: mean_acc(vs, full) for m, vs in vectors.items()}
-    draws: dict[str, list[float]] = {m: [] for m in vectors}
-    ddraws: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
+    point = {m: float(x.mean()) for m, x in mats.items()}
+    draws = {w: {m: [] for m in vectors} for w in ("ci", "ci_problems")}
     for _ in range(iters):
-        idx = [rng.randrange(n) for _ in range(n)]
-        acc = {m: mean_acc(vs, idx) for m, vs in vectors.items()}
-        for m in vectors:
-            draws[m].append(acc[m])
-        for a, b in pairs:
-            ddraws[(a, b)].append(acc[a] - acc[b])
+        idx = np.asarray([rng.randrange(n) for _ in full])
+        rep = np.asarray([rng_rep.randrange(n_rep) for _ in range(n_rep)])
+        for m, x in mats.items():
+            per_rep = x[:, idx].mean(axis=1)  # accuracy of each replicate on the drawn problems
+            draws["ci_problems"][m].append(float(per_rep.mean()))
+            draws["ci"][m].append(float(per_rep[rep].mean()))
     ci = lambda xs: [percentile(xs, 2.5), percentile(xs, 97.5)]  # noqa: E731
-    return {"models": {m: {"accuracy": point[m], "ci": ci(draws[m])} for m in vectors},
-            "diffs": {p: {"value": point[p[0]] - point[p[1]], "ci": ci(ddraws[p])} for p in pairs}}
+    models = {m: {"accuracy": point[m], **{w: ci(draws[w][m]) for w in draws}} for m in vectors}
+    diffs = {(a, b): {"value": point[a] - point[b],
+                      **{w: ci([x - y for x, y in zip(draws[w][a], draws[w][b])]) for w in draws}} for a, b in pairs}
+    return {"models": models, "diffs": diffs}

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..config import RunConfig, dump_config, load_config
+from ..errors import MissingFileError
 from . import distributed
 from .jsonl import atomic_write_json, atomic_write_text, read_jsonl
 from .lock import RunLock, RunLockedError
@@ -112,7 +113,7 @@ class Run:
         path = Path(path)
         cfg_path = path / "config.yaml"
         if not cfg_path.exists():
-            raise FileNotFoundError(f"{path} is not a run directory (no config.yaml); start one with `ssb run CONFIG`")
+            raise MissingFileError(f"{path} is not a run directory (no config.yaml); start one with `ssb run CONFIG`")
         cfg = load_config(cfg_path, overrides)
         run = cls(path, cfg)
         if overrides and _main_process():  # distributed hook

@@ -34,7 +34,9 @@ class Stage:
     run together, chunk by chunk, until ``teacher.max_pairs`` pairs exist. ``needs_pairs``:
     skipped, with the reason, when curation wrote no verified pair. ``generates``: loads a
     generation backend (multi-process vLLM is refused before any work). ``enabled_by``: a boolean
-    config field (``grpo.enabled``) that turns the stage off. Eval stages have a ``label``
+    config field (``grpo.enabled``) or property (``rounds.enabled``: ``rounds.n > 1``) that turns the
+    stage off; ``off_when``: the setting that does, as the report shows it (default
+    ``<enabled_by>: false``; a property's names the fields it reads). Eval stages have a ``label``
     (``eval/<label>``) and the run's ``adapter`` directory they evaluate (None: the base model).
     """
 
@@ -51,6 +53,7 @@ class Stage:
     needs_pairs: bool = False
     generates: bool = False
     enabled_by: str | None = None
+    off_when: str | None = None  # default: "<enabled_by>: false"
     label: str | None = None  # eval stages
     adapter: str | None = None  # eval stages
 
@@ -62,6 +65,13 @@ class Stage:
     @property
     def counts_toward_ssb_cost(self) -> bool:
         return "ssb" in self.cost_of
+
+    @property
+    def off_setting(self) -> str | None:
+        """The config setting that turns the stage off (``grpo.enabled: false``, ``rounds.n: 1``)."""
+        if self.enabled_by is None:
+            return None
+        return self.off_when or f"{self.enabled_by}: false"
 
     @property
     def is_eval(self) -> bool:
@@ -127,7 +137,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("rounds", "ssb.stages.rounds", "run_rounds",
           help="rounds 2..rounds.n: the last round's student, merged, is the next round's model (rollout to distill)",
           outputs=("rounds",), about=("r<r>/ for rounds 2..rounds.n (a run directory each), validation/, rounds.json",),
-          main_process_only=True, needs_pairs=True, generates=True, enabled_by="rounds.enabled"),
+          main_process_only=True, needs_pairs=True, generates=True, enabled_by="rounds.enabled",
+          off_when="rounds.n: 1"),
     Stage("sft", "ssb.stages.sft", "run_sft",
           help="baseline: cross-entropy on the teacher's verified solutions under the student prompt",
           outputs=("sft", "sft_log.jsonl", "sft_checkpoints", "sft_epochs"), about=_BASELINE_ABOUT,

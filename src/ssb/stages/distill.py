@@ -31,6 +31,7 @@ import torch
 from transformers import Trainer
 
 from ..config import ModelConfig
+from ..errors import MissingFileError
 from ..models import load_model, resolve_device
 from ..rundir import distributed
 from ..rundir.jsonl import read_jsonl
@@ -178,7 +179,7 @@ def run_distill(run) -> dict:
     distributed.check_supported("distillation")  # distributed hook: FSDP / ZeRO-3 shard the LM head
     pairs = read_jsonl(run.file("pairs.jsonl"))
     if not pairs:
-        raise FileNotFoundError(f"{run.file('pairs.jsonl')} is missing or empty; run `ssb curate` first")
+        raise MissingFileError(f"{run.file('pairs.jsonl')} is missing or empty; run `ssb curate` first")
     store = TeacherStore(run.file("teacher"))
     if msg := check_store_temperature(store.kind, store.temperature, dc.temperature):
         warnings.warn(msg)

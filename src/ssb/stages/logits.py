@@ -40,6 +40,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..errors import MissingFileError
 from ..models import fingerprint, load_model
 from ..rundir.jsonl import atomic_write_json, read_jsonl
 from ..rundir.run import iter_batches
@@ -202,7 +203,7 @@ def run_logits(run) -> dict:
     cfg, lc = run.cfg, run.cfg.logits
     pairs = read_jsonl(run.file("pairs.jsonl"))
     if not pairs:
-        raise FileNotFoundError(f"{run.file('pairs.jsonl')} is missing or empty; run `ssb curate` first")
+        raise MissingFileError(f"{run.file('pairs.jsonl')} is missing or empty; run `ssb curate` first")
     with run.stage_run("logits") as info:
         lm = load_model(cfg.model)
         model, tok = lm.model, lm.tokenizer

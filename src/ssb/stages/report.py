@@ -26,6 +26,7 @@ from ..report.funnel import rollout_counts
 from ..report.modelcard import write_model_card
 from ..report.paired import compare, load_results, load_summaries, markdown_tables
 from ..report.plots import GRPO_PANELS, SSB_PANELS, plot_accuracy, plot_curves, plot_funnel, plot_lengths
+from ..report.replicated import one_run_lines
 from ..rundir.jsonl import atomic_write_text, read_jsonl
 from ..rundir.run import Run, total_seconds
 from ..rundir.table import STAGES, stage_names
@@ -78,13 +79,13 @@ def _stage_table(manifest: dict, cfg=None) -> list[str]:
     stages = manifest.get("stages", {})
     lines = ["| stage | status | seconds |", "|---|---|---|"]
     names = stage_names()
-    off = {s.name: s.enabled_by for s in STAGES if cfg is not None and not s.enabled(cfg)}
+    off = {s.name: s.off_setting for s in STAGES if cfg is not None and not s.enabled(cfg)}
     for name in names + tuple(s for s in stages if s not in names):
         if name == "report":
             continue
         st = stages.get(name)
         if st is None and name in off:
-            lines.append(f"| {name} | off (`{off[name]}: false`) | |")
+            lines.append(f"| {name} | off (`{off[name]}`) | |")
         elif st is None:
             lines.append(f"| {name} | not run | |")
         else:
@@ -245,11 +246,16 @@ def write_report(run: Run) -> Path:
     summaries = load_summaries(run.file("eval"))
     if summaries:
         pairs = compare(run)
+        n_cmp = max((sum(r["bench"] == b for r in pairs) for b in {r["bench"] for r in pairs}), default=0)
+        holm = (f" `p` is one comparison's; with {n_cmp} comparisons per benchmark, `p Holm` is the same p "
+                "adjusted for all of them (Holm's step-down), the one to read when picking a model; the "
+                "intervals are not adjusted.") if n_cmp > 1 else ""
+        md += one_run_lines(run)
         md += ["Accuracy with its 95% interval (Wilson for greedy pass@1), the raw count, and how many "
                "points one problem is worth. Paired differences compare models on the same problems "
                "(exact McNemar test; Newcombe interval for paired proportions; paired bootstrap when "
                "n > 1 samples per problem). The exact test is conservative, so near p = 0.05 the "
-               "interval may exclude 0 while p is just above 0.05.", "", markdown_tables(summaries, pairs), ""]
+               f"interval may exclude 0 while p is just above 0.05.{holm}", "", markdown_tables(summaries, pairs), ""]
         rates = [f"| {label} | {bench} | {100 * b.get('no_answer_rate', 0):.1f}% | {100 * b.get('truncation_rate', 0):.1f}% |"
                  for label, s in sorted(summaries.items()) for bench, b in s.get("benches", {}).items()
                  if b.get("no_answer_rate") is not None]

@@ -1,0 +1,15 @@
+"""``ssb compare``'s defaults, in one place: the command (``cli.py``), the Python API
+(``ssb.compare``, ``api.py``), :class:`comparison.arms.Compare` and ``bench/compare.py`` read them, so a
+comparison started from any of them runs the same. Standard library only: ``ssb compare --help``
+shows them without loading pydantic."""
+
+from __future__ import annotations
+
+ARMS = "base,ssb,sft,rft,grpo"  # every arm a single run trains, and the base model
+REPLICATES = 2
+N = 400  # held-out problems, the same for every model
+SEED = 20261122  # the held-out draw
+GRPO_POINTS = 4  # GRPO adapters saved along its budget (the compute-accuracy curve)
+CURVES = True  # per-epoch, half-pairs and GRPO-point evaluations besides the final adapters
+K_MAX = 10  # K of the K-sensitivity rollout pass (0: none)
+K_VALUES = (2, 10)  # the Ks SSB is trained at in that pass
