@@ -4,7 +4,7 @@
 
 A thin caller of ``ssb compare`` (``src/ssb/comparison/arms.py``): it runs (or resumes) the comparison with the
 flags given (``--arms``, ``--replicates``, ``--n``, ``--k-max``, ``--k-values``, ``--grpo-points``, ``--no-curves``,
-``--set``), then writes the comparison's ``results.json`` with ``provenance`` (commit, dirty paths,
+``--tune``, ``--set``), then writes the comparison's ``results.json`` with ``provenance`` (commit, dirty paths,
 config sha256) and ``invocations`` (every invocation's commit: a rerun resumes the same directory,
 so the first one trained what later ones only re-aggregate) to ``--out``. ``commit`` is the commit
 of this invocation. Rendered into README/docs by ``python -m bench.render``.
@@ -37,6 +37,7 @@ def main() -> int:
     ap.add_argument("--k-max", type=int, default=defaults.K_MAX)
     ap.add_argument("--no-curves", dest="curves", action="store_false", help="final adapters only")
     ap.add_argument("--k-values", default=",".join(map(str, defaults.K_VALUES)))
+    ap.add_argument("--tune", action="store_true", help="ssb compare --tune: every trainable arm's lr searched first")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "compare.json"))
     args = ap.parse_args()
@@ -50,7 +51,8 @@ def main() -> int:
     t0 = time.time()
     ks = tuple(int(k) for k in args.k_values.split(",") if k) if args.k_max else ()
     doc = Compare(args.config, parse_arms(args.arms), args.replicates, args.n, args.seed,
-                  Path(args.dir) if args.dir else None, args.set, grpo_points=args.grpo_points,
+                  Path(args.dir) if args.dir else None, args.set + (["tune.enabled=true"] if args.tune else []),
+                  grpo_points=args.grpo_points,
                   k_max=args.k_max, k_values=ks, curves=args.curves).run()
     invocations = prov.pop("invocations")
     out = {"provenance": prov, "commit": prov["commit"], "invocations": invocations,

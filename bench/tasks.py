@@ -104,6 +104,8 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
         "accuracy": {a: {"value": arms[a]["accuracy"], "ci": arms[a]["ci"],
                          **({"ci_problems": arms[a]["ci_problems"]} if "ci_problems" in arms[a] else {})} for a in ARMS},
         "interval_method": (d.get("interval_method") or {}).get("pooled"),
+        # ssb compare --tune: per arm its trials (overrides, validation accuracy) and the chosen values; None: untuned
+        "tuning": d.get("tuning"), "tuning_protocol": d.get("tuning_protocol"),
         "flops": fl, "grpo_flops_ratio": grpo_ratio,
         "output_quality": {a: arms[a].get("output_quality") for a in ARMS},
         "commit": d.get("commit"), "trained_at_commit": d.get("trained_at_commit"),

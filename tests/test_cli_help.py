@@ -64,7 +64,7 @@ def test_compare_help_shows_its_defaults_and_cost():
     for flag, value in (("--replicates", defaults.REPLICATES), ("--n", defaults.N), ("--k-max", defaults.K_MAX)):
         action = next(a for a in parser._actions if flag in a.option_strings)
         assert action.default == value and "%(default)s" in action.help, flag
-    assert "(default: 2)" in text and "(default: 400)" in text and "(default: 10;" in text
+    assert f"(default: {defaults.REPLICATES})" in text and "(default: 400)" in text and "(default: 10;" in text
     assert "hours on a CPU" in text
     assert "other training problems and seeds" not in text and "reasoning-gym draws other training problems" in text
 

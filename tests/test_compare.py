@@ -22,7 +22,7 @@ from ssb.rundir.run import Run
 from ssb.rundir.table import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ("base", "ssb", "sft", "rft", "grpo")
+ARMS = ("base", "ssb", "sft", "rft", "grpo", "sdft")
 ABLATION = "ssb:distill.temperature=1"  # a student-only ablation: it reuses r0's pairs and teacher signal
 
 

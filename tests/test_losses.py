@@ -208,3 +208,152 @@ def test_prescaled_hidden_states_need_no_transform(tiny_model):
     assert logit_transform(tiny_model.model) == LogitTransform() and LogitTransform().identity
     cfg = type("Cfg", (), {"model_type": "minicpm3", "logits_scaling": 256.0})()
     assert logit_transform(type("M", (), {"config": cfg})()).identity
+
+
+# ----------------------------------------------------------------------------- loss variants (issue 37)
+
+
+def _paper_loss_as_before(h_s, W, h_t, targets, T, chunk, kd, ce, rkl):
+    """The paper's chunked loss as the code computed it before the variants (the same operations in the
+    same order): the default settings must still give exactly this, bit for bit."""
+    import torch.nn.functional as F
+
+    parts = torch.zeros(3, dtype=torch.float64)
+    for s in range(0, h_s.shape[0], chunk):
+        z = F.linear(h_s[s: s + chunk], W, None).float()
+        log_q = F.log_softmax(z / T, dim=-1)
+        log_p = F.log_softmax(F.linear(h_t[s: s + chunk], W, None).float() / T, dim=-1)
+        terms = [(log_p.exp() * (log_p - log_q)).sum() * T * T,
+                 F.cross_entropy(z, targets[s: s + chunk], reduction="sum") if ce else z.new_zeros(()),
+                 (log_q.exp() * (log_q - log_p)).sum() * T * T if rkl else z.new_zeros(())]
+        parts += torch.stack([t.double() for t in terms]) / h_s.shape[0]
+    return (kd * parts[0] + ce * parts[1] + rkl * parts[2]).to(torch.float32)
+
+
+@pytest.mark.parametrize("weights", [(1.0, 0.0, 0.0), (1.0, 0.5, 0.3)], ids=["paper", "kd+ce+rkl"])
+def test_default_distill_config_gives_the_paper_loss_bit_for_bit(setup, weights):
+    from ssb.config import DistillConfig
+
+    W, h_s, h_t, targets = setup
+    dc = DistillConfig(kd_weight=weights[0], ce_weight=weights[1], reverse_kl_weight=weights[2])
+    assert (dc.divergence, dc.token_weighting) == ("forward_kl", "uniform")
+    out = distill_loss(h_s, W, None, TeacherSignal("hidden", hidden=h_t), targets, temperature=dc.temperature,
+                       kd_weight=dc.kd_weight, ce_weight=dc.ce_weight, reverse_kl_weight=dc.reverse_kl_weight,
+                       chunk_size=8, divergence=dc.divergence, jsd_beta=dc.jsd_beta, token_weights=None)
+    assert torch.equal(out.loss, _paper_loss_as_before(h_s, W, h_t, targets, dc.temperature, 8, *weights))
+
+
+VARIANTS = [{"divergence": "reverse_kl"}, {"divergence": "jsd", "jsd_beta": 0.5},
+            {"divergence": "jsd", "jsd_beta": 0.1}, {"divergence": "jsd", "jsd_beta": 0.0},
+            {"divergence": "jsd", "jsd_beta": 1.0},
+            {"divergence": "jsd", "jsd_beta": 0.3, "ce_weight": 0.2, "reverse_kl_weight": 0.4}, {"weighted": True},
+            {"divergence": "jsd", "jsd_beta": 0.7, "weighted": True}]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()))
+def test_variants_chunked_equal_their_reference(setup, variant):
+    """Every divergence and the token weights, chunked (dense and hidden teachers): the plain reference's
+    value and gradient."""
+    from ssb.signal.losses import hint_gain_weights
+
+    W, h_s, h_t, targets = setup
+    v = dict(variant)
+    tw = hint_gain_weights(torch.linspace(-3, 6, N)) if v.pop("weighted", False) else None
+    ref, g_ref = _grad(lambda h: reference_loss(h @ W.t(), h_t @ W.t(), targets, temperature=2.0, token_weights=tw,
+                                                **v), h_s)
+    jsd_beta = v.pop("jsd_beta", 0.5)
+    for teacher in (TeacherSignal("dense", logits=h_t @ W.t()), TeacherSignal("hidden", hidden=h_t)):
+        out, g = _grad(lambda h, teacher=teacher: distill_loss(h, W, None, teacher, targets, temperature=2.0,
+                                                               chunk_size=8, jsd_beta=jsd_beta, token_weights=tw,
+                                                               **v).loss, h_s)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_jsd_is_trls_generalized_jsd_loss(T, beta):
+    """distill.divergence=jsd at jsd_beta = TRL's GKDTrainer.generalized_jsd_loss at beta, same temperature,
+    full vocabulary; ours is T²-scaled (as the paper's KL), TRL's is not. Values and gradients."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.gkd.gkd_trainer import GKDTrainer
+
+    g = torch.Generator().manual_seed(3)
+    s_logits, t_logits = torch.randn(23, V, generator=g) * 2, torch.randn(23, V, generator=g) * 2
+    zs = s_logits.clone().requires_grad_(True)
+    trl = GKDTrainer.generalized_jsd_loss(zs[:, None, :], t_logits[:, None, :], beta=beta, temperature=T)
+    trl.backward()
+    za = s_logits.clone().requires_grad_(True)
+    ours = reference_loss(za, t_logits, temperature=T, divergence="jsd", jsd_beta=beta) / (T * T)
+    ours.backward()
+    torch.testing.assert_close(ours, trl.float(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(za.grad, zs.grad, rtol=1e-4, atol=1e-7)
+    # the chunked loss on a dense teacher (the student's logits through an identity head) agrees too
+    eye = torch.eye(V)
+    out = distill_loss(s_logits, eye, None, TeacherSignal("dense", logits=t_logits), temperature=T,
+                       divergence="jsd", jsd_beta=beta, chunk_size=5).loss / (T * T)
+    torch.testing.assert_close(out, trl.float().detach(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd"])
+def test_topk_tail_bucket_composes_with_every_divergence(setup, divergence):
+    """A top-k store compares k ids plus one tail bucket under every divergence: at k = V it is the dense loss;
+    at k < V it is the divergence between the bucketed distributions (computed here by hand from the dense ones)."""
+    import torch.nn.functional as F
+
+    from ssb.signal.losses import divergence_rows, hint_gain_weights
+
+    W, h_s, h_t, _ = setup
+    T, beta = 2.0, 0.3
+    tw = hint_gain_weights(torch.linspace(-1, 3, N))
+    for weights in (None, tw):
+        full = TeacherSignal("topk", temperature=T, **encode(h_t, "topk", torch.float32, _Head(W), V, T))
+        ref, g_ref = _grad(lambda h, w=weights: reference_loss(h @ W.t(), h_t @ W.t(), temperature=T,
+                                                               divergence=divergence, jsd_beta=beta,
+                                                               token_weights=w), h_s)
+        out, g = _grad(lambda h, w=weights, sig=full: distill_loss(h, W, None, sig, temperature=T, divergence=divergence,
+                                                                   jsd_beta=beta, token_weights=w,
+                                                                   chunk_size=8).loss, h_s)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+    k = 6
+    sig = TeacherSignal("topk", temperature=T, **encode(h_t, "topk", torch.float32, _Head(W), k, T))
+    p, q = F.softmax(h_t @ W.t() / T, -1), F.softmax(h_s @ W.t() / T, -1)
+    ids = sig.topk_ids.long()
+    in_k = torch.zeros_like(p, dtype=torch.bool).scatter(-1, ids, True)
+
+    def bucket(d):
+        return torch.cat([d.gather(-1, ids), (d * ~in_k).sum(-1, keepdim=True)], -1)
+
+    by_hand = divergence_rows(bucket(p).log(), bucket(q).log(), divergence, beta).mean() * T * T
+    out, g = _grad(lambda h: distill_loss(h, W, None, sig, temperature=T, divergence=divergence, jsd_beta=beta,
+                                          chunk_size=8).loss, h_s)
+    torch.testing.assert_close(out, by_hand, rtol=1e-4, atol=1e-6)
+    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+
+
+def test_hint_gain_weights_are_positive_capped_and_average_one():
+    from ssb.signal.losses import hint_gain_weights
+
+    gain = torch.tensor([-8.0, -0.1, 0.0, 0.5, 2.0, 12.0])
+    w = hint_gain_weights(gain, max_weight=4.0)
+    torch.testing.assert_close(w.mean(), torch.tensor(1.0))
+    assert (w > 0).all() and bool((w[1:] >= w[:-1]).all())  # monotone in the gain
+    assert float(w[-1] / w[2]) == pytest.approx(4.0 / torch.log(torch.tensor(2.0)).item(), rel=1e-5)  # the cap
+    assert hint_gain_weights(gain, 4.0).shape == gain.shape
+
+
+def test_contradictory_loss_settings_are_refused():
+    from ssb.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="kd_weight is 0"):
+        load_config(None, ["distill.divergence=jsd", "distill.kd_weight=0", "distill.ce_weight=1"])
+    with pytest.raises(ConfigError, match="reverse_kl_weight=0"):
+        load_config(None, ["distill.divergence=reverse_kl", "distill.reverse_kl_weight=0.5"])
+    with pytest.raises(ConfigError, match="jsd_beta"):
+        load_config(None, ["distill.jsd_beta=1.5"])
+    cfg = load_config(None, ["distill.divergence=jsd", "distill.reverse_kl_weight=0.2",
+                             "distill.token_weighting=hint_gain"])
+    assert (cfg.distill.divergence, cfg.distill.token_weighting) == ("jsd", "hint_gain")

@@ -15,8 +15,9 @@ from ssb.rundir.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_STAGES = ["eval_base", "rollout", "curate", "teacher", "logits", "distill", "eval_ssb", "rounds", "sft",
-              "eval_sft", "rft", "eval_rft", "grpo", "eval_grpo", "report"]
-BASELINES = {"sft", "eval_sft", "rft", "eval_rft"}  # off in ssb run unless baselines.sft / baselines.rft
+              "eval_sft", "rft", "eval_rft", "grpo", "eval_grpo", "sdft", "eval_sdft", "report"]
+# off in ssb run unless baselines.sft / baselines.rft / sdft.enabled
+BASELINES = {"sft", "eval_sft", "rft", "eval_rft", "sdft", "eval_sdft"}
 RUN_STAGES = [s for s in ALL_STAGES if s not in BASELINES]  # what `ssb run configs/smoke.yaml` runs
 
 
@@ -111,6 +112,7 @@ def test_stages_declare_their_outputs_in_the_stage_table():
     assert declared["sft"] == ("sft", "sft_log.jsonl", "sft_checkpoints", "sft_epochs")
     assert declared["rft"] == ("rft", "rft_log.jsonl", "rft_checkpoints", "rft_epochs")
     assert declared["grpo"] == ("grpo", "grpo_log.jsonl", "grpo_checkpoints", "grpo_points")
+    assert declared["sdft"] == ("sdft", "sdft_log.jsonl", "sdft_checkpoints", "sdft_points")
     assert declared["report"] == ("report.md", "plots")
     assert declared["curate"] == ("selections.jsonl",)
     assert declared["teacher"] == ("pairs.jsonl", "teacher_rejects.jsonl")  # rejects are retried too
@@ -210,7 +212,7 @@ def test_smoke_report_says_one_run_is_one_replicate(smoke_run):
     path, _ = smoke_run
     report = (path / "report.md").read_text()
     assert "one replicate" in report
-    assert f"ssb compare configs/smoke.yaml --arms base,ssb,sft,rft,grpo --set runs_dir={path.parent} " in report
+    assert f"ssb compare configs/smoke.yaml --arms base,ssb,sft,rft,grpo,sdft --set runs_dir={path.parent} " in report
     assert "p Holm" in report
     m = json.loads((path / "manifest.json").read_text())
     assert m["config_file"] == str(ROOT / "configs" / "smoke.yaml") and m["overrides"][0] == f"runs_dir={path.parent}"

@@ -156,7 +156,7 @@ def test_the_report_says_one_run_is_one_replicate_and_how_to_compare(tmp_path, m
     run = make_synthetic_run(tmp_path)
     # no config file recorded (a RunConfig of the API): the run's own config.yaml, and no committed comparison
     text = write_report(run).read_text()
-    assert "**one replicate**" in text and f"ssb compare {run.file('config.yaml')} --arms base,ssb,sft,rft,grpo" in text
+    assert "**one replicate**" in text and f"ssb compare {run.file('config.yaml')} --arms base,ssb,sft,rft,grpo,sdft" in text
     assert "The committed comparison" not in text
     rows = json.loads(run.file("eval/compare.json").read_text())
     assert [r["p_holm"] for r in rows] == holm([r["p_value"] for r in rows])
@@ -164,7 +164,7 @@ def test_the_report_says_one_run_is_one_replicate_and_how_to_compare(tmp_path, m
     # `ssb run configs/default.yaml --set data.limit=40` recorded it: its command, and the committed comparison
     run.update_manifest(config_file=str(root / "configs" / "default.yaml"), overrides=["data.limit=40"])
     text = write_report(run).read_text()
-    assert "ssb compare configs/default.yaml --arms base,ssb,sft,rft,grpo --set data.limit=40\n" in text
+    assert "ssb compare configs/default.yaml --arms base,ssb,sft,rft,grpo,sdft --set data.limit=40\n" in text
     task = next(t for t in json.loads((root / "bench/results/tasks.json").read_text())["tasks"]
                 if t["config"] == "configs/default.yaml")
     line = next(x for x in text.splitlines() if x.startswith("The committed comparison of `configs/default.yaml`"))

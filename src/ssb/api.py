@@ -42,14 +42,15 @@ def run(config: RunConfig | str | Path, only: list[str] | None = None, skip: lis
 
 def compare(config: str | Path, arms: str | list[str] = defaults.ARMS, replicates: int = defaults.REPLICATES,
             n: int = defaults.N, seed: int = defaults.SEED, out: str | Path | None = None,
-            overrides: list[str] | None = None, **options) -> dict:
+            overrides: list[str] | None = None, tune: bool = False, **options) -> dict:
     """``ssb compare``: the arms on shared rollouts (``arms.Compare(...).run()``); returns the document
     it writes to ``results.json``. ``options`` are ``arms.Compare``'s others: ``grpo_points``, ``curves``,
     ``k_max`` (0: no K-sensitivity pass), ``k_values``. Every default is the command's
-    (``comparison/defaults.py``: 2 replicates, 400 held-out problems, ``k_max=10, k_values=(2, 10)``, ...).
-    ``base`` is always an arm. Hours on a CPU with the default config (``docs/compare.md``)."""
+    (``comparison/defaults.py``: 3 replicates, 400 held-out problems, ``k_max=10, k_values=(2, 10)``, ...).
+    ``base`` is always an arm. ``tune``: ``--tune`` (``tune.enabled``: every trainable arm's learning rate
+    searched on a validation draw first). Hours on a CPU with the default config (``docs/compare.md``)."""
     from .comparison.arms import Compare, parse_arms  # lazy: it imports the orchestrator
 
     spec = arms if isinstance(arms, str) else ",".join(arms)
     return Compare(str(config), parse_arms(spec), replicates, n, seed, Path(out) if out else None,
-                   list(overrides or []), **options).run()
+                   list(overrides or []) + (["tune.enabled=true"] if tune else []), **options).run()

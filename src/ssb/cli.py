@@ -2,9 +2,10 @@
 
     ssb run CONFIG [--set section.field=value ...]     whole pipeline, resumable
     ssb rollout|curate|teacher|logits|distill|grpo|report --run runs/NAME
-    ssb compare CONFIG --arms base,ssb,sft,rft,grpo --replicates 2   arms on shared rollouts, per FLOP
+    ssb compare CONFIG --arms base,ssb,sft,rft,grpo,sdft --replicates 3   arms on shared rollouts, per FLOP
     ssb eval --model PATH_OR_RUN --bench gsm8k,math500,aime2024
     ssb data show|validate ...      ssb model info|merge ...     ssb config show CONFIG
+    ssb signal --run runs/NAME [--json]     what the teacher signal carries (RUN/signal.json)
 
 Imports of ssb modules are inside the commands, each marked: ``config`` pulls in pydantic
 (~0.3 s) and ``models`` torch, and ``ssb --help`` needs neither. The stage commands and
@@ -94,12 +95,29 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_signal(args) -> int:
+    from .rundir.run import Run, locked  # lazy: torch, keeps `ssb --help` fast
+    from .signal.diagnostic import parse_variant, summary_lines, write_signal
+
+    Run.open(args.run)  # a directory that is no run: the usual error, and no lock file left in it
+    with locked(args.run):
+        variants = {"variant": parse_variant(args.variant)} if args.variant else None
+        path, out = write_signal(Run.open(args.run), variants=variants, limit=args.limit)
+    if args.json:
+        _print_json(out)
+    else:
+        print("\n".join(summary_lines(out)))
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 def cmd_compare(args) -> int:
     from .comparison.arms import Compare, parse_arms  # lazy: pydantic, keeps `ssb --help` fast
     from .comparison.results import markdown
 
     ks = tuple(int(k) for k in args.k_values.split(",") if k) if args.k_max else ()
-    doc = Compare(args.config, parse_arms(args.arms), args.replicates, args.n, args.seed, args.dir, args.set,
+    overrides = args.set + (["tune.enabled=true"] if args.tune else [])
+    doc = Compare(args.config, parse_arms(args.arms), args.replicates, args.n, args.seed, args.dir, overrides,
                   grpo_points=args.grpo_points, k_max=args.k_max, k_values=ks, curves=args.curves).run()
     print(markdown(doc))
     print(f"wrote {doc['dir']}/results.json, results.md, plots/")
@@ -275,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cost = recorded_cost()
     sp = with_set(sub.add_parser(
-        "compare", help="SSB against base, SFT, RFT and GRPO on shared rollouts, replicated, per FLOP (resumable)",
+        "compare", help="SSB against base, SFT, RFT, GRPO and SDFT on shared rollouts, replicated, per FLOP (resumable)",
         description="Every arm trained on shared rollouts in each replicate, all evaluated on the same held-out "
         "problems, differences pooled over the replicates: what a single `ssb run` cannot show. Cost: every "
         "replicate is a whole run with every arm, plus the curves and the K-sensitivity pass: hours on a CPU"
@@ -283,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         "command resumes it."))
     sp.add_argument("config", help="YAML config, e.g. configs/default.yaml")
     sp.add_argument("--arms", default=compare_defaults.ARMS,
-                    help="comma-separated: base, ssb, sft, rft, grpo, ssb@<k> (after k rounds), ssb:<hint> or "
+                    help="comma-separated: base, ssb, sft, rft, grpo, sdft (on-policy self-distillation), ssb@<k> (after k rounds), ssb:<hint> or "
                     "ssb:<key>=<value> (ablations); default: %(default)s")
     sp.add_argument("--replicates", type=count, default=compare_defaults.REPLICATES,
                     help="replicates (default: %(default)s); replicate i > 0 moves data.seed by i x a stride and "
@@ -303,8 +321,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="K of the K-sensitivity rollout pass on replicate 0 (default: %(default)s; 0: skip it)")
     sp.add_argument("--k-values", default=",".join(map(str, compare_defaults.K_VALUES)),
                     help="K values SSB is trained at in the K-sensitivity pass (default: %(default)s)")
+    sp.add_argument("--tune", action="store_true",
+                    help="first search every trainable arm's learning rate (the same trials for each, "
+                    "tune.lr_factors x its configured lr) on replicate 0, scored on a validation draw, never the "
+                    "held-out problems; the chosen values train every replicate (tune.enabled; default: off)")
     sp.add_argument("--dir", default=None, help="output directory (default: <runs_dir>/<name>-compare)")
     sp.set_defaults(fn=cmd_compare)
+
+    sp = sub.add_parser("signal", help="what the teacher signal carries: per reply token the hinted teacher against "
+                        "the base model, into RUN/signal.json",
+                        description="After the logits stage: the base model's and the hinted teacher's probability "
+                        "of each solution token, their KL at distill.temperature, the hint gain, and the share of the "
+                        "loss and of its gradient on the tokens the base already predicts (docs/method.md).")
+    sp.add_argument("--run", required=True, help="run directory with pairs.jsonl and teacher/, e.g. runs/default")
+    sp.add_argument("--json", action="store_true", help="print the whole result as JSON instead of a summary")
+    sp.add_argument("--limit", type=count, default=None, help="the first N pairs only (default: all)")
+    sp.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a distill loss setting to evaluate beside the paper's and the run's, e.g. "
+                    "--variant divergence=jsd --variant token_weighting=hint_gain (repeatable; default: none)")
+    sp.set_defaults(fn=cmd_signal)
 
     sp = sub.add_parser("eval", help="stage 6: pass@k with confidence intervals on benchmarks",
                         description="Evaluate a model, an adapter, or every model of a run. Settings not given "

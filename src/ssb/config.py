@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .config_fields import describe, likely_keys, yaml_line
 from .errors import SSBError
@@ -64,7 +64,7 @@ HINTS = ("answer", "correct", "contrastive", "none")
 
 # The sections whose ``seed`` follows the top-level ``seed`` when left unset (RunConfig._stage_seeds);
 # data.seed chooses the problems and does not follow it.
-STAGE_SEEDS = ("rollout", "curate", "teacher", "distill", "grpo", "eval")
+STAGE_SEEDS = ("rollout", "curate", "teacher", "distill", "grpo", "sdft", "eval")
 
 
 # ----------------------------------------------------------------------------- model
@@ -315,9 +315,28 @@ class DistillConfig(Section):
     max_grad_norm: MaxGradNorm = 1.0
     temperature: float = Field(2.0, gt=0, description="T of the teacher and student distributions the KL compares "
                                "(the loss is scaled by T²)")
-    kd_weight: float = Field(1.0, ge=0, description="weight of the forward KL(teacher || student)")
+    kd_weight: float = Field(1.0, ge=0, description="weight of the divergence term (distill.divergence; the "
+                             "paper's forward KL(teacher || student) by default)")
     ce_weight: float = Field(0.0, ge=0, description="weight of cross-entropy on the teacher's reply tokens")
-    reverse_kl_weight: float = Field(0.0, ge=0, description="weight of the reverse KL(student || teacher)")
+    reverse_kl_weight: float = Field(0.0, ge=0, description="weight of a reverse KL(student || teacher) added "
+                                     "beside the divergence term (not with divergence=reverse_kl: that is kd_weight's)")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl", description="the term kd_weight weighs, T²-scaled, between the teacher's (p) and the student's "
+        "(q) distributions at temperature: forward_kl KL(p || q) (the paper); reverse_kl KL(q || p) (mode-seeking); "
+        "jsd the generalized Jensen-Shannon divergence of TRL's generalized_jsd_loss at jsd_beta. With a topk store "
+        "each compares the top-k ids plus one tail bucket")
+    jsd_beta: float = Field(0.5, ge=0, le=1, description="divergence=jsd: beta of beta·KL(p || m) + (1-beta)·KL(q || m), "
+                            "m = beta·p + (1-beta)·q (TRL's convention: 0 is the forward KL, 1 the reverse KL)")
+    token_weighting: Literal["uniform", "hint_gain"] = Field(
+        "uniform", description="uniform: every answer token weighs 1 (the paper); hint_gain: each token's loss "
+        "terms weighted by min(softplus(g), token_weight_max), normalised to mean 1 over each device batch, g = "
+        "log p_teacher - log p_base of the solution token at T=1 (what the hint adds there): tokens the base "
+        "already predicts weigh less, softplus keeps every weight positive and the mean of 1 the loss's scale. "
+        "p_base comes from one forward of the frozen base over the student sequences when distill starts "
+        "(counted as distill's forward_tokens); the teacher signal is unchanged")
+    token_weight_max: float = Field(4.0, gt=0, description="token_weighting=hint_gain: cap of softplus(g) before the "
+                                    "normalisation, so that a few tokens (the answer's digits can gain 10 nats) do "
+                                    "not carry a batch")
     max_length: int = Field(8192, ge=1, description="longest teacher or student sequence in tokens (longer: left out)")
     chunk_size: int | None = Field(None, ge=1, description="answer positions per chunk of the vocabulary projection; "
                                    "None: 2^25 / vocab (682 rows at 49k, 220 at 152k: ~128 MiB per logits tensor)")
@@ -328,6 +347,17 @@ class DistillConfig(Section):
     save_steps: SaveSteps = None
     seed: int = Field(0, description="seeds the student's training (adapter init, data order; the sft/rft baselines "
                       "too); unset: the top-level seed")
+
+    @model_validator(mode="after")
+    def _one_reading_of_the_loss(self) -> DistillConfig:
+        """Refuse loss settings that contradict each other rather than silently ignore one."""
+        if self.divergence != "forward_kl" and not self.kd_weight:
+            raise ValueError(f"distill.divergence={self.divergence} is the term distill.kd_weight weighs, and "
+                             "kd_weight is 0: set kd_weight > 0 or leave divergence at forward_kl")
+        if self.divergence == "reverse_kl" and self.reverse_kl_weight:
+            raise ValueError("distill.divergence=reverse_kl already makes kd_weight's term the reverse KL; "
+                             "set distill.reverse_kl_weight=0 (or divergence=forward_kl to add a reverse KL)")
+        return self
 
 
 class EvalConfig(Section):
@@ -386,6 +416,61 @@ class GRPOConfig(Section):
     seed: int = Field(0, description="seeds GRPO's training and sampling; unset: the top-level seed")
 
 
+class SDFTConfig(Section):
+    """The on-policy self-distillation baseline (``stages/sdft.py``, TRL's ``SDFTTrainer``): the student
+    samples its own answers to the bare question and learns the frozen starting model's distributions over
+    them under SSB's hinted teacher prompt. Same problems as SSB's teacher (``selections.jsonl``), prompt and
+    LoRA adapter; held to SSB's compute like GRPO."""
+
+    enabled: bool = Field(False, description="train the SDFT baseline (the sdft stage and its eval)")
+    num_generations: int | None = Field(None, ge=1, description="answers the student samples per problem and "
+                                        "step; None: rollout.k")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate of SDFT's adapter (the code default is "
+                      "distill.lr's)")
+    lr_scheduler: str = Field("constant", description="a transformers scheduler; with a budget the stopping step "
+                              "is unknown, so a decaying one decays over epochs/max_steps instead")
+    epochs: float = Field(3, gt=0, description="passes over the problems: how long SDFT trains with budget=none, "
+                          "a cap otherwise")
+    batch_size: int = Field(8, ge=1, description="sampled answers per device step (a multiple of num_generations)")
+    grad_accum: int = Field(1, ge=1, description="device steps per optimizer step")
+    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps")
+    budget: Literal["flops", "tokens", "seconds", "steps", "none"] = Field(
+        "flops",
+        description="as grpo.budget, for the sdft arm (report/ledger.py: the rollouts and curation its hints come "
+        "from plus its own sampling, teacher forwards and training): flops (the default) stops it once the arm "
+        "spent as many FLOPs as SSB; tokens: as many generated tokens as SSB's rollouts+teacher; seconds: as long "
+        "as SSB's stages ran; steps: sdft.max_steps; none: sdft.epochs",
+    )
+    curve_points: int = Field(0, ge=0, description="adapters saved at this many evenly spaced points of the "
+                              "budget's part left after the rollouts (sdft_points/)")
+    generator: Literal["trl", "ssb"] = Field("trl", description="who samples the student's answers: TRL's "
+                                             "generate, or ssb's hf engine (SDFTTrainer has no rollout_func: "
+                                             "stages/sdft.py replaces its _generate)")
+    temperature: float = Field(0.8, gt=0, description="sampling temperature of the student's answers; TRL "
+                               "also divides both models' logits by it in the loss")
+    max_completion_length: int | None = Field(None, ge=1, description="longest sampled answer in tokens; None: "
+                                              "generation.max_new_tokens")
+    distillation_mode: Literal["topk_logits", "full_logits", "sampled_token"] = Field(
+        "topk_logits", description="TRL's distillation_mode: the divergence over the student's top-k tokens "
+        "(distillation_topk), the full vocabulary, or the sampled token only (reverse KL; needs "
+        "distillation_alpha=1)")
+    distillation_alpha: float = Field(0.5, ge=0, le=1, description="TRL's distillation_alpha: 0 forward "
+                                      "KL(teacher || student), 1 reverse KL(student || teacher), between: the "
+                                      "generalized Jensen-Shannon divergence")
+    distillation_topk: int = Field(100, ge=1, description="TRL's distillation_topk: tokens of topk_logits")
+    max_grad_norm: MaxGradNorm = 1.0
+    gradient_checkpointing: GradientCheckpointing = False
+    save_steps: SaveSteps = None
+    seed: int = Field(0, description="seeds SDFT's training and sampling; unset: the top-level seed")
+
+    @model_validator(mode="after")
+    def _sampled_token_is_reverse_kl(self) -> SDFTConfig:
+        if self.distillation_mode == "sampled_token" and self.distillation_alpha != 1:
+            raise ValueError("sdft.distillation_mode=sampled_token is the reverse KL only: set "
+                             "sdft.distillation_alpha=1")
+        return self
+
+
 class BaselinesConfig(Section):
     """Fine-tuning baselines trained beside SSB (``stages/sft.py``): same problems, prompt, LoRA and
     ``distill`` training settings; only the loss and the data differ."""
@@ -394,6 +479,10 @@ class BaselinesConfig(Section):
     rft: bool = Field(False, description="cross-entropy on the model's own verified correct rollouts, no teacher "
                       "(rejection-sampling fine-tuning, one round)")
     rft_per_problem: int = Field(1, ge=1, description="distinct correct rollouts per problem that RFT trains on")
+    sft_lr: float | None = Field(None, gt=0, description="peak learning rate of the sft baseline; None: distill.lr "
+                                 "(ssb compare --tune sets it)")
+    rft_lr: float | None = Field(None, gt=0, description="peak learning rate of the rft baseline; None: distill.lr "
+                                 "(ssb compare --tune sets it)")
 
 
 class RoundsConfig(Section):
@@ -414,6 +503,32 @@ class RoundsConfig(Section):
     @property
     def enabled(self) -> bool:
         return self.n > 1
+
+
+class TuneConfig(Section):
+    """``ssb compare --tune`` (``comparison/tuning.py``): before the replicates train, each trainable arm's
+    learning rate is searched on replicate 0's problems and scored on a validation draw; the held-out
+    problems are never looked at."""
+
+    enabled: bool = Field(False, description="tune every trainable arm of ssb compare before its replicates train "
+                          "(ssb compare --tune)")
+    lr_factors: list[float] = Field(default_factory=lambda: [0.316, 1.0, 3.16], min_length=2,
+                                    description="the learning-rate grid, as multiples of each arm's configured lr "
+                                    "(distill.lr for ssb and its ablations, baselines.sft_lr / rft_lr, grpo.lr): the "
+                                    "same trials for every arm; the default spans 10x around the configured value")
+    extend_edge: bool = Field(True, description="when the best lr is an end of the grid, one more trial one grid "
+                              "step beyond it (the only difference in trial counts between arms)")
+    validation: DataConfig | None = Field(None, description="the problems trials are scored on; None: eval.holdout "
+                                          "at another seed (as rounds' validation). Deduplicated against every "
+                                          "replicate's training problems, and the held-out problems against it")
+    validation_n: int = Field(100, ge=1, description="validation problems (greedy pass@1, the training prompt)")
+
+    @field_validator("lr_factors")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(x <= 0 for x in v) or len(set(v)) != len(v):
+            raise ValueError(f"tune.lr_factors={v}: distinct multiples > 0 of the configured lr")
+        return sorted(v)
 
 
 class ReportConfig(Section):
@@ -452,8 +567,10 @@ class RunConfig(Section):
     distill: DistillConfig
     eval: EvalConfig
     grpo: GRPOConfig
+    sdft: SDFTConfig
     baselines: BaselinesConfig
     rounds: RoundsConfig
+    tune: TuneConfig
     report: ReportConfig
     tracking: TrackingConfig
 

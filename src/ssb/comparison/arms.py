@@ -1,15 +1,18 @@
 """`ssb compare CONFIG`: SSB against what a user would do instead, on the same problems, per unit of compute.
 
-    ssb compare configs/default.yaml --arms base,ssb,sft,rft,grpo --replicates 2 [--n 400]
+    ssb compare configs/default.yaml --arms base,ssb,sft,rft,grpo,sdft --replicates 3 [--n 400] [--tune]
 
 Everything goes to ``<runs_dir>/<name>-compare/`` (``--dir``), and a rerun resumes it:
 
 * ``r<i>/``: replicate i, a run directory of the config (replicate 0: as committed; i > 0: a
   training draw of its own, ``data.seed + i x DATA_SEED_STRIDE``, and every sampling / training seed + i). Its stages make every arm that shares
   its rollouts: rollout (once), curate, teacher, logits, distill (``ssb``), ``sft`` and ``rft``
-  (``stages/sft.py``) and ``grpo`` (budget ``grpo.budget``, FLOPs by default: SSB's). Nothing is
-  generated twice. Adapters are also saved after each epoch (``distill.save_every_epoch``) and at
-  ``--grpo-points`` points of GRPO's budget (``grpo.curve_points``).
+  (``stages/sft.py``), ``grpo`` (budget ``grpo.budget``, FLOPs by default: SSB's) and ``sdft``
+  (``stages/sdft.py``, budget ``sdft.budget``). Nothing is generated twice. Adapters are also saved after
+  each epoch (``distill.save_every_epoch``) and at ``--grpo-points`` points of GRPO's and SDFT's budgets
+  (``grpo.curve_points``, ``sdft.curve_points``).
+* ``tune/`` (``--tune``): every trainable arm's learning-rate trials on replicate 0, scored on a
+  validation draw (:mod:`comparison.tuning`); the chosen values train every replicate.
 * ``ssb@<k>``: SSB after k bootstrapping rounds (``rounds.n``, ``stages/rounds.py``; every round runs, the
   stop rule off, its validation accuracies recorded in ``r<i>/rounds/rounds.json``); with ``grpo`` each
   round also meets GRPO at its own compute: GRPO's FLOPs budget is all rounds' and ``grpo@<k>`` is its
@@ -56,11 +59,13 @@ from .defaults import CURVES, GRPO_POINTS, K_MAX, K_VALUES
 
 log = logging.getLogger("ssb")
 
-BASE_ARMS = ("base", "ssb", "sft", "rft", "grpo")
+BASE_ARMS = ("base", "ssb", "sft", "rft", "grpo", "sdft")
 CONTRASTIVE_TEMPLATE = "{question}\n({correct})\n\nA wrong solution (its answer {wrong_answer} is wrong):\n{wrong}"
 SSB_STAGES = [s for s in stage_names(counts_toward_ssb_cost=True) if s != "rollout"]
 UPSTREAM = ("rollout", "curate", "teacher", "logits")  # what SSB pays before distilling
-TRAINED_BY = {"ssb": "distill", "sft": "sft", "rft": "rft", "grpo": "grpo"}  # the stage that trains each arm
+TRAINED_BY = {"ssb": "distill", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdft": "sdft"}  # the stage that trains each arm
+ADAPTERS = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdft": "sdft"}  # each arm's adapter directory
+BUDGETED = ("grpo", "sdft")  # held to SSB's compute, adapters saved at points of the budget (<arm>_points/)
 
 
 class CompareError(SSBError, ValueError):
@@ -131,7 +136,7 @@ def replicate_overrides(cfg, r: int) -> list[str]:
         return []
     return [f"data.seed={cfg.data.seed + r * DATA_SEED_STRIDE}", f"rollout.seed={cfg.rollout.seed + r}",
             f"curate.seed={cfg.curate.seed + r}", f"teacher.seed={cfg.teacher.seed + r}",
-            f"distill.seed={cfg.distill.seed + r}", f"grpo.seed={cfg.grpo.seed + r}"]
+            f"distill.seed={cfg.distill.seed + r}", f"grpo.seed={cfg.grpo.seed + r}", f"sdft.seed={cfg.sdft.seed + r}"]
 
 
 def copy_stages(src: Run, dst: Run, stages: tuple[str, ...], files: tuple[str, ...]) -> None:
@@ -144,7 +149,7 @@ def copy_stages(src: Run, dst: Run, stages: tuple[str, ...], files: tuple[str, .
             d.write_bytes(s.read_bytes())
     for st in stages:
         if not dst.stage_done(st):
-            dst.set_stage(st, **src.stage(st))
+            dst.set_stage(st, **{**src.stage(st), "copied_from": str(src.path)})
 
 
 class Compare:
@@ -163,39 +168,87 @@ class Compare:
         self.records: dict[str, list[dict]] = {}
         self.exclude: set[str] = set()
         self.rounds = max([int(a[4:]) for a in arms if a.startswith("ssb@")], default=1)
+        self.tuning: dict | None = None  # ``--tune``'s trials and choices (comparison/tuning.py)
+        self.tuned: list[str] = []  # the chosen values of ssb, sft, rft and grpo: every run's
+        self.chosen: dict[str, list[str]] = {}  # per tuned arm
+
+    @property
+    def trainable(self) -> list[str]:
+        return [a for a in self.arms if a in TRAINED_BY or a.startswith("ssb:")]
 
     # ------------------------------------------------------------------ runs
 
     def cfg(self, name: str, extra: list[str]):
-        return load_config(self.config, self.overrides + [f"runs_dir={self.dir}", f"name={name}"] + extra)
+        """A run of this comparison: the config, ``--set``, the tuned values, then ``extra``."""
+        return load_config(self.config, self.overrides + [f"runs_dir={self.dir}", f"name={name}"] + self.tuned + extra)
 
-    def main_run(self, r: int) -> Run:
+    def replicate_extra(self, r: int) -> list[str]:
+        return replicate_overrides(self.base_cfg, r)
+
+    def arm_extra(self, arm: str) -> list[str]:
+        """The overrides that make a run train ``arm`` (an ablation: its own overrides)."""
+        if arm.startswith("ssb:"):
+            return ablation_overrides(arm, self.base_cfg.teacher.template)
+        return {"sft": ["baselines.sft=true"], "rft": ["baselines.rft=true"], "grpo": ["grpo.enabled=true"],
+                "sdft": ["sdft.enabled=true"]}.get(arm, [])
+
+    @staticmethod
+    def dir_name(arm: str) -> str:
+        return arm.replace(":", "-").replace("=", "-").replace(".", "_").replace("+", "-")
+
+    def main_run(self, r: int, upstream_only: bool = False) -> Run:
+        """Replicate ``r``'s run directory and every arm it trains (``upstream_only``: rollout to logits,
+        what ``--tune``'s trials take before the learning rates are chosen)."""
         want = set(self.arms)
-        extra = replicate_overrides(self.base_cfg, r) + [
+        extra = self.replicate_extra(r) + [
             f"baselines.sft={'sft' in want}", f"baselines.rft={'rft' in want}", f"grpo.enabled={'grpo' in want}",
-            f"distill.save_every_epoch={self.curves}", f"grpo.curve_points={self.grpo_points if self.curves else 0}"]
+            f"sdft.enabled={'sdft' in want}", f"distill.save_every_epoch={self.curves}",
+            f"grpo.curve_points={self.grpo_points if self.curves else 0}",
+            f"sdft.curve_points={self.grpo_points if self.curves else 0}"]
         if self.rounds > 1:  # every round runs: the stop rule's validation accuracies are recorded, not acted on
             extra += [f"rounds.n={self.rounds}", "rounds.stop_drop=1"]
-        stages = ["rollout", *SSB_STAGES, "rounds", "sft", "rft", "grpo", "report"]
+        stages = list(UPSTREAM) if upstream_only else ["rollout", *SSB_STAGES, "rounds", "sft", "rft", "grpo", "sdft",
+                                                       "report"]
         return run_pipeline(self.cfg(f"r{r}", extra), only=stages)
 
-    def ablation_run(self, r: int, arm: str, main: Run) -> Run:
+    @staticmethod
+    def run_stages(cfg, only: list[str]) -> Run:
+        """``only`` of the pipeline's stages in ``cfg``'s run directory (the one door to the orchestrator)."""
+        return run_pipeline(cfg, only=only)
+
+    def take_upstream(self, src: Run, dst: Run, stages: tuple[str, ...] = UPSTREAM) -> None:
+        """``dst`` starts from ``src``'s ``stages`` (their files and manifest entries; distill: the entry only)."""
+        copy_stages(src, dst, stages, tuple(f for s in stages for f in STAGE_FILES.get(s, ())))
+
+    def ablation_run(self, r: int, arm: str, main: Run, upstream_only: bool = False) -> Run:
         """The ablation ``arm`` on replicate ``r``: what it does not change taken from ``main``
-        (:func:`reused_stages`), the rest of SSB's stages rerun."""
-        changed = ablation_overrides(arm, self.base_cfg.teacher.template)
-        name = arm.replace(":", "-").replace("=", "-").replace(".", "_").replace("+", "-")
-        cfg = self.cfg(f"r{r}-{name}", replicate_overrides(self.base_cfg, r) + changed)
+        (:func:`reused_stages`), the rest of SSB's stages rerun (``upstream_only``: up to the teacher signal)."""
+        changed = self.arm_extra(arm)
+        cfg = self.cfg(f"r{r}-{self.dir_name(arm)}", self.replicate_extra(r) + changed + self.chosen.get(arm, []))
         run = Run.create(cfg)
         reused = reused_stages(changed, self.base_cfg.logits.store)
-        copy_stages(main, run, reused, tuple(f for s in reused for f in STAGE_FILES[s]))
-        return run_pipeline(cfg, only=[*[s for s in SSB_STAGES if s not in reused], "report"])
+        self.take_upstream(main, run, reused)
+        stages = [s for s in SSB_STAGES if s not in reused and (s in UPSTREAM or not upstream_only)]
+        return run_pipeline(cfg, only=[*stages, *([] if upstream_only else ["report"])])
+
+    def tune(self) -> None:
+        """``--tune``: every trainable arm's trials on replicate 0 (:mod:`comparison.tuning`; a rerun resumes
+        them); the chosen values train every run, and the held-out draw excludes the validation problems."""
+        from .tuning import Tuner
+
+        tuner = Tuner(self)
+        found = tuner.run()
+        self.tuning = json.loads((tuner.dir / "tuning.json").read_text())
+        self.chosen = {a: t["chosen"]["overrides"] for a, t in found.items()}
+        self.tuned = [o for a in TRAINED_BY if a in self.chosen for o in self.chosen[a]]
+        self.exclude |= tuner.validation_questions()
 
     def half_run(self, r: int, main: Run) -> Run | None:
         """SSB's distillation on the first half of ``main``'s pairs (its teacher signal copied)."""
         pairs = read_jsonl(main.file("pairs.jsonl"))
         if len(pairs) < 2:
             return None
-        cfg = self.cfg(f"r{r}-ssb-half", replicate_overrides(self.base_cfg, r))
+        cfg = self.cfg(f"r{r}-ssb-half", self.replicate_extra(r))
         run = Run.create(cfg)
         if not run.file("pairs.jsonl").exists():
             half = pairs[: len(pairs) // 2]
@@ -265,17 +318,19 @@ class Compare:
     def run(self) -> dict:
         t0 = time.time()
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.base_cfg.tune.enabled:
+            self.tune()
         mains = {r: self.main_run(r) for r in self.R}
         train = {r: training_questions(run) for r, run in mains.items()}
         for qs in train.values():
             self.exclude |= qs
         params = model_params(self.base_cfg)
         self.evaluate("base", None)
-        arm_runs: dict[str, dict[int, Run]] = {a: dict(mains) for a in ("ssb", "sft", "rft", "grpo") if a in self.arms}
+        arm_runs: dict[str, dict[int, Run]] = {a: dict(mains) for a in TRAINED_BY if a in self.arms}
         for arm in [a for a in self.arms if a.startswith("ssb:")]:
             arm_runs[arm] = {r: self.ablation_run(r, arm, mains[r]) for r in self.R}
         halves = {r: self.half_run(r, mains[r]) for r in self.R} if "ssb" in self.arms and self.curves else {}
-        adapters = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo"}
+        adapters = ADAPTERS
         arms: dict[str, dict[str, Any]] = {"base": {"labels": ["base"]}}
         curves: dict[str, list[dict]] = {}
         for arm, runs in arm_runs.items():
@@ -298,6 +353,8 @@ class Compare:
         k = self.k_sensitivity()
         doc = arms_results.results(arms, self.records, "base", curves)
         doc["k_sensitivity"] = k
+        if self.tuning is not None:
+            doc["tuning"], doc["tuning_protocol"] = self.tuning["tuning"], self.tuning["protocol"]
         if k and "r0-ssb" in self.records and self.base_cfg.rollout.k not in self.k_values:
             k["trained"].append({"k": self.base_cfg.rollout.k, "label": "r0-ssb", "run_dir": str(mains[0].path),
                                  "pairs": len(read_jsonl(mains[0].file("pairs.jsonl"))),
@@ -356,7 +413,7 @@ class Compare:
     def curve(self, arm: str, runs: dict[int, Run], params: dict, halves: dict[int, Run | None]) -> list[dict]:
         """Points along an arm's compute: epochs (ssb, sft, rft; the last is the final adapter), half
         of SSB's pairs, GRPO's budget points (the last is the final adapter)."""
-        out_dir = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo"}[arm]
+        out_dir = ADAPTERS[arm]
         per_point: dict[str, dict] = {}
         for r, run in runs.items():
             led = ledger(run, params)
@@ -364,11 +421,11 @@ class Compare:
             own = led["stages"].get("distill" if arm == "ssb" else arm, {})
             upstream = total - own.get("flops", 0.0)
             points = []
-            if self.curves and arm == "grpo":  # --no-curves: the final adapters only
-                f = run.file("grpo_points/points.json")
-                last = run.stage("grpo").get("steps")  # a point at the final step is the final adapter
+            if self.curves and arm in BUDGETED:  # --no-curves: the final adapters only
+                f = run.file(f"{arm}_points/points.json")
+                last = run.stage(arm).get("steps")  # a point at the final step is the final adapter
                 for p in [p for p in (json.loads(f.read_text()) if f.is_file() else []) if p["step"] != last]:
-                    points.append((f"p{p['point']}", run.file(f"grpo_points/{p['dir']}"), p["flops"],
+                    points.append((f"p{p['point']}", run.file(f"{arm}_points/{p['dir']}"), p["flops"],
                                    {"budget_fraction": p["budget_fraction"], "step": p["step"]}))
             elif self.curves:
                 f = run.file(f"{out_dir}_epochs/points.json")
@@ -398,16 +455,17 @@ class Compare:
             st = run.manifest().get("stages", {})
             out.append({"replicate": r, "run_dir": str(run.path),
                         "seed": {"data": c.data.seed, "rollout": c.rollout.seed, "curate": c.curate.seed,
-                                 "teacher": c.teacher.seed, "distill": c.distill.seed, "grpo": c.grpo.seed},
+                                 "teacher": c.teacher.seed, "distill": c.distill.seed, "grpo": c.grpo.seed,
+                                 "sdft": c.sdft.seed},
                         "rollout_accuracy": st.get("rollout", {}).get("accuracy"),
                         "pairs": st.get("teacher", {}).get("pairs_written"),
                         "teacher_rejected_by_gate": st.get("teacher", {}).get("replies_rejected_by_gate"),
                         "pair_working": arms_results.pair_working(read_jsonl(run.file("pairs.jsonl")),
                                                                   read_jsonl(run.file("rollouts.jsonl")))
                         if run.file("pairs.jsonl").is_file() else None,
-                        "grpo": {k: st.get("grpo", {}).get(k) for k in
-                                 ("steps", "completions", "stopped_by", "budget_flops", "flops", "train_seconds",
-                                  "generation_seconds")},
+                        **{a: {k: st.get(a, {}).get(k) for k in
+                                  ("steps", "completions", "stopped_by", "budget_flops", "flops", "train_seconds",
+                                   "generation_seconds")} for a in BUDGETED},
                         "rounds": json.loads(f.read_text()) if (f := run.file("rounds/rounds.json")).is_file() else None,
                         "seconds_by_stage": {s: run.stage_seconds(s) for s in st}})
         return out
@@ -420,13 +478,18 @@ class Compare:
         runs.update({str(p): Run.open(p) for p in sorted(self.dir.glob("k*")) if (p / "manifest.json").is_file()})
         by_stage: dict[str, float] = {}
         for run in runs.values():
-            for name in run.manifest().get("stages", {}):
-                by_stage[name] = by_stage.get(name, 0.0) + (run.stage_seconds(name) or 0.0)
+            for name, entry in run.manifest().get("stages", {}).items():
+                if "copied_from" not in entry:  # a stage taken from another run cost nothing here
+                    by_stage[name] = by_stage.get(name, 0.0) + (run.stage_seconds(name) or 0.0)
         f = self.dir / "eval" / "seconds.json"
         evals = json.loads(f.read_text()) if f.is_file() else {}
-        total = sum(by_stage.values()) + sum(v or 0 for v in evals.values())
         parts = {**{f"stage:{k}": round(v, 1) for k, v in by_stage.items()},
                  "evaluation": round(sum(v or 0 for v in evals.values()), 1)}
+        if self.tuning is not None:  # --tune: each trial's own training and its validation evaluation
+            trials = [t for a in self.tuning["tuning"].values() for t in a["trials"]]
+            parts["tuning:training"] = round(sum(t["seconds"]["train"] or 0 for t in trials), 1)
+            parts["tuning:validation"] = round(sum(t["seconds"]["validation"] or 0 for t in trials), 1)
+        total = sum(parts.values())
         return {"total_seconds": round(total, 1), "by_part": dict(sorted(parts.items(), key=lambda kv: -kv[1])),
                 "evaluations": len(evals), "note": "wall-clock of this machine, every invocation summed; time "
                 "shared with other processes on the same CPUs is included"}

@@ -5,8 +5,8 @@ shows them without loading pydantic."""
 
 from __future__ import annotations
 
-ARMS = "base,ssb,sft,rft,grpo"  # every arm a single run trains, and the base model
-REPLICATES = 2
+ARMS = "base,ssb,sft,rft,grpo,sdft"  # every arm a single run trains, and the base model
+REPLICATES = 3  # three or more: the pooled interval resamples replicates, and two give it three outcomes
 N = 400  # held-out problems, the same for every model
 SEED = 20261122  # the held-out draw
 GRPO_POINTS = 4  # GRPO adapters saved along its budget (the compute-accuracy curve)

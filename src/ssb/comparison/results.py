@@ -237,4 +237,20 @@ def markdown(doc: dict) -> str:
                     f"| {c.get('trained_tokens', 0):,.0f} | {pct(q['equations_hold'])} | {pct(q['no_answer_rate'])} |")
     head = (f"{doc['n_problems']} held-out problems, {doc['n_replicates']} replicates; pooled intervals: "
             f"{doc['interval_method']['pooled']}.")
-    return "\n".join([head, "", *rows, "", *verdict(doc), ""])
+    return "\n".join([head, "", *rows, "", *verdict(doc), "", *tuning_table(doc)])
+
+
+def tuning_table(doc: dict) -> list[str]:
+    """``--tune``'s trials per arm (validation accuracy at each learning rate; the chosen one in bold)."""
+    if not doc.get("tuning"):
+        return []
+    v = doc["tuning_protocol"]["validation"]
+    rows = [f"Tuned on replicate 0, scored on {v['n']} validation problems (never the held-out ones): "
+            f"{doc['tuning_protocol']['rule']}.", "", "| arm | key | learning rate: validation % | chosen |",
+            "|---|---|---|---|"]
+    for arm, t in doc["tuning"].items():
+        cells = ", ".join(("**" if x["lr"] == t["chosen"]["lr"] else "") + f"{x['lr']:.3g}: "
+                          f"{100 * x['validation_accuracy']:.1f}" + ("**" if x["lr"] == t["chosen"]["lr"] else "")
+                          + (" (edge)" if x.get("edge_extension") else "") for x in t["trials"])
+        rows.append(f"| {arm} | `{t['key']}` | {cells} | {t['chosen']['lr']:.3g} |")
+    return [*rows, ""]

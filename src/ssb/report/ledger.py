@@ -12,7 +12,8 @@ head counted once, tied or not) and ``N_lora`` the adapter's:
   per sample, which is an implementation's cost, not the method's;
 * ``generated_tokens`` (sampled): 2N each;
 * ``forward_tokens`` (forward only, no gradient: the teacher signal, the teacher stage's plausibility
-  pass over student prompt + solution, GRPO's reference model): 2N;
+  pass over student prompt + solution, GRPO's reference model, and with ``distill.token_weighting:
+  hint_gain`` distill's pass of the frozen base over the student sequences): 2N;
 * ``trained_tokens`` (forward + backward; every position of the sequence, prompt included,
   since the adapter's gradient flows through all of them): 4N + 6 N_lora each. The frozen
   base needs the activation gradients (2N) but not its weight gradients (the 2N full
@@ -25,7 +26,12 @@ is counted apart (``evaluation``): it measures a model, it does not make one.
 
 Which stage an arm pays for is the stage table's ``cost_of`` (``rundir/table.py``): SSB pays
 rollout, curate, teacher, logits and distill; SFT rollout, curate, teacher and its own
-training; RFT rollout and its own training; GRPO only itself. With rounds (``rounds.n`` > 1) the arm ``ssb@<r>`` is SSB after round r: every
+training; RFT rollout and its own training; GRPO only itself; SDFT rollout and curate (its
+privileged context is SSB's hint, a verified rollout) and its own stage, whose counts
+(``stages/sdft.py``) are the student's sampling (``prefill_tokens``: each prompt once per group of
+samples; ``generated_tokens``), the frozen teacher's forward over hinted prompt + answer of every
+sample (``forward_tokens``) and the student's forward and backward over prompt + answer of every
+sample (``trained_tokens``), so ``flops.sdft`` is priced like ``flops.ssb``. With rounds (``rounds.n`` > 1) the arm ``ssb@<r>`` is SSB after round r: every
 round's stages up to r added up (:func:`round_arms`).
 """
 
@@ -112,8 +118,8 @@ def stage_counts(run: Run, name: str) -> dict[str, int] | None:
 
 def _checkpointing(run: Run, name: str) -> bool:
     cfg = run.cfg
-    if name == "grpo":
-        return bool(cfg.grpo.gradient_checkpointing)
+    if name in ("grpo", "sdft"):
+        return bool(getattr(cfg, name).gradient_checkpointing)
     return bool(cfg.distill.gradient_checkpointing) if name in ("distill", "sft", "rft") else False
 
 

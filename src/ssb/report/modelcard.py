@@ -42,6 +42,9 @@ METHODS = {
            "base model's own verified correct rollouts, no teacher.",
     "grpo": "GRPO (TRL's GRPOTrainer), the reinforcement-learning baseline of the SSB comparison: groups of "
             "sampled answers per training problem, rewarded 1 for a correct final answer and 0 otherwise.",
+    "sdft": "SDFT (TRL's SDFTTrainer), the on-policy self-distillation baseline of the SSB comparison: the "
+            "student sampled its own answers to the bare question and learned the token distributions of the "
+            "frozen base model over them when shown SSB's hinted teacher prompt (the hint: `teacher.hint`, below).",
 }
 
 
@@ -103,7 +106,7 @@ def _data_lines(run: Run, method: str) -> list[str]:
     problems = (m.get("draw") or {}).get("problems_drawn") or m.get("stages", {}).get("rollout", {}).get("problems")
     lines = [f"- **Training data:** {src} (seed {d.seed}, limit {d.limit if d.limit is not None else 'none'})",
              f"- **Training problems:** {problems if problems is not None else 'unknown'}"]
-    if method in ("ssb", "sft"):  # GRPO and RFT train on the problems themselves
+    if method in ("ssb", "sft"):  # GRPO, RFT and SDFT train on the problems themselves
         pairs_file = run.file("pairs.jsonl")
         pairs = len(read_jsonl(pairs_file)) if pairs_file.exists() else None
         lines.append(f"- **Verified teacher pairs (training examples):** {pairs if pairs is not None else 'none'} "
@@ -130,6 +133,14 @@ def _training_lines(run: Run, method: str, adapter_dir: Path) -> list[str]:
         lines.append(f"- **Cross-entropy training:** {t.epochs} epoch(s), lr {t.lr} ({t.lr_scheduler}), batch "
                      f"{t.batch_size} x grad accum {t.grad_accum}; {s.get('examples', '?')} examples, "
                      f"{s.get('steps', '?')} optimizer steps")
+    elif method == "sdft":
+        g, s = cfg.sdft, st.get("sdft", {})
+        lines.append(f"- **SDFT:** {g.epochs} epoch(s) cap, lr {g.lr} ({g.lr_scheduler}), "
+                     f"{g.num_generations or cfg.rollout.k} samples per problem at T = {g.temperature}, "
+                     f"`{g.distillation_mode}` alpha {g.distillation_alpha}, budget `{g.budget}`; "
+                     f"the teacher shown `teacher.hint: {cfg.teacher.hint}`; {s.get('problems', '?')} problems, "
+                     f"{s.get('steps', '?')} optimizer steps, "
+                     f"{s.get('generated_tokens', '?')} generated tokens, stopped by {s.get('stopped_by', '?')}")
     else:
         g, s = cfg.grpo, st.get("grpo", {})
         lines.append(f"- **GRPO:** {g.epochs} epoch(s) cap, lr {g.lr} ({g.lr_scheduler}), "
@@ -192,7 +203,8 @@ def model_card(run: Run, adapter_dir: str | Path, method: str) -> str:
     cfg_path = run.file("config.yaml")
     label = _eval_label(adapter_dir)
     results, _ = _results_lines(run, label, adapter_dir)
-    title = {"ssb": "SSB student", "grpo": "GRPO baseline", "sft": "SFT baseline", "rft": "RFT baseline"}[method]
+    title = {"ssb": "SSB student", "grpo": "GRPO baseline", "sft": "SFT baseline", "rft": "RFT baseline",
+             "sdft": "SDFT baseline"}[method]
     md = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
           f"# {title} of `{base_id}` (run `{run.cfg.name}`)", "",
           f"A LoRA adapter for `{base_id}`, trained by ssb (Semantic Soft Bootstrapping) in run "

@@ -18,7 +18,9 @@ from statistics import mean
 from ..rundir.jsonl import read_jsonl
 from ..rundir.run import Run
 
-LOGS = {"distill": "train_log.jsonl", "sft": "sft_log.jsonl", "rft": "rft_log.jsonl", "grpo": "grpo_log.jsonl"}
+LOGS = {"distill": "train_log.jsonl", "sft": "sft_log.jsonl", "rft": "rft_log.jsonl", "grpo": "grpo_log.jsonl",
+        "sdft": "sdft_log.jsonl"}
+BUDGETED = ("grpo", "sdft")  # summarised per quarter of their budget
 BUDGET_SPENT = {"budget_flops": "flops", "budget_tokens": "generated_tokens", "budget_seconds": "seconds"}
 
 
@@ -27,10 +29,10 @@ def _mean(recs: list[dict], key: str) -> float | None:
     return mean(xs) if xs else None
 
 
-def _grpo_fraction(run: Run, recs: list[dict]) -> list[float]:
-    """Each logged step's share of GRPO's budget: FLOPs, generated tokens or seconds against the
-    manifest's budget in that unit, else steps against the last step."""
-    entry = run.stage("grpo")
+def _budget_fraction(run: Run, stage: str, recs: list[dict]) -> list[float]:
+    """Each logged step's share of the budget of ``stage`` (grpo, sdft): FLOPs, generated tokens or seconds
+    against the manifest's budget in that unit, else steps against the last step."""
+    entry = run.stage(stage)
     for budget, spent in BUDGET_SPENT.items():
         if entry.get(budget) and all(r.get(spent) is not None for r in recs):
             return [float(r[spent]) / float(entry[budget]) for r in recs]
@@ -39,15 +41,16 @@ def _grpo_fraction(run: Run, recs: list[dict]) -> list[float]:
 
 
 def summarize(run: Run, stage: str) -> list[dict] | None:
-    """One row per epoch (``epoch``: 1, 2, ...) or, for ``grpo``, per budget quarter (``quarter``: 1..4),
+    """One row per epoch (``epoch``: 1, 2, ...) or, for ``grpo`` and ``sdft``, per budget quarter (``quarter``: 1..4),
     None without a log. Each row: ``steps`` (logged), ``loss``, ``grad_norm``, ``clipped_share``, and
-    ``kd``, ``ce`` (distill) or ``zero_std_share``, ``zero_grad_share``, ``reward`` (grpo)."""
+    ``kd``, ``ce`` (distill), ``zero_std_share``, ``zero_grad_share``, ``reward`` (grpo) or ``distillation_loss``,
+    ``completion_length`` (sdft)."""
     recs = [r for r in read_jsonl(run.file(LOGS[stage])) if r.get("loss") is not None]
     if not recs:
         return None
-    if stage == "grpo":
-        unit, max_norm = "quarter", run.cfg.grpo.max_grad_norm
-        keys = [min(4, max(1, math.ceil(4 * f - 1e-9))) for f in _grpo_fraction(run, recs)]
+    if stage in BUDGETED:
+        unit, max_norm = "quarter", getattr(run.cfg, stage).max_grad_norm
+        keys = [min(4, max(1, math.ceil(4 * f - 1e-9))) for f in _budget_fraction(run, stage, recs)]
     else:
         unit, max_norm = "epoch", run.cfg.distill.max_grad_norm
         keys = [max(1, math.ceil(float(r.get("epoch") or 0) - 1e-9)) for r in recs]
@@ -62,5 +65,8 @@ def summarize(run: Run, stage: str) -> list[dict] | None:
         if stage == "grpo":
             row.update(zero_std_share=_mean(group, "frac_reward_zero_std"), reward=_mean(group, "reward"),
                        zero_grad_share=sum(n == 0 for n in norms) / len(norms) if norms else None)
+        if stage == "sdft":
+            row.update(distillation_loss=_mean(group, "self_distillation/distillation_loss"),
+                       completion_length=_mean(group, "completions/mean_length"))
         rows.append(row)
     return rows

@@ -107,11 +107,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("rollout", "ssb.stages.rollout", "run_rollout",
           help="stage 1: K sampled answers per training problem, graded",
           outputs=("rollouts.jsonl",), about=("K graded completions per training problem",),
-          cost_of=("ssb", "sft", "rft"), drawn=True, generates=True),
+          cost_of=("ssb", "sft", "rft", "sdft"), drawn=True, generates=True),
     Stage("curate", "ssb.stages.curate", "run_curate",
           help="stage 2: pick a correct and the most common wrong trace per problem",
           outputs=("selections.jsonl",), about=("the correct and the most common wrong rollout per kept problem",),
-          main_process_only=True, cost_of=("ssb", "sft"), drawn=True),
+          main_process_only=True, cost_of=("ssb", "sft", "sdft"), drawn=True),
     # main_process_only: drop it once teacher.py shards its problems (recipe in rundir/distributed.py)
     Stage("teacher", "ssb.stages.teacher", "run_teacher",
           help="stage 3: the hinted teacher's solution per problem, vetted by the quality gates",
@@ -160,6 +160,16 @@ STAGES: tuple[Stage, ...] = (
           cost_of=("grpo",), trains=True,
           enabled_by="grpo.enabled"),
     _eval("grpo", "grpo", "the GRPO baseline (grpo/)", enabled_by="grpo.enabled"),
+    # its hints are SSB's (selections.jsonl): it pays for the rollouts and curation too (cost_of above)
+    Stage("sdft", "ssb.stages.sdft", "run_sdft",
+          help="baseline: on-policy self-distillation (TRL's SDFT), the frozen model shown SSB's hint as teacher",
+          outputs=("sdft", "sdft_log.jsonl", "sdft_checkpoints", "sdft_points"),
+          about=("the SDFT baseline's adapter + model card",
+                 "its training log: distillation loss, tokens, FLOPs per step",
+                 "its checkpoints, with sdft.save_steps",
+                 "adapters at sdft.curve_points points of its budget, p<i>/ + points.json"),
+          cost_of=("sdft",), trains=True, needs_pairs=True, enabled_by="sdft.enabled"),
+    _eval("sdft", "sdft", "the SDFT baseline (sdft/)", needs_pairs=True, enabled_by="sdft.enabled"),
     Stage("report", "ssb.stages.report", "write_report",
           help="report.md + plots for a run",
           outputs=("report.md", "plots"),
@@ -192,6 +202,7 @@ RUN_FILES: tuple[tuple[str, str], ...] = (
     ("eval/holdout.problems.jsonl",
      "the pinned held-out problems every model is scored on (+ .config.json, .info.json)"),
     ("eval/compare.json", "paired differences between the evaluated models (written by report)"),
+    ("signal.json", "what the teacher signal carries per reply token (written by ssb signal)"),
 )
 
 

@@ -10,9 +10,17 @@ flattened): the student's post-norm hidden states ``[N, H]`` and the teacher sig
   log-sum-exp of ``logits / T`` ``[N]``: the teacher's remaining mass is one exact
   tail bucket, compared with the student's mass outside the teacher's top-k.
 
-Loss = kd_weight · T² · KL(p_T ‖ q_T) + ce_weight · CE(reply) + reverse_kl_weight · T² · KL(q_T ‖ p_T),
+Loss = kd_weight · T² · D(p_T, q_T) + ce_weight · CE(reply) + reverse_kl_weight · T² · KL(q_T ‖ p_T),
 summed over answer positions and divided by ``normalizer`` (default: the number of
-answer positions), i.e. normalised per answer token.
+answer positions), i.e. normalised per answer token. ``D`` is ``divergence``: the forward
+KL(p_T ‖ q_T) (the paper, the default), the reverse KL(q_T ‖ p_T), or the generalized
+Jensen-Shannon divergence of TRL's ``generalized_jsd_loss`` (GKD, arXiv 2306.13649 eq. 1):
+β·KL(p ‖ m) + (1−β)·KL(q ‖ m) with m = β·p + (1−β)·q, β = ``jsd_beta``; β = 0 is the forward
+and β = 1 the reverse KL, as TRL special-cases them. ``token_weights`` (``[N]``, constant)
+multiply each answer position's terms (:func:`hint_gain_weights`); without them and with the
+forward KL the loss is computed exactly as before the variants existed (bit for bit).
+With a top-k teacher every divergence compares the same k + 1 outcomes: the teacher's top-k
+and one tail bucket, against the student's probabilities of those ids and its mass outside them.
 
 The logits are always the head's output followed by the model's post-head transform
 (``logit_transform``: a callable on ``[rows, V]`` float32 logits, e.g. the
@@ -30,6 +38,7 @@ tensor (teacher or student) outlives a chunk.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 _NEG = -1e30  # finite "minus infinity" for masking (keeps logsumexp gradients finite)
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")  # distill.divergence: the term kd_weight weighs
 
 
 Transform = Callable[[torch.Tensor], torch.Tensor]  # the model's post-head logit transform
@@ -97,11 +107,79 @@ def _head(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> t
     return F.linear(h.to(weight.dtype), weight, bias).float()
 
 
+def divergence_rows(log_p: torch.Tensor, log_q: torch.Tensor, divergence: str = "forward_kl",
+                    beta: float = 0.5) -> torch.Tensor:
+    """Per row (summed over the last dim) divergence between teacher ``log_p`` and student ``log_q``
+    (log-probabilities over the same outcomes): ``forward_kl`` KL(p ‖ q), ``reverse_kl`` KL(q ‖ p),
+    ``jsd`` TRL's generalized JSD at ``beta`` (0: forward KL, 1: reverse KL). Not T²-scaled."""
+    if divergence == "forward_kl" or (divergence == "jsd" and beta == 0):
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+    if divergence == "reverse_kl" or (divergence == "jsd" and beta == 1):
+        return (log_q.exp() * (log_q - log_p)).sum(-1)
+    if divergence != "jsd":
+        raise ValueError(f"unknown divergence {divergence!r}; one of {DIVERGENCES}")
+    log_m = torch.logsumexp(torch.stack([log_q + math.log1p(-beta), log_p + math.log(beta)]), dim=0)
+    return beta * (log_p.exp() * (log_p - log_m)).sum(-1) + (1 - beta) * (log_q.exp() * (log_q - log_m)).sum(-1)
+
+
+def teacher_log_probs(z: torch.Tensor, teacher: TeacherSignal, weight, bias, temperature: float,
+                      transform: Transform | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(teacher log-probs, student log-probs, top-k ids or None) at ``temperature`` over the outcomes
+    the loss compares: the whole vocabulary (dense, hidden), or a top-k teacher's k ids plus its tail
+    bucket as the last column (``[n, k + 1]``; a bucket without mass, when the k ids cover the
+    vocabulary, at a finite minus infinity so that it adds exactly nothing)."""
+    T = temperature
+    log_q = F.log_softmax(z / T, dim=-1)
+    if teacher.kind in ("dense", "hidden"):
+        t = teacher.logits.float() if teacher.kind == "dense" else model_logits(
+            teacher.hidden, weight.detach(), None if bias is None else bias.detach(), transform)
+        return F.log_softmax(t / T, dim=-1), log_q, None
+    ids = teacher.topk_ids.long()
+    log_p_k = teacher.topk_logits.float() / T - teacher.lse.float()[:, None]
+    log_q_k = log_q.gather(-1, ids)
+    if ids.shape[-1] >= z.shape[-1]:
+        log_p_tail = log_q_tail = torch.full_like(log_p_k[:, 0], _NEG)
+    else:
+        log_p_tail = (1.0 - log_p_k.exp().sum(-1)).clamp_min(1e-30).log()
+        log_q_tail = torch.logsumexp(log_q.scatter(-1, ids, _NEG), dim=-1)
+    return (torch.cat([log_p_k, log_p_tail[:, None]], -1), torch.cat([log_q_k, log_q_tail[:, None]], -1), ids)
+
+
+def token_terms(z: torch.Tensor, teacher: TeacherSignal, targets: torch.Tensor | None, weight, bias,
+                temperature: float, want_kd: bool = True, want_ce: bool = False, want_rkl: bool = False,
+                transform: Transform | None = None, divergence: str = "forward_kl",
+                beta: float = 0.5) -> dict[str, torch.Tensor]:
+    """The loss terms of each answer position (``[n]`` each, unweighted): ``kd`` T²·D(p_T, q_T) of
+    ``divergence``, ``ce`` the cross-entropy of the reply token, ``reverse_kl`` T²·KL(q_T ‖ p_T), from the
+    student's float32 logits ``z`` (already transformed). Differentiable in ``z``; the variants' path
+    of the loss and the diagnostic's (``signal/diagnostic.py``) per-token losses and gradients."""
+    T = temperature
+    zero = z.new_zeros(z.shape[0])
+    out = {"kd": zero, "ce": zero, "reverse_kl": zero}
+    if want_ce:
+        out["ce"] = F.cross_entropy(z, targets, reduction="none")
+    if want_kd or want_rkl:
+        log_p, log_q, _ = teacher_log_probs(z, teacher, weight, bias, T, transform)
+        if want_kd:
+            out["kd"] = divergence_rows(log_p, log_q, divergence, beta) * T * T
+        if want_rkl:
+            out["reverse_kl"] = divergence_rows(log_p, log_q, "reverse_kl") * T * T
+    return out
+
+
 def _chunk_terms(z: torch.Tensor, teacher: TeacherSignal, targets: torch.Tensor | None, weight, bias,
                  temperature: float, want_kd: bool, want_ce: bool, want_rkl: bool,
-                 transform: Transform | None = None) -> dict[str, torch.Tensor]:
+                 transform: Transform | None = None, divergence: str = "forward_kl", beta: float = 0.5,
+                 token_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Summed (not averaged) loss terms of one chunk from the student's float32 logits ``z``
-    (already transformed); the teacher's hidden rows go through the same head and ``transform``."""
+    (already transformed); the teacher's hidden rows go through the same head and ``transform``.
+    A divergence other than the forward KL, or token weights, go through :func:`token_terms`; the
+    paper's loss keeps its own expressions below, so that it stays bit for bit what it was."""
+    if divergence != "forward_kl" or token_weights is not None:
+        rows = token_terms(z, teacher, targets, weight, bias, temperature, want_kd, want_ce, want_rkl, transform,
+                           divergence, beta)
+        w = token_weights
+        return {k: (v * w.to(v.dtype)).sum() if w is not None else v.sum() for k, v in rows.items()}
     T = temperature
     zero = z.new_zeros(())
     out = {"kd": zero, "ce": zero, "reverse_kl": zero}
@@ -153,7 +231,7 @@ class _ChunkedDistill(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, teacher, targets, opts):
-        T, w_kd, w_ce, w_rkl, chunk, norm, tf = opts
+        T, w_kd, w_ce, w_rkl, chunk, norm, tf, div, beta, tw = opts
         w = weight.detach()
         b = None if bias is None else bias.detach()
         grad_h = torch.zeros_like(hidden) if hidden.requires_grad else None
@@ -168,7 +246,8 @@ class _ChunkedDistill(torch.autograd.Function):
                 z = _head(h, w, b).requires_grad_(need_grad)  # raw head output: gradients flow back from it
                 tg = None if targets is None else targets[sl]
                 terms = _chunk_terms(z if tf is None else tf(z), teacher.rows(sl), tg, w, b, T,
-                                     w_kd != 0, w_ce != 0, w_rkl != 0, tf)
+                                     w_kd != 0, w_ce != 0, w_rkl != 0, tf, div, beta,
+                                     None if tw is None else tw[sl].to(z.device))
                 loss = (w_kd * terms["kd"] + w_ce * terms["ce"] + w_rkl * terms["reverse_kl"]) / norm
                 dz = torch.autograd.grad(loss, z)[0] if need_grad else None
             parts += torch.stack([terms[k].detach().double().cpu() for k in ("kd", "ce", "reverse_kl")]) / norm
@@ -199,6 +278,17 @@ class _ChunkedDistill(torch.autograd.Function):
 CHUNK_LOGITS = 2**25  # logits per chunk: a [rows, vocab] float32 tensor of 128 MiB
 
 
+def hint_gain_weights(gain: torch.Tensor, max_weight: float = 4.0) -> torch.Tensor:
+    """``distill.token_weighting: hint_gain``: each answer position's weight from its hint gain
+    ``g = log p_teacher − log p_base`` of the solution token (T = 1): ``min(softplus(g), max_weight)``,
+    divided by its mean over the rows given (a batch), so the weights average 1 and the loss keeps
+    the uniform loss's scale. softplus keeps every weight positive (a token the hint does not move
+    weighs ln 2 before the division, one it makes less likely tends to 0) and grows like g where the
+    hint helps; the cap keeps a few tokens (the answer's digits can gain 10 nats) from carrying the batch."""
+    w = F.softplus(gain.float()).clamp(max=max_weight)
+    return w / w.mean().clamp_min(1e-12)
+
+
 def auto_chunk_size(vocab_size: int) -> int:
     """Answer positions per chunk so that one ``[rows, vocab]`` float32 tensor is 128 MiB: a
     chunk holds about ten such tensors at its peak (student and teacher logits, their
@@ -211,13 +301,22 @@ def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_b
                  teacher: TeacherSignal, targets: torch.Tensor | None = None, *, temperature: float = 2.0,
                  kd_weight: float = 1.0, ce_weight: float = 0.0, reverse_kl_weight: float = 0.0,
                  chunk_size: int | None = None, normalizer: float | torch.Tensor | None = None,
-                 logit_transform: Transform | None = None) -> LossParts:
+                 logit_transform: Transform | None = None, divergence: str = "forward_kl", jsd_beta: float = 0.5,
+                 token_weights: torch.Tensor | None = None) -> LossParts:
     """Chunked distillation loss at answer positions (see the module docstring). ``logit_transform``
     is the model's post-head transform (:func:`ssb.lm_head.logit_transform`), applied to student
     and teacher. ``chunk_size``: answer positions per chunk; None: :func:`auto_chunk_size` of the
     vocabulary. A top-k ``teacher`` must carry the ``temperature`` its lse was computed at, equal
-    to ``temperature`` (the stages check the store first: stages.logits.check_store_temperature)."""
+    to ``temperature`` (the stages check the store first: stages.logits.check_store_temperature).
+    ``divergence`` / ``jsd_beta``: the term ``kd_weight`` weighs; ``token_weights`` ``[N]``: a constant
+    weight per answer position on every term (None: uniform)."""
     n = student_hidden.shape[0]
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; one of {DIVERGENCES}")
+    if not 0 <= jsd_beta <= 1:
+        raise ValueError(f"jsd_beta must be in [0, 1], got {jsd_beta}")
+    if token_weights is not None and tuple(token_weights.shape) != (n,):
+        raise ValueError(f"token_weights has shape {tuple(token_weights.shape)}, expected ({n},)")
     if len(teacher) != n:
         raise ValueError(f"teacher signal has {len(teacher)} rows, student {n} answer positions")
     if not (kd_weight or ce_weight or reverse_kl_weight):
@@ -230,7 +329,8 @@ def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_b
     norm = float(normalizer) if normalizer is not None else float(max(n, 1))
     chunk = int(chunk_size) if chunk_size else auto_chunk_size(head_weight.shape[0])
     opts = (float(temperature), float(kd_weight), float(ce_weight), float(reverse_kl_weight), chunk, norm,
-            logit_transform)
+            logit_transform, divergence, float(jsd_beta),
+            None if token_weights is None else token_weights.detach().float())
     loss, parts = _ChunkedDistill.apply(student_hidden, head_weight, head_bias, teacher, targets, opts)
     return LossParts(loss, parts[0], parts[1], parts[2], n)
 
@@ -240,11 +340,20 @@ def distill_loss(student_hidden: torch.Tensor, head_weight: torch.Tensor, head_b
 
 def reference_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None = None,
                    *, temperature: float = 2.0, kd_weight: float = 1.0, ce_weight: float = 0.0,
-                   reverse_kl_weight: float = 0.0) -> torch.Tensor:
+                   reverse_kl_weight: float = 0.0, divergence: str = "forward_kl", jsd_beta: float = 0.5,
+                   token_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Plain autograd over full ``[N, V]`` tensors: the definition the chunked loss must match."""
     T = temperature
     log_q = F.log_softmax(student_logits.float() / T, -1)
     log_p = F.log_softmax(teacher_logits.float() / T, -1)
+    if divergence != "forward_kl" or token_weights is not None:
+        w = torch.ones(log_q.shape[0]) if token_weights is None else token_weights.float()
+        rows = kd_weight * divergence_rows(log_p, log_q, divergence, jsd_beta) * T * T
+        if reverse_kl_weight:
+            rows = rows + reverse_kl_weight * divergence_rows(log_p, log_q, "reverse_kl") * T * T
+        if ce_weight:
+            rows = rows + ce_weight * F.cross_entropy(student_logits.float(), targets, reduction="none")
+        return (rows * w).mean()
     loss = kd_weight * (log_p.exp() * (log_p - log_q)).sum(-1).mean() * T * T
     if reverse_kl_weight:
         loss = loss + reverse_kl_weight * (log_q.exp() * (log_q - log_p)).sum(-1).mean() * T * T

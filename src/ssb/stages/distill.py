@@ -4,8 +4,13 @@ The student is a PEFT LoRA adapter on the same base model; its input is
 chat-template(student_messages, generation prompt) ‖ the teacher's reply ids (stored
 in ``teacher/index.json``), so it sees only the bare question. The loss is
 losses.distill_loss over the answer positions (forward KL at temperature T, T²-scaled,
-+ optional CE / reverse KL), normalised per answer token over the whole accumulated
-batch (the Trainer's ``num_items_in_batch``, counted from ``labels``).
++ optional CE / reverse KL; ``distill.divergence`` picks another divergence), normalised per
+answer token over the whole accumulated batch (the Trainer's ``num_items_in_batch``, counted
+from ``labels``). With ``distill.token_weighting: hint_gain`` one no-grad forward of the frozen
+base over the student sequences, before the adapter exists, gives each solution token's base
+log-prob; with the teacher's from the store it is the token's hint gain
+(``signal/diagnostic.hint_gains``), the loss's per-token weight (``losses.hint_gain_weights``),
+and its tokens are the stage's ``forward_tokens`` in the ledger.
 
 Training is the Hugging Face ``Trainer`` with a small collator and a ``compute_loss``
 override, so accelerate (DDP, DeepSpeed), gradient accumulation, schedulers,
@@ -37,7 +42,8 @@ from ..rundir import distributed
 from ..rundir.jsonl import read_jsonl
 from ..signal.alignment import answer_slice, prompt_and_reply_ids
 from ..signal.lm_head import answer_hidden_states, logit_transform
-from ..signal.losses import TeacherSignal, distill_loss
+from ..signal.diagnostic import hint_gains
+from ..signal.losses import TeacherSignal, distill_loss, hint_gain_weights
 from ..signal.store import TENSORS, TeacherStore, TeacherStoreError, check_store_temperature
 from ..training import (TrainProgress, known_warnings_filtered, point_trackers, save_adapter, show_progress,
                         training_args, training_setup)
@@ -85,6 +91,8 @@ class DistillCollator:
                  "targets": torch.cat([torch.tensor(f["input_ids"][f["prompt_len"]:]) for f in feats])}
         for name in TENSORS[self.kind]:
             batch[f"teacher_{name}"] = torch.cat([f["teacher"][name] for f in feats])
+        if "hint_gain" in feats[0]:  # distill.token_weighting: hint_gain
+            batch["hint_gain"] = torch.cat([torch.tensor(f["hint_gain"], dtype=torch.float32) for f in feats])
         return batch
 
 
@@ -135,10 +143,13 @@ class DistillTrainer(Trainer):
         scale = 1.0
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             scale = float(self.accelerator.num_processes)  # the count is global; DDP averages gradients
+        weights = hint_gain_weights(inputs["hint_gain"], dc.token_weight_max) if dc.token_weighting == "hint_gain" \
+            else None
         parts = distill_loss(h, head.weight, getattr(head, "bias", None), teacher, inputs["targets"],
                              temperature=dc.temperature, kd_weight=dc.kd_weight, ce_weight=dc.ce_weight,
                              reverse_kl_weight=dc.reverse_kl_weight, chunk_size=dc.chunk_size,
-                             normalizer=num_items_in_batch, logit_transform=logit_transform(unwrapped))
+                             normalizer=num_items_in_batch, logit_transform=logit_transform(unwrapped),
+                             divergence=dc.divergence, jsd_beta=dc.jsd_beta, token_weights=weights)
         # without a count (no labels) the loss is a per-batch mean: let the Trainer scale it for accumulation
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         if model.training:
@@ -190,6 +201,11 @@ def run_distill(run) -> dict:
         items, stats = build_items(pairs, store, lm.tokenizer, dc.max_length)
         if not items:
             raise TeacherStoreError(f"no pair of pairs.jsonl has a teacher signal in {store.path}: {stats}")
+        if dc.token_weighting == "hint_gain":  # the frozen base's log-prob of each solution token, before the adapter
+            gains = hint_gains(lm.model, store, items, lm.tokenizer.pad_token_id)
+            for it in items:
+                it["hint_gain"] = gains[it["id"]]
+            info["forward_tokens"] = sum(len(it["input_ids"]) for it in items)  # report/ledger.py: 2N per token
         model, resume, callbacks, seq_tokens = training_setup(run, lm, items, "checkpoints", "train_log.jsonl",
                                                               "student_epochs")
         trainer = DistillTrainer(

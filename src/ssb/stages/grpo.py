@@ -50,7 +50,7 @@ from ..prompts import student_messages
 from ..rundir import distributed
 from ..rundir.jsonl import JsonlWriter, read_jsonl
 from ..rundir.run import Run
-from .grpo_budget import Budget, Spend, grpo_budget, params_or_none
+from .grpo_budget import Budget, CurvePoints, Spend, grpo_budget, params_or_none, progress_bar
 from .grpo_rollout import ssb_rollout_func
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,8 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, budget: Budget, num_gene
             self.writer = JsonlWriter(log_path) if distributed.is_main() else None  # distributed hook
             self.stopped_by_budget = False
             self.resumed_tokens = self.tokens = reward.generated_tokens
-            self.points = read_points(points_dir)
+            self.curve = CurvePoints(points_dir, budget)
+            self.points = self.curve.points
             self.fraction: float | None = None  # of the budget spent so far (the progress bar reads it)
 
         def on_step_end(self, args, state, control, model=None, **kw):
@@ -147,26 +148,12 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, budget: Budget, num_gene
             seconds = distributed.broadcast(time.time() - t0)
             frac = self.fraction = budget.fraction(spend, seconds, state.global_step, max_steps)
             if budget.points and frac is not None:
-                self._save_points(model, state, frac, seconds)
+                self.curve.save_due(model, state.global_step, frac, spend, seconds)
             if frac is not None and budget.unit != "steps" and frac >= 1:  # steps: max_steps stops it
                 self.stopped_by_budget = True
                 control.should_training_stop = True
                 control.should_save = True
             return control
-
-        def _save_points(self, model, state, frac: float, seconds: float) -> None:
-            """The adapter at each crossed fraction of the budget (``Budget.points``)."""
-            due = sum(f <= frac + 1e-9 for f in budget.points)
-            while len(self.points) < due:
-                i = len(self.points) + 1
-                if distributed.is_main() and model is not None:
-                    model.save_pretrained(str(points_dir / f"p{i}"))
-                self.points.append({"point": i, "dir": f"p{i}", "step": state.global_step,
-                                    "budget_fraction": round(frac, 4), "target": budget.points[i - 1], "flops": spend.flops,
-                                    **spend.counts, "seconds": round(seconds, 2)})
-                if distributed.is_main():
-                    points_dir.mkdir(parents=True, exist_ok=True)
-                    (points_dir / "points.json").write_text(json.dumps(self.points, indent=1) + "\n")
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
@@ -189,28 +176,6 @@ def _callbacks(reward: CorrectnessReward, spend: Spend, budget: Budget, num_gene
                 self.writer.close()
 
     return BudgetAndLog()
-
-
-BAR_UNITS = {"flops": "FLOP", "tokens": "tok", "seconds": "s"}
-
-
-def progress_bar(budget: Budget, cb):
-    """The stage's progress bar (``training.TrainProgress``): with a FLOPs, tokens or seconds
-    budget its total is the budget in that unit and it advances by what each step spent (``cb``'s
-    share of the budget), so it ends where the budget stops training; otherwise it counts steps."""
-    from ..training import TrainProgress  # lazy: transformers
-
-    kind, shown = budget.unit, ("reward", "loss", "kl")
-    if kind == "steps":
-        return TrainProgress("grpo", shown)
-    return TrainProgress(f"grpo ({kind} budget)", shown, total=budget.amount, unit=BAR_UNITS[kind],
-                         measure=lambda state: (cb.fraction or 0.0) * budget.amount)
-
-
-def read_points(points_dir: Path) -> list[dict]:
-    """``grpo_points/points.json``: the curve points saved so far (a resumed run keeps them)."""
-    f = points_dir / "points.json"
-    return json.loads(f.read_text()) if f.is_file() else []
 
 
 def timed_trainer(base):
@@ -346,7 +311,7 @@ def run_grpo(run: Run) -> dict:
             warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
             trainer = _make_trainer(GRPOTrainer, loaded, reward, args, problems, cfg, cb)
         trainer.ssb_timer = timer
-        show_progress(trainer, progress_bar(budget, cb))
+        show_progress(trainer, progress_bar(budget, lambda: cb.fraction))
         point_trackers(trainer, run, "grpo")
         with known_warnings_filtered():
             result = trainer.train(resume_from_checkpoint=resume)

@@ -1,4 +1,5 @@
-"""``grpo.generator: ssb``: GRPO's completions sampled by ssb's own engine instead of TRL's.
+"""``grpo.generator: ssb`` (and ``sdft.generator: ssb``): the completions sampled by ssb's own engine
+instead of TRL's.
 
 TRL's GRPOTrainer (without vLLM) samples each step's completions with ``model.generate`` over
 the step's prompts, each prompt repeated once per completion. Its ``rollout_func`` hook hands the
@@ -33,12 +34,14 @@ def group_prompts(prompts: list) -> list[tuple[object, int]]:
     return [(p, n) for p, n in groups]
 
 
-def ssb_rollout_func(cfg, tokenizer, model_name: str):
-    """A TRL ``rollout_func`` sampling with ``generation.hf.HFGenerator`` from the trainer's model."""
+def ssb_rollout_func(cfg, tokenizer, model_name: str, section=None, name: str = "grpo"):
+    """A TRL ``rollout_func`` sampling with ``generation.hf.HFGenerator`` from the trainer's model.
+    ``section``: the config section with the sampling settings (``temperature``,
+    ``max_completion_length``, ``seed``; default ``cfg.grpo``); ``name`` goes into the seeds."""
     from ..generation.hf import HFGenerator  # lazy: torch
     from ..models import LoadedModel
 
-    g = cfg.grpo
+    g = section if section is not None else cfg.grpo
 
     def rollout(prompts: list, trainer) -> dict:
         model = trainer.model
@@ -54,7 +57,7 @@ def ssb_rollout_func(cfg, tokenizer, model_name: str):
                 convs = [(i, p) for i, (p, m) in enumerate(groups) if m == n]
                 sampling = Sampling(n=n, temperature=g.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
                                     max_new_tokens=g.max_completion_length or cfg.generation.max_new_tokens)
-                seeds = [derive_seed(g.seed, "grpo", step, i) for i, _ in convs]
+                seeds = [derive_seed(g.seed, name, step, i) for i, _ in convs]
                 comps = gen.generate([p for _, p in convs], sampling, progress=False, seeds=seeds)
                 for (i, _), cs in zip(convs, comps):
                     by_group[i] = [c.token_ids for c in cs]

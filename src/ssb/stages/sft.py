@@ -12,7 +12,8 @@
   every problem with a correct rollout, including those SSB's curation drops because no
   rollout was wrong.
 
-Both train with the ``distill`` section's settings (epochs, batch size, learning rate and
+Both train with the ``distill`` section's settings (epochs, batch size, learning rate (unless
+``baselines.sft_lr`` / ``rft_lr`` sets the arm's own, as ``ssb compare --tune`` does) and
 schedule, max_length, ``save_every_epoch``) and the ``lora`` adapter, so only the loss and the
 data differ from SSB; the loss is the mean cross-entropy per reply token over the batch
 (transformers' own, reply tokens only: prompt positions are ``-100``). Outputs: ``<name>/``
@@ -98,13 +99,21 @@ def _items(examples: list[dict], tok, max_length: int) -> tuple[list[dict], dict
     return items, stats
 
 
+def ce_args(run: Run, name: str):
+    """The Trainer's arguments of the baseline ``name`` (sft or rft): the ``distill`` section's, at the arm's
+    own learning rate (``baselines.<name>_lr``, which ``ssb compare --tune`` sets) when set, else SSB's."""
+    cfg = run.cfg
+    dc = cfg.distill.model_copy(update={"lr": getattr(cfg.baselines, f"{name}_lr") or cfg.distill.lr})
+    return training_args(run, dc, resolve_device(cfg.model.device), stage=name, checkpoints=f"{name}_checkpoints")
+
+
 def train_ce(run: Run, name: str, examples: list[dict]) -> dict:
     """Train the LoRA adapter ``name`` (sft or rft) with cross-entropy on ``examples``."""
     cfg, dc = run.cfg, run.cfg.distill
     with run.stage_run(name) as info:
         if not examples:
             raise ValueError(f"{name}: nothing to train on ({'pairs.jsonl' if name == 'sft' else 'no correct rollout'})")
-        args = training_args(run, dc, resolve_device(cfg.model.device), stage=name, checkpoints=f"{name}_checkpoints")
+        args = ce_args(run, name)
         lm = load_model(cfg.model)
         items, stats = _items(examples, lm.tokenizer, dc.max_length)
         if not items:
@@ -125,7 +134,7 @@ def train_ce(run: Run, name: str, examples: list[dict]) -> dict:
                     reply_tokens=sum(len(it["input_ids"]) - it["prompt_len"] for it in items),
                     trained_tokens=int(seq_tokens * dc.epochs), steps=trainer.state.global_step, epochs=dc.epochs,
                     train_seconds=round(time.time() - t0, 2), train_loss=round(result.training_loss, 6),
-                    resumed_from=resume, adapter=str(out))
+                    lr=args.learning_rate, resumed_from=resume, adapter=str(out))
         return dict(info)
 
 

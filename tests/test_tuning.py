@@ -1,0 +1,113 @@
+"""``ssb compare --tune``: the choice rule and the edge extension, and one tuned comparison of the smoke
+config end to end (ssb and grpo, one replicate): the same trials for each arm, scored on a validation
+draw that shares no problem with training or the held-out set, the chosen values training the replicate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssb.comparison.tuning import choose, configured_lr, extension, tunable
+from ssb.config import ConfigError, load_config
+from ssb.data.problem import normalize_question
+from ssb.rundir.jsonl import read_jsonl
+from ssb.rundir.run import Run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_choice_is_the_best_validation_accuracy_ties_to_the_configured_then_the_smaller_lr():
+    t = [{"lr": 6.32e-5, "validation_accuracy": 0.4}, {"lr": 2e-4, "validation_accuracy": 0.5},
+         {"lr": 6.32e-4, "validation_accuracy": 0.45}]
+    assert choose(t, 2e-4)["lr"] == 2e-4
+    t[2]["validation_accuracy"] = 0.5  # tie with the configured value: the configured value
+    assert choose(t, 2e-4)["lr"] == 2e-4
+    t[1]["validation_accuracy"] = 0.3  # tie between the two others: the smaller
+    t[0]["validation_accuracy"] = 0.5
+    assert choose(t, 2e-4)["lr"] == 6.32e-5
+
+
+def test_an_edge_choice_extends_the_grid_one_step_beyond_it():
+    grid = [6.32e-5, 2e-4, 6.32e-4]
+    assert extension(grid, 2e-4) is None
+    assert extension(grid, 6.32e-4) == pytest.approx(2e-3, rel=0.01)
+    assert extension(grid, 6.32e-5) == pytest.approx(2e-5, rel=0.01)
+
+
+def test_the_tuned_arms_and_their_learning_rates():
+    assert tunable(["base", "grpo", "ssb:distill.temperature=1", "ssb", "sft"]) == [
+        "ssb", "sft", "grpo", "ssb:distill.temperature=1"]  # SSB first: GRPO's trials read its FLOPs
+    cfg = load_config("configs/default.yaml", ["baselines.rft_lr=1e-5"])
+    assert configured_lr(cfg, "sft") == cfg.distill.lr and configured_lr(cfg, "rft") == 1e-5
+    assert configured_lr(cfg, "ssb:teacher.hint=answer") == cfg.distill.lr and configured_lr(cfg, "grpo") == cfg.grpo.lr
+    assert load_config("configs/default.yaml", ["tune.lr_factors=[3, 0.3, 1]"]).tune.lr_factors == [0.3, 1, 3]
+    with pytest.raises(ConfigError, match="lr_factors"):
+        load_config("configs/default.yaml", ["tune.lr_factors=[0, 1]"])
+
+
+def test_an_unset_baseline_lr_trains_at_ssbs(tmp_path):
+    """The sft stage reads ``baselines.sft_lr`` (what --tune sets), else ``distill.lr``: pinned through the
+    Trainer's arguments it builds."""
+    from ssb.stages.sft import ce_args
+
+    run = Run.create(load_config("configs/smoke.yaml", [f"runs_dir={tmp_path}"]))
+    assert ce_args(run, "sft").learning_rate == run.cfg.distill.lr
+    run = Run.create(load_config("configs/smoke.yaml", [f"runs_dir={tmp_path}", "baselines.sft_lr=3e-5"]))
+    assert ce_args(run, "sft").learning_rate == 3e-5 and ce_args(run, "rft").learning_rate == run.cfg.distill.lr
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tuned")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-m", "ssb.cli", "compare", "configs/smoke.yaml", "--replicates", "1",
+                          "--n", "8", "--k-max", "0", "--no-curves", "--arms", "base,ssb,grpo", "--tune", "--dir", str(d),
+                          "--set", "tune.lr_factors=[0.1,1]", "--set", "tune.validation_n=6"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return d, json.loads((d / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_every_arm_gets_the_same_trials_and_its_choice_trains_the_replicate(tuned):
+    d, doc = tuned
+    tuning = doc["tuning"]
+    assert set(tuning) == {"ssb", "grpo"}
+    counts = {arm: len(t["trials"]) for arm, t in tuning.items()}
+    for arm, t in tuning.items():
+        base = [x for x in t["trials"] if not x.get("edge_extension")]
+        assert [x["lr"] for x in base] == t["grid"] and len(base) == 2  # the grid, for every arm
+        assert all(0 <= x["validation_accuracy"] <= 1 and x["validation_n"] == 6 and x["overrides"] == [
+            f"{t['key']}={x['lr']:.3g}"] for x in t["trials"])
+        best = max(x["validation_accuracy"] for x in t["trials"])
+        assert t["chosen"]["validation_accuracy"] == best and t["chosen"]["lr"] in [x["lr"] for x in t["trials"]]
+        # with two grid points every choice is an edge: one extension, beyond the chosen end
+        ext = [x for x in t["trials"] if x.get("edge_extension")]
+        chosen_first = max(base, key=lambda x: (x["validation_accuracy"], x["lr"] == t["configured"], -x["lr"]))
+        assert len(ext) == 1 and (ext[0]["lr"] > max(t["grid"])) == (chosen_first["lr"] == max(t["grid"]))
+    assert max(counts.values()) - min(counts.values()) <= 1
+    cfg = Run.open(d / "r0").cfg  # the chosen values trained the replicate
+    assert cfg.distill.lr == tuning["ssb"]["chosen"]["lr"] and cfg.grpo.lr == tuning["grpo"]["chosen"]["lr"]
+    assert doc["tuning_protocol"]["validation"]["n"] == 6 and "tuning:training" in doc["timing"]["by_part"]
+    # GRPO's trials ran under the budget its replicate ran with (the smoke config: max_steps)
+    steps = {Run.open(x["run_dir"]).stage("grpo")["steps"] for x in tuning["grpo"]["trials"]}
+    assert steps == {Run.open(d / "r0").stage("grpo")["steps"]}
+
+
+@pytest.mark.slow
+def test_the_validation_draw_is_disjoint_from_training_and_held_out_problems(tuned):
+    d, doc = tuned
+    validation = {normalize_question(r["question"]) for r in read_jsonl(d / "tune/validation/holdout.problems.jsonl")}
+    held = {normalize_question(r["question"]) for r in read_jsonl(d / "eval/holdout.problems.jsonl")}
+    train = {normalize_question(r["problem"]["question"]) for r in read_jsonl(d / "r0/rollouts.jsonl")}
+    assert len(validation) == 6 and len(held) == 8
+    assert not validation & held and not validation & train and not held & train
+    # trials took replicate 0's rollouts and pairs as they are: nothing generated again
+    trial = Run.open(doc["tuning"]["ssb"]["trials"][0]["run_dir"])
+    assert trial.file("pairs.jsonl").read_bytes() == (d / "r0/pairs.jsonl").read_bytes()
+    assert trial.stage("rollout")["copied_from"] == str(d / "r0")
