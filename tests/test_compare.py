@@ -32,13 +32,14 @@ def ssb(*args, timeout=1200):
                           text=True, timeout=timeout)
 
 
+ARM_SPEC = ",".join(ARMS) + "," + ABLATION  # the shared comparison's arms (a rerun names the same)
 COMPARE = ("compare", "configs/smoke.yaml", "--replicates", "1", "--n", "8", "--k-max", "3", "--k-values", "2")
 
 
 @pytest.fixture(scope="module")
 def smoke_compare(tmp_path_factory):
     d = tmp_path_factory.mktemp("compare")
-    res = ssb(*COMPARE, "--dir", str(d), "--arms", ",".join(ARMS) + "," + ABLATION)
+    res = ssb(*COMPARE, "--dir", str(d), "--arms", ARM_SPEC)
     assert res.returncode == 0, res.stderr[-4000:]
     return d, json.loads((d / "results.json").read_text()), res.stdout
 
@@ -86,7 +87,7 @@ def test_the_ledger_adds_up(smoke_compare):
         assert a["stages"] == paid
         for k in (*KINDS, "flops"):
             assert a[k] == sum(led["stages"][s][k] for s in paid), (arm, k)
-    assert set(led["arms"]) == {"ssb", "sft", "rft", "grpo"}
+    assert set(led["arms"]) == {"ssb", "sft", "rft", "grpo", "sdft"}
     assert doc["arms"]["ssb"]["compute"]["flops"] == led["arms"]["ssb"]["flops"]
     # SFT pays for SSB's data but not its teacher signal; RFT for the rollouts alone
     assert led["arms"]["sft"]["flops"] < led["arms"]["ssb"]["flops"]
@@ -130,7 +131,7 @@ def test_k_sensitivity_subsamples_one_rollout_pass(smoke_compare):
 def test_a_rerun_resumes_without_training_again(smoke_compare):
     d, doc, _ = smoke_compare
     before = {s: v.get("finished") for s, v in Run.open(d / "r0").manifest()["stages"].items() if s != "report"}
-    res = ssb(*COMPARE, "--dir", str(d))
+    res = ssb(*COMPARE, "--dir", str(d), "--arms", ARM_SPEC)
     assert res.returncode == 0, res.stderr[-3000:]
     after = {s: v.get("finished") for s, v in Run.open(d / "r0").manifest()["stages"].items() if s != "report"}
     assert after == before
@@ -143,7 +144,7 @@ def test_no_curves_evaluates_the_final_adapters_only(smoke_compare):
     """--no-curves on the same directory: nothing trained again, every curve is its final point alone."""
     d, doc, _ = smoke_compare
     before = {s: v.get("finished") for s, v in Run.open(d / "r0").manifest()["stages"].items() if s != "report"}
-    res = ssb(*COMPARE, "--dir", str(d), "--no-curves")
+    res = ssb(*COMPARE, "--dir", str(d), "--arms", ARM_SPEC, "--no-curves")
     assert res.returncode == 0, res.stderr[-3000:]
     assert {s: v.get("finished") for s, v in Run.open(d / "r0").manifest()["stages"].items() if s != "report"} == before
     flat = json.loads((d / "results.json").read_text())

@@ -65,6 +65,31 @@ def test_grpo_trains_with_token_budget(tmp_path, tiny_model_dir):
     assert stage["train_seconds"] > 0
 
 
+def test_mixed_problems_are_curations_and_grpo_then_pays_for_the_rollouts(tmp_path, tiny_model_dir):
+    """``grpo.problems: mixed``: GRPO's prompts are the problems curation kept, and the ledger charges GRPO
+    (and its FLOPs budget's starting point) the rollouts and curation it read them from."""
+    from ssb.report.ledger import pays
+    from ssb.rundir.table import get_stage
+    from ssb.stages.grpo import GRPOError, training_problems
+    from ssb.stages.grpo_budget import earlier_stages_spent
+
+    run = _run(tmp_path, tiny_model_dir, problems="mixed")
+    with pytest.raises(GRPOError, match="selections.jsonl"):
+        training_problems(run)
+    with JsonlWriter(run.file("selections.jsonl")) as w:
+        for i in (1, 3):
+            w.write({"id": f"r{i}", "correct_index": 0, "wrong_index": 1})
+    assert [p.id for p in training_problems(run)] == ["r1", "r3"]
+    assert "grpo" in pays(run, get_stage("rollout")) and "grpo" in pays(run, get_stage("curate"))
+    run.set_stage("rollout", status="done", generated_tokens=8, seconds=3.0)
+    assert earlier_stages_spent(run, None, "grpo", "seconds") == 3.0
+    plain = _run(tmp_path / "all", tiny_model_dir)
+    assert [p.id for p in training_problems(plain)] == ["r0", "r1", "r2", "r3"]
+    assert "grpo" not in pays(plain, get_stage("rollout"))
+    plain.set_stage("rollout", status="done", generated_tokens=8, seconds=3.0)
+    assert earlier_stages_spent(plain, None, "grpo", "seconds") == 0.0
+
+
 def test_grpo_flops_budget_points_and_generation_time(tmp_path, tiny_model_dir):
     """The default budget: GRPO stops once its FLOPs (ledger.py's rule over the token kinds it
     records) reach SSB's; the curve points are saved where the budget's quarters are crossed; the

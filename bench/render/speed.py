@@ -161,3 +161,17 @@ def render_distill_stores() -> str:
         source(name, d, _distill_command(d)),
     ]
     return "\n".join(lines)
+
+
+def render_demo_time() -> str:
+    """README's line on how long ``make demo`` (``ssb run configs/default.yaml``) takes, from ``demo.json``."""
+    name = "demo.json"
+    d = load(name)
+    stages = sorted(d["stages"].items(), key=lambda kv: -kv[1])
+    top = ", ".join(f"{k} {v / 60:.1f}" for k, v in stages if v >= 30)
+    cpus = d["provenance"].get("machine", {}).get("cpus")
+    return "\n".join([
+        f"`make demo` takes **{d['wall_seconds'] / 60:.0f} min** on a {cpus}-core CPU after the install "
+        f"(`{d['command']}`; minutes per stage: {top}; load average {num(d['load_avg_at_start'][0], 1)} at the "
+        "start). A rerun resumes: finished stages are skipped.", "",
+        source(name, d, "python -m bench.demo")])

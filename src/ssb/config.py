@@ -387,6 +387,11 @@ class GRPOConfig(Section):
     num_generations: int | None = Field(None, ge=2, description="completions per problem that form a group; "
                                         "None: rollout.k")
     lr: float = Field(2e-5, gt=0, description="peak learning rate of GRPO's adapter")
+    problems: Literal["all", "mixed"] = Field("all", description="what GRPO trains on: all: every problem the run "
+                                              "rolled out; mixed: only those curation kept (a correct and a wrong "
+                                              "rollout), whose groups are likely to differ in reward, the field's "
+                                              "remedy for zero-advantage groups; GRPO then also pays for the "
+                                              "rollouts and curation in its FLOPs")
     lr_scheduler: str = Field("constant", description="a transformers scheduler; with a tokens or seconds budget "
                               "the stopping step is unknown, so a decaying one decays over epochs/max_steps instead")
     epochs: float = Field(1, gt=0, description="passes over the training problems: how long GRPO trains with "

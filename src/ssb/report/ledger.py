@@ -26,7 +26,8 @@ is counted apart (``evaluation``): it measures a model, it does not make one.
 
 Which stage an arm pays for is the stage table's ``cost_of`` (``rundir/table.py``): SSB pays
 rollout, curate, teacher, logits and distill; SFT rollout, curate, teacher and its own
-training; RFT rollout and its own training; GRPO only itself; SDFT rollout and curate (its
+training; RFT rollout and its own training; GRPO only itself (with ``grpo.problems: mixed`` also the
+rollouts and curation it takes its problems from: :func:`pays`); SDFT rollout and curate (its
 privileged context is SSB's hint, a verified rollout) and its own stage, whose counts
 (``stages/sdft.py``) are the student's sampling (``prefill_tokens``: each prompt once per group of
 samples; ``generated_tokens``), the frozen teacher's forward over hinted prompt + answer of every
@@ -142,6 +143,13 @@ def round_arms(run: Run, params: dict[str, int], ssb: dict | None, all_arms: boo
     return out
 
 
+def pays(run: Run, st) -> tuple[str, ...]:
+    """The arms whose compute includes stage ``st`` in ``run``: the stage table's ``cost_of``, and GRPO for the
+    rollouts and curation when it trains on the problems curation kept (``grpo.problems: mixed``)."""
+    mixed = st.name in ("rollout", "curate") and run.cfg.grpo.problems == "mixed"
+    return st.cost_of + (("grpo",) if mixed else ())
+
+
 def ledger(run: Run, params: dict[str, int] | None = None, all_arms: bool = False) -> dict:
     """The run's compute: per stage its token counts, FLOPs and wall-clock (all invocations);
     per arm the sum over the stages it pays for (the stage table's ``cost_of``), for the arms whose
@@ -160,7 +168,7 @@ def ledger(run: Run, params: dict[str, int] | None = None, all_arms: bool = Fals
                            "seconds": total_seconds(run.stage(st.name))}
     arms: dict[str, dict] = {}
     for st in STAGES:
-        for arm in st.cost_of:
+        for arm in pays(run, st):
             if st.name in stages:
                 a = arms.setdefault(arm, {**dict.fromkeys(KINDS, 0), "flops": 0.0, "seconds": 0.0, "stages": []})
                 for k in (*KINDS, "flops"):

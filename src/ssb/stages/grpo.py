@@ -77,8 +77,15 @@ class GRPOError(SSBError, RuntimeError):
 
 
 def training_problems(run: Run) -> list:
-    """The problems SSB drew rollouts from (``rollouts.jsonl``), else ``load_problems(cfg.data)``."""
+    """The problems SSB drew rollouts from (``rollouts.jsonl``), else ``load_problems(cfg.data)``; with
+    ``grpo.problems: mixed`` only those curation kept (``selections.jsonl``)."""
     recs = read_jsonl(run.file("rollouts.jsonl"))
+    if run.cfg.grpo.problems == "mixed":
+        if not run.file("selections.jsonl").is_file():
+            raise GRPOError(f"grpo.problems=mixed trains on curation's problems, and {run.file('selections.jsonl')} "
+                            f"does not exist: run `ssb curate --run {run.path}` first")
+        kept = {str(r["id"]) for r in read_jsonl(run.file("selections.jsonl"))}
+        return [Problem.from_dict(r["problem"]) for r in recs if str(r["id"]) in kept]
     if recs:
         return [Problem.from_dict(r["problem"]) for r in recs]
     return load_problems(run.cfg.data)

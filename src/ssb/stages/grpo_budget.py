@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..report.ledger import flops, ledger, model_params
+from ..report.ledger import flops, ledger, model_params, pays
 from ..rundir.run import Run
 from ..rundir.table import STAGES, stage_names
 
@@ -82,7 +82,7 @@ def point_fractions(run: Run, params: dict | None, n_points: int, budget_flops: 
 def earlier_stages_spent(run: Run, params: dict | None, arm: str, unit: str) -> float:
     """What the stages before ``arm``'s own that it pays for (the stage table's ``cost_of``; SDFT: rollout,
     curate) spent, in ``unit``: FLOPs and generated tokens from the ledger, seconds from the manifest."""
-    others = [s.name for s in STAGES if arm in s.cost_of and s.name != arm]
+    others = [s.name for s in STAGES if arm in pays(run, s) and s.name != arm]
     if not others or unit not in AMOUNTS or (unit == "flops" and not params):
         return 0.0
     if unit == "seconds":
