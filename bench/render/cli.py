@@ -43,8 +43,8 @@ from .config import render_config_reference
 from .quality import render_default_run, render_quality_arms, render_quality_main
 from .speed import render_demo_time, render_distill_memory, render_distill_stores, render_rollout_throughput
 from .tasks import render_rounds_main, render_rounds_readme, render_tasks_details, render_tasks_main
-from .teacher import (render_teacher_signal, render_teacher_signal_answer_hint, render_teacher_signal_hints,
-                      render_teacher_signal_tasks)
+from .teacher import (render_signal_shares, render_teacher_signal, render_teacher_signal_answer_hint,
+                      render_teacher_signal_hints, render_teacher_signal_tasks)
 
 # Blocks whose renderer is not written yet: they render empty (a comment says so). Remove a
 # name from here when its renderer is registered.
@@ -72,6 +72,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "rounds_readme": render_rounds_readme,
     "config_reference": render_config_reference,
     "demo_time": render_demo_time,
+    "signal_shares": render_signal_shares,
 }
 
 OPEN_RE = re.compile(r"^<!-- results: (\S+) -->[ \t]*$", re.M)  # a marker is a line of its own

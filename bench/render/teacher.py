@@ -78,3 +78,28 @@ def render_teacher_signal_tasks() -> str:
     return (f"{t}\n\nTeacher: the run's hinted teacher prompt; student: the bare question, before any training. "
             "SSB's loss pulls the student toward the teacher's distribution, SFT's toward probability 1 on every "
             "solution token (log-prob 0).\n\n" + source("teacher_signal_tasks.json", d, runnable(d["command"])))
+
+
+def render_signal_shares() -> str:
+    """docs/method.md's "what the teacher signal carries": per task, where the paper's loss puts its gradient
+    and what the hint adds, from ``signal.json`` (``python -m bench.signal_shares``)."""
+    name = "signal.json"
+    d = load(name)
+    variant = ", ".join(f"{k}={v}" for k, v in d["variant"].items())
+    header = ["task", "pairs", "reply tokens", "base q > 0.9", "paper loss: gradient norm² on them",
+              "paper loss: loss on them", f"{variant}: gradient norm² on them", "hint gain: mean", "median",
+              "> 0.5", "< −0.1"]
+    rows = []
+    for t in d["tasks"]:
+        g, p, v = t["hint_gain"], t["losses"]["paper"], t["losses"]["variant"]
+        rows.append([f"`{t['task']}`", str(t["pairs"]), f"{t['tokens']:,}", pct(t["confident_share_of_tokens"]),
+                     f"**{pct(p['confident_share_of_grad'])}**", pct(p["confident_share_of_loss"]),
+                     pct(v["confident_share_of_grad"]), f"{g['mean']:+.3f}", f"{g['q50']:+.3f}",
+                     pct(g["share_above_0.5"]), pct(g["share_below_-0.1"])])
+    runs = " ".join(f"--run {t['task']}=DIR" for t in d["tasks"])
+    note = ("Each task's run: its config (`configs/default.yaml` for `chain_sum`, `configs/tasks/<task>.yaml`) "
+            "through the `logits` stage, replicate 0's seeds; nothing trained. Shares are of the tokens, of "
+            "the summed loss and of the summed squared gradient norm with respect to the student's logits at "
+            "step 0 (the student is the base model), on the tokens the base model already predicts with "
+            "q > 0.9. Hint gain: log p_teacher − log q_base of the solution token, in nats.")
+    return "\n".join([table(header, rows), "", note, "", source(name, d, f"python -m bench.signal_shares {runs}")])
