@@ -24,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+from ssb.comparison import defaults
 from ssb.comparison.arms import replicate_overrides
 from ssb.comparison.results import output_quality
 from ssb.config import load_config
@@ -46,7 +47,8 @@ def main() -> int:
     ap.add_argument("--configs", default=str(ROOT / "configs" / "tasks" / "*.yaml"))
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=20261122, help="held-out seed (ssb compare's default)")
-    ap.add_argument("--replicates", type=int, default=2, help="training draws the held-out set avoids (compare's)")
+    ap.add_argument("--replicates", type=int, default=defaults.REPLICATES,
+                    help="training draws the held-out set avoids (default: ssb compare's, %(default)s)")
     ap.add_argument("--runs-dir", default="/tmp/task-base")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "task_base.json"))
     args = ap.parse_args()
