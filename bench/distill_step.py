@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ssb.config import DistillConfig, LoRAConfig
+from ssb.config_train import DistillConfig, LoRAConfig
 from ssb.signal.lm_head import answer_hidden_states
 from ssb.signal.losses import TeacherSignal, distill_loss
 from ssb.models import load_model, lora_config

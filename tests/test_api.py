@@ -108,7 +108,8 @@ def test_run_overrides_on_a_config_object_are_checked_like_a_file(tmp_path):
     import pytest
 
     import ssb
-    from ssb.config import ConfigError, override_config
+    from ssb.config import override_config
+    from ssb.errors import ConfigError
 
     cfg = ssb.load_config("configs/smoke.yaml", [f"runs_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="rollout.k"):

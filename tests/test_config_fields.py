@@ -13,9 +13,9 @@ import pytest
 from pydantic import BaseModel, Field
 
 from ssb.cli import main
-from ssb.config import (STAGE_SEEDS, ConfigError, RunConfig, Section, describe_config, dump_config, load_config,
-                        override_config)
-from ssb.config_fields import leaves, likely_keys, models_in, values, yaml_line
+from ssb.config import STAGE_SEEDS, RunConfig, describe_config, dump_config, load_config, override_config
+from ssb.config_fields import Section, leaves, likely_keys, models_in, values, yaml_line
+from ssb.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

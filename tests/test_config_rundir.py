@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssb.config import ConfigError, RunConfig, dump_config, load_config
+from ssb.config import RunConfig, dump_config, load_config
+
+from ssb.errors import ConfigError
 from ssb.rundir.jsonl import JsonlWriter, atomic_write_json, read_jsonl
 from ssb.rundir.run import Run
 

@@ -232,7 +232,7 @@ def _paper_loss_as_before(h_s, W, h_t, targets, T, chunk, kd, ce, rkl):
 
 @pytest.mark.parametrize("weights", [(1.0, 0.0, 0.0), (1.0, 0.5, 0.3)], ids=["paper", "kd+ce+rkl"])
 def test_default_distill_config_gives_the_paper_loss_bit_for_bit(setup, weights):
-    from ssb.config import DistillConfig
+    from ssb.config_train import DistillConfig
 
     W, h_s, h_t, targets = setup
     dc = DistillConfig(kd_weight=weights[0], ce_weight=weights[1], reverse_kl_weight=weights[2])
@@ -346,7 +346,8 @@ def test_hint_gain_weights_are_positive_capped_and_average_one():
 
 
 def test_contradictory_loss_settings_are_refused():
-    from ssb.config import ConfigError, load_config
+    from ssb.config import load_config
+    from ssb.errors import ConfigError
 
     with pytest.raises(ConfigError, match="kd_weight is 0"):
         load_config(None, ["distill.divergence=jsd", "distill.kd_weight=0", "distill.ce_weight=1"])

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssb.config import ConfigError, RunConfig, load_config
+from ssb.config import RunConfig, load_config
+
+from ssb.errors import ConfigError
 from ssb.rundir.run import Run
 from ssb.stages.rounds import round_config, stop_decision
 

@@ -8,7 +8,9 @@ import json
 
 import pytest
 
-from ssb.config import ConfigError, RunConfig, load_config
+from ssb.config import RunConfig, load_config
+
+from ssb.errors import ConfigError
 from ssb.rundir.jsonl import JsonlWriter, read_jsonl
 from ssb.rundir.run import Run
 

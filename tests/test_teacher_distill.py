@@ -304,7 +304,7 @@ def test_resume_point_skips_a_checkpoint_killed_while_saving(tmp_path):
 def test_warmup_ratio_is_a_share_of_the_optimizer_steps(tmp_path, tiny_model_dir):
     """distill.warmup_ratio=0.5 over 10 optimizer steps: the Trainer's own scheduler, built
     from the stage's training arguments, warms the lr up over steps 0-5, then decays it."""
-    from ssb.config import ConfigError
+    from ssb.errors import ConfigError
     from ssb.stages.distill import DistillTrainer
     from ssb.training import training_args
 

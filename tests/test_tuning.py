@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from ssb.comparison.tuning import choose, configured_lr, extension, tunable
-from ssb.config import ConfigError, load_config
+from ssb.config import load_config
+from ssb.errors import ConfigError
 from ssb.data.problem import normalize_question
 from ssb.rundir.jsonl import read_jsonl
 from ssb.rundir.run import Run

@@ -4,7 +4,8 @@ error about a key (the likely key a typo meant, the YAML line a key sits on).
 
 ``config.py`` builds on it (``load_config``'s errors, ``ssb config show --describe``), and so does
 the field reference of docs/configuration.md (``bench/render/config.py``). Nothing here knows the
-sections of a run: every function takes the model."""
+sections of a run: every function takes the model. Also the base of every section (:class:`Section`)
+and the ``--set section.field=value`` overrides of a nested dict (:func:`apply_overrides`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,44 @@ import types
 from typing import Any, Callable, Iterator, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
 
+from .errors import ConfigError
+
 BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+
+
+class Section(BaseModel):
+    """A config section: typed, an unknown key is an error, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would ("8" -> 8, "true" -> True, "[a,b]" -> list)."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def as_overrides(overrides: str | list[str] | tuple | None) -> list[str]:
+    """``overrides`` as a list: one string is one override (``"data.limit=8"``)."""
+    return [overrides] if isinstance(overrides, str) else list(overrides or [])
+
+
+def apply_overrides(data: dict, overrides: str | list[str] | None) -> dict:
+    """Apply ``a.b.c=value`` overrides (a list, or one string) to a nested dict (in place) and return it."""
+    for item in as_overrides(overrides):
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_scalar(value)
+    return data
 
 
 class Leaf(NamedTuple):

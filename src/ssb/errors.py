@@ -16,3 +16,7 @@ class SSBError(Exception):
 class MissingFileError(SSBError, FileNotFoundError):
     """A file or directory a command needs is not there (a run directory, a run's ``pairs.jsonl``, a
     local model path): the message names it and what makes it. Still a ``FileNotFoundError``."""
+
+
+class ConfigError(SSBError, ValueError):
+    """A config that cannot be read or does not validate: the message names each bad key or value and where it was set."""

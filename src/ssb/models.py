@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 
-from .config import LoRAConfig, ModelConfig
+from .config import ModelConfig
+
+from .config_train import LoRAConfig
 from .errors import SSBError
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from .config import ConfigError
+from .errors import ConfigError
 from .models import lora_config
 from .rundir import distributed
 from .rundir.jsonl import read_jsonl

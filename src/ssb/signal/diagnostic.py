@@ -36,7 +36,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..rundir.jsonl import atomic_write_json, read_jsonl
 from .alignment import AlignmentError, answer_slice, prompt_and_reply_ids
 from .lm_head import answer_hidden_states, logit_transform
