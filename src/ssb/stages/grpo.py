@@ -324,8 +324,7 @@ def run_grpo(run: Run) -> dict:
             result = trainer.train(resume_from_checkpoint=resume)
         out = run.file("grpo")
         save_adapter(trainer.model, loaded.tokenizer, out)
-        stopped = (budget.stopped_by() if cb.stopped_by_budget else
-                   "max_steps" if max_steps > 0 and trainer.state.global_step >= max_steps else "epochs")
+        stopped = budget.stop_reason(cb.stopped_by_budget, trainer.state.global_step, max_steps)
         info.update(
             problems=len(problems),
             num_generations=num_generations,

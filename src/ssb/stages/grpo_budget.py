@@ -127,6 +127,12 @@ class Budget:
             return (self.before + spent[self.unit]) / self.amount
         return step / max_steps if max_steps > 0 else None
 
+    def stop_reason(self, by_budget: bool, step: int, max_steps: int) -> str:
+        """What ended training: this budget (:meth:`stopped_by`), ``max_steps``, or the epochs."""
+        if by_budget:
+            return self.stopped_by()
+        return "max_steps" if max_steps > 0 and step >= max_steps else "epochs"
+
     def stopped_by(self) -> str:
         """What the stop rule is called in the manifest when this budget stopped training."""
         return STOPPED_BY.get(self.unit, "budget")
