@@ -55,7 +55,7 @@ from ..rundir.jsonl import atomic_write_json, atomic_write_text, read_jsonl
 from ..rundir.run import Run
 from ..rundir.table import stage_names
 from . import results as arms_results
-from .defaults import CURVES, GRPO_POINTS, K_MAX, K_VALUES
+from .defaults import ADAPTERS, BUDGETED, CURVES, GRPO_POINTS, K_MAX, K_VALUES, TRAINED_BY
 
 log = logging.getLogger("ssb")
 
@@ -63,9 +63,6 @@ BASE_ARMS = ("base", "ssb", "sft", "rft", "grpo", "sdft")
 CONTRASTIVE_TEMPLATE = "{question}\n({correct})\n\nA wrong solution (its answer {wrong_answer} is wrong):\n{wrong}"
 SSB_STAGES = [s for s in stage_names(counts_toward_ssb_cost=True) if s != "rollout"]
 UPSTREAM = ("rollout", "curate", "teacher", "logits")  # what SSB pays before distilling
-TRAINED_BY = {"ssb": "distill", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdft": "sdft"}  # the stage that trains each arm
-ADAPTERS = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdft": "sdft"}  # each arm's adapter directory
-BUDGETED = ("grpo", "sdft")  # held to SSB's compute, adapters saved at points of the budget (<arm>_points/)
 
 
 class CompareError(SSBError, ValueError):
@@ -171,10 +168,6 @@ class Compare:
         self.tuning: dict | None = None  # ``--tune``'s trials and choices (comparison/tuning.py)
         self.tuned: list[str] = []  # the chosen values of ssb, sft, rft and grpo: every run's
         self.chosen: dict[str, list[str]] = {}  # per tuned arm
-
-    @property
-    def trainable(self) -> list[str]:
-        return [a for a in self.arms if a in TRAINED_BY or a.startswith("ssb:")]
 
     # ------------------------------------------------------------------ runs
 

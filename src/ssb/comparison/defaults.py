@@ -13,3 +13,10 @@ GRPO_POINTS = 4  # GRPO adapters saved along its budget (the compute-accuracy cu
 CURVES = True  # per-epoch, half-pairs and GRPO-point evaluations besides the final adapters
 K_MAX = 10  # K of the K-sensitivity rollout pass (0: none)
 K_VALUES = (2, 10)  # the Ks SSB is trained at in that pass
+
+# What each trainable arm is, for ``Compare`` and ``--tune`` alike (an ``ssb:...`` ablation is an ``ssb``):
+TRAINED_BY = {"ssb": "distill", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdft": "sdft"}  # the stage that trains it
+ADAPTERS = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdft": "sdft"}  # its adapter directory
+LR_KEYS = {"ssb": "distill.lr", "sft": "baselines.sft_lr", "rft": "baselines.rft_lr", "grpo": "grpo.lr",
+           "sdft": "sdft.lr"}  # its learning rate
+BUDGETED = ("grpo", "sdft")  # held to SSB's FLOPs; adapters saved at points of the budget (<arm>_points/)

@@ -32,14 +32,10 @@ from ..data.problem import normalize_question, question_keys
 from ..rundir.jsonl import atomic_write_json, read_jsonl
 from ..rundir.run import Run
 from ..stages.rounds import VALIDATION_SEED_STEP
+from .defaults import ADAPTERS, BUDGETED, LR_KEYS, TRAINED_BY
 
 log = logging.getLogger("ssb")
 
-LR_KEYS = {"ssb": "distill.lr", "sft": "baselines.sft_lr", "rft": "baselines.rft_lr", "grpo": "grpo.lr",
-           "sdft": "sdft.lr"}
-STAGE = {"ssb": "distill", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdft": "sdft"}  # the stage a trial runs
-ADAPTER = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdft": "sdft"}
-BUDGETED = ("grpo", "sdft")  # held to SSB's FLOPs: their trials take SSB's distillation record
 RULE = ("the highest validation accuracy; a tie goes to the configured value, then the smaller learning rate; "
         "an end of the grid chosen: one more trial one grid step beyond it, then the choice over all trials")
 
@@ -51,7 +47,7 @@ def kind(arm: str) -> str:
 
 def tunable(arms: list[str]) -> list[str]:
     """The trainable arms of ``arms`` in tuning order (SSB's first: GRPO's budget reads its distillation)."""
-    return [a for a in STAGE if a in arms] + [a for a in arms if a.startswith("ssb:")]
+    return [a for a in TRAINED_BY if a in arms] + [a for a in arms if a.startswith("ssb:")]
 
 
 def configured_lr(cfg, arm: str) -> float:
@@ -122,9 +118,9 @@ class Tuner:
         self.c.take_upstream(self.upstream(arm), run)
         if kind(arm) in BUDGETED and budget_from is not None:  # SSB's distillation record: the FLOPs budget
             self.c.take_upstream(budget_from, run, stages=("distill",))
-        self.c.run_stages(cfg, only=[STAGE[kind(arm)]])
-        acc, n, eval_seconds = self.validate(name, run.file(ADAPTER[kind(arm)]))
-        train_seconds = run.stage_seconds(STAGE[kind(arm)]) or 0.0  # every invocation
+        self.c.run_stages(cfg, only=[TRAINED_BY[kind(arm)]])
+        acc, n, eval_seconds = self.validate(name, run.file(ADAPTERS[kind(arm)]))
+        train_seconds = run.stage_seconds(TRAINED_BY[kind(arm)]) or 0.0  # every invocation
         return {"overrides": [f"{LR_KEYS[kind(arm)]}={fmt(lr)}"], "lr": float(fmt(lr)), "validation_accuracy": acc,
                 "validation_n": n, "run_dir": str(run.path),
                 "seconds": {"train": round(train_seconds, 1), "validation": eval_seconds}}
