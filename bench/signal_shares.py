@@ -1,7 +1,8 @@
 """What the teacher signal carries, per task: ``ssb signal``'s headline numbers over several runs, one file.
 
     python -m bench.signal_shares --run chain_sum=runs/default-r0 --run products=runs/products-r0 \\
-        [--variant token_weighting=hint_gain] [--limit 100] [--out bench/results/signal.json]
+        [--variant token_weighting=hint_gain] [--best-from bench/results/tasks.json] [--limit 100] \\
+        [--out bench/results/signal.json]
 
 Each ``--run TASK=DIR`` is a run whose ``logits`` stage is done (e.g. replicate 0 of a task's
 ``python -m bench.compare``); nothing is trained. Per task it records, from
@@ -9,7 +10,10 @@ Each ``--run TASK=DIR`` is a run whose ``logits`` stage is done (e.g. replicate 
 ``confident_share_of_tokens``, ``confident_share_of_grad`` and ``confident_share_of_loss`` for the paper's
 loss (``paper``) and for the loss of ``--variant`` (``variant``, the run's distill settings with those
 changes; default ``token_weighting=hint_gain``), the ``hint_gain`` summary, and the run's pairs, tokens,
-store and temperature. Writes ``--out`` with ``provenance``. (Not ``bench/signal.py``: a module named
+store and temperature. With ``--best-from`` (the suite's ``tasks.json``), also the loss of each task's
+``ssb_best`` (SSB's loss chosen on validation by ``ssb compare --tune``; ``ssb_best`` names its arm and
+overrides; the paper's loss when the paper's arm won), and per task ``confident_share_of_grad`` with
+``paper`` and ``ssb_best``. Writes ``--out`` with ``provenance``. (Not ``bench/signal.py``: a module named
 ``signal`` in ``bench/`` would shadow the standard library's for ``python bench/<script>.py``.)
 """
 
@@ -28,14 +32,41 @@ from ._meta import ROOT, provenance
 KEYS = ("confident_share_of_grad", "confident_share_of_loss", "loss_per_token")
 
 
-def task_entry(name: str, run_dir: str, variant: dict, limit: int | None) -> dict:
-    """One task's numbers from its run ``run_dir``."""
-    out = diagnose(Run.open(run_dir), variants={"variant": variant}, limit=limit)
-    return {"task": name, "run": run_dir, "pairs": out["pairs"], "tokens": out["tokens"], "store": out["store"],
-            "temperature": out["temperature"], "confident_share_of_tokens": out["confident_share_of_tokens"],
-            "teacher_tokens_in_tail": out["teacher_tokens_in_tail"], "hint_gain": out["hint_gain"],
-            "losses": {k: {"settings": out["losses"][k]["settings"], **{x: out["losses"][k][x] for x in KEYS}}
-                       for k in ("paper", "variant")}}
+def best_losses(path: str) -> dict[str, dict]:
+    """Per task of a suite file (``bench/results/tasks.json``) with ``ssb_best_choice``: the chosen arm, its
+    overrides, and the ``distill`` field changes they make (None: it changes more than the loss)."""
+    out = {}
+    for t in json.loads(Path(path).read_text())["tasks"]:
+        c = t.get("ssb_best_choice")
+        if not c:
+            continue
+        overrides = c.get("overrides") or []
+        loss = [o for o in overrides if o.startswith("distill.") and not o.startswith("distill.lr=")]
+        other = [o for o in overrides if o not in loss and not o.startswith(("lora.", "distill.lr="))]
+        out[t["name"]] = {"arm": c["arm"], "overrides": overrides,
+                          "changes": None if other else parse_variant(loss)}
+    return out
+
+
+def task_entry(name: str, run_dir: str, variant: dict, limit: int | None, best: dict | None = None) -> dict:
+    """One task's numbers from its run ``run_dir``; ``best``: its :func:`best_losses` entry."""
+    variants = {"variant": variant}
+    if best and best["changes"] is not None:
+        variants["ssb_best"] = best["changes"]
+    out = diagnose(Run.open(run_dir), variants=variants, limit=limit)
+    names = ("paper", "variant", *(["ssb_best"] if "ssb_best" in variants else []))
+    entry = {"task": name, "run": run_dir, "pairs": out["pairs"], "tokens": out["tokens"], "store": out["store"],
+             "temperature": out["temperature"], "confident_share_of_tokens": out["confident_share_of_tokens"],
+             "teacher_tokens_in_tail": out["teacher_tokens_in_tail"], "hint_gain": out["hint_gain"],
+             "losses": {k: {"settings": out["losses"][k]["settings"], **{x: out["losses"][k][x] for x in KEYS}}
+                        for k in names}}
+    if best:
+        entry["ssb_best"] = {k: best[k] for k in ("arm", "overrides")}
+        if best["changes"] is None:
+            entry["ssb_best"]["note"] = "changes more than the student's loss: no loss of its own to diagnose"
+        entry["confident_share_of_grad"] = {k: entry["losses"][k]["confident_share_of_grad"] for k in names
+                                            if k != "variant"}
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,21 +76,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE",
                     help="distill field of the loss compared with the paper's (repeatable; default: "
                     "token_weighting=hint_gain)")
+    ap.add_argument("--best-from", default=None, metavar="TASKS_JSON",
+                    help="the suite's tasks.json: also each task's ssb_best loss (its ssb_best_choice)")
     ap.add_argument("--limit", type=int, default=None, help="the first N pairs of each run (default: all)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/signal.json"), help="output (default: %(default)s)")
     args = ap.parse_args(argv)
     variant = parse_variant(args.variant or ["token_weighting=hint_gain"])
+    best = best_losses(args.best_from) if args.best_from else {}
     tasks = []
     for item in args.run:
         name, sep, run_dir = item.partition("=")
         if not sep:
             ap.error(f"--run {item!r} must look like TASK=DIR")
-        tasks.append(task_entry(name, run_dir, variant, args.limit))
+        tasks.append(task_entry(name, run_dir, variant, args.limit, best.get(name)))
         t = tasks[-1]
         print(f"{name}: confident share of the gradient {t['losses']['paper']['confident_share_of_grad']:.3f} "
               f"(paper), {t['losses']['variant']['confident_share_of_grad']:.3f} (variant); hint gain mean "
               f"{t['hint_gain']['mean']:+.3f}", file=sys.stderr)
-    doc = {"provenance": provenance(), "variant": variant, "limit": args.limit, "tasks": tasks}
+    doc = {"provenance": provenance(), "variant": variant, "limit": args.limit, "best_from": args.best_from,
+           "tasks": tasks}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

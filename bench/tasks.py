@@ -33,6 +33,8 @@ from .aggregate import RESULTS, ROOT, SuiteError, cli, difference, mean
 
 RANGE = (0.15, 0.60)
 ARMS = ("base", "ssb", "sft", "rft", "grpo")
+OPTIONAL = ("sdft",)  # reported where a task's comparison has it (the on-policy arm; after the tuned rerun)
+BEST_AGAINST = ("base", "sft", "rft", "grpo", "sdft")  # ssb_best_<arm>: SSB's best loss minus that arm
 
 # name, config, compare results file, multi-step, what its solutions should show
 SUITE = [
@@ -79,15 +81,16 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
     if d.get("n_replicates", 0) < 2:
         raise SuiteError(f"{path}: {d.get('n_replicates')} replicate(s); the suite asks for at least 2")
     ssb = arms["ssb"]
+    here = ARMS + tuple(a for a in OPTIONAL if "accuracy" in arms.get(a, {}))
     reps = []
     for i, r in enumerate(d["replicates"]):
         sb = ssb["vs_base"]["per_replicate"][i]
         reps.append({"replicate": r["replicate"], "seed": r.get("seed"), "rollout_accuracy": r.get("rollout_accuracy"),
                      "pairs": r.get("pairs"), "pair_working": r.get("pair_working"),
-                     "teacher_rejected_by_gate": r.get("teacher_rejected_by_gate"), "accuracy": {a: _rep(arms[a], i) for a in ARMS},
+                     "teacher_rejected_by_gate": r.get("teacher_rejected_by_gate"), "accuracy": {a: _rep(arms[a], i) for a in here},
                      "ssb_base": {"value": sb["value"], "ci": sb["ci"], "p_value": sb.get("p_value")}})
     grpo_ratio = None
-    fl = {a: (arms[a].get("compute") or {}).get("flops") for a in ARMS}
+    fl = {a: (arms[a].get("compute") or {}).get("flops") for a in here}
     if fl["grpo"] and fl["ssb"]:
         grpo_ratio = fl["grpo"] / fl["ssb"]
     return {
@@ -101,25 +104,44 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
         "pairs_copies_of_shown_rollout": mean([(r["pair_working"] or {}).get("copies_of_shown_rollout") for r in reps]),
         "ssb_base": difference(ssb["vs_base"], +1), "ssb_grpo": difference(arms["grpo"].get("vs_ssb"), -1),
         "ssb_sft": difference(arms["sft"].get("vs_ssb"), -1), "ssb_rft": difference(arms["rft"].get("vs_ssb"), -1),
+        **{f"ssb_{a}": difference(arms[a].get("vs_ssb"), -1) for a in OPTIONAL if a in here},
         "accuracy": {a: {"value": arms[a]["accuracy"], "ci": arms[a]["ci"],
-                         **({"ci_problems": arms[a]["ci_problems"]} if "ci_problems" in arms[a] else {})} for a in ARMS},
+                         **({"ci_problems": arms[a]["ci_problems"]} if "ci_problems" in arms[a] else {})} for a in here},
+        **best_entries(d.get("ssb_best")),
         "interval_method": (d.get("interval_method") or {}).get("pooled"),
         # ssb compare --tune: per arm its trials (overrides, validation accuracy) and the chosen values; None: untuned
         "tuning": d.get("tuning"), "tuning_protocol": d.get("tuning_protocol"),
         "flops": fl, "grpo_flops_ratio": grpo_ratio,
-        "output_quality": {a: arms[a].get("output_quality") for a in ARMS},
+        "output_quality": {a: arms[a].get("output_quality") for a in here},
         "commit": d.get("commit"), "trained_at_commit": d.get("trained_at_commit"),
         "hours": round(d["timing"]["total_seconds"] / 3600, 2) if d.get("timing") else None,
     }
 
 
+def best_entries(best: dict | None) -> dict:
+    """SSB's loss chosen on validation (compare's ``ssb_best``, from ``ssb compare --tune`` with ``ssb:``
+    loss arms): ``ssb_best`` (the arm and its pooled held-out accuracy), ``ssb_best_choice`` (the arm, its
+    overrides and validation accuracy beside the paper loss's, every candidate) and ``ssb_best_<arm>``
+    (best minus that arm, pooled, with ``ci``). Empty without it."""
+    if not best:
+        return {}
+    out = {"ssb_best": {"arm": best["arm"], "value": best["accuracy"], "ci": best["ci"],
+                        **({"ci_problems": best["ci_problems"]} if "ci_problems" in best else {}),
+                        "per_replicate": best.get("per_replicate_accuracy"),
+                        "flops": (best.get("compute") or {}).get("flops")},
+           "ssb_best_choice": best.get("choice")}
+    out.update({f"ssb_best_{a}": difference(best["vs"][a], +1) for a in BEST_AGAINST if a in best.get("vs", {})})
+    return out
+
+
 def summary(tasks: list[dict]) -> dict:
     """Per other arm, the tasks where SSB is significantly above it, level (the interval holds 0), below."""
     out = {}
-    for key in ("ssb_base", "ssb_grpo", "ssb_sft", "ssb_rft"):
-        s = {"above": [], "level": [], "below": []}
+    keys = ["ssb_base", "ssb_grpo", "ssb_sft", "ssb_rft", "ssb_sdft"] + [f"ssb_best_{a}" for a in BEST_AGAINST]
+    for key in [k for k in keys if any(t.get(k) for t in tasks)]:
+        s = {"above": [], "level": [], "below": [], "missing": []}
         for t in tasks:
-            s[reading(t[key]["ci"])].append(t["name"])
+            s[reading(t[key]["ci"]) if t.get(key) else "missing"].append(t["name"])
         out[key] = s
     return out
 

@@ -234,6 +234,31 @@ def test_pooled_results_pair_every_replicate_on_the_same_problems():
     assert "| ssb | 32.5" in text and "vs base +7.5 pt" in text
 
 
+def test_ssb_best_is_the_chosen_variant_against_every_other_arm():
+    """``best``: the SSB arm chosen on validation gets its pooled accuracy and best-minus-other differences
+    (pooled, paired per replicate) against base, sft and grpo; the paper's arm keeps its own entry."""
+    base, ssb, var, sft = [True] * 10 + [False] * 30, [True] * 12 + [False] * 28, [True] * 16 + [False] * 24, \
+        [True] * 15 + [False] * 25
+    records = {"base": _recs(base), "r0-ssb": _recs(ssb), "r0-ssb-distill.temperature=1": _recs(var),
+               "r0-sft": _recs(sft)}
+    arms = {"base": {"labels": ["base"]}, "ssb": {"labels": ["r0-ssb"]}, "sft": {"labels": ["r0-sft"]},
+            "ssb:distill.temperature=1": {"labels": ["r0-ssb-distill.temperature=1"]}}
+    doc = arms_results.results(arms, records, "base", {}, iters=300, best="ssb:distill.temperature=1")
+    b = doc["ssb_best"]
+    assert b["arm"] == "ssb:distill.temperature=1" and b["accuracy"] == pytest.approx(16 / 40)
+    assert set(b["vs"]) == {"base", "sft"}  # no grpo arm here: nothing to set it against
+    assert b["vs"]["sft"]["value"] == pytest.approx(1 / 40) and b["vs"]["base"]["value"] == pytest.approx(6 / 40)
+    assert b["vs"]["sft"]["per_replicate"][0]["ci"] == list(stats.paired_diff(var, sft)["ci"])
+    assert b["vs"]["sft"]["ci"][0] <= 1 / 40 <= b["vs"]["sft"]["ci"][1] and "ci_problems" in b["vs"]["sft"]
+    assert doc["arms"]["ssb"]["accuracy"] == pytest.approx(12 / 40)
+    doc["ssb_best"]["choice"] = {"validation_accuracy": 0.5, "paper": {"validation_accuracy": 0.4}}
+    line = [x for x in arms_results.verdict({**doc, "grpo_budget": "flops"}) if x.startswith("SSB's best")][0]
+    assert "ssb:distill.temperature=1 (validation 50.0% against the paper loss's 40.0%): 40.0% held-out" in line
+    assert "minus sft +2.5 pt" in line
+    assert "ssb_best" not in arms_results.results(arms, records, "base", {}, iters=50)  # no choice: no entry
+    assert "ssb_best" not in arms_results.results(arms, records, "base", {}, iters=50, best="ssb:nope")
+
+
 def test_the_verdict_reads_each_interval_one_way():
     """The verdict calls a difference "not significant", and names no winner, exactly where
     ``stats.reading`` reads its interval as level (it holds zero)."""

@@ -26,6 +26,7 @@ from ssb.signal.diagnostic import (
 )
 from ssb.signal.losses import TeacherSignal, distill_loss, token_terms
 from ssb.signal.store import TeacherStore
+from ssb.errors import ConfigError
 from ssb.stages.logits import encode, run_logits
 
 N, H, V = 29, 12, 40
@@ -116,7 +117,7 @@ def test_aggregates_on_known_numbers():
 # ----------------------------------------------------------------------------- a run
 
 
-def _step0_kd(run, loaded):
+def _step0_kd(run, loaded, temperature=None):
     """The training loss's kd at step 0 (student = base), over every pair at once: distill's own items,
     collator and loss, independent of the diagnostic."""
     from ssb.rundir.jsonl import read_jsonl
@@ -132,7 +133,8 @@ def _step0_kd(run, loaded):
     rows = {name: b[f"teacher_{name}"] for name in ("hidden", "topk_ids", "topk_logits", "lse") if f"teacher_{name}" in b}
     sig = TeacherSignal(store.kind, temperature=store.temperature, **rows)
     head = loaded.model.get_output_embeddings()
-    return float(distill_loss(h, head.weight, None, sig, temperature=run.cfg.distill.temperature).kd), items, store
+    T = run.cfg.distill.temperature if temperature is None else temperature
+    return float(distill_loss(h, head.weight, None, sig, temperature=T).kd), items, store
 
 
 @pytest.mark.filterwarnings("ignore:the topk teacher store is lossy")
@@ -143,8 +145,12 @@ def test_signal_of_a_run_is_the_training_loss_at_step_0(tmp_path, sharp_model_di
     run = make_run(tmp_path, sharp_model_dir, logits={"store": store, "topk": 4, "batch_size": 6})
     run_logits(run)
     loaded = load_model(run.cfg.model)
+    if store == "topk":  # its tail bucket is at the run's temperature: another one cannot be diagnosed
+        with pytest.raises(ConfigError, match="tail bucket"):
+            write_signal(run, variants={"t1": {"temperature": 1.0}}, loaded=loaded)
+    t1 = {"t1": {"temperature": 1.0}} if store == "hidden" else {}
     path, out = write_signal(run, variants={"jsd": {"divergence": "jsd", "jsd_beta": 0.3},
-                                            "weighted": {"token_weighting": "hint_gain"}}, loaded=loaded)
+                                            "weighted": {"token_weighting": "hint_gain"}, **t1}, loaded=loaded)
     assert json.loads(path.read_text()) == json.loads(json.dumps(out))
     kd, items, st = _step0_kd(run, loaded)
     assert out["pairs"] == len(PROBLEMS) and out["tokens"] == st.index["n_tokens"]
@@ -152,7 +158,10 @@ def test_signal_of_a_run_is_the_training_loss_at_step_0(tmp_path, sharp_model_di
     assert paper["loss_per_token"] == pytest.approx(kd, rel=1e-4)
     assert out["losses"]["run"]["loss_per_token"] == pytest.approx(kd, rel=1e-4)  # the run's loss is the paper's
     assert out["confident_share_of_grad"] == paper["confident_share_of_grad"]
-    assert set(out["losses"]) == {"paper", "run", "jsd", "weighted"}
+    assert set(out["losses"]) == {"paper", "run", "jsd", "weighted", *t1}
+    if t1:  # a variant's own temperature: the training loss at T = 1
+        assert out["losses"]["t1"]["settings"]["temperature"] == 1.0
+        assert out["losses"]["t1"]["loss_per_token"] == pytest.approx(_step0_kd(run, loaded, 1.0)[0], rel=1e-4)
     assert out["losses"]["jsd"]["settings"]["divergence"] == "jsd" and out["losses"]["jsd"]["loss_per_token"] < kd
     for v in out["losses"].values():
         assert all(v[k] is None or 0 <= v[k] <= 1 for k in ("confident_share_of_grad", "confident_share_of_loss"))
@@ -186,6 +195,18 @@ def test_ssb_signal_command(tmp_path, sharp_model_dir, capsys):  # noqa: F811
     (task,) = json.loads((tmp_path / "signal.json").read_text())["tasks"]
     assert task["task"] == "tiny" and task["losses"]["variant"]["settings"]["token_weighting"] == "hint_gain"
     assert task["losses"]["paper"]["confident_share_of_grad"] == out["losses"]["paper"]["confident_share_of_grad"]
+    # --best-from: each task's loss chosen on validation (the suite's ssb_best_choice) beside the paper's
+    suite = tmp_path / "tasks.json"
+    suite.write_text(json.dumps({"tasks": [{"name": "tiny", "ssb_best_choice": {
+        "arm": "ssb:distill.temperature=1+distill.ce_weight=0.5",
+        "overrides": ["distill.temperature=1", "distill.ce_weight=0.5"]}}, {"name": "other"}]}))
+    assert bench_main(["--run", f"tiny={run.path}", "--limit", "2", "--best-from", str(suite),
+                       "--out", str(tmp_path / "signal.json")]) == 0
+    (task,) = json.loads((tmp_path / "signal.json").read_text())["tasks"]
+    best = task["losses"]["ssb_best"]["settings"]
+    assert best["temperature"] == 1 and best["ce_weight"] == 0.5 and task["ssb_best"]["arm"].startswith("ssb:")
+    assert task["confident_share_of_grad"] == {k: task["losses"][k]["confident_share_of_grad"]
+                                               for k in ("paper", "ssb_best")}
 
 
 def test_distill_with_hint_gain_weights(tmp_path, sharp_model_dir):  # noqa: F811

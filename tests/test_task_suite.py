@@ -63,6 +63,36 @@ def test_suite_reads_each_compare_file_as_ssb_minus_the_other_arm(tmp_path):
     assert t["name"] in doc["summary"]["ssb_base"]["above" if t["ssb_base"]["significant"] else "level"]
 
 
+def test_suite_reads_the_sdft_arm_and_ssb_best_where_a_comparison_has_them(tmp_path):
+    """The on-policy arm (``accuracy.sdft``, ``ssb_sdft``, ``flops.sdft``) and SSB's loss chosen on validation
+    (``ssb_best``, ``ssb_best_choice``, ``ssb_best_<arm>``, best minus that arm) come from compare's
+    results as they are; without them the task has neither (and the suite still builds)."""
+    src = json.loads((ROOT / "bench" / "results" / "compare.json").read_text())
+    row = ("chain_sum", "configs/default.yaml", "compare.json", False, "one line")
+    src["arms"]["sdft"] = copy.deepcopy(src["arms"]["sft"])
+    src["arms"]["sdft"]["compute"]["flops"] = 1.05 * src["arms"]["ssb"]["compute"]["flops"]
+    best = copy.deepcopy(src["arms"]["sft"])  # any pooled arm stands for the chosen variant's numbers
+    vs = {"value": 0.02, "ci": [-0.01, 0.05], "ci_problems": [0.0, 0.04]}
+    src["ssb_best"] = {"arm": "ssb:distill.temperature=1", "accuracy": best["accuracy"], "ci": best["ci"],
+                       "per_replicate_accuracy": best["per_replicate_accuracy"], "compute": best["compute"],
+                       "vs": {"sft": vs, "grpo": {**vs, "value": -0.06, "ci": [-0.09, -0.03]}},
+                       "choice": {"arm": "ssb:distill.temperature=1", "validation_accuracy": 0.5,
+                                  "paper": {"validation_accuracy": 0.4}}}
+    (tmp_path / "compare.json").write_text(json.dumps(src))
+    (t,) = tasks.build(tmp_path, suite=[row])["tasks"]
+    assert t["accuracy"]["sdft"]["value"] == src["arms"]["sft"]["accuracy"]
+    assert t["ssb_sdft"]["value"] == -src["arms"]["sft"]["vs_ssb"]["value"]
+    assert 0.9 <= t["flops"]["sdft"] / t["flops"]["ssb"] <= 1.1 and "sdft" in t["replicates"][0]["accuracy"]
+    assert t["ssb_best"]["arm"] == "ssb:distill.temperature=1" and t["ssb_best"]["value"] == best["accuracy"]
+    assert t["ssb_best_choice"]["paper"]["validation_accuracy"] == 0.4
+    assert t["ssb_best_sft"] == {"value": 0.02, "ci": [-0.01, 0.05], "significant": False, "ci_problems": [0.0, 0.04]}
+    assert t["ssb_best_grpo"]["significant"] and "ssb_best_rft" not in t  # only what compare set it against
+    del src["arms"]["sdft"], src["ssb_best"]
+    (tmp_path / "compare.json").write_text(json.dumps(src))
+    (t,) = tasks.build(tmp_path, suite=[row])["tasks"]
+    assert "sdft" not in t["accuracy"] and "ssb_sdft" not in t and "ssb_best" not in t
+
+
 def test_suite_refuses_one_replicate_and_a_missing_arm(tmp_path):
     src = json.loads((ROOT / "bench" / "results" / "compare.json").read_text())
     row = ("chain_sum", "configs/default.yaml", "compare.json", False, "one line")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ssb.comparison.tuning import choose, configured_lr, extension, tunable
+from ssb.comparison.tuning import best_variant, choose, configured_lr, extension, tunable
 from ssb.config import load_config
 from ssb.errors import ConfigError
 from ssb.data.problem import normalize_question
@@ -38,6 +38,26 @@ def test_an_edge_choice_extends_the_grid_one_step_beyond_it():
     assert extension(grid, 2e-4) is None
     assert extension(grid, 6.32e-4) == pytest.approx(2e-3, rel=0.01)
     assert extension(grid, 6.32e-5) == pytest.approx(2e-5, rel=0.01)
+
+
+def test_ssb_best_is_the_ssb_arm_with_the_best_chosen_trial_a_tie_keeps_the_paper_loss():
+    def arm(lr, acc):
+        return {"trials": [{"lr": lr, "validation_accuracy": acc}] * 3, "chosen": {"lr": lr, "validation_accuracy": acc}}
+
+    tuning = {"ssb": arm(2e-4, 0.40), "sft": arm(2e-4, 0.9), "ssb:distill.temperature=1": arm(6.32e-4, 0.45),
+              "ssb:distill.ce_weight=1+distill.temperature=1": arm(2e-4, 0.45)}
+    b = best_variant(tuning)  # sft's 0.9 is no SSB loss; of the two tied variants the earlier
+    assert b["arm"] == "ssb:distill.temperature=1" and b["overrides"] == ["distill.temperature=1"]
+    assert b["lr"] == 6.32e-4 and b["validation_accuracy"] == 0.45 and b["paper"] == {"lr": 2e-4,
+                                                                                     "validation_accuracy": 0.40}
+    assert set(b["candidates"]) == {"ssb", "ssb:distill.temperature=1", "ssb:distill.ce_weight=1+distill.temperature=1"}
+    assert b["candidates"]["ssb"]["trials"] == 3
+    tuning["ssb"] = arm(2e-4, 0.45)  # a tie with the paper's loss keeps it
+    assert best_variant(tuning)["arm"] == "ssb" and best_variant(tuning)["overrides"] == []
+    del tuning["ssb:distill.temperature=1"]
+    assert best_variant(tuning)["arm"] == "ssb"
+    assert best_variant({"ssb": arm(2e-4, 0.4), "sft": arm(2e-4, 0.5)}) is None  # no variant: no choice to make
+    assert best_variant({"ssb:distill.temperature=1": arm(2e-4, 0.4)}) is None
 
 
 def test_the_tuned_arms_and_their_learning_rates():

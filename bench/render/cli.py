@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Callable
 
 from .common import ROOT, RenderError
-from .compare import (render_compare_details, render_compare_main, render_default_run_cost, render_grpo_generation,
-                      render_task_base)
+from .compare import (render_baselines_flops, render_compare_details, render_compare_main, render_default_run_cost,
+                      render_grpo_generation, render_task_base)
 from .config import render_config_reference
 from .quality import render_default_run, render_quality_arms, render_quality_main
 from .speed import render_demo_time, render_distill_memory, render_distill_stores, render_rollout_throughput
@@ -73,6 +73,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "config_reference": render_config_reference,
     "demo_time": render_demo_time,
     "signal_shares": render_signal_shares,
+    "baselines_flops": render_baselines_flops,
 }
 
 OPEN_RE = re.compile(r"^<!-- results: (\S+) -->[ \t]*$", re.M)  # a marker is a line of its own

@@ -8,7 +8,9 @@ import re
 from .common import difference, interval, load, num, pct, runnable, source, table
 
 NAMES = {"base": "base", "ssb": "SSB", "sft": "SFT (teacher's solutions, cross-entropy)",
-         "rft": "RFT (own correct rollouts, cross-entropy)", "grpo": "GRPO"}
+         "rft": "RFT (own correct rollouts, cross-entropy)", "grpo": "GRPO",
+         "sdft": "SDFT (on-policy self-distillation, hinted teacher)"}
+PLOT = "docs/img/accuracy_vs_flops.png"  # python -m bench.plot_compare, from compare.json
 
 
 def _flops(x: float | None) -> str:
@@ -66,13 +68,50 @@ def render_compare_main() -> str:
                      difference(a.get("vs_base")), difference(a.get("vs_ssb")), _flops(c.get("flops")),
                      num(c.get("generated_tokens")), num(c.get("trained_tokens"))])
     head = (f"{d['n_problems']} held-out problems, greedy pass@1, {d['n_replicates']} replicates ({_replicates(d)}); "
-            f"pooled = mean over replicates, 95% interval from a bootstrap over held-out "
-            f"problems. GRPO's budget: `{d.get('grpo_budget')}`. Compute: training FLOPs by `ledger.py`'s rule "
-            "(mean over replicates), tokens generated and trained.")
+            f"pooled = {_pooled_method(d)}. GRPO's budget: `{d.get('grpo_budget')}`. Compute: training FLOPs by "
+            "`ledger.py`'s rule (mean over replicates), tokens generated and trained.")
     t = table(["arm", "held-out accuracy [95% CI]", "vs base", "vs SSB", "FLOPs", "generated tokens",
                "trained tokens"], rows, "lrrrrrr")
     verdict = "\n".join(f"- {v}" for v in d.get("verdict", []))
     return f"{head}\n\n{t}\n\n{verdict}\n{_timing_line(d)}\n\n{_compare_source(d)}"
+
+
+def _pooled_method(d: dict) -> str:
+    """How the pooled intervals were made, as the results file records it."""
+    m = (d.get("interval_method") or {}).get("pooled")
+    return m or "mean over replicates, 95% interval from a bootstrap over held-out problems"
+
+
+def render_baselines_flops() -> str:
+    """docs/baselines.md: each trained arm of the default task's comparison at its compute: pooled held-out
+    accuracy, FLOPs and their ratio to SSB's, and the points of its curve (after each epoch, at each share
+    of a budgeted arm's budget); the plot drawn from the same file."""
+    d = load("compare.json")
+    arms, curves = d["arms"], d.get("curves", {})
+    ssb = ((arms.get("ssb") or {}).get("compute") or {}).get("flops")
+    rows = []
+    for arm, a in arms.items():
+        if arm == "base" or "accuracy" not in a:
+            continue
+        f = (a.get("compute") or {}).get("flops")
+        pts_ = ", ".join(f"{p['point']}: {_flops(p['flops'])} → {pct(p['accuracy'])}" for p in curves.get(arm, []))
+        rows.append([_name(arm, d), f"{pct(a['accuracy'])} {interval(100 * a['ci'][0], 100 * a['ci'][1], signed=False)}",
+                     difference(a.get("vs_ssb")), _flops(f), f"{f / ssb:.2f}×" if f and ssb else "—", pts_ or "—"])
+    missing = [a for a in ("sft", "rft", "grpo", "sdft") if "accuracy" not in arms.get(a, {})]
+    head = (f"The default task (`{d['config']}`), {d['n_problems']} held-out problems, {d['n_replicates']} replicates "
+            f"pooled (base {pct(arms['base']['accuracy'])}); intervals: {_pooled_method(d)}. FLOPs by `ledger.py`'s "
+            "rule, mean over replicates; GRPO and SDFT are held to SSB's. Curve points: e*: after epoch *, p*: at a "
+            "share of the budget, half_pairs: SSB on half its pairs.")
+    plot = f"\n\n![held-out accuracy against FLOPs]({PLOT.removeprefix('docs/')})" if _plot_exists() else ""
+    gap = f"\n\nNot run in this comparison: {', '.join(missing)}." if missing else ""
+    t = table(["arm", "held-out [95% CI]", "minus SSB", "FLOPs", "× SSB's", "curve: FLOPs → held-out"], rows, "lrrrrl")
+    return f"{head}\n\n{t}{gap}{plot}\n\n{_compare_source(d)}"
+
+
+def _plot_exists() -> bool:
+    from .._meta import ROOT
+
+    return (ROOT / PLOT).is_file()
 
 
 def render_default_run_cost() -> str:

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from ssb.report.stats import reading
+
 from .common import difference, interval, load, num, pct, source, table
 
-SHORT = {"base": "base", "ssb": "SSB", "sft": "SFT", "rft": "RFT", "grpo": "GRPO"}
+SHORT = {"base": "base", "ssb": "SSB", "sft": "SFT", "rft": "RFT", "grpo": "GRPO", "sdft": "SDFT"}
+READ = {"above": "beats", "level": "is level with (the interval holds 0)", "below": "is below"}
 
 
 def _diff(d: dict) -> str:
@@ -55,21 +58,46 @@ def render_tasks_main() -> str:
         a = t["accuracy"]
         name = f"`{t['name']}`" + ("" if t["in_range"] else " (base below range)" if t["base_accuracy"] < d["range"][0]
                                    else " (base above range)")
+        best = t.get("ssb_best")
         rows.append([name, "yes" if t["multi_step"] else "no", pct(t.get("pairs_multi_step_share"), 0),
-                     *(_acc(a[k]) for k in ("base", "ssb", "sft", "rft", "grpo")),
+                     *(_acc(a[k]) if k in a else "—" for k in ("base", "ssb", "sft", "rft", "grpo", "sdft")),
+                     pct(best["value"]) + ("" if best["arm"] == "ssb" else "¹") if best else "—",
                      _diff(t["ssb_base"]), _diff(t["ssb_grpo"]), _diff(t["ssb_sft"])])
     n = d["tasks"][0]["n_problems"]
     reps = sorted({len(t["replicates"]) for t in d["tasks"]})
     head = (f"{n} held-out problems per task, greedy pass@1, {'/'.join(map(str, reps))} replicates pooled; "
             "differences are SSB minus the other arm with a bootstrap 95% interval, in bold where it excludes 0. "
             "GRPO held to SSB's FLOPs; every arm on the same problems, prompt and LoRA. " + _shared(d["tasks"]))
-    t = table(["task", "multi-step", "pairs with 2+ steps", "base", "SSB", "SFT", "RFT", "GRPO", "SSB − base", "SSB − GRPO", "SSB − SFT"],
-              rows, "llrrrrrrrrr")
+    t = table(["task", "multi-step", "pairs with 2+ steps", "base", "SSB", "SFT", "RFT", "GRPO", "SDFT", "SSB best",
+               "SSB − base", "SSB − GRPO", "SSB − SFT"], rows, "llrrrrrrrrrrr")
     s = d["summary"]
     tally = "; ".join(_words(s[k], o) for k, o in (("ssb_base", "base"), ("ssb_grpo", "GRPO"), ("ssb_sft", "SFT"),
                                                       ("ssb_rft", "RFT")))
-    return f"{head}\n\n{t}\n\nSSB across the {d['n_tasks']} tasks, {tally}.\n\n" + source(
-        "tasks.json", d, "python -m bench.tasks", " (each task's comparison: its `results` file)")
+    return (f"{head}\n\n{t}\n\nSSB across the {d['n_tasks']} tasks, {tally}.\n\n{best_sentences(d['tasks'])}\n\n"
+            + source("tasks.json", d, "python -m bench.tasks", " (each task's comparison: its `results` file)"))
+
+
+def best_sentences(tasks: list[dict]) -> str:
+    """Per task, whether SSB's best loss (chosen on validation among the paper's loss and its variants)
+    beats SFT and GRPO at matched compute, read from its intervals; tasks without a tuned rerun say so."""
+    out, unmeasured = [], [f"`{t['name']}`" for t in tasks if not t.get("ssb_best")]
+    for t in tasks:
+        b = t.get("ssb_best")
+        if not b:
+            continue
+        c = t.get("ssb_best_choice") or {}
+        which = ("the paper's loss" if b["arm"] == "ssb" else f"`{b['arm']}`") + (
+            f" (validation {pct(c['validation_accuracy'])} against the paper loss's {pct(c['paper']['validation_accuracy'])}"
+            f", of {len(c.get('candidates', {}))} SSB losses)" if c else "")
+        vs = [f"{READ[reading(t[k]['ci'])]} {o} ({difference(t[k])})" for k, o in
+              (("ssb_best_sft", "SFT"), ("ssb_best_grpo", "GRPO"), ("ssb_best_sdft", "SDFT")) if t.get(k)]
+        out.append(f"`{t['name']}`: SSB's best loss on validation is {which}; on the held-out problems it "
+                   + ", ".join(vs) + ".")
+    if unmeasured:
+        out.append(f"SSB's loss variants (SSB best) not measured on {', '.join(unmeasured)}: "
+                   f"{'its comparison predates' if len(unmeasured) == 1 else 'their comparisons predate'} the tuned rerun.")
+    return ("¹ a loss variant, not the paper's. " if any((t.get("ssb_best") or {}).get("arm", "ssb") != "ssb"
+                                                          for t in tasks) else "") + " ".join(out)
 
 
 def render_tasks_details() -> str:
@@ -78,13 +106,13 @@ def render_tasks_details() -> str:
     for t in d["tasks"]:
         rows = [[str(r["replicate"]), str(r["pairs"]), _working(r.get("pair_working")), _rejected(r),
                  pct(r["rollout_accuracy"]),
-                 *(pct(r["accuracy"][k]) for k in ("base", "ssb", "sft", "rft", "grpo")),
+                 *(pct(r["accuracy"].get(k)) for k in ("base", "ssb", "sft", "rft", "grpo", "sdft")),
                  difference(r["ssb_base"]),
                  f"{r['ssb_base']['p_value']:.3f}" if r["ssb_base"].get("p_value") is not None else "—"]
                 for r in t["replicates"]]
         reps = table(["replicate", "pairs", "pairs' steps / 2+ steps / copies", "teacher replies rejected: wrong / "
-                      "false working / other", "rollout accuracy", "base", "SSB", "SFT", "RFT", "GRPO",
-                      "SSB − base (Newcombe 95%)", "McNemar p"], rows, "lrrrrrrrrrrr")
+                      "false working / other", "rollout accuracy", "base", "SSB", "SFT", "RFT", "GRPO", "SDFT",
+                      "SSB − base (Newcombe 95%)", "McNemar p"], rows, "lrrrrrrrrrrrr")
         q = t["output_quality"]
         qrow = [[SHORT[k], pct(q[k]["equations_hold"]),
                  f"{q[k]['equalities_per_answer']:.2f}" if "equalities_per_answer" in q[k] else "—",

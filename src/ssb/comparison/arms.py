@@ -344,10 +344,15 @@ class Compare:
         if self.rounds > 1:
             self.round_arms(mains, params, arms)
         k = self.k_sensitivity()
-        doc = arms_results.results(arms, self.records, "base", curves)
+        from .tuning import best_variant  # lazy, as in tune()
+
+        best = best_variant(self.tuning["tuning"]) if self.tuning is not None else None
+        doc = arms_results.results(arms, self.records, "base", curves, best=best and best["arm"])
         doc["k_sensitivity"] = k
         if self.tuning is not None:
             doc["tuning"], doc["tuning_protocol"] = self.tuning["tuning"], self.tuning["protocol"]
+        if "ssb_best" in doc:
+            doc["ssb_best"]["choice"] = best
         if k and "r0-ssb" in self.records and self.base_cfg.rollout.k not in self.k_values:
             k["trained"].append({"k": self.base_cfg.rollout.k, "label": "r0-ssb", "run_dir": str(mains[0].path),
                                  "pairs": len(read_jsonl(mains[0].file("pairs.jsonl"))),

@@ -111,13 +111,18 @@ def _mean_compute(per_rep: list[dict]) -> dict:
     return {k: mean(float(c.get(k) or 0) for c in per_rep) for k in keys}
 
 
+BEST_AGAINST = ("base", "sft", "rft", "grpo", "sdft")  # the arms ssb_best is set against
+
+
 def results(arms: dict[str, dict], records: dict[str, list[dict]], base_label: str, curves: dict[str, list[dict]],
-            iters: int = 4000) -> dict[str, Any]:
+            iters: int = 4000, best: str | None = None) -> dict[str, Any]:
     """The ``results.json`` body.
 
     ``arms[name]``: ``labels`` (one eval label per replicate, whose records are ``records[label]``),
     ``compute`` (one ledger entry per replicate), anything else is copied. ``curves[name]``: points
-    with ``labels`` (per replicate), ``flops`` (per replicate) and descriptive fields."""
+    with ``labels`` (per replicate), ``flops`` (per replicate) and descriptive fields. ``best``: the SSB
+    arm chosen on validation (``tuning.best_variant``): ``ssb_best`` gets its pooled accuracy and, under
+    ``vs``, its pooled difference against each arm of :data:`BEST_AGAINST` (best minus that arm)."""
     ids = [str(r["id"]) for r in records[base_label]]
     n_rep = max(len(a["labels"]) for a in arms.values() if a["labels"])
     vec = {lab: correct_vector(recs, ids) for lab, recs in records.items()}
@@ -128,6 +133,9 @@ def results(arms: dict[str, dict], records: dict[str, list[dict]], base_label: s
     pairs += [(m, "ssb") for m in models if m not in ("base", "ssb") and "ssb" in models]
     matched = {m: g for m in models if (g := matched_grpo(m, models))}
     pairs += list(matched.items())
+    best = best if best in models else None
+    against = [m for m in BEST_AGAINST if m in models] if best else []
+    pairs += [(best, m) for m in against if (best, m) not in pairs]
     accuracy, diffs = pooled(vec, models, pairs, iters)
 
     def diff(a: str, b: str) -> dict | None:
@@ -151,8 +159,14 @@ def results(arms: dict[str, dict], records: dict[str, list[dict]], base_label: s
             "compute": {**_mean_compute(comp), "per_replicate": comp} if comp else None,
             "output_quality": output_quality([r for x in labs for r in records[x]]),
         }
-    return {"n_problems": len(ids), "n_replicates": n_rep, "interval_method": INTERVALS, "arms": out_arms,
-            "curves": curve_points(curves, vec, ids, iters), "reach": reach(curves, vec, ids, base_label)}
+    out = {"n_problems": len(ids), "n_replicates": n_rep, "interval_method": INTERVALS, "arms": out_arms,
+           "curves": curve_points(curves, vec, ids, iters), "reach": reach(curves, vec, ids, base_label)}
+    if best:
+        b = out_arms[best]
+        out["ssb_best"] = {"arm": best, **{k: b[k] for k in accuracy[best]}, "per_replicate_accuracy":
+                           b["per_replicate_accuracy"], "compute": b["compute"],
+                           "vs": {m: diffs[(best, m)] for m in against}}
+    return out
 
 
 def curve_points(curves: dict[str, list[dict]], vec: dict[str, list[bool]], ids: list[str], iters: int) -> dict:
@@ -208,6 +222,14 @@ def verdict(doc: dict) -> list[str]:
         where = (f"At matched compute (GRPO's budget is SSB's FLOPs; it spent {ratio:.2f}x)" if budget == "flops"
                  else f"With GRPO's budget in {budget} (it spent {ratio:.2f}x SSB's FLOPs, so compute is not matched)")
         lines.append(f"{where} the winner is {winner}: GRPO minus SSB {pt(d)}.")
+    b = doc.get("ssb_best")
+    if b:  # SSB's loss chosen on validation, against the others on the held-out problems
+        c = b.get("choice") or {}
+        chosen = (f"the paper's loss (ssb; validation {100 * c['validation_accuracy']:.1f}%)" if b["arm"] == "ssb"
+                  else f"{b['arm']} (validation {100 * c['validation_accuracy']:.1f}% against the paper loss's "
+                  f"{100 * c['paper']['validation_accuracy']:.1f}%)") if c else b["arm"]
+        lines.append(f"SSB's best loss on validation is {chosen}: {100 * b['accuracy']:.1f}% held-out; "
+                     + "; ".join(f"minus {m} {pt(d)}" for m, d in b["vs"].items()) + ".")
     for name, a in arms.items():
         if name != "base" and a.get("vs_base"):
             flops = a["compute"]["flops"] if a.get("compute") else None

@@ -19,6 +19,11 @@ replicates train (the ``tune`` config section).
   difference in trial counts between arms).
 * The chosen values train every replicate (``Compare.tuned``); every trial and the choice are in
   ``tune/tuning.json`` and in the results' ``tuning``.
+* **SSB's best loss** (:func:`best_variant`): with ``ssb:`` ablations among the arms (loss variants such
+  as ``ssb:distill.temperature=1``), the SSB arm whose chosen trial scored highest on validation is
+  ``ssb_best`` in the results, reported against the other arms on the held-out problems. A tie keeps the
+  paper's loss (``ssb``). Every variant got the same trials as every other arm, so SSB as a family had
+  more trials than SFT or GRPO: the results say how many.
 """
 
 from __future__ import annotations
@@ -72,6 +77,28 @@ def extension(grid: list[float], chosen: float) -> float | None:
     if fmt(chosen) == fmt(grid[0]):
         return float(fmt(grid[0] * grid[0] / grid[1]))
     return float(fmt(grid[-1] * grid[-1] / grid[-2]))
+
+
+BEST_RULE = ("ssb_best: of ssb (the paper's loss) and its ssb: ablations, the arm whose chosen trial has the "
+             "highest validation accuracy; a tie keeps ssb, then the earlier arm")
+
+
+def best_variant(tuning: dict) -> dict | None:
+    """SSB's best loss on validation (:data:`BEST_RULE`) from ``tuning`` (``tune/tuning.json``'s per-arm
+    entries), or None without ``ssb`` and at least one ``ssb:`` ablation among them. ``candidates``: each
+    SSB arm's chosen learning rate and validation accuracy; ``paper``: the ``ssb`` arm's."""
+    cands = {a: t["chosen"] for a, t in tuning.items() if a == "ssb" or a.startswith("ssb:")}
+    if "ssb" not in cands or len(cands) < 2:
+        return None
+    from .arms import ablation_overrides  # lazy: arms imports this module
+
+    best = max(cands, key=lambda a: (cands[a]["validation_accuracy"], a == "ssb"))
+    pick = {"lr": cands[best]["lr"], "validation_accuracy": cands[best]["validation_accuracy"]}
+    return {"arm": best, "overrides": [] if best == "ssb" else ablation_overrides(best, None), **pick,
+            "paper": {"lr": cands["ssb"]["lr"], "validation_accuracy": cands["ssb"]["validation_accuracy"]},
+            "candidates": {a: {"lr": c["lr"], "validation_accuracy": c["validation_accuracy"],
+                               "trials": len(tuning[a]["trials"])} for a, c in cands.items()},
+            "rule": BEST_RULE}
 
 
 def validation_source(cfg):

@@ -56,7 +56,7 @@ GAIN_ABOVE, GAIN_BELOW = 0.5, -0.1
 # the paper's loss (forward KL, T²-scaled, uniform tokens) at the run's temperature
 PAPER = {"divergence": "forward_kl", "jsd_beta": 0.5, "kd_weight": 1.0, "ce_weight": 0.0, "reverse_kl_weight": 0.0,
          "token_weighting": "uniform"}
-LOSS_KEYS = (*PAPER, "token_weight_max")
+LOSS_KEYS = (*PAPER, "token_weight_max", "temperature")  # a variant may change the temperature too
 
 
 # ----------------------------------------------------------------------------- per token (pure)
@@ -329,6 +329,10 @@ def diagnose(run, variants: dict[str, dict] | None = None, limit: int | None = N
             settings[name] = loss_variant(type(cfg.distill).model_validate({**run_loss, **changes}).model_dump())
         except ValueError as exc:
             raise ConfigError(f"signal variant {name!r} ({changes}): {exc}") from None
+        if store.kind == "topk" and settings[name].temperature != T:
+            raise ConfigError(f"signal variant {name!r}: distill.temperature={settings[name].temperature:g}, but "
+                              f"{run.path}'s topk store holds its tail bucket at T={T:g}; diagnose another temperature "
+                              "on a run with logits.store: hidden")
     stats: dict[str, list] = {}
     per_loss: dict[str, tuple[list, list]] = {name: ([], []) for name in settings}
     where: list[tuple[int, int]] = []  # (item index, position) of each token, in the order of stats
@@ -340,7 +344,7 @@ def diagnose(run, variants: dict[str, dict] | None = None, limit: int | None = N
             for k, v in token_stats(z, rows, targets, w, b, T, tf).items():
                 stats.setdefault(k, []).append(v.cpu())
             for name, s in settings.items():
-                loss, g2 = loss_and_grad_sq(z, rows, targets, w, b, s, T, tf)
+                loss, g2 = loss_and_grad_sq(z, rows, targets, w, b, s, s.temperature, tf)
                 per_loss[name][0].append(loss.cpu())
                 per_loss[name][1].append(g2.cpu())
     if not where:
