@@ -132,3 +132,19 @@ def test_the_validation_draw_is_disjoint_from_training_and_held_out_problems(tun
     trial = Run.open(doc["tuning"]["ssb"]["trials"][0]["run_dir"])
     assert trial.file("pairs.jsonl").read_bytes() == (d / "r0/pairs.jsonl").read_bytes()
     assert trial.stage("rollout")["copied_from"] == str(d / "r0")
+
+
+@pytest.mark.slow
+def test_the_suite_rerun_state_reads_a_comparison_directory(tuned):
+    """``bench.suite_rerun --state``'s reading of a comparison directory (the partial state committed while
+    a task runs): every trial scored with the validation accuracy the tuning recorded, the stages done."""
+    from bench.suite_rerun import command, task_state
+
+    d, doc = tuned
+    st = task_state(d.name, root=d.parent)
+    recorded = {Path(t["run_dir"]).name: t["validation_accuracy"] for a in doc["tuning"].values() for t in a["trials"]}
+    assert {t["trial"]: t["validation_accuracy"] for t in st["trials"]} == recorded
+    assert st["trials_scored"] == len(recorded) and st["tuning_done"] and st["results_written"]
+    assert all(t["trained"] in (["distill"], ["grpo"]) and t["train_seconds"] > 0 for t in st["trials"])
+    assert {"rollout", "distill", "grpo"} <= set(st["replicates"]["r0"])
+    assert "--tune" in command("chain_sum") and "--no-curves" in command("chain_sum3")

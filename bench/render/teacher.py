@@ -89,14 +89,22 @@ def render_signal_shares() -> str:
     header = ["task", "pairs", "reply tokens", "base q > 0.9", "paper loss: gradient norm² on them",
               "paper loss: loss on them", f"{variant}: gradient norm² on them", "hint gain: mean", "median",
               "> 0.5", "< −0.1"]
+    best = any("ssb_best" in t for t in d["tasks"])
+    if best:  # --best-from: the loss each task's ssb compare --tune chose on validation
+        header.insert(7, "SSB best's loss: gradient norm² on them")
     rows = []
     for t in d["tasks"]:
         g, p, v = t["hint_gain"], t["losses"]["paper"], t["losses"]["variant"]
-        rows.append([f"`{t['task']}`", str(t["pairs"]), f"{t['tokens']:,}", pct(t["confident_share_of_tokens"]),
-                     f"**{pct(p['confident_share_of_grad'])}**", pct(p["confident_share_of_loss"]),
-                     pct(v["confident_share_of_grad"]), f"{g['mean']:+.3f}", f"{g['q50']:+.3f}",
-                     pct(g["share_above_0.5"]), pct(g["share_below_-0.1"])])
-    runs = " ".join(f"--run {t['task']}=DIR" for t in d["tasks"])
+        b = t["losses"].get("ssb_best")
+        row = [f"`{t['task']}`", str(t["pairs"]), f"{t['tokens']:,}", pct(t["confident_share_of_tokens"]),
+               f"**{pct(p['confident_share_of_grad'])}**", pct(p["confident_share_of_loss"]),
+               pct(v["confident_share_of_grad"]), f"{g['mean']:+.3f}", f"{g['q50']:+.3f}",
+               pct(g["share_above_0.5"]), pct(g["share_below_-0.1"])]
+        if best:
+            row.insert(7, f"{pct(b['confident_share_of_grad'])} (`{t['ssb_best']['arm']}`)" if b else "—")
+        rows.append(row)
+    runs = " ".join(f"--run {t['task']}=DIR" for t in d["tasks"]) + (
+        f" --best-from {d['best_from']}" if d.get("best_from") else "")
     note = ("Each task's run: its config (`configs/default.yaml` for `chain_sum`, `configs/tasks/<task>.yaml`) "
             "through the `logits` stage, replicate 0's seeds; nothing trained. Shares are of the tokens, of "
             "the summed loss and of the summed squared gradient norm with respect to the student's logits at "
