@@ -67,17 +67,9 @@ def test_suite_reads_the_sdft_arm_and_ssb_best_where_a_comparison_has_them(tmp_p
     """The on-policy arm (``accuracy.sdft``, ``ssb_sdft``, ``flops.sdft``) and SSB's loss chosen on validation
     (``ssb_best``, ``ssb_best_choice``, ``ssb_best_<arm>``, best minus that arm) come from compare's
     results as they are; without them the task has neither (and the suite still builds)."""
-    src = json.loads((ROOT / "bench" / "results" / "compare.json").read_text())
+    src = _with_sdft_and_best(json.loads((ROOT / "bench" / "results" / "compare.json").read_text()))
     row = ("chain_sum", "configs/default.yaml", "compare.json", False, "one line")
-    src["arms"]["sdft"] = copy.deepcopy(src["arms"]["sft"])
-    src["arms"]["sdft"]["compute"]["flops"] = 1.05 * src["arms"]["ssb"]["compute"]["flops"]
-    best = copy.deepcopy(src["arms"]["sft"])  # any pooled arm stands for the chosen variant's numbers
-    vs = {"value": 0.02, "ci": [-0.01, 0.05], "ci_problems": [0.0, 0.04]}
-    src["ssb_best"] = {"arm": "ssb:distill.temperature=1", "accuracy": best["accuracy"], "ci": best["ci"],
-                       "per_replicate_accuracy": best["per_replicate_accuracy"], "compute": best["compute"],
-                       "vs": {"sft": vs, "grpo": {**vs, "value": -0.06, "ci": [-0.09, -0.03]}},
-                       "choice": {"arm": "ssb:distill.temperature=1", "validation_accuracy": 0.5,
-                                  "paper": {"validation_accuracy": 0.4}}}
+    best = src["arms"]["sft"]
     (tmp_path / "compare.json").write_text(json.dumps(src))
     (t,) = tasks.build(tmp_path, suite=[row])["tasks"]
     assert t["accuracy"]["sdft"]["value"] == src["arms"]["sft"]["accuracy"]
@@ -91,6 +83,46 @@ def test_suite_reads_the_sdft_arm_and_ssb_best_where_a_comparison_has_them(tmp_p
     (tmp_path / "compare.json").write_text(json.dumps(src))
     (t,) = tasks.build(tmp_path, suite=[row])["tasks"]
     assert "sdft" not in t["accuracy"] and "ssb_sdft" not in t and "ssb_best" not in t
+
+
+def _with_sdft_and_best(src: dict) -> dict:
+    """A compare results document with an sdft arm (sft's numbers, 1.05x SSB's FLOPs), ``ssb_best`` (sft's
+    numbers for the variant ``ssb:distill.temperature=1``) and ``tuning``, as a tuned rerun writes them."""
+    src["arms"]["sdft"] = copy.deepcopy(src["arms"]["sft"])
+    src["arms"]["sdft"]["compute"]["flops"] = 1.05 * src["arms"]["ssb"]["compute"]["flops"]
+    best = copy.deepcopy(src["arms"]["sft"])  # any pooled arm stands for the chosen variant's numbers
+    vs = {"value": 0.02, "ci": [-0.01, 0.05], "ci_problems": [0.0, 0.04]}
+    src["ssb_best"] = {"arm": "ssb:distill.temperature=1", "accuracy": best["accuracy"], "ci": best["ci"],
+                       "per_replicate_accuracy": best["per_replicate_accuracy"], "compute": best["compute"],
+                       "vs": {"sft": vs, "grpo": {**vs, "value": -0.06, "ci": [-0.09, -0.03]}},
+                       "choice": {"arm": "ssb:distill.temperature=1", "validation_accuracy": 0.5,
+                                  "paper": {"validation_accuracy": 0.4}, "candidates": {"ssb": {}, "x": {}}}}
+    src["tuning"] = {a: {"chosen": {"lr": 6.32e-4, "validation_accuracy": 0.5}} for a in ("ssb", "sft", "grpo")}
+    return src
+
+
+def test_the_readme_says_whether_ssb_best_beats_sft_and_grpo_and_what_the_rerun_changed(tmp_path, monkeypatch):
+    """The README's sentence per task (beats / level with / below SFT and GRPO, read from the intervals) and
+    docs/tasks.md's before-and-after table are rendered from tasks.json and tasks_untuned.json."""
+    from bench.render import common
+    from bench.render.tasks import render_tasks_changes, render_tasks_main
+
+    results = ROOT / "bench" / "results"
+    src = _with_sdft_and_best(json.loads((results / "compare.json").read_text()))
+    (tmp_path / "compare.json").write_text(json.dumps(src))
+    doc = tasks.build(tmp_path, suite=[("chain_sum", "configs/default.yaml", "compare.json", False, "one line")])
+    (tmp_path / "tasks.json").write_text(json.dumps(doc))
+    (tmp_path / "tasks_untuned.json").write_text((results / "tasks_untuned.json").read_text())
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    main = render_tasks_main()
+    assert ("`chain_sum`: SSB's best loss on validation is `ssb:distill.temperature=1` (validation 50.0% against "
+            "the paper loss's 40.0%, of 2 SSB losses); on the held-out problems it is level with SFT (+2.0 pt "
+            "[-1.0, +5.0]), is below GRPO (-6.0 pt [-9.0, -3.0])") in main
+    changes = render_tasks_changes()
+    sft_before = json.loads((results / "tasks_untuned.json").read_text())["tasks"][0]["accuracy"]["sft"]["value"]
+    row = next(x for x in changes.splitlines() if x.startswith("| `chain_sum` | SFT |"))
+    assert f"| {100 * sft_before:.1f}% | {100 * src['arms']['sft']['accuracy']:.1f}% |" in row and "| 0.000632 |" in row
+    assert "Not rerun yet" not in changes
 
 
 def test_suite_refuses_one_replicate_and_a_missing_arm(tmp_path):

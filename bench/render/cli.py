@@ -42,7 +42,8 @@ from .compare import (render_baselines_flops, render_compare_details, render_com
 from .config import render_config_reference
 from .quality import render_default_run, render_quality_arms, render_quality_main
 from .speed import render_demo_time, render_distill_memory, render_distill_stores, render_rollout_throughput
-from .tasks import render_rounds_main, render_rounds_readme, render_tasks_details, render_tasks_main
+from .tasks import (render_rounds_main, render_rounds_readme, render_tasks_changes, render_tasks_details,
+                    render_tasks_main)
 from .teacher import (render_signal_shares, render_teacher_signal, render_teacher_signal_answer_hint,
                       render_teacher_signal_hints, render_teacher_signal_tasks)
 
@@ -64,6 +65,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "task_base": render_task_base,
     "tasks_main": render_tasks_main,
     "tasks_details": render_tasks_details,
+    "tasks_changes": render_tasks_changes,
     "teacher_signal_tasks": render_teacher_signal_tasks,
     "quality_arms": render_quality_arms,
     "default_run": render_default_run,

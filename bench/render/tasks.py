@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from ssb.report.stats import reading
 
-from .common import difference, interval, load, num, pct, source, table
+from .common import difference, interval, load, num, pct, pts, source, table
 
 SHORT = {"base": "base", "ssb": "SSB", "sft": "SFT", "rft": "RFT", "grpo": "GRPO", "sdft": "SDFT"}
-READ = {"above": "beats", "level": "is level with (the interval holds 0)", "below": "is below"}
+READ = {"above": "beats", "level": "is level with", "below": "is below"}  # stats.reading of an interval
 
 
 def _diff(d: dict) -> str:
@@ -98,6 +98,38 @@ def best_sentences(tasks: list[dict]) -> str:
                    f"{'its comparison predates' if len(unmeasured) == 1 else 'their comparisons predate'} the tuned rerun.")
     return ("¹ a loss variant, not the paper's. " if any((t.get("ssb_best") or {}).get("arm", "ssb") != "ssb"
                                                           for t in tasks) else "") + " ".join(out)
+
+
+def render_tasks_changes() -> str:
+    """docs/tasks.md: what the tuned rerun changed, per task and arm: pooled held-out accuracy and SSB minus
+    the arm, before (``tasks_untuned.json``: configured hyper-parameters, 2 replicates) and after
+    (``tasks.json`` where the task's comparison has ``tuning``); a task not rerun yet says so."""
+    now, before = load("tasks.json"), load("tasks_untuned.json")
+    old = {t["name"]: t for t in before["tasks"]}
+    from ..suite_rerun import TASKS as RERUN  # the tasks the rerun covers (products stays as it was)
+
+    rows, waiting = [], []
+    for t in [t for t in now["tasks"] if t["name"] in {r[0] for r in RERUN}]:
+        o = old.get(t["name"])
+        if not o or not t.get("tuning"):
+            waiting.append(f"`{t['name']}`")
+            continue
+        for arm in ("base", "ssb", "sft", "rft", "grpo", "sdft"):
+            a, b = (o["accuracy"].get(arm) or {}).get("value"), (t["accuracy"].get(arm) or {}).get("value")
+            chosen = (t["tuning"].get(arm) or {}).get("chosen", {}).get("lr")
+            d_old, d_new = o.get(f"ssb_{arm}"), t.get(f"ssb_{arm}")
+            rows.append([f"`{t['name']}`", SHORT[arm], pct(a), pct(b),
+                         pts(100 * (b - a)) if a is not None and b is not None else "—",
+                         f"{chosen:.3g}" if chosen else "—", difference(d_old) if arm != "ssb" else "—",
+                         _diff(d_new) if d_new and arm != "ssb" else "—"])
+    head = ("Each rerun task's arms before the rerun (`bench/results/tasks_untuned.json`: the configured "
+            "hyper-parameters, 2 replicates, most tasks' replicates on nearly the same training problems) and "
+            "after it (every arm's learning rate chosen on a validation draw, 3 replicates on independent draws, "
+            "intervals over replicates and problems).")
+    t = table(["task", "arm", "held-out before", "after", "change", "learning rate chosen", "SSB − arm before",
+               "SSB − arm after"], rows, "llrrrrrr") if rows else ""
+    tail = f"Not rerun yet: {', '.join(waiting)} (`python -m bench.suite_rerun --run TASK`)." if waiting else ""
+    return "\n\n".join(x for x in (head, t, tail, source("tasks.json", now, "python -m bench.tasks")) if x)
 
 
 def render_tasks_details() -> str:
