@@ -115,6 +115,8 @@ def test_every_arm_gets_the_same_trials_and_its_choice_trains_the_replicate(tune
     cfg = Run.open(d / "r0").cfg  # the chosen values trained the replicate
     assert cfg.distill.lr == tuning["ssb"]["chosen"]["lr"] and cfg.grpo.lr == tuning["grpo"]["chosen"]["lr"]
     assert doc["tuning_protocol"]["validation"]["n"] == 6 and "tuning:training" in doc["timing"]["by_part"]
+    p = doc["tuning_protocol"]  # the base model on the same draw: the reference a trial is read against
+    assert p["validation_n"] == 6 and 0 <= p["base_validation_accuracy"] <= 1
     # GRPO's trials ran under the budget its replicate ran with (the smoke config: max_steps)
     steps = {Run.open(x["run_dir"]).stage("grpo")["steps"] for x in tuning["grpo"]["trials"]}
     assert steps == {Run.open(d / "r0").stage("grpo")["steps"]}

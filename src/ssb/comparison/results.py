@@ -267,7 +267,9 @@ def tuning_table(doc: dict) -> list[str]:
     if not doc.get("tuning"):
         return []
     v = doc["tuning_protocol"]["validation"]
-    rows = [f"Tuned on replicate 0, scored on {v['n']} validation problems (never the held-out ones): "
+    base = doc["tuning_protocol"].get("base_validation_accuracy")
+    rows = [f"Tuned on replicate 0, scored on {v['n']} validation problems (never the held-out ones"
+            + (f"; the base model scores {100 * base:.1f}% on them" if base is not None else "") + "): "
             f"{doc['tuning_protocol']['rule']}.", "", "| arm | key | learning rate: validation % | chosen |",
             "|---|---|---|---|"]
     for arm, t in doc["tuning"].items():

@@ -198,7 +198,9 @@ class Tuner:
             out[arm] = self.arm(arm, budget_from)
             if arm == "ssb":  # any trial's: the learning rate does not change SSB's FLOPs
                 budget_from = Run.open(out["ssb"]["trials"][0]["run_dir"])
-        atomic_write_json(self.dir / "tuning.json", {"tuning": out, "protocol": self.protocol()})
+        base, n, _ = self.validate("base", None)  # the untrained model on the same draw: what a trial adds
+        atomic_write_json(self.dir / "tuning.json", {"tuning": out, "protocol": {
+            **self.protocol(), "base_validation_accuracy": base, "validation_n": n}})
         return out
 
     def _budget_run(self) -> Run:
