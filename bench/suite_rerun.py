@@ -69,7 +69,7 @@ def task_state(name: str, root: Path = RUNS) -> dict:
             "tuning_done": (tune / "tuning.json").is_file(), "trials": trials,
             "trials_scored": sum(t["validation_accuracy"] is not None for t in trials), "replicates": replicates,
             "results_written": (d / "results.json").is_file(),
-            "command": "python -m bench.compare " + " ".join(command(name))}
+            "command": ("python -m bench.compare " + " ".join(command(name))) if name in {t[0] for t in TASKS} else None}
 
 
 def main(argv: list[str] | None = None) -> int:

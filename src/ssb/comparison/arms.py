@@ -55,7 +55,7 @@ from ..rundir.jsonl import atomic_write_json, atomic_write_text, read_jsonl
 from ..rundir.run import Run
 from ..rundir.table import stage_names
 from . import results as arms_results
-from .defaults import ADAPTERS, BUDGETED, CURVES, GRPO_POINTS, K_MAX, K_VALUES, TRAINED_BY
+from .defaults import ADAPTERS, BUDGETED, CURVES, GRPO_POINTS, K_MAX, K_VALUES, OVERRIDE_SEP, TRAINED_BY
 
 log = logging.getLogger("ssb")
 
@@ -87,7 +87,7 @@ def ablation_overrides(arm: str, template: str | None) -> list[str]:
     (``ssb:distill.temperature=1+distill.ce_weight=0.5``)."""
     what = arm.split(":", 1)[1]
     if "=" in what:
-        parts = re.split(r"\+(?=[A-Za-z_][\w.]*=)", what)
+        parts = re.split(OVERRIDE_SEP, what)
         bad = [x for x in parts if "=" not in x or not x.split("=", 1)[0]]
         if bad:
             raise CompareError(f"arm {arm!r}: {bad[0]!r} is not key=value (several overrides join with '+')")

@@ -19,4 +19,5 @@ TRAINED_BY = {"ssb": "distill", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdf
 ADAPTERS = {"ssb": "student", "sft": "sft", "rft": "rft", "grpo": "grpo", "sdft": "sdft"}  # its adapter directory
 LR_KEYS = {"ssb": "distill.lr", "sft": "baselines.sft_lr", "rft": "baselines.rft_lr", "grpo": "grpo.lr",
            "sdft": "sdft.lr"}  # its learning rate
+OVERRIDE_SEP = r"\+(?=[A-Za-z_][\w.]*=)"  # joins an ssb:key=value+key=value arm's overrides (a regex)
 BUDGETED = ("grpo", "sdft")  # held to SSB's FLOPs; adapters saved at points of the budget (<arm>_points/)

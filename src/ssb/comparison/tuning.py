@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from ..config import load_config
 from ..data.load import load_problems
@@ -37,7 +38,7 @@ from ..data.problem import normalize_question, question_keys
 from ..rundir.jsonl import atomic_write_json, read_jsonl
 from ..rundir.run import Run
 from ..stages.rounds import VALIDATION_SEED_STEP
-from .defaults import ADAPTERS, BUDGETED, LR_KEYS, TRAINED_BY
+from .defaults import ADAPTERS, BUDGETED, LR_KEYS, OVERRIDE_SEP, TRAINED_BY
 
 log = logging.getLogger("ssb")
 
@@ -90,15 +91,19 @@ def best_variant(tuning: dict) -> dict | None:
     cands = {a: t["chosen"] for a, t in tuning.items() if a == "ssb" or a.startswith("ssb:")}
     if "ssb" not in cands or len(cands) < 2:
         return None
-    from .arms import ablation_overrides  # lazy: arms imports this module
-
     best = max(cands, key=lambda a: (cands[a]["validation_accuracy"], a == "ssb"))
     pick = {"lr": cands[best]["lr"], "validation_accuracy": cands[best]["validation_accuracy"]}
-    return {"arm": best, "overrides": [] if best == "ssb" else ablation_overrides(best, None), **pick,
+    return {"arm": best, "overrides": [] if best == "ssb" else _overrides(best), **pick,
             "paper": {"lr": cands["ssb"]["lr"], "validation_accuracy": cands["ssb"]["validation_accuracy"]},
             "candidates": {a: {"lr": c["lr"], "validation_accuracy": c["validation_accuracy"],
                                "trials": len(tuning[a]["trials"])} for a, c in cands.items()},
             "rule": BEST_RULE}
+
+
+def _overrides(arm: str) -> list[str]:
+    """An ``ssb:`` arm's overrides: its ``key=value`` parts, or the hint it names (``teacher.hint=...``)."""
+    what = arm.split(":", 1)[1]
+    return re.split(OVERRIDE_SEP, what) if "=" in what else [f"teacher.hint={what}"]
 
 
 def validation_source(cfg):
