@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ssb.comparison.tuning import best_variant, choose, configured_lr, extension, tunable
+from ssb.comparison.tuning import best_variant, choose, configured_lr, differences, extension, tunable
 from ssb.config import load_config
 from ssb.errors import ConfigError
 from ssb.data.problem import normalize_question
 from ssb.rundir.jsonl import read_jsonl
+from ssb.report.train_summary import summarize
 from ssb.rundir.run import Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,21 @@ def test_the_tuned_arms_and_their_learning_rates():
         load_config("configs/default.yaml", ["tune.lr_factors=[0, 1]"])
 
 
+def test_a_trial_is_replicate_0s_training_when_only_where_it_lives_and_the_other_arms_differ():
+    """``differences``: what keeps replicate 0 from taking an arm's chosen trial (``Tuner.reuse_chosen``)."""
+    trial = load_config("configs/default.yaml", ["runs_dir=x/tune", "name=ssb-lr0.0002", "distill.lr=2e-4"])
+    run = load_config("configs/default.yaml", ["runs_dir=x", "name=r0", "distill.lr=2e-4", "grpo.lr=6.32e-5",
+                                               "baselines.sft=true", "baselines.sft_lr=6.32e-4", "grpo.enabled=true"])
+    assert differences(trial, run, "ssb") == []
+    assert differences(trial, run, "grpo") == ["grpo.lr"]  # the arm's own learning rate must be the trial's
+    assert differences(trial, run, "ssb:distill.temperature=1") == []
+    curves = load_config("configs/default.yaml", ["distill.lr=2e-4", "distill.save_every_epoch=true",
+                                                  "grpo.curve_points=4"])
+    assert differences(trial, curves, "ssb") == ["distill.save_every_epoch", "grpo.curve_points"]
+    assert differences(trial, load_config("configs/default.yaml", ["distill.lr=2e-4", "distill.seed=5"]),
+                       "ssb") == ["distill.seed"]
+
+
 def test_an_unset_baseline_lr_trains_at_ssbs(tmp_path):
     """The sft stage reads ``baselines.sft_lr`` (what --tune sets), else ``distill.lr``: pinned through the
     Trainer's arguments it builds."""
@@ -120,6 +136,24 @@ def test_every_arm_gets_the_same_trials_and_its_choice_trains_the_replicate(tune
     # GRPO's trials ran under the budget its replicate ran with (the smoke config: max_steps)
     steps = {Run.open(x["run_dir"]).stage("grpo")["steps"] for x in tuning["grpo"]["trials"]}
     assert steps == {Run.open(d / "r0").stage("grpo")["steps"]}
+
+
+@pytest.mark.slow
+def test_replicate_0_takes_each_arms_chosen_trial_instead_of_training_it_again(tuned):
+    """Without curves the chosen trial's config is replicate 0's (but where it lives and the other arms):
+    the replicate takes its adapter, log and manifest entry, and its time is counted once (as a trial)."""
+    d, doc = tuned
+    r0 = Run.open(d / "r0")
+    for arm, stage, adapter in (("ssb", "distill", "student"), ("grpo", "grpo", "grpo")):
+        t = doc["tuning"][arm]
+        chosen = next(x for x in t["trials"] if x["lr"] == t["chosen"]["lr"])
+        assert doc["tuning_protocol"]["replicate_0"][arm] == {"from_trial": chosen["run_dir"]}
+        assert r0.stage(stage)["copied_from"] == chosen["run_dir"]
+        src = Path(chosen["run_dir"]) / adapter / "adapter_model.safetensors"
+        assert (r0.file(adapter) / "adapter_model.safetensors").read_bytes() == src.read_bytes()
+        logged = summarize(Run.open(chosen["run_dir"]), stage)
+        assert logged and doc["arms"][arm]["training"][0] == logged  # the replicate's summary is the trial's
+        assert f"stage:{stage}" not in doc["timing"]["by_part"]  # counted in tuning:training only
 
 
 @pytest.mark.slow

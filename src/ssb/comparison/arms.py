@@ -53,7 +53,7 @@ from ..report.ledger import ledger, model_params
 from ..report.train_summary import summarize
 from ..rundir.jsonl import atomic_write_json, atomic_write_text, read_jsonl
 from ..rundir.run import Run
-from ..rundir.table import stage_names
+from ..rundir.table import STAGES, stage_names
 from . import results as arms_results
 from .defaults import ADAPTERS, BUDGETED, CURVES, GRPO_POINTS, K_MAX, K_VALUES, OVERRIDE_SEP, TRAINED_BY
 
@@ -192,6 +192,12 @@ class Compare:
     def main_run(self, r: int, upstream_only: bool = False) -> Run:
         """Replicate ``r``'s run directory and every arm it trains (``upstream_only``: rollout to logits,
         what ``--tune``'s trials take before the learning rates are chosen)."""
+        stages = list(UPSTREAM) if upstream_only else ["rollout", *SSB_STAGES, "rounds", "sft", "rft", "grpo", "sdft",
+                                                       "report"]
+        return run_pipeline(self.main_cfg(r), only=stages)
+
+    def main_cfg(self, r: int):
+        """Replicate ``r``'s config: every requested arm's stage on, curves as asked, the tuned values."""
         want = set(self.arms)
         extra = self.replicate_extra(r) + [
             f"baselines.sft={'sft' in want}", f"baselines.rft={'rft' in want}", f"grpo.enabled={'grpo' in want}",
@@ -200,9 +206,7 @@ class Compare:
             f"sdft.curve_points={self.grpo_points if self.curves else 0}"]
         if self.rounds > 1:  # every round runs: the stop rule's validation accuracies are recorded, not acted on
             extra += [f"rounds.n={self.rounds}", "rounds.stop_drop=1"]
-        stages = list(UPSTREAM) if upstream_only else ["rollout", *SSB_STAGES, "rounds", "sft", "rft", "grpo", "sdft",
-                                                       "report"]
-        return run_pipeline(self.cfg(f"r{r}", extra), only=stages)
+        return self.cfg(f"r{r}", extra)
 
     @staticmethod
     def run_stages(cfg, only: list[str]) -> Run:
@@ -213,16 +217,26 @@ class Compare:
         """``dst`` starts from ``src``'s ``stages`` (their files and manifest entries; distill: the entry only)."""
         copy_stages(src, dst, stages, tuple(f for s in stages for f in STAGE_FILES.get(s, ())))
 
+    @staticmethod
+    def take_trained(src: Run, dst: Run, stage: str) -> None:
+        """``dst`` takes ``src``'s finished training ``stage``: its outputs and manifest entry (``copied_from``)."""
+        copy_stages(src, dst, (stage,), next(s.outputs for s in STAGES if s.name == stage))
+
     def ablation_run(self, r: int, arm: str, main: Run, upstream_only: bool = False) -> Run:
         """The ablation ``arm`` on replicate ``r``: what it does not change taken from ``main``
         (:func:`reused_stages`), the rest of SSB's stages rerun (``upstream_only``: up to the teacher signal)."""
         changed = self.arm_extra(arm)
-        cfg = self.cfg(f"r{r}-{self.dir_name(arm)}", self.replicate_extra(r) + changed + self.chosen.get(arm, []))
+        cfg = self.ablation_cfg(r, arm)
         run = Run.create(cfg)
         reused = reused_stages(changed, self.base_cfg.logits.store)
         self.take_upstream(main, run, reused)
         stages = [s for s in SSB_STAGES if s not in reused and (s in UPSTREAM or not upstream_only)]
         return run_pipeline(cfg, only=[*stages, *([] if upstream_only else ["report"])])
+
+    def ablation_cfg(self, r: int, arm: str):
+        """The ablation ``arm``'s config on replicate ``r`` (its chosen learning rate when tuned)."""
+        return self.cfg(f"r{r}-{self.dir_name(arm)}", self.replicate_extra(r) + self.arm_extra(arm)
+                        + self.chosen.get(arm, []))
 
     def tune(self) -> None:
         """``--tune``: every trainable arm's trials on replicate 0 (:mod:`comparison.tuning`; a rerun resumes
@@ -235,6 +249,7 @@ class Compare:
         self.chosen = {a: t["chosen"]["overrides"] for a, t in found.items()}
         self.tuned = [o for a in TRAINED_BY if a in self.chosen for o in self.chosen[a]]
         self.exclude |= tuner.validation_questions()
+        self.tuning["protocol"]["replicate_0"] = tuner.reuse_chosen(found)
 
     def half_run(self, r: int, main: Run) -> Run | None:
         """SSB's distillation on the first half of ``main``'s pairs (its teacher signal copied)."""

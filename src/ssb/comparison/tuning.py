@@ -18,7 +18,9 @@ replicates train (the ``tune`` config section).
   trial one grid step beyond it, and the choice is made again over all trials (once: the only
   difference in trial counts between arms).
 * The chosen values train every replicate (``Compare.tuned``); every trial and the choice are in
-  ``tune/tuning.json`` and in the results' ``tuning``.
+  ``tune/tuning.json`` and in the results' ``tuning``. Replicate 0 takes the chosen trial itself when
+  its config is the trial's but for where it lives and the other arms (:meth:`Tuner.reuse_chosen`; not
+  with curves, which change the config): ``tuning_protocol.replicate_0``.
 * **SSB's best loss** (:func:`best_variant`): with ``ssb:`` ablations among the arms (loss variants such
   as ``ssb:distill.temperature=1``), the SSB arm whose chosen trial scored highest on validation is
   ``ssb_best`` in the results, reported against the other arms on the held-out problems. A tie keeps the
@@ -208,6 +210,36 @@ class Tuner:
             **self.protocol(), "base_validation_accuracy": base, "validation_n": n}})
         return out
 
+    def reuse_chosen(self, found: dict) -> dict:
+        """Replicate 0 takes each arm's chosen trial as its training of that arm (the stage's outputs and
+        manifest entry, ``copied_from`` the trial) when the trial's config is the replicate's but for
+        :func:`differences`' allowed fields: the trial *is* that training, same problems, pairs, seed and
+        learning rate, so training it again would cost the time and give the same adapter. With curves
+        (``distill.save_every_epoch``, ``*.curve_points``) or rounds the configs differ and replicate 0
+        trains the arm itself. Returns per arm the run directory its replicate-0 training came from, or the
+        fields that kept it from being reused."""
+        out: dict[str, dict] = {}
+        for arm, t in found.items():  # ``tuning.json``'s ``tuning``
+            stage = TRAINED_BY[kind(arm)]
+            trial = next(x for x in t["trials"] if fmt(x["lr"]) == fmt(t["chosen"]["lr"]))
+            src = Run.open(trial["run_dir"])
+            cfg = self.c.ablation_cfg(0, arm) if arm.startswith("ssb:") else self.c.main_cfg(0)
+            dst = Run.create(cfg)
+            if dst.stage_done(stage):  # done before: by this reuse, or trained (an earlier invocation)
+                entry = dst.stage(stage)
+                out[arm] = ({"from_trial": entry["copied_from"]} if "copied_from" in entry
+                            else {"trained": True, "reason": "trained before this invocation"})
+                continue
+            diff = differences(src.cfg, cfg, arm)
+            if diff or not src.stage_done(stage):
+                out[arm] = {"trained": True, "reason": f"the trial's config differs in {', '.join(diff)}" if diff
+                            else "the trial's training is not done"}
+                continue
+            self.c.take_trained(src, dst, stage)
+            log.info("[tune] %s: replicate 0 takes the chosen trial %s (same config, same training)", arm, src.path)
+            out[arm] = {"from_trial": str(src.path)}
+        return out
+
     def _budget_run(self) -> Run:
         """SSB's distillation on replicate 0 at its configured lr (not scored): GRPO's budget when ssb is no arm."""
         cfg, _ = self.trial_cfg("ssb", configured_lr(self.cfg, "ssb"))
@@ -222,6 +254,29 @@ class Tuner:
                 "validation": {"source": src.source, "seed": src.seed, "n": src.limit,
                                "deduplicated_against": "every replicate's training problems; the held-out problems "
                                "are drawn excluding these"}}
+
+
+# fields a trial and its replicate-0 run may differ in without changing the arm's training: where the run
+# lives, which other arms the replicate trains, and their learning rates (the arm's own must be equal)
+OTHER_ARMS = ("runs_dir", "name", "baselines.sft", "baselines.rft", "grpo.enabled", "sdft.enabled")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(trial_cfg, run_cfg, arm: str) -> list[str]:
+    """The config fields in which a trial of ``arm`` and a run differ, besides :data:`OTHER_ARMS` and the
+    other arms' learning rates (empty: the run would train ``arm`` exactly as the trial did)."""
+    ignore = set(OTHER_ARMS) | {k for a, k in LR_KEYS.items() if a != kind(arm)}
+    a, b = _flat(trial_cfg.model_dump(mode="json")), _flat(run_cfg.model_dump(mode="json"))
+    return sorted(k for k in a.keys() | b.keys() if k not in ignore and a.get(k) != b.get(k))
 
 
 def load(compare) -> dict | None:
