@@ -115,6 +115,8 @@ def task_entry(name: str, config: str, results: str, multi_step: bool, why: str,
         "output_quality": {a: arms[a].get("output_quality") for a in here},
         "commit": d.get("commit"), "trained_at_commit": d.get("trained_at_commit"),
         "hours": round(d["timing"]["total_seconds"] / 3600, 2) if d.get("timing") else None,
+        # where that wall-clock went: each stage over every run directory, the evaluations, --tune's trials
+        "hours_by_part": {k: round(v / 3600, 2) for k, v in d["timing"]["by_part"].items()} if d.get("timing") else None,
     }
 
 

@@ -123,6 +123,12 @@ def test_the_readme_says_whether_ssb_best_beats_sft_and_grpo_and_what_the_rerun_
     row = next(x for x in changes.splitlines() if x.startswith("| `chain_sum` | SFT |"))
     assert f"| {100 * sft_before:.1f}% | {100 * src['arms']['sft']['accuracy']:.1f}% |" in row and "| 0.000632 |" in row
     assert "Not rerun yet" not in changes
+    # where the comparison's time went: its total and its largest part, in hours
+    top = max(src["timing"]["by_part"], key=src["timing"]["by_part"].get)
+    t = doc["tasks"][0]
+    assert t["hours"] == round(src["timing"]["total_seconds"] / 3600, 2)
+    assert (f"- `chain_sum`'s tuned comparison took {t['hours']:.1f} h of wall-clock on this CPU: "
+            f"{top.removeprefix('stage:')} {t['hours_by_part'][top]:.1f} h") in changes
 
 
 def test_suite_refuses_one_replicate_and_a_missing_arm(tmp_path):

@@ -128,8 +128,17 @@ def render_tasks_changes() -> str:
             "intervals over replicates and problems).")
     t = table(["task", "arm", "held-out before", "after", "change", "learning rate chosen", "SSB − arm before",
                "SSB − arm after"], rows, "llrrrrrr") if rows else ""
+    time = "\n".join(_time_line(t) for t in now["tasks"] if t["name"] in {r[0] for r in RERUN} and t.get("tuning")
+                     and t.get("hours_by_part"))
     tail = f"Not rerun yet: {', '.join(waiting)} (`python -m bench.suite_rerun --run TASK`)." if waiting else ""
-    return "\n\n".join(x for x in (head, t, tail, source("tasks.json", now, "python -m bench.tasks")) if x)
+    return "\n\n".join(x for x in (head, t, time, tail, source("tasks.json", now, "python -m bench.tasks")) if x)
+
+
+def _time_line(t: dict) -> str:
+    """Where one task's tuned comparison spent its wall-clock (this CPU, every invocation summed)."""
+    parts = sorted(t["hours_by_part"].items(), key=lambda kv: -kv[1])
+    top = ", ".join(f"{k.removeprefix('stage:')} {v:.1f} h" for k, v in parts if v >= 0.05)
+    return f"- `{t['name']}`'s tuned comparison took {t['hours']:.1f} h of wall-clock on this CPU: {top}."
 
 
 def render_tasks_details() -> str:
