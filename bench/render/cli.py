@@ -38,7 +38,7 @@ from typing import Callable
 
 from .common import ROOT, RenderError
 from .compare import (render_baselines_flops, render_compare_details, render_compare_main, render_default_run_cost,
-                      render_grpo_generation, render_task_base)
+                      render_grpo_generation, render_sdft_generation, render_task_base)
 from .config import render_config_reference
 from .quality import render_default_run, render_quality_arms, render_quality_main
 from .speed import render_demo_time, render_distill_memory, render_distill_stores, render_rollout_throughput
@@ -62,6 +62,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "compare_main": render_compare_main,
     "compare_details": render_compare_details,
     "grpo_generation": render_grpo_generation,
+    "sdft_generation": render_sdft_generation,
     "task_base": render_task_base,
     "tasks_main": render_tasks_main,
     "tasks_details": render_tasks_details,

@@ -186,19 +186,33 @@ def render_compare_details() -> str:
 
 
 def render_grpo_generation() -> str:
-    d = load("grpo_generation.json")
+    return _generation("grpo")
+
+
+def render_sdft_generation() -> str:
+    return _generation("sdft")
+
+
+def _generation(stage: str) -> str:
+    """``bench/results/<stage>_generation.json``: TRL's sampler against ssb's engine in one stage's steps."""
+    f = f"{stage}_generation.json"
+    d = load(f)
+    last = ("mean reward", "reward_mean") if stage == "grpo" else ("mean distillation loss", "distillation_loss_mean")
     rows = [[str(v["batch_size"]), f"`{v['generator']}`", str(v["steps"]), pct(v["generation_share"]),
              f"{v['generation_completions_per_s']:.2f}", f"{v['generation_tokens_per_s']:.0f}",
-             f"{v['step_seconds_median']:.1f} s", f"{v['reward_mean']:.2f}"] for v in d["variants"]]
+             f"{v['step_seconds_median']:.1f} s", f"{v[last[1]]:.{2 if stage == 'grpo' else 4}f}"]
+            for v in d["variants"]]
     t = table(["completions per step", "sampler", "steps", "time generating", "completions/s generating",
-               "tokens/s generating", "median step", "mean reward"], rows, "llrrrrrr")
+               "tokens/s generating", "median step", last[0]], rows, "llrrrrrr")
     ratios = "; ".join(f"{b} per step: ssb's engine {r['generation_completions_per_s']:.2f}x the completions per "
                        f"second of generation, median step {r['step_seconds']:.2f}x" for b, r in d["ratios"].items())
     load_avg = d.get("load_average_at_write")
     note = f" Load average when written: {load_avg[0]:.1f}." if load_avg else ""
-    cmd = f"python -m bench.grpo_generation --steps {d['settings']['steps']} --batch-sizes " + ",".join(
-        sorted({str(v['batch_size']) for v in d['variants']}, key=int))
-    return f"{t}\n\n{ratios}.{note}\n\n{source('grpo_generation.json', d, cmd)}"
+    st = d["settings"]
+    cmd = (f"python -m bench.grpo_generation{' --stage sdft' if stage == 'sdft' else ''}"
+           f"{' --upstream ' + st['upstream'] if st.get('upstream') else ''} --steps {st['steps']} --batch-sizes "
+           + ",".join(sorted({str(v['batch_size']) for v in d['variants']}, key=int)))
+    return f"{t}\n\n{ratios}.{note}\n\n{source(f, d, cmd)}"
 
 
 def render_task_base() -> str:
