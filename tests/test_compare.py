@@ -350,6 +350,26 @@ def test_a_student_only_ablation_trains_on_exactly_the_ssb_arms_pairs(smoke_comp
     assert a["training"][0][0]["kd"] is not None and a["accuracy"] is not None and a["compute"]["flops"] > 0 and a["vs_ssb"] is not None
 
 
+@pytest.mark.slow
+def test_an_ablations_upstream_for_tune_takes_its_replicates_stages_and_runs_nothing(smoke_compare):
+    """What ``--tune``'s trials of a student-only ablation start from (``upstream_only``): the replicate's
+    rollouts, curation, pairs and teacher signal, copied, and no stage run (it once ran the whole
+    pipeline: distillation at the untuned learning rate, GRPO and the evaluations)."""
+    from ssb.comparison.arms import Compare
+    from ssb.comparison.defaults import SEED
+
+    d, _, _ = smoke_compare
+    arm = "ssb:distill.ce_weight=1"  # not among the shared comparison's arms: its directory is new
+    c = Compare(str(ROOT / "configs" / "smoke.yaml"), parse_arms(f"{ARM_SPEC},{arm}"), 1, 8, SEED, d, [])
+    main = Run.open(d / "r0")
+    run = c.ablation_run(0, arm, main, upstream_only=True)
+    stages = run.manifest()["stages"]
+    assert set(stages) == {"rollout", "curate", "teacher", "logits"}
+    assert all(v["copied_from"] == str(main.path) for v in stages.values())
+    assert read_jsonl(run.file("pairs.jsonl")) == read_jsonl(main.file("pairs.jsonl"))
+    assert not run.file("student").exists() and not run.file("grpo").exists() and not (run.path / "eval").exists()
+
+
 def test_replicates_draw_their_own_training_problems():
     """reasoning-gym draws entry i of seed s from Random(s + i): replicate seeds one apart would
     share all but one problem (they did before DATA_SEED_STRIDE); stepped by the stride they share

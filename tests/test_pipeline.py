@@ -172,6 +172,16 @@ def test_unknown_stage_names_the_stages(tmp_path):
         run_pipeline(RunConfig(name="x", runs_dir=str(tmp_path)), force=["curation"])
 
 
+def test_an_empty_list_of_stages_runs_none(tmp_path):
+    """``only=[]`` is no stage, not every stage (None is every stage): ``ssb compare``'s upstream of an
+    ablation whose stages are all taken from its replicate once ran the whole pipeline through it."""
+    from ssb.config import RunConfig
+    from ssb.pipeline import run_pipeline
+
+    run = run_pipeline(RunConfig(name="x", runs_dir=str(tmp_path)), only=[])
+    assert run.manifest()["stages"] == {} and not run.file("rollouts.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_smoke_run_completes_every_stage(smoke_run):
     path, _ = smoke_run

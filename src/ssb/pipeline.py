@@ -100,7 +100,8 @@ def _has_pairs(run: Run) -> bool:
 def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] | None = None,
                  force: list[str] | None = None, config_file: str | Path | None = None,
                  overrides: list[str] | None = None) -> Run:
-    """Every stage of the table into ``cfg``'s run directory (see the module). ``config_file`` and
+    """Every stage of the table into ``cfg``'s run directory (see the module); ``only``: these stages and
+    no other (an empty list: none; None: every stage). ``config_file`` and
     ``overrides``: the YAML file and ``--set`` values ``cfg`` was read from, when it was; recorded in
     ``manifest.json`` (``config_file``, absolute, and ``overrides``) for the report's ``ssb compare`` command."""
     names = stage_names()
@@ -109,7 +110,7 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, skip: list[str] 
             raise PipelineError(f"unknown stage {name!r}; stages are: {', '.join(names)}")
     # distributed hook: refuse FSDP / multi-process vLLM before any work; the main process
     # creates the run directory
-    planned = [s for s in STAGES if (not only or s.name in only) and s.name not in (skip or [])]
+    planned = [s for s in STAGES if (only is None or s.name in only) and s.name not in (skip or [])]
     if any(s.name == "distill" for s in planned):
         distributed.check_supported("distillation")
     if any(s.generates or s.drawn for s in planned):  # drawn: run with rollout + teacher under draw_chunk
@@ -143,7 +144,7 @@ def _run_stages(run: Run, cfg: RunConfig, only, skip, force) -> None:
                 remove_outputs(run, stage)
                 run.set_stage(stage.name, status="pending")
             finished = run.manifest().get("draw") and all(run.stage_done(s) for s in drawn_stages)
-            if not drawn and not finished and (not only or stage.name in only):
+            if not drawn and not finished and (only is None or stage.name in only):
                 log.info("[%s] drawing problems in chunks of %d until %s pairs", "+".join(drawn_stages),
                          cfg.data.draw_chunk, cfg.teacher.max_pairs)
                 draw_until_pairs(run)
@@ -164,7 +165,7 @@ def _run_stages(run: Run, cfg: RunConfig, only, skip, force) -> None:
 def _should_run(run: Run, stage: Stage, cfg: RunConfig, only, skip, force) -> bool:
     """Whether ``stage`` runs now (--only/--skip/enabled, --force resets, pairs, done);
     evaluated by the main process only under ``accelerate launch``."""
-    if only and stage.name not in only:
+    if only is not None and stage.name not in only:
         return False
     if stage.name in (skip or []) or not stage.enabled(cfg):
         log.info("[%s] skipped", stage.name)

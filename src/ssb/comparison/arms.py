@@ -231,7 +231,8 @@ class Compare:
         reused = reused_stages(changed, self.base_cfg.logits.store)
         self.take_upstream(main, run, reused)
         stages = [s for s in SSB_STAGES if s not in reused and (s in UPSTREAM or not upstream_only)]
-        return run_pipeline(cfg, only=[*stages, *([] if upstream_only else ["report"])])
+        only = [*stages, *([] if upstream_only else ["report"])]
+        return run_pipeline(cfg, only=only) if only else run  # upstream only, all of it taken: nothing to run
 
     def ablation_cfg(self, r: int, arm: str):
         """The ablation ``arm``'s config on replicate ``r`` (its chosen learning rate when tuned)."""
