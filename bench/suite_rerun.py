@@ -58,8 +58,10 @@ def task_state(name: str, root: Path = RUNS) -> dict:
         summary = tune / "validation" / t.name / "summary.json"
         stages = _manifest(t).get("stages", {})
         trained = [s for s in STAGES if stages.get(s, {}).get("status") == "done" and not stages[s].get("copied_from")]
-        acc = json.loads(summary.read_text())["benches"]["holdout"]["accuracy"] if summary.is_file() else None
+        bench = json.loads(summary.read_text())["benches"]["holdout"] if summary.is_file() else {}
+        acc = bench.get("accuracy")
         trials.append({"trial": t.name, "trained": trained, "validation_accuracy": acc,
+                       "validation_n": bench.get("n_problems"),
                        "train_seconds": sum(stages[s].get("seconds_total") or 0 for s in trained) or None})
     replicates = {}
     for r in sorted(p for p in d.glob("r[0-9]*") if p.is_dir()):

@@ -180,6 +180,7 @@ def test_the_suite_rerun_state_reads_a_comparison_directory(tuned):
     st = task_state(d.name, root=d.parent)
     recorded = {Path(t["run_dir"]).name: t["validation_accuracy"] for a in doc["tuning"].values() for t in a["trials"]}
     assert {t["trial"]: t["validation_accuracy"] for t in st["trials"]} == recorded
+    assert {t["validation_n"] for t in st["trials"]} == {6}
     assert st["trials_scored"] == len(recorded) and st["tuning_done"] and st["results_written"]
     assert all(t["trained"] in (["distill"], ["grpo"]) and t["train_seconds"] > 0 for t in st["trials"])
     assert {"rollout", "distill", "grpo"} <= set(st["replicates"]["r0"])
