@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from ssb.comparison import defaults
-from ssb.comparison.arms import Compare, parse_arms
+from ssb.comparison.arms import Compare
+from ssb.comparison.spec import parse_arms
 
 from ._meta import ROOT, dirty_paths, provenance
 

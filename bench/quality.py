@@ -15,7 +15,7 @@ from that replicate's rollouts (copied, never regenerated), with everything else
 config. The config's own hint is the arm reported as ``ssb``. Each arm's students are also
 evaluated on the validation draw (``validation_accuracy``), so that a hint can be chosen by a
 rule that never looks at the held-out problems. ``contrastive`` needs a
-template that shows the wrong rollout: :data:`ssb.comparison.arms.CONTRASTIVE_TEMPLATE` (the config's template
+template that shows the wrong rollout: :data:`ssb.comparison.spec.CONTRASTIVE_TEMPLATE` (the config's template
 with the wrong rollout added) is used.
 
 GRPO. Its learning rate is chosen by a stated rule, never on the held-out problems: on
@@ -59,7 +59,7 @@ import sys
 import time
 from pathlib import Path
 
-from ssb.comparison.arms import HINTS, ablation_overrides, copy_stages, replicate_overrides
+from ssb.comparison.spec import HINTS, ablation_overrides, copy_stages, replicate_overrides
 from ssb.comparison.results import INTERVALS, correct_vector, pooled
 from ssb.config import load_config
 from ssb.data.heldout import training_questions

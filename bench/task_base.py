@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from ssb.comparison import defaults
-from ssb.comparison.arms import replicate_overrides
+from ssb.comparison.spec import replicate_overrides
 from ssb.comparison.results import output_quality
 from ssb.config import load_config
 from ssb.data.load import load_problems

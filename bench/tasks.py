@@ -58,7 +58,7 @@ def _rep(arm: dict, i: int) -> float:
 def shared_training(config: str, seeds: list[int]) -> dict:
     """Training problems replicate i > 0 shares with replicate 0, redrawn from the config at each replicate's
     recorded data seed (reasoning-gym draws are deterministic): seeds one apart draw the same problems shifted
-    by one, which every comparison before the data-seed stride (ssb.comparison.arms.DATA_SEED_STRIDE) did."""
+    by one, which every comparison before the data-seed stride (ssb.comparison.spec.DATA_SEED_STRIDE) did."""
     from ssb.config import load_config  # lazy: pydantic, reasoning-gym
     from ssb.data.load import load_problems
     from ssb.data.problem import question_keys

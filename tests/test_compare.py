@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ssb.comparison import results as arms_results
-from ssb.comparison.arms import CompareError, ablation_overrides, parse_arms
+from ssb.comparison.spec import CompareError, ablation_overrides, parse_arms
 from ssb.report import stats
 from ssb.report.funnel import rollout_counts
 from ssb.report.ledger import KINDS, flops, ledger
@@ -323,7 +323,7 @@ def test_arms_are_checked():
 
 
 def test_an_ablation_reuses_what_it_does_not_change():
-    from ssb.comparison.arms import reused_stages
+    from ssb.comparison.spec import reused_stages
 
     upstream = ("rollout", "curate", "teacher", "logits")
     assert reused_stages(["distill.temperature=1", "lora.r=8"], "hidden") == upstream
@@ -374,7 +374,7 @@ def test_replicates_draw_their_own_training_problems():
     """reasoning-gym draws entry i of seed s from Random(s + i): replicate seeds one apart would
     share all but one problem (they did before DATA_SEED_STRIDE); stepped by the stride they share
     only chance coincidences (the task's small question space makes some)."""
-    from ssb.comparison.arms import replicate_overrides
+    from ssb.comparison.spec import replicate_overrides
     from ssb.config import load_config
     from ssb.data.load import load_problems
     from ssb.data.problem import question_keys

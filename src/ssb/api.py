@@ -49,7 +49,8 @@ def compare(config: str | Path, arms: str | list[str] = defaults.ARMS, replicate
     (``comparison/defaults.py``: 3 replicates, 400 held-out problems, ``k_max=10, k_values=(2, 10)``, ...).
     ``base`` is always an arm. ``tune``: ``--tune`` (``tune.enabled``: every trainable arm's learning rate
     searched on a validation draw first). Hours on a CPU with the default config (``docs/compare.md``)."""
-    from .comparison.arms import Compare, parse_arms  # lazy: it imports the orchestrator
+    from .comparison.arms import Compare  # lazy: it imports the orchestrator
+    from .comparison.spec import parse_arms
 
     spec = arms if isinstance(arms, str) else ",".join(arms)
     return Compare(str(config), parse_arms(spec), replicates, n, seed, Path(out) if out else None,

@@ -112,7 +112,8 @@ def cmd_signal(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .comparison.arms import Compare, parse_arms  # lazy: pydantic, keeps `ssb --help` fast
+    from .comparison.arms import Compare  # lazy: pydantic, keeps `ssb --help` fast
+    from .comparison.spec import parse_arms
     from .comparison.results import markdown
 
     ks = tuple(int(k) for k in args.k_values.split(",") if k) if args.k_max else ()
