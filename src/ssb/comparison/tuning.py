@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 from ..config import load_config
+from ..config_fields import values
 from ..data.load import load_problems
 from ..data.problem import normalize_question, question_keys
 from ..rundir.jsonl import atomic_write_json, read_jsonl
 from ..rundir.run import Run
 from ..stages.rounds import VALIDATION_SEED_STEP
-from .defaults import ADAPTERS, BUDGETED, LR_KEYS, OVERRIDE_SEP, TRAINED_BY
+from .defaults import ADAPTERS, BUDGETED, LR_KEYS, TRAINED_BY
+from .spec import ablation_overrides
 
 log = logging.getLogger("ssb")
 
@@ -95,17 +96,11 @@ def best_variant(tuning: dict) -> dict | None:
         return None
     best = max(cands, key=lambda a: (cands[a]["validation_accuracy"], a == "ssb"))
     pick = {"lr": cands[best]["lr"], "validation_accuracy": cands[best]["validation_accuracy"]}
-    return {"arm": best, "overrides": [] if best == "ssb" else _overrides(best), **pick,
+    return {"arm": best, "overrides": [] if best == "ssb" else ablation_overrides(best, None), **pick,
             "paper": {"lr": cands["ssb"]["lr"], "validation_accuracy": cands["ssb"]["validation_accuracy"]},
             "candidates": {a: {"lr": c["lr"], "validation_accuracy": c["validation_accuracy"],
                                "trials": len(tuning[a]["trials"])} for a, c in cands.items()},
             "rule": BEST_RULE}
-
-
-def _overrides(arm: str) -> list[str]:
-    """An ``ssb:`` arm's overrides: its ``key=value`` parts, or the hint it names (``teacher.hint=...``)."""
-    what = arm.split(":", 1)[1]
-    return re.split(OVERRIDE_SEP, what) if "=" in what else [f"teacher.hint={what}"]
 
 
 def validation_source(cfg):
@@ -261,21 +256,11 @@ class Tuner:
 OTHER_ARMS = ("runs_dir", "name", "baselines.sft", "baselines.rft", "grpo.enabled", "sdft.enabled")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def differences(trial_cfg, run_cfg, arm: str) -> list[str]:
     """The config fields in which a trial of ``arm`` and a run differ, besides :data:`OTHER_ARMS` and the
     other arms' learning rates (empty: the run would train ``arm`` exactly as the trial did)."""
     ignore = set(OTHER_ARMS) | {k for a, k in LR_KEYS.items() if a != kind(arm)}
-    a, b = _flat(trial_cfg.model_dump(mode="json")), _flat(run_cfg.model_dump(mode="json"))
+    a, b = ({path: v for path, v, _, _ in values(c)} for c in (trial_cfg, run_cfg))
     return sorted(k for k in a.keys() | b.keys() if k not in ignore and a.get(k) != b.get(k))
 
 
