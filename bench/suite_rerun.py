@@ -3,6 +3,7 @@
     python -m bench.suite_rerun --list                 # the three commands
     python -m bench.suite_rerun --run chain_sum        # run (or resume) one task's comparison: bench.compare
     python -m bench.suite_rerun --state                # bench/results/suite_state.json: what is done so far
+    python -m bench.suite_rerun --save chain_sum       # pack what is finished into bench/results/suite/chain_sum/
 
 Every in-range task of the suite (``bench/tasks.py``'s SUITE) is compared with the same protocol: every arm
 (base, SSB, SFT, RFT, GRPO, SDFT and three SSB loss variants) tuned on a validation draw (``--tune``), three
@@ -13,14 +14,25 @@ task may take several sessions. ``--state`` reads those directories and writes, 
 trial done (with its validation accuracy and training seconds), every replicate's stages done, and whether
 the results file is written: the partial state committed while a task is still running. Nothing in it is a
 held-out number.
+
+``runs/`` does not outlive a session's machine, so what a task has finished is also committed, in packs
+(``--save``; ``--run`` restores them first): ``bench/results/suite/<task>/tune.tar.gz`` once the search is
+done (``tune/tuning.json`` and the validation draw's evaluations), ``heldout.tar.gz`` (the held-out draw
+and the base model's evaluation) and ``r<i>.tar.gz`` once replicate i is trained and evaluated
+(``eval/r<i>.done.json``: its run directories and its evaluations). A pack holds the text files only
+(manifests, configs, logs, pairs, rollouts, evaluation records), no adapter or teacher signal: a restored
+replicate is not trained or evaluated again (its manifest says done, its evaluations are read back), and
+what is still to run starts where the packs end. A pack is written once and never changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from ._meta import ROOT, provenance
@@ -74,18 +86,106 @@ def task_state(name: str, root: Path = RUNS) -> dict:
             "command": ("python -m bench.compare " + " ".join(command(name))) if name in {t[0] for t in TASKS} else None}
 
 
+PACKS = ROOT / "bench" / "results" / "suite"
+TEXT = (".json", ".jsonl", ".yaml", ".md", ".txt", ".csv")
+MAX_FILE_BYTES = 20 * 2**20
+
+
+def _text_files(top: Path) -> list[Path]:
+    """The text files under ``top``, outside adapter directories (what peft saved: its config without its
+    weights would pass for an adapter) and trainer checkpoints."""
+    out = []
+    for f in sorted(top.rglob("*")) if top.is_dir() else [top] if top.is_file() else []:
+        parents = [f.parent, *f.parent.parents]
+        if (not f.is_file() or f.suffix not in TEXT or f.stat().st_size > MAX_FILE_BYTES
+                or any((p / "adapter_config.json").is_file() or p.name.startswith("checkpoint-") for p in parents)):
+            continue
+        out.append(f)
+    return out
+
+
+def units(d: Path) -> dict[str, tuple[list[Path], dict]]:
+    """The finished parts of comparison directory ``d``: pack name -> (its files, its evaluations' seconds)."""
+    out: dict[str, tuple[list[Path], dict]] = {}
+    seconds = json.loads(f.read_text()) if (f := d / "eval" / "seconds.json").is_file() else {}
+    if (d / "tune" / "tuning.json").is_file():
+        out["tune"] = ([d / "tune" / "tuning.json", *_text_files(d / "tune" / "validation")], {})
+    done = sorted(d.glob("eval/r*.done.json"))
+    if done:
+        files = [*sorted(d.glob("eval/holdout.problems*")), *_text_files(d / "eval" / "base")]
+        out["heldout"] = (files, {k: v for k, v in seconds.items() if k == "base"})
+    for marker in done:
+        r = json.loads(marker.read_text())["replicate"]
+        dirs = [d / f"r{r}", *sorted(d.glob(f"r{r}-*")), *sorted(d.glob(f"eval/r{r}-*"))]
+        files = [marker, *[f for x in dirs for f in _text_files(x)]]
+        out[f"r{r}"] = (files, {k: v for k, v in seconds.items() if k.startswith(f"r{r}-")})
+    return out
+
+
+def save(task: str, root: Path = RUNS, packs: Path = PACKS) -> list[Path]:
+    """Write a pack of every finished part of ``task``'s comparison that has none yet; returns those written."""
+    d, out = root / task, []
+    for name, (files, seconds) in units(d).items():
+        dest = packs / task / f"{name}.tar.gz"
+        if dest.is_file():
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(".tmp")
+        with tarfile.open(tmp, "w:gz") as tar:
+            for f in files:
+                tar.add(f, arcname=str(f.relative_to(d)), recursive=False)
+            if seconds:
+                data = json.dumps(seconds, indent=1).encode()
+                info = tarfile.TarInfo(f"eval/seconds.{name}.json")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        tmp.rename(dest)
+        out.append(dest)
+    return out
+
+
+def restore(task: str, root: Path = RUNS, packs: Path = PACKS) -> list[Path]:
+    """Unpack ``task``'s packs into its comparison directory (a file already there is kept); each pack's
+    evaluation seconds merged into ``eval/seconds.json``. Returns the packs read."""
+    d, read = root / task, []
+    for pack in sorted((packs / task).glob("*.tar.gz")):
+        with tarfile.open(pack) as tar:
+            for m in tar.getmembers():
+                dest = d / m.name
+                if not m.isfile() or ".." in Path(m.name).parts:
+                    continue
+                data = tar.extractfile(m).read()
+                if Path(m.name).parent == Path("eval") and m.name.startswith("eval/seconds."):
+                    f = d / "eval" / "seconds.json"
+                    seconds = json.loads(f.read_text()) if f.is_file() else {}
+                    f.parent.mkdir(parents=True, exist_ok=True)
+                    f.write_text(json.dumps({**json.loads(data), **seconds}, indent=1))
+                elif not dest.exists():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(data)
+        read.append(pack)
+    return read
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--list", action="store_true", help="print each task's bench.compare command")
     g.add_argument("--run", choices=[t[0] for t in TASKS], help="run (or resume) this task's comparison")
     g.add_argument("--state", action="store_true", help="write bench/results/suite_state.json")
+    g.add_argument("--save", choices=[t[0] for t in TASKS], help="pack this task's finished parts (bench/results/suite/)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/suite_state.json"))
     args = ap.parse_args(argv)
     if args.list:
         print("\n".join("python -m bench.compare " + " ".join(command(t[0])) for t in TASKS))
         return 0
+    if args.save:
+        written = save(args.save)
+        print("\n".join(f"saved {p.relative_to(ROOT)}" for p in written) or "nothing new to pack", file=sys.stderr)
+        return 0
     if args.run:
+        for p in restore(args.run):
+            print(f"restored {p.relative_to(ROOT)}", file=sys.stderr)
         return subprocess.call([sys.executable, "-m", "bench.compare", *command(args.run)], cwd=ROOT)
     doc = {"provenance": provenance(), "arms": ARMS, "tasks": [task_state(t[0]) for t in TASKS]}
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")

@@ -173,3 +173,25 @@ def test_the_report_says_one_run_is_one_replicate_and_how_to_compare(tmp_path, m
         d = task[key]
         assert f"{name} {100 * d['value']:+.1f} pt [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]" in line, key
     assert "docs/compare.md" in line and "`data.limit=40`, so it is not exactly that config" in line
+
+
+def test_the_ledgers_parameter_counts_need_no_converted_model(tmp_path, monkeypatch, embedded_model):
+    """A run restored onto a machine that never loaded the model (no GGUF -> safetensors cache yet) still
+    gets its ledger: the counts come from the GGUF's metadata, and equal those of the converted model."""
+    from ssb.config import load_config
+    from ssb.models import _gguf_cache_path, resolve_source
+    from ssb.report.ledger import _params, model_params
+
+    cfg = load_config("configs/smoke.yaml")
+    directory, gguf = resolve_source(cfg.model)
+    assert gguf, "the embedded model is a GGUF"
+    converted = model_params(cfg)  # embedded_model loaded it: the cache holds the converted model
+    assert (_gguf_cache_path(directory, gguf) / "config.json").is_file()
+    _params.cache_clear()
+    monkeypatch.setenv("SSB_CACHE_DIR", str(tmp_path))
+    assert not (_gguf_cache_path(directory, gguf) / "config.json").exists()
+    try:
+        assert model_params(cfg) == converted and converted["matmul"] > 0 and converted["lora"] > 0
+        assert not any(tmp_path.rglob("*.safetensors"))  # nothing converted, no weights read
+    finally:
+        _params.cache_clear()

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,47 @@ def test_the_suite_rerun_state_reads_a_comparison_directory(tuned):
     assert all(t["trained"] in (["distill"], ["grpo"]) and t["train_seconds"] > 0 for t in st["trials"])
     assert {"rollout", "distill", "grpo"} <= set(st["replicates"]["r0"])
     assert "--tune" in command("chain_sum") and "--no-curves" in command("chain_sum3")
+
+
+@pytest.mark.slow
+def test_a_comparison_restored_from_its_packs_is_not_trained_or_evaluated_again(tuned, tmp_path):
+    """``bench.suite_rerun``'s packs (what a session commits of a task, since ``runs/`` does not outlive
+    its machine): the search, the held-out draw and each finished replicate, text files only. Restored
+    where the comparison lived, with every adapter gone, ``ssb compare`` trains and evaluates nothing again
+    and writes the same results; a validation draw lost with the trials is drawn again, the same."""
+    import shutil
+
+    from bench.suite_rerun import restore, save
+
+    d, doc = tuned
+    done = json.loads((d / "eval" / "r0.done.json").read_text())  # evaluated as soon as it was trained
+    assert done["replicate"] == 0 and set(done["labels"]) == {"r0-ssb", "r0-grpo"}
+    packs = tmp_path / "packs"
+    written = save(d.name, root=d.parent, packs=packs)
+    assert sorted(p.name for p in written) == ["heldout.tar.gz", "r0.tar.gz", "tune.tar.gz"]
+    assert save(d.name, root=d.parent, packs=packs) == []  # written once
+    with tarfile.open(packs / d.name / "r0.tar.gz") as tar:
+        names = tar.getnames()
+    assert "r0/manifest.json" in names and "eval/r0-ssb/holdout.jsonl" in names
+    assert not [n for n in names if n.endswith(("adapter_config.json", ".safetensors"))]
+    shutil.move(d, tmp_path / "lost")  # the machine is gone: runs/ with it
+    assert len(restore(d.name, root=d.parent, packs=packs)) == 3
+    validation = d / "tune" / "validation" / "holdout.problems.jsonl"
+    kept = validation.read_bytes()
+    validation.unlink()
+    assert not list(d.rglob("adapter_model.safetensors"))
+    res = subprocess.run([sys.executable, "-m", "ssb.cli", "compare", "configs/smoke.yaml", "--replicates", "1",
+                          "--n", "8", "--k-max", "0", "--no-curves", "--arms", "base,ssb,grpo", "--tune", "--dir", str(d),
+                          "--set", "tune.lr_factors=[0.1,1]", "--set", "tune.validation_n=6"],
+                         cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "starting" not in res.stderr.replace("[report] starting", "")  # no stage but the report ran
+    again = json.loads((d / "results.json").read_text())
+    assert validation.read_bytes() == kept
+    for arm in ("base", "ssb", "grpo"):
+        assert again["arms"][arm]["accuracy"] == doc["arms"][arm]["accuracy"]
+        assert again["arms"][arm].get("compute") == doc["arms"][arm].get("compute")
+    assert again["tuning"] == doc["tuning"] and again["ssb_grpo"]["diff"] == doc["ssb_grpo"]["diff"]
+    shutil.rmtree(d)
+    shutil.move(tmp_path / "lost", d)  # the module's later tests read the original

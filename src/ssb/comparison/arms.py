@@ -43,6 +43,8 @@ from typing import Any
 
 from ..config import load_config
 from ..data.heldout import training_questions
+from ..data.load import load_problems
+from ..data.problem import question_keys
 from ..pipeline import run_pipeline
 from ..report.funnel import rollout_counts
 from ..report.ledger import ledger, model_params
@@ -160,6 +162,18 @@ class Compare:
         self.exclude |= tuner.validation_questions()
         self.tuning["protocol"]["replicate_0"] = tuner.reuse_chosen(found)
 
+    def evaluate_replicate(self, r: int, main: Run, arm_runs: dict[str, dict[int, Run]],
+                           halves: dict[int, Run | None], params: dict) -> None:
+        """Every model replicate ``r`` trained (each arm's final adapter, its curve's points), evaluated now,
+        then ``eval/r<r>.done.json`` (its labels): what :meth:`run` later aggregates finds them evaluated."""
+        for arm, runs in arm_runs.items():
+            key = arm if arm in ADAPTERS else "ssb"
+            self.evaluate(f"r{r}-{arm.replace(':', '-')}", runs[r].file(ADAPTERS[key]))
+            if arm in ADAPTERS:
+                self.curve(arm, {r: runs[r]}, params, halves if arm == "ssb" else {})
+        atomic_write_json(self.dir / "eval" / f"r{r}.done.json",
+                          {"replicate": r, "labels": sorted(x for x in self.records if x.startswith(f"r{r}-"))})
+
     def half_run(self, r: int, main: Run) -> Run | None:
         """SSB's distillation on the first half of ``main``'s pairs (its teacher signal copied)."""
         pairs = read_jsonl(main.file("pairs.jsonl"))
@@ -179,9 +193,14 @@ class Compare:
     def evaluate(self, label: str, adapter: Path | None, model=None) -> None:
         from ..stages.evaluate import evaluate  # lazy: torch
 
-        if label in self.records or (adapter is not None and not (adapter / "adapter_config.json").exists()):
-            return
         where = self.dir / "eval" / label
+        if label in self.records:
+            return
+        if adapter is not None and not (adapter / "adapter_config.json").exists():
+            if (where / "summary.json").is_file() and (where / "holdout.jsonl").is_file():
+                # evaluated in an earlier session whose adapters were not kept (bench/suite_rerun.py's packs)
+                self.records[label] = read_jsonl(where / "holdout.jsonl")
+            return
         timing = self.dir / "eval" / "seconds.json"  # each evaluation's first-measured wall-clock
         seconds = json.loads(timing.read_text()) if timing.is_file() else {}
         if label not in seconds and (where / "summary.json").is_file():  # evaluated before seconds.json existed
@@ -237,16 +256,36 @@ class Compare:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.base_cfg.tune.enabled:
             self.tune()
-        mains = {r: self.main_run(r) for r in self.R}
+        params = model_params(self.base_cfg)
+        # Every replicate's training problems are known from its data draw before it trains (not with
+        # data.draw_chunk, which draws until enough pairs): then the held-out draw, which avoids them all,
+        # is made first and each replicate is evaluated as soon as it is trained (``eval/r<i>.done.json``):
+        # a comparison stopped between replicates keeps whole replicates (bench/suite_rerun.py packs them).
+        early = not any(self.main_cfg(r).data.draw_chunk for r in self.R)
+        if early:
+            for r in self.R:
+                self.exclude |= question_keys(load_problems(self.main_cfg(r).data))
+            self.evaluate("base", None)
+        mains: dict[int, Run] = {}
+        order = [a for a in TRAINED_BY if a in self.arms] + [a for a in self.arms if a.startswith("ssb:")]
+        arm_runs: dict[str, dict[int, Run]] = {a: {} for a in order}
+        halves: dict[int, Run | None] = {}
+        for r in self.R:
+            mains[r] = self.main_run(r)
+            for arm in arm_runs:
+                arm_runs[arm][r] = self.ablation_run(r, arm, mains[r]) if arm.startswith("ssb:") else mains[r]
+            if "ssb" in self.arms and self.curves:
+                halves[r] = self.half_run(r, mains[r])
+            if early:
+                self.evaluate_replicate(r, mains[r], arm_runs, halves, params)
         train = {r: training_questions(run) for r, run in mains.items()}
         for qs in train.values():
+            if early and not qs <= self.exclude:
+                raise CompareError(f"{self.dir}: a replicate trained on {len(qs - self.exclude)} problems outside its "
+                                   "data draw, after the held-out draw was made without them; delete "
+                                   f"{self.dir / 'eval'} and run again")
             self.exclude |= qs
-        params = model_params(self.base_cfg)
         self.evaluate("base", None)
-        arm_runs: dict[str, dict[int, Run]] = {a: dict(mains) for a in TRAINED_BY if a in self.arms}
-        for arm in [a for a in self.arms if a.startswith("ssb:")]:
-            arm_runs[arm] = {r: self.ablation_run(r, arm, mains[r]) for r in self.R}
-        halves = {r: self.half_run(r, mains[r]) for r in self.R} if "ssb" in self.arms and self.curves else {}
         adapters = ADAPTERS
         arms: dict[str, dict[str, Any]] = {"base": {"labels": ["base"]}}
         curves: dict[str, list[dict]] = {}

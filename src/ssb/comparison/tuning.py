@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from ..config import load_config
 from ..config_fields import values
@@ -171,8 +172,14 @@ class Tuner:
         return b["accuracy"], b["n_problems"], seconds[name]
 
     def validation_questions(self) -> set[str]:
-        """The validation draw's questions (normalised): the held-out draw excludes them."""
-        f = self.dir / "validation" / "holdout.problems.jsonl"  # evaluate()'s cache of the draw
+        """The validation draw's questions (normalised): the held-out draw excludes them. Read from
+        evaluate()'s cache of the draw, drawn again (the same draw: the same source, seed and exclusions)
+        when the cache is gone, as when a finished search was restored without its trials."""
+        from ..data.heldout import holdout_problems
+
+        f = self.dir / "validation" / "holdout.problems.jsonl"
+        if not f.is_file() and (self.dir / "tuning.json").is_file():
+            holdout_problems(validation_source(self.cfg), self.training, f)
         return {normalize_question(r["question"]) for r in read_jsonl(f) if r.get("question")} if f.is_file() else set()
 
     def arm(self, arm: str, budget_from: Run | None) -> dict:
@@ -190,15 +197,24 @@ class Tuner:
                 "chosen": {k: best[k] for k in ("overrides", "lr", "validation_accuracy")}}
 
     def run(self) -> dict:
-        """Every trainable arm's trials and choice, into ``tune/tuning.json``."""
+        """Every trainable arm's trials and choice, into ``tune/tuning.json``. A search already recorded
+        there with the same search space and validation draw is not redone: its arms keep their recorded
+        trials and choices (their trial directories need not exist), and only arms it lacks are searched."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        recorded = load_dir(self.dir)
+        same = ("search", "validation")  # a record of another search space or validation draw is not this search
+        if recorded is not None and any(recorded["protocol"].get(k) != self.protocol()[k] for k in same):
+            recorded = None
+        if recorded is not None and all(a in recorded["tuning"] for a in tunable(self.c.arms)):
+            return {a: recorded["tuning"][a] for a in tunable(self.c.arms)}
         out: dict[str, dict] = {}
         budget_from = None  # a run with SSB's distillation (any lr: the same FLOPs), GRPO's budget
         for arm in tunable(self.c.arms):
             if arm in BUDGETED and budget_from is None:
                 budget_from = self._budget_run()
-            out[arm] = self.arm(arm, budget_from)
-            if arm == "ssb":  # any trial's: the learning rate does not change SSB's FLOPs
+            out[arm] = recorded["tuning"][arm] if recorded and arm in recorded["tuning"] else self.arm(arm, budget_from)
+            kept = Path(out.get("ssb", {}).get("trials", [{}])[0].get("run_dir", "")) / "config.yaml"
+            if arm == "ssb" and kept.is_file():  # any trial's: the learning rate does not change SSB's FLOPs
                 budget_from = Run.open(out["ssb"]["trials"][0]["run_dir"])
         base, n, _ = self.validate("base", None)  # the untrained model on the same draw: what a trial adds
         atomic_write_json(self.dir / "tuning.json", {"tuning": out, "protocol": {
@@ -217,7 +233,6 @@ class Tuner:
         for arm, t in found.items():  # ``tuning.json``'s ``tuning``
             stage = TRAINED_BY[kind(arm)]
             trial = next(x for x in t["trials"] if fmt(x["lr"]) == fmt(t["chosen"]["lr"]))
-            src = Run.open(trial["run_dir"])
             cfg = self.c.ablation_cfg(0, arm) if arm.startswith("ssb:") else self.c.main_cfg(0)
             dst = Run.create(cfg)
             if dst.stage_done(stage):  # done before: by this reuse, or trained (an earlier invocation)
@@ -225,6 +240,11 @@ class Tuner:
                 out[arm] = ({"from_trial": entry["copied_from"]} if "copied_from" in entry
                             else {"trained": True, "reason": "trained before this invocation"})
                 continue
+            if not (Path(trial["run_dir"]) / "config.yaml").is_file():
+                out[arm] = {"trained": True, "reason": "the trial's run directory is not kept (a search restored "
+                            "from its record)"}
+                continue
+            src = Run.open(trial["run_dir"])
             diff = differences(src.cfg, cfg, arm)
             if diff or not src.stage_done(stage):
                 out[arm] = {"trained": True, "reason": f"the trial's config differs in {', '.join(diff)}" if diff
@@ -266,5 +286,9 @@ def differences(trial_cfg, run_cfg, arm: str) -> list[str]:
 
 def load(compare) -> dict | None:
     """A finished search of this comparison (``tune/tuning.json``), or None."""
-    f = compare.dir / "tune" / "tuning.json"
+    return load_dir(compare.dir / "tune")
+
+
+def load_dir(tune_dir: Path) -> dict | None:
+    f = Path(tune_dir) / "tuning.json"
     return json.loads(f.read_text()) if f.is_file() else None

@@ -60,8 +60,11 @@ def _params(directory: str, gguf: str | None, revision: str | None, trust: bool,
 
     from ..models import _gguf_cache_path
 
-    path = str(_gguf_cache_path(directory, gguf)) if gguf else directory
-    config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust)
+    cached = _gguf_cache_path(directory, gguf) if gguf else None
+    if cached is not None and not (cached / "config.json").is_file():  # not converted on this machine yet:
+        config = AutoConfig.from_pretrained(directory, gguf_file=gguf)  # the GGUF's metadata, no weights
+    else:
+        config = AutoConfig.from_pretrained(str(cached or directory), revision=revision, trust_remote_code=trust)
     with torch.device("meta"):  # shapes only: no memory, no weights read
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
     total = sum(p.numel() for p in model.parameters())  # a tied head is counted once
