@@ -35,6 +35,9 @@ import sys
 import tarfile
 from pathlib import Path
 
+from ssb.comparison.defaults import TRAINED_BY
+from ssb.comparison.tuning import kind
+
 from ._meta import ROOT, provenance
 
 RUNS = ROOT / "runs" / "suite"
@@ -75,6 +78,16 @@ def task_state(name: str, root: Path = RUNS) -> dict:
         trials.append({"trial": t.name, "trained": trained, "validation_accuracy": acc,
                        "validation_n": bench.get("n_problems"),
                        "train_seconds": sum(stages[s].get("seconds_total") or 0 for s in trained) or None})
+    # a search restored from its pack (bench/results/suite/): its trials are in tuning.json, not on disk
+    seen = {t["trial"] for t in trials}
+    recorded = json.loads((tune / "tuning.json").read_text())["tuning"] if (tune / "tuning.json").is_file() else {}
+    for arm, rec in recorded.items():
+        for x in rec["trials"]:
+            if Path(x["run_dir"]).name not in seen:
+                trials.append({"trial": Path(x["run_dir"]).name, "trained": [TRAINED_BY[kind(arm)]],
+                               "validation_accuracy": x["validation_accuracy"], "validation_n": x["validation_n"],
+                               "train_seconds": x["seconds"]["train"], "from_record": True})
+    trials.sort(key=lambda t: t["trial"])
     replicates = {}
     for r in sorted(p for p in d.glob("r[0-9]*") if p.is_dir()):
         stages = _manifest(r).get("stages", {})

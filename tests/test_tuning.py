@@ -196,7 +196,7 @@ def test_a_comparison_restored_from_its_packs_is_not_trained_or_evaluated_again(
     and writes the same results; a validation draw lost with the trials is drawn again, the same."""
     import shutil
 
-    from bench.suite_rerun import restore, save
+    from bench.suite_rerun import restore, save, task_state
 
     d, doc = tuned
     done = json.loads((d / "eval" / "r0.done.json").read_text())  # evaluated as soon as it was trained
@@ -211,6 +211,10 @@ def test_a_comparison_restored_from_its_packs_is_not_trained_or_evaluated_again(
     assert not [n for n in names if n.endswith(("adapter_config.json", ".safetensors"))]
     shutil.move(d, tmp_path / "lost")  # the machine is gone: runs/ with it
     assert len(restore(d.name, root=d.parent, packs=packs)) == 3
+    st = task_state(d.name, root=d.parent)  # the trials' directories are gone: --state reads the record
+    assert {t["trial"]: t["validation_accuracy"] for t in st["trials"]} == {
+        Path(t["run_dir"]).name: t["validation_accuracy"] for a in doc["tuning"].values() for t in a["trials"]}
+    assert all(t["from_record"] for t in st["trials"]) and st["tuning_done"]
     validation = d / "tune" / "validation" / "holdout.problems.jsonl"
     kept = validation.read_bytes()
     validation.unlink()
