@@ -16,10 +16,9 @@ the results file is written: the partial state committed while a task is still r
 held-out number.
 
 ``runs/`` does not outlive a session's machine, so what a task has finished is also committed, in packs
-(``--save``; ``--run`` restores them first): ``bench/results/suite/<task>/tune.tar.gz`` once the search is
-done (``tune/tuning.json`` and the validation draw's evaluations), ``heldout.tar.gz`` (the held-out draw
-and the base model's evaluation) and ``r<i>.tar.gz`` once replicate i is trained and evaluated
-(``eval/r<i>.done.json``: its run directories and its evaluations). A pack holds the text files only
+(``--save``; ``--run`` restores them first) under ``bench/results/suite/<task>/``: one per scored tuning
+trial, one for the finished search, one for the held-out draw and the base model, one per replicate once
+trained and evaluated (:func:`units`). A pack holds the text files only
 (manifests, configs, logs, pairs, rollouts, evaluation records), no adapter or teacher signal: a restored
 replicate is not trained or evaluated again (its manifest says done, its evaluations are read back), and
 what is still to run starts where the packs end. A pack is written once and never changed.
@@ -117,21 +116,39 @@ def _text_files(top: Path) -> list[Path]:
     return out
 
 
-def units(d: Path) -> dict[str, tuple[list[Path], dict]]:
-    """The finished parts of comparison directory ``d``: pack name -> (its files, its evaluations' seconds)."""
-    out: dict[str, tuple[list[Path], dict]] = {}
-    seconds = json.loads(f.read_text()) if (f := d / "eval" / "seconds.json").is_file() else {}
-    if (d / "tune" / "tuning.json").is_file():
-        out["tune"] = ([d / "tune" / "tuning.json", *_text_files(d / "tune" / "validation")], {})
+def _seconds(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def units(d: Path) -> dict[str, tuple[list[Path], dict[str, dict]]]:
+    """The finished parts of comparison directory ``d``: pack name -> (its files, its evaluations' seconds
+    per ``seconds.json`` they belong in). Each part, once finished, never changes:
+
+    * ``trial-<name>``: a scored tuning trial (its run directory and its validation evaluation);
+    * ``tune``: the finished search (``tune/tuning.json``), the validation draw and the base model on it;
+    * ``heldout``: the held-out draw and the base model on it (once a replicate is evaluated);
+    * ``r<i>``: replicate i once trained and evaluated (``eval/r<i>.done.json``): its run directories
+      (``r<i>``, ``r<i>-<arm>``) and evaluations (``eval/r<i>-*``)."""
+    out: dict[str, tuple[list[Path], dict[str, dict]]] = {}
+    tune, val = d / "tune", d / "tune" / "validation"
+    vsec, esec = _seconds(val / "seconds.json"), _seconds(d / "eval" / "seconds.json")
+    for summary in sorted(val.glob("*/summary.json")):
+        name = summary.parent.name
+        if name != "base" and (tune / name / "manifest.json").is_file():
+            out[f"trial-{name}"] = ([*_text_files(tune / name), *_text_files(val / name)],
+                                    {"tune/validation": {k: v for k, v in vsec.items() if k == name}})
+    if (tune / "tuning.json").is_file():
+        out["tune"] = ([tune / "tuning.json", *sorted(val.glob("holdout.problems*")), *_text_files(val / "base")],
+                       {"tune/validation": {k: v for k, v in vsec.items() if k == "base"}})
     done = sorted(d.glob("eval/r*.done.json"))
     if done:
         files = [*sorted(d.glob("eval/holdout.problems*")), *_text_files(d / "eval" / "base")]
-        out["heldout"] = (files, {k: v for k, v in seconds.items() if k == "base"})
+        out["heldout"] = (files, {"eval": {k: v for k, v in esec.items() if k == "base"}})
     for marker in done:
         r = json.loads(marker.read_text())["replicate"]
         dirs = [d / f"r{r}", *sorted(d.glob(f"r{r}-*")), *sorted(d.glob(f"eval/r{r}-*"))]
         files = [marker, *[f for x in dirs for f in _text_files(x)]]
-        out[f"r{r}"] = (files, {k: v for k, v in seconds.items() if k.startswith(f"r{r}-")})
+        out[f"r{r}"] = (files, {"eval": {k: v for k, v in esec.items() if k.startswith(f"r{r}-")}})
     return out
 
 
@@ -147,11 +164,12 @@ def save(task: str, root: Path = RUNS, packs: Path = PACKS) -> list[Path]:
         with tarfile.open(tmp, "w:gz") as tar:
             for f in files:
                 tar.add(f, arcname=str(f.relative_to(d)), recursive=False)
-            if seconds:
-                data = json.dumps(seconds, indent=1).encode()
-                info = tarfile.TarInfo(f"eval/seconds.{name}.json")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+            for where, entries in seconds.items():
+                if entries:
+                    data = json.dumps(entries, indent=1).encode()
+                    info = tarfile.TarInfo(f"{where}/seconds.{name}.json")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
         tmp.rename(dest)
         out.append(dest)
     return out
@@ -159,23 +177,22 @@ def save(task: str, root: Path = RUNS, packs: Path = PACKS) -> list[Path]:
 
 def restore(task: str, root: Path = RUNS, packs: Path = PACKS) -> list[Path]:
     """Unpack ``task``'s packs into its comparison directory (a file already there is kept); each pack's
-    evaluation seconds merged into ``eval/seconds.json``. Returns the packs read."""
+    evaluation seconds merged into the ``seconds.json`` beside them. Returns the packs read."""
     d, read = root / task, []
     for pack in sorted((packs / task).glob("*.tar.gz")):
         with tarfile.open(pack) as tar:
             for m in tar.getmembers():
-                dest = d / m.name
-                if not m.isfile() or ".." in Path(m.name).parts:
+                rel = Path(m.name)
+                if not m.isfile() or ".." in rel.parts or rel.is_absolute():
                     continue
                 data = tar.extractfile(m).read()
-                if Path(m.name).parent == Path("eval") and m.name.startswith("eval/seconds."):
-                    f = d / "eval" / "seconds.json"
-                    seconds = json.loads(f.read_text()) if f.is_file() else {}
+                if rel.name.startswith("seconds.") and rel.name != "seconds.json":
+                    f = d / rel.parent / "seconds.json"
                     f.parent.mkdir(parents=True, exist_ok=True)
-                    f.write_text(json.dumps({**json.loads(data), **seconds}, indent=1))
-                elif not dest.exists():
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    dest.write_bytes(data)
+                    f.write_text(json.dumps({**json.loads(data), **_seconds(f)}, indent=1))
+                elif not (d / rel).exists():
+                    (d / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (d / rel).write_bytes(data)
         read.append(pack)
     return read
 

@@ -191,9 +191,11 @@ def test_the_suite_rerun_state_reads_a_comparison_directory(tuned):
 @pytest.mark.slow
 def test_a_comparison_restored_from_its_packs_is_not_trained_or_evaluated_again(tuned, tmp_path):
     """``bench.suite_rerun``'s packs (what a session commits of a task, since ``runs/`` does not outlive
-    its machine): the search, the held-out draw and each finished replicate, text files only. Restored
-    where the comparison lived, with every adapter gone, ``ssb compare`` trains and evaluates nothing again
-    and writes the same results; a validation draw lost with the trials is drawn again, the same."""
+    its machine): each scored trial, the search, the held-out draw and each finished replicate, text files
+    only. Restored where the comparison lived, every adapter gone, ``ssb compare`` trains and evaluates
+    nothing again and writes the same results: with the search interrupted before its record (the trials
+    read back from their packs), and with the search recorded but its trials and validation draw lost (the
+    record kept, the same draw drawn again)."""
     import shutil
 
     from bench.suite_rerun import restore, save, task_state
@@ -202,35 +204,39 @@ def test_a_comparison_restored_from_its_packs_is_not_trained_or_evaluated_again(
     done = json.loads((d / "eval" / "r0.done.json").read_text())  # evaluated as soon as it was trained
     assert done["replicate"] == 0 and set(done["labels"]) == {"r0-ssb", "r0-grpo"}
     packs = tmp_path / "packs"
-    written = save(d.name, root=d.parent, packs=packs)
-    assert sorted(p.name for p in written) == ["heldout.tar.gz", "r0.tar.gz", "tune.tar.gz"]
+    written = sorted(p.name for p in save(d.name, root=d.parent, packs=packs))
+    trials = sorted(Path(t["run_dir"]).name for a in doc["tuning"].values() for t in a["trials"])
+    assert written == sorted(["heldout.tar.gz", "r0.tar.gz", "tune.tar.gz", *[f"trial-{t}.tar.gz" for t in trials]])
     assert save(d.name, root=d.parent, packs=packs) == []  # written once
     with tarfile.open(packs / d.name / "r0.tar.gz") as tar:
         names = tar.getnames()
-    assert "r0/manifest.json" in names and "eval/r0-ssb/holdout.jsonl" in names
+    assert "r0/manifest.json" in names and "eval/r0-ssb/holdout.jsonl" in names and "eval/seconds.r0.json" in names
     assert not [n for n in names if n.endswith(("adapter_config.json", ".safetensors"))]
     shutil.move(d, tmp_path / "lost")  # the machine is gone: runs/ with it
-    assert len(restore(d.name, root=d.parent, packs=packs)) == 3
-    st = task_state(d.name, root=d.parent)  # the trials' directories are gone: --state reads the record
-    assert {t["trial"]: t["validation_accuracy"] for t in st["trials"]} == {
-        Path(t["run_dir"]).name: t["validation_accuracy"] for a in doc["tuning"].values() for t in a["trials"]}
-    assert all(t["from_record"] for t in st["trials"]) and st["tuning_done"]
-    validation = d / "tune" / "validation" / "holdout.problems.jsonl"
-    kept = validation.read_bytes()
-    validation.unlink()
-    assert not list(d.rglob("adapter_model.safetensors"))
-    res = subprocess.run([sys.executable, "-m", "ssb.cli", "compare", "configs/smoke.yaml", "--replicates", "1",
-                          "--n", "8", "--k-max", "0", "--no-curves", "--arms", "base,ssb,grpo", "--tune", "--dir", str(d),
-                          "--set", "tune.lr_factors=[0.1,1]", "--set", "tune.validation_n=6"],
-                         cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"),
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-4000:]
-    assert "starting" not in res.stderr.replace("[report] starting", "")  # no stage but the report ran
-    again = json.loads((d / "results.json").read_text())
-    assert validation.read_bytes() == kept
-    for arm in ("base", "ssb", "grpo"):
-        assert again["arms"][arm]["accuracy"] == doc["arms"][arm]["accuracy"]
-        assert again["arms"][arm].get("compute") == doc["arms"][arm].get("compute")
-    assert again["tuning"] == doc["tuning"] and again["ssb_grpo"]["diff"] == doc["ssb_grpo"]["diff"]
-    shutil.rmtree(d)
+    validation = tmp_path / "lost" / "tune" / "validation" / "holdout.problems.jsonl"
+    argv = [sys.executable, "-m", "ssb.cli", "compare", "configs/smoke.yaml", "--replicates", "1", "--n", "8",
+            "--k-max", "0", "--no-curves", "--arms", "base,ssb,grpo", "--tune", "--dir", str(d),
+            "--set", "tune.lr_factors=[0.1,1]", "--set", "tune.validation_n=6"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    for lost in (["tune/tuning.json"], [*[f"tune/{t}" for t in trials], *[f"tune/validation/{t}" for t in trials],
+                                         "tune/validation/holdout.problems.jsonl"]):
+        assert len(restore(d.name, root=d.parent, packs=packs)) == len(written)
+        assert not list(d.rglob("adapter_model.safetensors"))
+        for f in lost:
+            shutil.rmtree(d / f) if (d / f).is_dir() else (d / f).unlink()
+        if "tune/tuning.json" not in lost:  # the trials' directories are gone: --state reads the record
+            st = task_state(d.name, root=d.parent)
+            assert {t["trial"]: t["validation_accuracy"] for t in st["trials"]} == {
+                Path(t["run_dir"]).name: t["validation_accuracy"] for a in doc["tuning"].values() for t in a["trials"]}
+            assert all(t["from_record"] for t in st["trials"]) and st["tuning_done"]
+        res = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-4000:]
+        assert "starting" not in res.stderr.replace("[report] starting", "")  # no stage but the report ran
+        again = json.loads((d / "results.json").read_text())
+        assert (d / "tune/validation/holdout.problems.jsonl").read_bytes() == validation.read_bytes()
+        for arm in ("base", "ssb", "grpo"):
+            assert again["arms"][arm]["accuracy"] == doc["arms"][arm]["accuracy"]
+            assert again["arms"][arm].get("compute") == doc["arms"][arm].get("compute")
+        assert again["tuning"] == doc["tuning"] and again["ssb_grpo"]["diff"] == doc["ssb_grpo"]["diff"]
+        shutil.rmtree(d)
     shutil.move(tmp_path / "lost", d)  # the module's later tests read the original

@@ -161,9 +161,13 @@ class Tuner:
         c = self.cfg
         ecfg = c.eval.model_copy(update={"holdout": validation_source(c), "benches": ["holdout"], "limit": None,
                                          "n": 1, "temperature": 0.0})
-        s = evaluate(c.model, adapter, ["holdout"], c.prompt, c.generation, ecfg, self.dir / "validation" / name,
-                     exclude=self.training, label=f"validation-{name}",
-                     fix="delete {path} (ssb compare --tune scores the trial again)")
+        where = self.dir / "validation" / name
+        gone = adapter is not None and not (adapter / "adapter_config.json").is_file()
+        if gone and (where / "summary.json").is_file():
+            s = json.loads((where / "summary.json").read_text())  # scored in a session whose adapters were not kept
+        else:
+            s = evaluate(c.model, adapter, ["holdout"], c.prompt, c.generation, ecfg, where, exclude=self.training,
+                         label=f"validation-{name}", fix="delete {path} (ssb compare --tune scores the trial again)")
         b = s["benches"]["holdout"]
         timing = self.dir / "validation" / "seconds.json"  # each trial's first-measured evaluation
         seconds = json.loads(timing.read_text()) if timing.is_file() else {}
@@ -246,9 +250,11 @@ class Tuner:
                 continue
             src = Run.open(trial["run_dir"])
             diff = differences(src.cfg, cfg, arm)
-            if diff or not src.stage_done(stage):
+            kept = (src.file(ADAPTERS[kind(arm)]) / "adapter_config.json").is_file()
+            if diff or not src.stage_done(stage) or not kept:
                 out[arm] = {"trained": True, "reason": f"the trial's config differs in {', '.join(diff)}" if diff
-                            else "the trial's training is not done"}
+                            else "the trial's training is not done" if not src.stage_done(stage)
+                            else "the trial's adapter is not kept (restored from its pack)"}
                 continue
             self.c.take_trained(src, dst, stage)
             log.info("[tune] %s: replicate 0 takes the chosen trial %s (same config, same training)", arm, src.path)
