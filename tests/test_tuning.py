@@ -237,6 +237,6 @@ def test_a_comparison_restored_from_its_packs_is_not_trained_or_evaluated_again(
         for arm in ("base", "ssb", "grpo"):
             assert again["arms"][arm]["accuracy"] == doc["arms"][arm]["accuracy"]
             assert again["arms"][arm].get("compute") == doc["arms"][arm].get("compute")
-        assert again["tuning"] == doc["tuning"] and again["ssb_grpo"]["diff"] == doc["ssb_grpo"]["diff"]
+        assert again["tuning"] == doc["tuning"] and again["arms"]["grpo"]["vs_ssb"] == doc["arms"]["grpo"]["vs_ssb"]
         shutil.rmtree(d)
     shutil.move(tmp_path / "lost", d)  # the module's later tests read the original
