@@ -29,7 +29,7 @@ demo: setup
 
 # pytest exits 5 when it collected no tests: that is reported as an error, never as a pass.
 test: setup
-	@$(VENV)/bin/pytest -q -ra; rc=$$?; \
+	@$(VENV)/bin/pytest -q -ra --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
 	exit $$rc
 

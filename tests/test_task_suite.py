@@ -228,3 +228,36 @@ def test_why_ssb_loses_the_teacher_is_close_to_the_student_but_at_the_results(su
         assert teacher["answer_logprob"] > student["answer_logprob"]  # the hint makes the teacher surer at results
         assert teacher["answer_argmax_acc"] > student["answer_argmax_acc"]
     assert all(t["pairs_copies_of_shown_rollout"] > 0.5 for t in suite.values())  # mostly copies of the shown rollout
+
+
+def test_the_answer_sign_reading_counts_negative_answers_per_arm_and_in_training(tmp_path):
+    """bench/answer_sign.py on a comparison directory written by hand: held-out accuracy split by the sign
+    of the gold answer, pooled over the evaluated replicates; the training draw's negative problems."""
+    from bench.answer_sign import task
+
+    def rec(answer, extracted):
+        return {"answer": answer, "extracted": [extracted], "correct": [answer == extracted]}
+
+    def write(path, rows):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    held = [("-3", "3"), ("-5", "-5"), ("7", "7"), ("8", "1")]
+    write(tmp_path / "eval/base/holdout.jsonl", [rec(a, "1") for a, _ in held])
+    write(tmp_path / "eval/r0-ssb/holdout.jsonl", [rec(a, e) for a, e in held])
+    write(tmp_path / "eval/r0-ssb-distill.temperature=1/holdout.jsonl", [rec(a, a) for a, _ in held])
+    (tmp_path / "eval/r0.done.json").write_text(json.dumps({"replicate": 0, "labels": []}))
+    write(tmp_path / "r0/rollouts.jsonl", [{"problem": {"answer": "-2"}, "grades": ["correct", "wrong"]},
+                                           {"problem": {"answer": "-9"}, "grades": ["wrong", "wrong"]},
+                                           {"problem": {"answer": "4"}, "grades": ["correct", "correct"]}])
+    write(tmp_path / "r0/pairs.jsonl", [{"problem": {"answer": "-2"}}, {"problem": {"answer": "4"}}])
+    doc = task(tmp_path)
+    assert doc["replicates_evaluated"] == [0]
+    ssb = doc["held_out"]["ssb"]
+    assert (ssb["negative_n"], ssb["negative_correct"], ssb["negative_accuracy"]) == (2, 1, 0.5)
+    assert (ssb["positive_n"], ssb["positive_accuracy"], ssb["accuracy"]) == (2, 0.5, 0.5)
+    assert ssb["writes_a_negative_answer"] == 0.25
+    assert doc["held_out"]["ssb:distill.temperature=1"]["negative_accuracy"] == 1.0
+    assert doc["held_out"]["base"]["accuracy"] == 0.0 and doc["held_out"]["sft"]["n"] == 0  # not evaluated
+    assert doc["training"]["r0"] == {"problems": 3, "negative": 2, "negative_with_a_correct_rollout": 1,
+                                     "correct_rollouts_of_negative": 1, "pairs": 2, "pairs_with_a_negative_answer": 1}
