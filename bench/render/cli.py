@@ -42,7 +42,7 @@ from .compare import (render_baselines_flops, render_compare_details, render_com
 from .config import render_config_reference
 from .quality import render_default_run, render_quality_arms, render_quality_main
 from .speed import render_demo_time, render_distill_memory, render_distill_stores, render_rollout_throughput
-from .tasks import (render_rounds_main, render_rounds_readme, render_tasks_changes, render_tasks_details,
+from .tasks import (render_answer_sign, render_rounds_main, render_rounds_readme, render_tasks_changes, render_tasks_details,
                     render_tasks_main)
 from .teacher import (render_signal_shares, render_teacher_signal, render_teacher_signal_answer_hint,
                       render_teacher_signal_hints, render_teacher_signal_tasks)
@@ -77,6 +77,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "demo_time": render_demo_time,
     "signal_shares": render_signal_shares,
     "baselines_flops": render_baselines_flops,
+    "answer_sign": render_answer_sign,
 }
 
 OPEN_RE = re.compile(r"^<!-- results: (\S+) -->[ \t]*$", re.M)  # a marker is a line of its own

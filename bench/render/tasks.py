@@ -231,3 +231,26 @@ def render_rounds_readme() -> str:
             f"merged into the next round's model, on {n} task{'s' if n > 1 else ''}{missing}: round {last} "
             f"{_words(d['summary']['vs_round1'], 'round 1')}; {_words(d['summary']['vs_grpo'], 'GRPO held to the same FLOPs')} "
             "(bootstrap 95% intervals).\n\n" + source("rounds.json", d, "python -m bench.rounds"))
+
+
+def render_answer_sign() -> str:
+    """docs/tasks.md: the arms on the negative-answer problems and on the others (``bench.answer_sign``)."""
+    d = load("answer_sign.json")
+    rows = []
+    for arm, s in d["held_out"].items():
+        if not s["n"]:
+            continue
+        rows.append([f"`{arm}`" if ":" in arm else SHORT.get(arm, arm), pct(s["accuracy"]),
+                     f"{s['negative_correct']} of {s['negative_n']}", pct(s["writes_a_negative_answer"]),
+                     pct(s["positive_accuracy"])])
+    tr = d["training"]
+    words = "; ".join(f"replicate {r[1:]}: {x['negative']} of {x['problems']} training problems have a negative answer, "
+                      f"{x['negative_with_a_correct_rollout']} of them a correct rollout, "
+                      f"{x['pairs_with_a_negative_answer']} of {x['pairs']} pairs" for r, x in tr.items())
+    reps = ", ".join(map(str, d["replicates_evaluated"]))
+    return "\n".join([
+        f"`{d['task']}`, held-out problems pooled over replicate(s) {reps}:", "",
+        table(["arm", "accuracy", "negative answers solved", "replies with a negative number",
+               "accuracy, positive answers"], rows, "lrrrr"), "",
+        f"Training draws: {words}.", "",
+        source("answer_sign.json", d, f"python -m bench.answer_sign --task {d['task']}")])

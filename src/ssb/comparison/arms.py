@@ -397,7 +397,7 @@ class Compare:
                                    upstream + per_tok * p["trained_tokens"], {"epoch": p["epoch"]}))
             points.append(("final", run.file(out_dir), total, {}))
             half = halves.get(r)
-            if half is not None and (half.file("student") / "adapter_config.json").exists():
+            if half is not None and half.stage_done("distill"):  # its adapter may be gone, its evaluation kept
                 hl = ledger(half, params)["stages"].get("distill", {})
                 points.append(("half_pairs", half.file("student"), upstream / 2 + hl.get("flops", 0.0),
                                {"pairs_fraction": 0.5}))
