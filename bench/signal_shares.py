@@ -13,7 +13,11 @@ changes; default ``token_weighting=hint_gain``), the ``hint_gain`` summary, and 
 store and temperature. With ``--best-from`` (the suite's ``tasks.json``), also the loss of each task's
 ``ssb_best`` (SSB's loss chosen on validation by ``ssb compare --tune``; ``ssb_best`` names its arm and
 overrides; the paper's loss when the paper's arm won), and per task ``confident_share_of_grad`` with
-``paper`` and ``ssb_best``. Writes ``--out`` with ``provenance``. (Not ``bench/signal.py``: a module named
+``paper`` and ``ssb_best``; ``--best-from-tuning TASK=runs/suite/TASK/tune/tuning.json`` takes a task's
+``ssb_best`` from its finished search instead (the same rule, ``tuning.best_variant``), so a task's
+replicate 0 can be diagnosed while its teacher signal is on disk, before its comparison ends; ``--merge``
+keeps the other tasks already in ``--out`` (each task entry carries its own ``provenance``). Writes
+``--out`` with ``provenance``. (Not ``bench/signal.py``: a module named
 ``signal`` in ``bench/`` would shadow the standard library's for ``python bench/<script>.py``.)
 """
 
@@ -48,6 +52,21 @@ def best_losses(path: str) -> dict[str, dict]:
     return out
 
 
+def best_from_tuning(path: str) -> dict:
+    """A task's ``ssb_best`` as its search chose it (``tune/tuning.json`` of ``ssb compare --tune``, with the
+    paper's loss and its ``ssb:`` variants among the arms): the arm, its overrides, its loss changes."""
+    from ssb.comparison.tuning import best_variant
+
+    b = best_variant(json.loads(Path(path).read_text())["tuning"])
+    if b is None:
+        raise SystemExit(f"{path}: no ssb arm and ssb: variant among the tuned arms: no ssb_best to diagnose")
+    overrides = [*b["overrides"], f"distill.lr={b['lr']:.3g}"]
+    loss = [o for o in b["overrides"] if o.startswith("distill.")]
+    other = [o for o in b["overrides"] if o not in loss and not o.startswith("lora.")]
+    return {"arm": b["arm"], "overrides": overrides, "changes": None if other else parse_variant(loss),
+            "chosen_on": "validation (" + path + ")"}
+
+
 def task_entry(name: str, run_dir: str, variant: dict, limit: int | None, best: dict | None = None) -> dict:
     """One task's numbers from its run ``run_dir``; ``best``: its :func:`best_losses` entry."""
     variants = {"variant": variant}
@@ -61,7 +80,7 @@ def task_entry(name: str, run_dir: str, variant: dict, limit: int | None, best: 
              "losses": {k: {"settings": out["losses"][k]["settings"], **{x: out["losses"][k][x] for x in KEYS}}
                         for k in names}}
     if best:
-        entry["ssb_best"] = {k: best[k] for k in ("arm", "overrides")}
+        entry["ssb_best"] = {k: best[k] for k in ("arm", "overrides", "chosen_on") if k in best}
         if best["changes"] is None:
             entry["ssb_best"]["note"] = "changes more than the student's loss: no loss of its own to diagnose"
         entry["confident_share_of_grad"] = {k: entry["losses"][k]["confident_share_of_grad"] for k in names
@@ -78,23 +97,36 @@ def main(argv: list[str] | None = None) -> int:
                     "token_weighting=hint_gain)")
     ap.add_argument("--best-from", default=None, metavar="TASKS_JSON",
                     help="the suite's tasks.json: also each task's ssb_best loss (its ssb_best_choice)")
+    ap.add_argument("--best-from-tuning", action="append", default=[], metavar="TASK=TUNING_JSON",
+                    help="a task's ssb_best as its search chose it (runs/suite/TASK/tune/tuning.json), before its "
+                    "comparison is finished (repeatable)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the tasks of --out that this invocation does not measure (each entry has its provenance)")
     ap.add_argument("--limit", type=int, default=None, help="the first N pairs of each run (default: all)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/signal.json"), help="output (default: %(default)s)")
     args = ap.parse_args(argv)
     variant = parse_variant(args.variant or ["token_weighting=hint_gain"])
     best = best_losses(args.best_from) if args.best_from else {}
+    for item in args.best_from_tuning:
+        name, sep, path = item.partition("=")
+        if not sep:
+            ap.error(f"--best-from-tuning {item!r} must look like TASK=TUNING_JSON")
+        best[name] = best_from_tuning(path)
     tasks = []
     for item in args.run:
         name, sep, run_dir = item.partition("=")
         if not sep:
             ap.error(f"--run {item!r} must look like TASK=DIR")
-        tasks.append(task_entry(name, run_dir, variant, args.limit, best.get(name)))
+        tasks.append({**task_entry(name, run_dir, variant, args.limit, best.get(name)), "provenance": provenance()})
         t = tasks[-1]
         print(f"{name}: confident share of the gradient {t['losses']['paper']['confident_share_of_grad']:.3f} "
               f"(paper), {t['losses']['variant']['confident_share_of_grad']:.3f} (variant); hint gain mean "
               f"{t['hint_gain']['mean']:+.3f}", file=sys.stderr)
+    if args.merge and Path(args.out).is_file():
+        mine = {t["task"] for t in tasks}
+        tasks = [t for t in json.loads(Path(args.out).read_text())["tasks"] if t["task"] not in mine] + tasks
     doc = {"provenance": provenance(), "variant": variant, "limit": args.limit, "best_from": args.best_from,
-           "tasks": tasks}
+           "best_from_tuning": args.best_from_tuning, "tasks": tasks}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

@@ -261,3 +261,22 @@ def test_the_answer_sign_reading_counts_negative_answers_per_arm_and_in_training
     assert doc["held_out"]["base"]["accuracy"] == 0.0 and doc["held_out"]["sft"]["n"] == 0  # not evaluated
     assert doc["training"]["r0"] == {"problems": 3, "negative": 2, "negative_with_a_correct_rollout": 1,
                                      "correct_rollouts_of_negative": 1, "pairs": 2, "pairs_with_a_negative_answer": 1}
+
+
+def test_the_signal_benchmark_takes_ssb_best_from_a_finished_search(tmp_path):
+    """bench.signal_shares --best-from-tuning: the loss diagnosed as ``ssb_best`` is the one the search
+    chose on validation (``tuning.best_variant``, the rule ``ssb compare`` reports), with its lr."""
+    from bench.signal_shares import best_from_tuning
+
+    def arm(lr, acc):
+        return {"trials": [{"lr": lr, "validation_accuracy": acc}], "chosen": {"lr": lr, "validation_accuracy": acc}}
+
+    f = tmp_path / "tuning.json"
+    f.write_text(json.dumps({"tuning": {"ssb": arm(2e-4, 0.30), "ssb:distill.temperature=1": arm(2e-3, 0.35),
+                                        "ssb:distill.ce_weight=1": arm(2e-4, 0.34), "sft": arm(6.32e-4, 0.37)}}))
+    b = best_from_tuning(str(f))
+    assert b["arm"] == "ssb:distill.temperature=1" and b["changes"] == {"temperature": 1}
+    assert b["overrides"] == ["distill.temperature=1", "distill.lr=0.002"]
+    f.write_text(json.dumps({"tuning": {"ssb": arm(2e-4, 0.30), "sft": arm(6.32e-4, 0.37)}}))
+    with pytest.raises(SystemExit, match="no ssb arm and ssb: variant"):
+        best_from_tuning(str(f))
