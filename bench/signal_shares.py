@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(paper), {t['losses']['variant']['confident_share_of_grad']:.3f} (variant); hint gain mean "
               f"{t['hint_gain']['mean']:+.3f}", file=sys.stderr)
     if args.merge and Path(args.out).is_file():
-        mine = {t["task"] for t in tasks}
-        tasks = [t for t in json.loads(Path(args.out).read_text())["tasks"] if t["task"] not in mine] + tasks
+        mine = {t["task"]: t for t in tasks}  # in the file's order, a task measured again in its place
+        old = json.loads(Path(args.out).read_text())["tasks"]
+        tasks = [mine.pop(t["task"], t) for t in old] + list(mine.values())
     doc = {"provenance": provenance(), "variant": variant, "limit": args.limit, "best_from": args.best_from,
            "best_from_tuning": args.best_from_tuning, "tasks": tasks}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

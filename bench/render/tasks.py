@@ -248,8 +248,10 @@ def render_answer_sign() -> str:
                       f"{x['negative_with_a_correct_rollout']} of them a correct rollout, "
                       f"{x['pairs_with_a_negative_answer']} of {x['pairs']} pairs" for r, x in tr.items())
     reps = ", ".join(map(str, d["replicates_evaluated"]))
+    b = d["held_out"]["base"]
     return "\n".join([
-        f"`{d['task']}`, held-out problems pooled over replicate(s) {reps}:", "",
+        f"`{d['task']}`: {b['negative_n']} of its {b['n']} held-out problems ({pct(b['negative_n'] / b['n'])}) have a "
+        f"negative answer. Each arm's held-out answers, pooled over replicate(s) {reps}:", "",
         table(["arm", "accuracy", "negative answers solved", "replies with a negative number",
                "accuracy, positive answers"], rows, "lrrrr"), "",
         f"Training draws: {words}.", "",
