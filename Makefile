@@ -28,8 +28,13 @@ demo: setup
 	$(VENV)/bin/ssb run $(CONFIG)
 
 # pytest exits 5 when it collected no tests: that is reported as an error, never as a pass.
+# The suite runs in TEST_WORKERS pytest-xdist processes (one test file each at a time, so a module's shared
+# run is made once), each with one OpenMP thread, so that together they use the cores without oversubscribing them.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: setup
-	@$(VENV)/bin/pytest -q -ra --durations=25; rc=$$?; \
+	@if [ "$(TEST_WORKERS)" = 0 ]; then par=""; else par="-n $(TEST_WORKERS) --dist loadfile"; export OMP_NUM_THREADS=1; fi; \
+	$(VENV)/bin/pytest -q -ra --durations=25 $$par; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
 	exit $$rc
 
