@@ -120,6 +120,32 @@ def test_formats():
     assert _results.num(196608) == "196,608"
 
 
+def test_the_tuning_table_marks_each_choice_and_the_edge_trial(monkeypatch):
+    """docs/compare.md's search table: every trial per arm in learning-rate order, the chosen one in bold,
+    an arm with the edge extension counted as such; an untuned comparison says it was not tuned."""
+    from bench.render import compare as rc
+
+    trial = lambda lr, acc: {"lr": lr, "overrides": [f"distill.lr={lr}"], "validation_accuracy": acc}  # noqa: E731
+    doc = {"commit": "0" * 40, "config": "configs/default.yaml", "ssb_hint": "correct", "tuning": {
+        "ssb": {"key": "distill.lr", "configured": 2e-4, "grid": [6.32e-5, 2e-4, 6.32e-4],
+                "trials": [trial(2e-4, 0.30), trial(6.32e-5, 0.29), trial(6.32e-4, 0.27)],
+                "chosen": {"lr": 2e-4, "validation_accuracy": 0.30}},
+        "grpo": {"key": "grpo.lr", "configured": 2e-4, "grid": [6.32e-5, 2e-4, 6.32e-4],
+                 "trials": [trial(6.32e-5, 0.32), trial(2e-4, 0.31), trial(6.32e-4, 0.0), trial(2e-5, 0.31)],
+                 "chosen": {"lr": 6.32e-5, "validation_accuracy": 0.32}}},
+        "tuning_protocol": {"rule": "the highest validation accuracy", "validation": {"n": 300, "seed": 7},
+                            "base_validation_accuracy": 0.24}}
+    monkeypatch.setattr(rc, "load", lambda name: doc)
+    out = rc.render_compare_tuning()
+    ssb = next(line for line in out.splitlines() if line.startswith("| SSB"))
+    grpo = next(line for line in out.splitlines() if line.startswith("| GRPO"))
+    assert "6.32e-05 → 29.0%, **0.0002 → 30.0%**, 0.000632 → 27.0%" in ssb and "| 3 |" in ssb
+    assert grpo.index("2e-05") < grpo.index("6.32e-05") and "**6.32e-05 → 32.0%**" in grpo and "4 (edge +1)" in grpo
+    assert "300 validation problems (seed 7" in out and "the base model: 24.0%" in out
+    monkeypatch.setattr(rc, "load", lambda name: {k: v for k, v in doc.items() if k != "tuning"})
+    assert rc.render_compare_tuning().startswith("This comparison was not tuned")
+
+
 def test_caption_with_recorded_provenance():
     prov = {"commit": "0123456789abcdef", "dirty": True, "date": "2025-01-02T03:04:05+00:00",
             "config": {"path": "configs/default.yaml", "sha256": "ab" * 32}}

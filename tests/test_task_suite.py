@@ -179,8 +179,11 @@ def _below(d):
 def test_ssb_helps_on_the_in_range_tasks_and_is_never_the_best_arm(suite):
     in_range = [t for t in suite.values() if t["in_range"]]
     assert {t["name"] for t in in_range} == {"chain_sum", "chain_sum3", "basic_arithmetic"}
-    assert all(t["ssb_base"]["significant"] and t["ssb_base"]["value"] > 0 for t in in_range)
     c3, c2, ba = suite["chain_sum3"], suite["chain_sum"], suite["basic_arithmetic"]
+    # untuned, 2 replicates on nearly the same problems, SSB was ahead of the base everywhere; tuned with 3
+    # independent replicates, on chain_sum the paper's loss is level with the base (its interval holds 0)
+    assert all(t["ssb_base"]["significant"] and t["ssb_base"]["value"] > 0 for t in (c3, ba))
+    assert c2["tuning"] and len(c2["replicates"]) == 3 and c2["ssb_base"]["value"] > 0 and not c2["ssb_base"]["significant"]
     for t in (c3, ba):  # the multi-step tasks: GRPO, SFT and RFT all ahead of SSB
         assert t["multi_step"] and _below(t["ssb_grpo"]) and _below(t["ssb_sft"]) and _below(t["ssb_rft"])
         r0, r1 = (r["accuracy"] for r in t["replicates"])
@@ -189,6 +192,10 @@ def test_ssb_helps_on_the_in_range_tasks_and_is_never_the_best_arm(suite):
     r1 = ba["replicates"][1]["accuracy"]
     assert r1["grpo"] < r1["base"]  # below the base model
     assert not c2["ssb_grpo"]["significant"] and _below(c2["ssb_sft"]) and _below(c2["ssb_rft"])
+    assert _below(c2["ssb_sdft"]) and c2["ssb_grpo"]["value"] < 0 and c2["ssb_best_base"]["significant"]
+    assert c2["ssb_best"]["arm"] == "ssb:distill.temperature=1" and _below(c2["ssb_best_sft"]) and _below(c2["ssb_best_rft"])
+    assert not c2["ssb_best_grpo"]["significant"] and not c2["ssb_best_sdft"]["significant"]
+    assert not c3.get("tuning") and c3["replicate_training"]["shared_with_replicate_0"][0] > 300  # still untuned
     assert c3["pairs_multi_step_share"] > 0.3 and c2["pairs_multi_step_share"] == 0
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from .common import ROOT, RenderError
-from .compare import (render_baselines_flops, render_compare_details, render_compare_main, render_default_run_cost,
+from .compare import (render_baselines_flops, render_compare_details, render_compare_main, render_compare_tuning, render_default_run_cost,
                       render_grpo_generation, render_sdft_generation, render_task_base)
 from .config import render_config_reference
 from .quality import render_default_run, render_quality_arms, render_quality_main
@@ -61,6 +61,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "quality_main": render_quality_main,
     "compare_main": render_compare_main,
     "compare_details": render_compare_details,
+    "compare_tuning": render_compare_tuning,
     "grpo_generation": render_grpo_generation,
     "sdft_generation": render_sdft_generation,
     "task_base": render_task_base,

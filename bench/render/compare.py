@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 
-from .common import difference, interval, load, num, pct, runnable, source, table
+from .common import RESULTS, difference, interval, load, num, pct, runnable, source, table
 
 NAMES = {"base": "base", "ssb": "SSB", "sft": "SFT (teacher's solutions, cross-entropy)",
          "rft": "RFT (own correct rollouts, cross-entropy)", "grpo": "GRPO",
          "sdft": "SDFT (on-policy self-distillation, hinted teacher)"}
 PLOT = "docs/img/accuracy_vs_flops.png"  # python -m bench.plot_compare, from compare.json
+UNTUNED = "compare_untuned.json"  # compare.json as it was before the tuned rerun (configured hyper-parameters)
 
 
 def _flops(x: float | None) -> str:
@@ -37,12 +38,12 @@ def _replicates(d: dict) -> str:
     (``training_shared_with_replicate_0``; for a comparison made before it was recorded, ``replicate_training``
     of its task in ``tasks.json``)."""
     shared = d.get("training_shared_with_replicate_0")
-    total = None
+    task = next((t for t in load("tasks.json").get("tasks", []) if t.get("results") == "bench/results/compare.json"
+                 and t.get("config") == d.get("config")), None)
+    rt = (task or {}).get("replicate_training") or {}
+    total = rt.get("training_problems")
     if shared is None:
-        task = next((t for t in load("tasks.json").get("tasks", []) if t.get("results") == "bench/results/compare.json"
-                     and t.get("config") == d.get("config")), None)
-        rt = (task or {}).get("replicate_training") or {}
-        shared, total = dict(enumerate(rt.get("shared_with_replicate_0", []), 1)), rt.get("training_problems")
+        shared = dict(enumerate(rt.get("shared_with_replicate_0", []), 1))
     if not shared:
         return "other sampling and training seeds"
     total = total or (d.get("replicates") or [{}])[0].get("training_problems")
@@ -79,7 +80,7 @@ def render_compare_main() -> str:
 def _pooled_method(d: dict) -> str:
     """How the pooled intervals were made, as the results file records it."""
     m = (d.get("interval_method") or {}).get("pooled")
-    return m or "mean over replicates, 95% interval from a bootstrap over held-out problems"
+    return (m or "mean over replicates, 95% interval from a bootstrap over held-out problems").rstrip(".")
 
 
 def render_baselines_flops() -> str:
@@ -154,14 +155,20 @@ def render_compare_details() -> str:
         ns = list(next(iter(reach.values())).keys())
         out.append("Fewest FLOPs of a point at base + N points (— : no point gets there):\n\n" + table(
             ["arm", *ns], [[_name(a, d), *(_flops(v[n]) for n in ns)] for a, v in reach.items()], "l" + "r" * len(ns)))
-    k = d.get("k_sensitivity")
+    k, k_note = d.get("k_sensitivity"), ""
+    if not k and (RESULTS / UNTUNED).is_file():  # the tuned rerun ran without it (--k-max 0): the last one measured
+        u = load(UNTUNED)
+        k = u.get("k_sensitivity")
+        k_note = (f" From the comparison before the tuned rerun (`bench/results/{UNTUNED}`, commit "
+                  f"{(u.get('commit') or '?')[:7]}: configured hyper-parameters, its own held-out draw); the tuned "
+                  "rerun ran without it (`--k-max 0`).")
     if k:
         trained = {t["k"]: t for t in k.get("trained", [])}
         rows = [[str(y["k"]), num(y["with_both"]), pct(y["yield"]), pct(y["rollout_accuracy"]),
                  num(y["generated_tokens"]), num(trained.get(y["k"], {}).get("pairs")),
                  pct(trained[y["k"]]["accuracy"]) if y["k"] in trained and "accuracy" in trained[y["k"]] else ""]
                 for y in k["yield"]]
-        out.append(f"K sensitivity (replicate 0; one pass at K = {k['k_max']}, each problem's first K rollouts):\n\n"
+        out.append(f"K sensitivity (replicate 0; one pass at K = {k['k_max']}, each problem's first K rollouts).{k_note}\n\n"
                    + table(["K", "problems with both", "yield", "rollout accuracy", "generated tokens",
                             "SSB pairs", "SSB held-out"], rows))
     rows = []
@@ -183,6 +190,41 @@ def render_compare_details() -> str:
                "generating and scoring completions:\n\n"
                + table(["replicate", "pairs", "GRPO steps", "stopped by", "GRPO generating"], rows))
     return "\n\n".join(out) + f"\n\n{_compare_source(d)}"
+
+
+def render_compare_tuning() -> str:
+    """docs/compare.md: the search of ``--tune`` (``tuning`` in compare.json): per arm its key, the trials'
+    learning rates with their validation accuracy, the chosen value; the rule and the validation draw; which
+    SSB loss is ``ssb_best``."""
+    d = load("compare.json")
+    tuning, proto = d.get("tuning"), d.get("tuning_protocol") or {}
+    if not tuning:
+        return "This comparison was not tuned: every arm ran at its configured hyper-parameters.\n\n" + _compare_source(d)
+    rows = []
+    for arm, t in tuning.items():
+        chosen = t["chosen"]["lr"]
+        trials = ", ".join(("**" if x["lr"] == chosen else "") + f"{x['lr']:.3g} → {pct(x['validation_accuracy'])}"
+                           + ("**" if x["lr"] == chosen else "") for x in sorted(t["trials"], key=lambda x: x["lr"]))
+        edge = len(t["trials"]) > len(t.get("grid") or [])
+        rows.append([_name(arm, d), f"`{t['key']}`", f"{t['configured']:.3g}", str(len(t["trials"])) + (" (edge +1)" if edge else ""),
+                     trials, f"**{chosen:.3g}**"])
+    v = proto.get("validation") or {}
+    base = proto.get("base_validation_accuracy")
+    head = (f"Every trainable arm's learning rate, searched on replicate 0's training problems and scored greedy pass@1 "
+            f"on {v.get('n', proto.get('validation_n', '?'))} validation problems (seed {v.get('seed', '?')}; "
+            f"none in any replicate's training draw or in the held-out draw"
+            + (f"; the base model: {pct(base)}" if base is not None else "") + "). "
+            f"Rule: {proto.get('rule', '?')}.")
+    t = table(["arm", "searched", "configured", "trials", "trials: lr → validation accuracy", "chosen"], rows, "llrrll")
+    best = d.get("ssb_best")
+    tail = ""
+    if best:
+        cands = (best.get("choice") or {}).get("candidates") or {}
+        n = sum(c.get("trials", 0) for c in cands.values())
+        tail = (f"\n\nSSB's best loss on validation (`ssb_best`): {_name(best['arm'], d)}, held-out {pct(best.get('accuracy'))}. "
+                f"It was picked among {len(cands)} SSB losses with {n} trials together, so SSB as a family had more "
+                "trials than any other arm: a win of `ssb_best` carries that advantage, a loss does not.")
+    return f"{head}\n\n{t}{tail}\n\n{_compare_source(d)}"
 
 
 def render_grpo_generation() -> str:

@@ -47,8 +47,8 @@ def _shared(tasks: list[dict]) -> str:
     parts = [f"`{t['name']}` {'/'.join(map(str, t['replicate_training']['shared_with_replicate_0']))} of "
              f"{t['replicate_training']['training_problems']}" for t in tasks if t.get("replicate_training")]
     return ("Training problems the replicates share with replicate 0: " + ", ".join(parts) + " (replicates drawn at data "
-            "seeds one apart share nearly all: they measure sampling and training randomness, not the draw of problems; "
-            "see docs/compare.md).") if parts else ""
+            "seeds one apart, as the untuned comparisons' were, share nearly all: they measure sampling and training "
+            "randomness, not the draw of problems; see docs/compare.md).") if parts else ""
 
 
 def render_tasks_main() -> str:
@@ -66,7 +66,10 @@ def render_tasks_main() -> str:
     n = d["tasks"][0]["n_problems"]
     reps = sorted({len(t["replicates"]) for t in d["tasks"]})
     head = (f"{n} held-out problems per task, greedy pass@1, {'/'.join(map(str, reps))} replicates pooled; "
-            "differences are SSB minus the other arm with a bootstrap 95% interval, in bold where it excludes 0. "
+            "differences are SSB minus the other arm with a 95% interval, in bold where it excludes 0"
+            + (" (" + ", ".join(f"`{t['name']}`" for t in d["tasks"] if t.get("tuning")) + ", tuned: a bootstrap over "
+               "replicates and held-out problems; the others: over held-out problems)"
+               if any(t.get("tuning") for t in d["tasks"]) else " (a bootstrap over held-out problems)") + ". "
             "GRPO held to SSB's FLOPs; every arm on the same problems, prompt and LoRA. " + _shared(d["tasks"]))
     t = table(["task", "multi-step", "pairs with 2+ steps", "base", "SSB", "SFT", "RFT", "GRPO", "SDFT", "SSB best",
                "SSB − base", "SSB − GRPO", "SSB − SFT"], rows, "llrrrrrrrrrrr")
@@ -120,12 +123,14 @@ def render_tasks_changes() -> str:
             d_old, d_new = o.get(f"ssb_{arm}"), t.get(f"ssb_{arm}")
             rows.append([f"`{t['name']}`", SHORT[arm], pct(a), pct(b),
                          pts(100 * (b - a)) if a is not None and b is not None else "—",
-                         f"{chosen:.3g}" if chosen else "—", difference(d_old) if arm != "ssb" else "—",
+                         f"{chosen:.3g}" if chosen else "—", (_diff(d_old) if "significant" in d_old else difference(d_old)) if d_old and arm != "ssb" else "—",
                          _diff(d_new) if d_new and arm != "ssb" else "—"])
     head = ("Each rerun task's arms before the rerun (`bench/results/tasks_untuned.json`: the configured "
             "hyper-parameters, 2 replicates, most tasks' replicates on nearly the same training problems) and "
             "after it (every arm's learning rate chosen on a validation draw, 3 replicates on independent draws, "
-            "intervals over replicates and problems).")
+            "intervals over replicates and problems). The held-out draws differ too: the rerun's also excludes the "
+            "validation draw and the independent training draws, so every arm's accuracy, the base model's included, "
+            "moved with the draw; SSB minus each arm, measured within one comparison, is what compares across the two.")
     t = table(["task", "arm", "held-out before", "after", "change", "learning rate chosen", "SSB − arm before",
                "SSB − arm after"], rows, "llrrrrrr") if rows else ""
     time = "\n".join(_time_line(t) for t in now["tasks"] if t["name"] in {r[0] for r in RERUN} and t.get("tuning")

@@ -386,7 +386,9 @@ class Compare:
                 f = run.file(f"{arm}_points/points.json")
                 last = run.stage(arm).get("steps")  # a point at the final step is the final adapter
                 for p in [p for p in (json.loads(f.read_text()) if f.is_file() else []) if p["step"] != last]:
-                    points.append((f"p{p['point']}", run.file(f"{arm}_points/{p['dir']}"), p["flops"],
+                    # a point's FLOPs are its stage's spend so far; the arm's final adds what it took from upstream
+                    # (SDFT: the rollouts and curation its hints come from), and so does each point
+                    points.append((f"p{p['point']}", run.file(f"{arm}_points/{p['dir']}"), upstream + p["flops"],
                                    {"budget_fraction": p["budget_fraction"], "step": p["step"]}))
             elif self.curves:
                 f = run.file(f"{out_dir}_epochs/points.json")
