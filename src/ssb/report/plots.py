@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .paired import label_key
 
-COLORS = {"base": "#8c8c8c", "grpo": "#e07b39", "ssb": "#2b7bba"}
+COLORS = {"base": "#8c8c8c", "grpo": "#e07b39", "ssb": "#2b7bba", "sft": "#d62728", "rft": "#9467bd", "sdft": "#2ca02c"}
 
 
 def _plt():
