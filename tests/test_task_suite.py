@@ -196,6 +196,8 @@ def test_ssb_helps_on_the_in_range_tasks_and_is_never_the_best_arm(suite):
     assert c2["ssb_best"]["arm"] == "ssb:distill.temperature=1" and _below(c2["ssb_best_sft"]) and _below(c2["ssb_best_rft"])
     assert not c2["ssb_best_grpo"]["significant"] and not c2["ssb_best_sdft"]["significant"]
     assert not c3.get("tuning") and c3["replicate_training"]["shared_with_replicate_0"][0] > 300  # still untuned
+    # the README: "the tuned rerun has finished chain_sum; the other tasks' rows are still the untuned comparisons"
+    assert [t["name"] for t in suite.values() if t.get("tuning")] == ["chain_sum"]
     assert c3["pairs_multi_step_share"] > 0.3 and c2["pairs_multi_step_share"] == 0
 
 
